@@ -1,0 +1,319 @@
+//! Wire types: every JSON body any service sends or receives, defined once.
+//!
+//! Successful answers are `{"data": ...}` ([`Data`]); failures are
+//! `{"error":{"code":C,"message":"..."}}` ([`ErrorBody`]). The front-end, the catalog, the order
+//! replicas, the client and the tests all use these types, so a field renamed here is renamed
+//! everywhere.
+//!
+//! Client-supplied order bodies are validated by [`OrderRequest::parse`], which is strict on
+//! purpose (SPEC §3): `quantity` must be a JSON integer above zero, never a string or a float.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// The success envelope: `{"data": T}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Data<T> {
+    pub data: T,
+}
+
+/// The error envelope: `{"error":{"code":C,"message":"..."}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// The inside of [`ErrorBody`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: u16,
+    pub message: String,
+}
+
+impl From<&Error> for ErrorBody {
+    fn from(err: &Error) -> Self {
+        ErrorBody { error: ErrorDetail { code: err.status(), message: err.message() } }
+    }
+}
+
+/// Buy or sell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderType {
+    Buy,
+    Sell,
+}
+
+impl OrderType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderType::Buy => "buy",
+            OrderType::Sell => "sell",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<OrderType> {
+        match s {
+            "buy" => Ok(OrderType::Buy),
+            "sell" => Ok(OrderType::Sell),
+            other => Err(Error::BadRequest(format!("type must be \"buy\" or \"sell\", not {other:?}"))),
+        }
+    }
+}
+
+/// A stock as the front-end shows it: `GET /stocks/<name>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stock {
+    pub name: String,
+    pub price: f64,
+    pub quantity: u64,
+}
+
+/// A stock with its traded volume, as the catalog stores it and `GET /stocks` lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StockRecord {
+    pub name: String,
+    pub price: f64,
+    pub quantity: u64,
+    pub volume: u64,
+}
+
+impl From<&StockRecord> for Stock {
+    fn from(r: &StockRecord) -> Self {
+        Stock { name: r.name.clone(), price: r.price, quantity: r.quantity }
+    }
+}
+
+/// An order as a client places it (`POST /orders`), and as the front-end forwards it to the
+/// leader and the leader forwards it to the catalog. `request_id` makes retries idempotent: the
+/// front-end fills it in when the client did not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRequest {
+    pub name: String,
+    pub quantity: u64,
+    #[serde(rename = "type")]
+    pub kind: OrderType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// Longest accepted request id: ids are stored in every log line and in the catalog.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+impl OrderRequest {
+    /// Parses and validates an order body, naming the first thing wrong with it.
+    pub fn parse(body: &[u8]) -> Result<OrderRequest> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| Error::BadRequest(format!("malformed JSON: {e}")))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| Error::BadRequest("order body must be a JSON object".into()))?;
+        let field = |key: &str| {
+            obj.get(key).ok_or_else(|| Error::BadRequest(format!("missing field {key:?}")))
+        };
+        let name = field("name")?
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Error::BadRequest("name must be a non-empty string".into()))?
+            .to_string();
+        let quantity = field("quantity")?
+            .as_u64()
+            .filter(|q| *q > 0)
+            .ok_or_else(|| Error::BadRequest("quantity must be a positive integer".into()))?;
+        let kind = OrderType::parse(
+            field("type")?
+                .as_str()
+                .ok_or_else(|| Error::BadRequest("type must be \"buy\" or \"sell\"".into()))?,
+        )?;
+        let request_id = match obj.get("request_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_REQUEST_ID_LEN => {
+                Some(s.clone())
+            }
+            Some(_) => {
+                return Err(Error::BadRequest(format!(
+                    "request_id must be a string of 1 to {MAX_REQUEST_ID_LEN} characters"
+                )))
+            }
+        };
+        Ok(OrderRequest { name, quantity, kind, request_id })
+    }
+}
+
+/// The answer to a successful order: `{"data":{"transaction_number":N}}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderAck {
+    pub transaction_number: u64,
+}
+
+/// An order as `GET /orders/<n>` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub number: u64,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: OrderType,
+    pub quantity: u64,
+}
+
+/// One line of an order replica's log: the order plus the epoch of the leadership that wrote it
+/// and the request id that makes retries idempotent. Replicas exchange these verbatim.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub number: u64,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: OrderType,
+    pub quantity: u64,
+    pub epoch: u64,
+    pub request_id: String,
+}
+
+impl From<&LogEntry> for Order {
+    fn from(e: &LogEntry) -> Self {
+        Order { number: e.number, name: e.name.clone(), kind: e.kind, quantity: e.quantity }
+    }
+}
+
+/// The catalog's answer to a trade (`POST /orders` on the catalog).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TradeResult {
+    /// The stock after the trade.
+    pub stock: StockRecord,
+    /// True when this request id had already been traded and this is the first result again.
+    pub repeated: bool,
+}
+
+/// `GET /cache` on the front-end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheView {
+    pub enabled: bool,
+    pub capacity: usize,
+    /// Most recently used first.
+    pub items: Vec<String>,
+}
+
+/// `GET /health` on the front-end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrontendHealth {
+    pub status: String,
+    /// The leading replica's id, `null` while none leads.
+    pub leader: Option<u32>,
+    /// Forwards to a replica that were retried after a failure.
+    pub retries: u64,
+    /// Leader selections that changed the leader.
+    pub failovers: u64,
+}
+
+/// `GET /health` on an order replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaHealth {
+    pub status: String,
+    pub id: u32,
+    /// `"leader"`, `"follower"` or `"recovering"` (not yet caught up, does not answer Ping).
+    pub role: String,
+    pub epoch: u64,
+    /// Highest order number held, -1 when the log is empty.
+    pub latest: i64,
+}
+
+/// `GET /synchronize` on an order replica: how far its log goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncState {
+    /// Highest order number held, -1 when the log is empty.
+    pub latest: i64,
+    /// The highest epoch this replica has seen (persisted).
+    pub epoch: u64,
+    /// The epoch of the last log entry (0 when empty): with `latest`, what decides which log
+    /// is more up to date.
+    pub last_epoch: u64,
+}
+
+/// A page of log entries: `GET /orders?since=N` on an order replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPage {
+    pub entries: Vec<LogEntry>,
+    /// Highest order number the replica held when it answered, -1 when empty.
+    pub latest: i64,
+}
+
+/// The entry just before a replicated batch, so the follower can check that its log agrees up
+/// to there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPosition {
+    pub number: u64,
+    pub epoch: u64,
+}
+
+/// `POST /propagate`: leader to follower.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Propagate {
+    /// The leader's epoch; a follower that has seen a higher one refuses with 409.
+    pub epoch: u64,
+    pub leader: u32,
+    /// The entry before `entries[0]`, `None` when `entries` start at order 0.
+    pub prev: Option<LogPosition>,
+    pub entries: Vec<LogEntry>,
+}
+
+/// The follower's answer to [`Propagate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PropagateAck {
+    /// False when `prev` did not match; the leader then resends from `latest + 1`.
+    pub accepted: bool,
+    /// The follower's highest order number after applying (or the hint where to resume).
+    pub latest: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_validation_table() {
+        let ok = |body: &str| OrderRequest::parse(body.as_bytes());
+        let cases: &[(&str, Option<&str>)] = &[
+            (r#"{"name":"GameStart","quantity":1,"type":"buy"}"#, None),
+            (r#"{"name":"GameStart","quantity":3,"type":"sell","request_id":"r1"}"#, None),
+            (r#"{"name":"GameStart","quantity":1,"type":"buy""#, Some("malformed JSON")),
+            (r#"[1,2]"#, Some("JSON object")),
+            (r#"{"quantity":1,"type":"buy"}"#, Some("missing field \"name\"")),
+            (r#"{"name":"X","type":"buy"}"#, Some("missing field \"quantity\"")),
+            (r#"{"name":"X","quantity":1}"#, Some("missing field \"type\"")),
+            (r#"{"name":"X","quantity":0,"type":"buy"}"#, Some("positive integer")),
+            (r#"{"name":"X","quantity":-2,"type":"buy"}"#, Some("positive integer")),
+            (r#"{"name":"X","quantity":1.5,"type":"buy"}"#, Some("positive integer")),
+            (r#"{"name":"X","quantity":"1","type":"buy"}"#, Some("positive integer")),
+            (r#"{"name":"X","quantity":1,"type":"hold"}"#, Some("buy")),
+            (r#"{"name":"X","quantity":1,"type":7}"#, Some("buy")),
+            (r#"{"name":"","quantity":1,"type":"buy"}"#, Some("non-empty")),
+            (r#"{"name":3,"quantity":1,"type":"buy"}"#, Some("non-empty")),
+            (r#"{"name":"X","quantity":1,"type":"buy","request_id":5}"#, Some("request_id")),
+        ];
+        for (body, want) in cases {
+            match (ok(body), want) {
+                (Ok(_), None) => {}
+                (Err(Error::BadRequest(msg)), Some(part)) => {
+                    assert!(msg.contains(part), "{body}: {msg:?} lacks {part:?}")
+                }
+                (got, want) => panic!("{body}: got {got:?}, want error containing {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn wire_names_match_the_spec() {
+        let order = Order { number: 0, name: "GameStart".into(), kind: OrderType::Buy, quantity: 1 };
+        assert_eq!(
+            serde_json::to_string(&Data { data: order }).unwrap(),
+            r#"{"data":{"number":0,"name":"GameStart","type":"buy","quantity":1}}"#
+        );
+        let err = ErrorBody::from(&Error::NotFound("no stock".into()));
+        assert_eq!(
+            serde_json::to_string(&err).unwrap(),
+            r#"{"error":{"code":404,"message":"no stock"}}"#
+        );
+    }
+}

@@ -1,0 +1,434 @@
+//! The deployment description: one YAML file (`conf/bazaar.yaml`) for every process.
+//!
+//! [`Config::load`] reads the file, applies the environment overrides of the reference design
+//! (`CATALOG_PORT`, `ORDER_HOST2`, `CACHE_SIZE`, ...; see [`ENV_KEYS`]) and validates the result.
+//! Any problem becomes one [`Error::Config`] line that names the key, and the binaries exit
+//! with code 2 on it. Unknown keys are errors, not silently ignored, so a typo cannot turn into
+//! a default.
+//!
+//! Every state file lives under `output_dir` (`OUTPUT_DIR`): `catalog.json`,
+//! `orders-N.csv`, `orders-N.state.json` and, with dump on, the cache trace.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Where binaries look for the config when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "conf/bazaar.yaml";
+
+/// The environment variables that override the file (SPEC §1), with the reference names.
+pub const ENV_KEYS: &[&str] = &[
+    "CATALOG_HOST",
+    "CATALOG_PORT",
+    "ORDER_HOST1",
+    "ORDER_HOST2",
+    "ORDER_HOST3",
+    "ORDER_PORT1",
+    "ORDER_PORT2",
+    "ORDER_PORT3",
+    "ORDER_LEADER_BROADCAST_PORT1",
+    "ORDER_LEADER_BROADCAST_PORT2",
+    "ORDER_LEADER_BROADCAST_PORT3",
+    "ORDER_HEALTH_CHECK_PORT1",
+    "ORDER_HEALTH_CHECK_PORT2",
+    "ORDER_HEALTH_CHECK_PORT3",
+    "FRONTEND_HOST",
+    "FRONTEND_PORT",
+    "OUTPUT_DIR",
+    "HEALTH_CHECK_INTERVAL",
+    "CACHE",
+    "CACHE_SIZE",
+    "CACHE_LOG_PATH",
+    "DUMP",
+];
+
+/// The whole deployment.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory of every state file.
+    pub output_dir: PathBuf,
+    /// Seconds between the front-end's active health checks of the leader.
+    pub health_check_interval: f64,
+    #[serde(default)]
+    pub http: HttpConfig,
+    pub catalog: CatalogConfig,
+    pub frontend: FrontendConfig,
+    pub order: OrderConfig,
+}
+
+/// Limits of the HTTP server layer, shared by every service.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Most connections a service keeps open; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// A keep-alive connection with no request for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A request whose headers and body take longer than this to arrive is dropped.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { max_connections: 1024, idle_timeout_ms: 10_000, request_timeout_ms: 5_000 }
+    }
+}
+
+impl HttpConfig {
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// One stock of the initial catalog.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockConfig {
+    pub name: String,
+    pub price: f64,
+    #[serde(default = "default_quantity")]
+    pub quantity: u64,
+}
+
+fn default_quantity() -> u64 {
+    100
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    pub host: String,
+    pub port: u32,
+    /// Size of the request thread pool.
+    pub threads: usize,
+    pub stocks: Vec<StockConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontendConfig {
+    pub host: String,
+    pub port: u32,
+    pub threads: usize,
+    /// Serve lookups from the LRU cache.
+    pub cache: bool,
+    pub cache_size: usize,
+    /// Append every cache change to `cache_log_path`.
+    pub dump: bool,
+    /// Where the cache trace goes; default `<output_dir>/frontend-cache.jsonl`.
+    #[serde(default)]
+    pub cache_log_path: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderConfig {
+    pub threads: usize,
+    pub replicas: Vec<ReplicaConfig>,
+}
+
+/// Where one order replica listens.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaConfig {
+    pub id: u32,
+    pub host: String,
+    /// HTTP.
+    pub port: u32,
+    /// TCP: `Ping`, `You win`, `<id>`.
+    pub leader_broadcast_port: u32,
+    /// TCP: `Ping`.
+    pub health_check_port: u32,
+}
+
+impl ReplicaConfig {
+    pub fn http_addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+    pub fn broadcast_addr(&self) -> String {
+        format!("{}:{}", self.host, self.leader_broadcast_port)
+    }
+    pub fn health_addr(&self) -> String {
+        format!("{}:{}", self.host, self.health_check_port)
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies the environment, validates.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        Config::from_yaml(&text, &|key| std::env::var(key).ok())
+    }
+
+    /// Parses YAML text, then applies overrides looked up with `env` and validates. Tests pass
+    /// a closure instead of touching the process environment.
+    pub fn from_yaml(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+        let mut config: Config =
+            serde_yaml::from_str(text).map_err(|e| Error::Config(yaml_error(e)))?;
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+        fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
+            value.trim().parse().map_err(|_| Error::Config(format!("{key}: cannot parse {value:?}")))
+        }
+        fn flag(key: &str, value: &str) -> Result<bool> {
+            match value.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" | "" => Ok(false),
+                _ => Err(Error::Config(format!("{key}: expected true/false or 1/0, not {value:?}"))),
+            }
+        }
+        for &key in ENV_KEYS {
+            let Some(value) = env(key) else { continue };
+            match key {
+                "CATALOG_HOST" => self.catalog.host = value,
+                "CATALOG_PORT" => self.catalog.port = parse(key, &value)?,
+                "FRONTEND_HOST" => self.frontend.host = value,
+                "FRONTEND_PORT" => self.frontend.port = parse(key, &value)?,
+                "OUTPUT_DIR" => self.output_dir = PathBuf::from(value),
+                "HEALTH_CHECK_INTERVAL" => self.health_check_interval = parse(key, &value)?,
+                "CACHE" => self.frontend.cache = flag(key, &value)?,
+                "CACHE_SIZE" => self.frontend.cache_size = parse(key, &value)?,
+                "CACHE_LOG_PATH" => self.frontend.cache_log_path = Some(PathBuf::from(value)),
+                "DUMP" => self.frontend.dump = flag(key, &value)?,
+                _ => {
+                    // ORDER_<FIELD><id>: the trailing digit is the replica id.
+                    let (field, id) = key.split_at(key.len() - 1);
+                    let id: u32 = id.parse().map_err(|_| Error::Internal(key.into()))?;
+                    let replica =
+                        self.order.replicas.iter_mut().find(|r| r.id == id).ok_or_else(|| {
+                            Error::Config(format!("{key}: no order replica with id {id}"))
+                        })?;
+                    match field {
+                        "ORDER_HOST" => replica.host = value,
+                        "ORDER_PORT" => replica.port = parse(key, &value)?,
+                        "ORDER_LEADER_BROADCAST_PORT" => {
+                            replica.leader_broadcast_port = parse(key, &value)?
+                        }
+                        "ORDER_HEALTH_CHECK_PORT" => replica.health_check_port = parse(key, &value)?,
+                        _ => return Err(Error::Internal(format!("unhandled env key {key}"))),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: String| Err(Error::Config(format!("{key}: {why}")));
+        let mut ports = vec![("catalog.port".to_string(), self.catalog.port)];
+        ports.push(("frontend.port".into(), self.frontend.port));
+        for (i, r) in self.order.replicas.iter().enumerate() {
+            ports.push((format!("order.replicas[{i}].port"), r.port));
+            ports.push((format!("order.replicas[{i}].leader_broadcast_port"), r.leader_broadcast_port));
+            ports.push((format!("order.replicas[{i}].health_check_port"), r.health_check_port));
+        }
+        for (key, port) in &ports {
+            if !(1..=65535).contains(port) {
+                return bad(key, format!("port {port} is out of range 1-65535"));
+            }
+        }
+        if self.frontend.cache_size == 0 {
+            return bad("frontend.cache_size", "must be at least 1".into());
+        }
+        if !(self.health_check_interval.is_finite() && self.health_check_interval > 0.0) {
+            return bad("health_check_interval", "must be a positive number of seconds".into());
+        }
+        for (key, n) in [
+            ("catalog.threads", self.catalog.threads),
+            ("frontend.threads", self.frontend.threads),
+            ("order.threads", self.order.threads),
+            ("http.max_connections", self.http.max_connections),
+        ] {
+            if n == 0 {
+                return bad(key, "must be at least 1".into());
+            }
+        }
+        if self.http.idle_timeout_ms == 0 || self.http.request_timeout_ms == 0 {
+            return bad("http", "timeouts must be at least 1 ms".into());
+        }
+        if self.catalog.stocks.is_empty() {
+            return bad("catalog.stocks", "needs at least one stock".into());
+        }
+        let mut names = HashSet::new();
+        for (i, s) in self.catalog.stocks.iter().enumerate() {
+            if s.name.is_empty() || s.name.contains(['/', '?', '&', ' ']) {
+                return bad(&format!("catalog.stocks[{i}].name"), format!("{:?} is not a usable name", s.name));
+            }
+            if !names.insert(&s.name) {
+                return bad(&format!("catalog.stocks[{i}].name"), format!("duplicate stock {:?}", s.name));
+            }
+            if !(s.price.is_finite() && s.price >= 0.0) {
+                return bad(&format!("catalog.stocks[{i}].price"), "must be a non-negative number".into());
+            }
+        }
+        if self.order.replicas.is_empty() {
+            return bad("order.replicas", "needs at least one replica".into());
+        }
+        let mut ids = HashSet::new();
+        for (i, r) in self.order.replicas.iter().enumerate() {
+            if r.id == 0 {
+                return bad(&format!("order.replicas[{i}].id"), "ids start at 1".into());
+            }
+            if !ids.insert(r.id) {
+                return bad(&format!("order.replicas[{i}].id"), format!("duplicate replica id {}", r.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// The replica with this id.
+    pub fn replica(&self, id: u32) -> Result<&ReplicaConfig> {
+        self.order
+            .replicas
+            .iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| Error::Config(format!("order.replicas: no replica with id {id}")))
+    }
+
+    pub fn health_check_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.health_check_interval)
+    }
+
+    pub fn catalog_addr(&self) -> String {
+        format!("{}:{}", self.catalog.host, self.catalog.port)
+    }
+
+    pub fn frontend_addr(&self) -> String {
+        format!("{}:{}", self.frontend.host, self.frontend.port)
+    }
+
+    pub fn catalog_path(&self) -> PathBuf {
+        self.output_dir.join("catalog.json")
+    }
+
+    pub fn order_log_path(&self, id: u32) -> PathBuf {
+        self.output_dir.join(format!("orders-{id}.csv"))
+    }
+
+    pub fn order_state_path(&self, id: u32) -> PathBuf {
+        self.output_dir.join(format!("orders-{id}.state.json"))
+    }
+
+    pub fn cache_log_path(&self) -> PathBuf {
+        self.frontend.cache_log_path.clone().unwrap_or_else(|| self.output_dir.join("frontend-cache.jsonl"))
+    }
+}
+
+/// serde_yaml puts the key path first ("catalog.port: invalid type ..."): keep it on one line.
+fn yaml_error(err: serde_yaml::Error) -> String {
+    err.to_string().replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHIPPED: &str = include_str!("../conf/bazaar.yaml");
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config> {
+        let env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_yaml(text, &move |key| {
+            env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let c = load(SHIPPED, &[]).unwrap();
+        assert_eq!(c.catalog.port, 8090);
+        assert_eq!(c.frontend.port, 8080);
+        assert_eq!(c.catalog.stocks.len(), 14);
+        assert!(c.catalog.stocks.iter().all(|s| s.quantity == 100));
+        assert!(c.frontend.cache_size < c.catalog.stocks.len());
+        let ids: Vec<u32> = c.order.replicas.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert_eq!(c.replica(2).unwrap().port, 8092);
+        assert_eq!(c.replica(3).unwrap().leader_broadcast_port, 9093);
+        assert_eq!(c.replica(1).unwrap().health_check_port, 9191);
+    }
+
+    #[test]
+    fn env_overrides_the_file() {
+        let c = load(
+            SHIPPED,
+            &[
+                ("CATALOG_PORT", "7000"),
+                ("ORDER_HOST2", "10.0.0.2"),
+                ("ORDER_PORT3", "7003"),
+                ("ORDER_LEADER_BROADCAST_PORT1", "7101"),
+                ("ORDER_HEALTH_CHECK_PORT2", "7202"),
+                ("FRONTEND_HOST", "0.0.0.0"),
+                ("OUTPUT_DIR", "/tmp/x"),
+                ("HEALTH_CHECK_INTERVAL", "0.25"),
+                ("CACHE", "0"),
+                ("CACHE_SIZE", "3"),
+                ("CACHE_LOG_PATH", "/tmp/c.jsonl"),
+                ("DUMP", "true"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.catalog.port, 7000);
+        assert_eq!(c.replica(2).unwrap().host, "10.0.0.2");
+        assert_eq!(c.replica(3).unwrap().port, 7003);
+        assert_eq!(c.replica(1).unwrap().leader_broadcast_port, 7101);
+        assert_eq!(c.replica(2).unwrap().health_check_port, 7202);
+        assert_eq!(c.frontend.host, "0.0.0.0");
+        assert_eq!(c.order_log_path(1), PathBuf::from("/tmp/x/orders-1.csv"));
+        assert_eq!(c.health_check_interval(), Duration::from_millis(250));
+        assert!(!c.frontend.cache);
+        assert_eq!(c.frontend.cache_size, 3);
+        assert_eq!(c.cache_log_path(), PathBuf::from("/tmp/c.jsonl"));
+        assert!(c.frontend.dump);
+    }
+
+    #[test]
+    fn bad_configs_name_the_key() {
+        let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+            ("port out of range", "port: 8090", &[("CATALOG_PORT", "70000")], "catalog.port"),
+            ("port zero", "port: 8080", &[("FRONTEND_PORT", "0")], "frontend.port"),
+            ("env not a number", "", &[("ORDER_PORT2", "abc")], "ORDER_PORT2"),
+            ("cache size zero", "cache_size: 10", &[("CACHE_SIZE", "0")], "frontend.cache_size"),
+            ("bad flag", "", &[("CACHE", "maybe")], "CACHE"),
+            ("unknown key", "output_dir: data", &[], "colour"),
+            ("duplicate id", "id: 2", &[], "duplicate replica id"),
+            ("interval", "", &[("HEALTH_CHECK_INTERVAL", "-1")], "health_check_interval"),
+        ];
+        for (what, needle, env, want) in cases {
+            let text = match *what {
+                "unknown key" => SHIPPED.replacen("output_dir: data", "colour: blue\noutput_dir: data", 1),
+                "duplicate id" => SHIPPED.replacen("id: 3", "id: 2", 1),
+                _ => SHIPPED.to_string(),
+            };
+            assert!(text.contains(needle), "{what}: fixture lacks {needle:?}");
+            match load(&text, env) {
+                Err(Error::Config(msg)) => {
+                    assert!(msg.contains(want), "{what}: {msg:?} does not name {want:?}");
+                    assert!(!msg.contains('\n'), "{what}: message spans lines: {msg:?}");
+                }
+                other => panic!("{what}: expected a config error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn broken_yaml_is_one_line() {
+        match load("catalog: [unclosed", &[]) {
+            Err(Error::Config(msg)) => assert!(!msg.contains('\n')),
+            other => panic!("{other:?}"),
+        }
+    }
+}

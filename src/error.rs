@@ -1,0 +1,142 @@
+//! The one error type of the whole system.
+//!
+//! Every fallible function in the crate returns [`Result`]. Each variant is a kind of failure a
+//! caller may want to react to differently; [`Error::status`] is the single place that maps a
+//! variant to an HTTP status, and [`Error::from_status`] is its inverse, used when an error body
+//! comes back from another service so that, say, a 409 from the catalog stays a 409 at the
+//! front-end.
+
+use std::fmt;
+
+/// A crate-wide result.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong, flat on purpose: one `match` shows every case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The request is malformed: bad JSON, a missing field, a bad value, bad framing (400).
+    BadRequest(String),
+    /// No such stock, order or route (404).
+    NotFound(String),
+    /// The path exists but not with this method (405).
+    MethodNotAllowed,
+    /// A body without a length (chunked uploads are refused) (411).
+    LengthRequired,
+    /// The trade cannot be done: not enough stock to buy, or a stale epoch (409).
+    Conflict(String),
+    /// A request body over the limit (413).
+    PayloadTooLarge,
+    /// An order replica that is not the leader was asked to take an order (421). The
+    /// front-end reacts by re-selecting the leader and retrying.
+    NotLeader(String),
+    /// A dependency answered that it cannot serve now, or no replica leads (503).
+    Unavailable(String),
+    /// A peer could not be reached at all: refused, reset or timed out. Surfaces as 503; the
+    /// front-end treats it as a reason to re-select the leader, unlike [`Error::Unavailable`],
+    /// which is a peer's real answer.
+    Unreachable(String),
+    /// A bug or an I/O failure inside this process (500).
+    Internal(String),
+    /// A bad configuration; binaries print it and exit with code 2.
+    Config(String),
+}
+
+impl Error {
+    /// The HTTP status for this error: the one place that decides it.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::BadRequest(_) => 400,
+            Error::NotFound(_) => 404,
+            Error::MethodNotAllowed => 405,
+            Error::LengthRequired => 411,
+            Error::Conflict(_) => 409,
+            Error::PayloadTooLarge => 413,
+            Error::NotLeader(_) => 421,
+            Error::Unavailable(_) | Error::Unreachable(_) => 503,
+            Error::Internal(_) | Error::Config(_) => 500,
+        }
+    }
+
+    /// Rebuilds an error from a status and message that another service sent back.
+    pub fn from_status(status: u16, message: String) -> Error {
+        match status {
+            400 => Error::BadRequest(message),
+            404 => Error::NotFound(message),
+            405 => Error::MethodNotAllowed,
+            409 => Error::Conflict(message),
+            411 => Error::LengthRequired,
+            413 => Error::PayloadTooLarge,
+            421 => Error::NotLeader(message),
+            503 => Error::Unavailable(message),
+            _ => Error::Internal(format!("status {status}: {message}")),
+        }
+    }
+
+    /// The message that goes into the JSON error body.
+    pub fn message(&self) -> String {
+        match self {
+            Error::BadRequest(m)
+            | Error::NotFound(m)
+            | Error::Conflict(m)
+            | Error::NotLeader(m)
+            | Error::Unavailable(m)
+            | Error::Unreachable(m)
+            | Error::Internal(m)
+            | Error::Config(m) => m.clone(),
+            Error::MethodNotAllowed => "method not allowed".into(),
+            Error::LengthRequired => "a request body needs a Content-Length".into(),
+            Error::PayloadTooLarge => "request body too large".into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(m) => write!(f, "config: {m}"),
+            other => write!(f, "{} {}", other.status(), other.message()),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Self {
+        Error::Internal(format!("io: {err}"))
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(err: serde_json::Error) -> Self {
+        Error::Internal(format!("json: {err}"))
+    }
+}
+
+impl From<csv::Error> for Error {
+    fn from(err: csv::Error) -> Self {
+        Error::Internal(format!("csv: {err}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips() {
+        let cases = [
+            Error::BadRequest("x".into()),
+            Error::NotFound("x".into()),
+            Error::MethodNotAllowed,
+            Error::LengthRequired,
+            Error::Conflict("x".into()),
+            Error::PayloadTooLarge,
+            Error::NotLeader("x".into()),
+            Error::Unavailable("x".into()),
+        ];
+        for err in cases {
+            assert_eq!(Error::from_status(err.status(), err.message()), err);
+        }
+    }
+}

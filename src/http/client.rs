@@ -1,0 +1,113 @@
+//! Outbound HTTP: one shared keep-alive `ureq` agent per process.
+//!
+//! Every call has per-phase timeouts (connect, send, receive) rather than ureq's
+//! `timeout_global`, which spawns a thread per call. Status codes are not errors at the ureq
+//! level (`http_status_as_error(false)`), so the JSON error body of another service is read and
+//! turned back into the same [`Error`] with [`Error::from_status`]. A transport failure (refused,
+//! reset, timed out) becomes [`Error::Unreachable`].
+//!
+//! Caveats: ureq keeps at most [`MAX_IDLE_PER_HOST`] idle connections per host; beyond that,
+//! calls open new connections (correct, slightly slower).
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::api::{Data, ErrorBody};
+use crate::error::{Error, Result};
+
+/// Idle keep-alive connections kept per host: at least any service's pool size.
+pub const MAX_IDLE_PER_HOST: usize = 64;
+
+/// How long to wait for a TCP connect.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The agent-wide default wait for a response; callers can pass a tighter one per call.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A cheap-to-clone handle on the process's agent.
+#[derive(Clone)]
+pub struct Client {
+    agent: ureq::Agent,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client::new()
+    }
+}
+
+impl Client {
+    pub fn new() -> Client {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_idle_connections_per_host(MAX_IDLE_PER_HOST)
+            .max_idle_connections(4 * MAX_IDLE_PER_HOST)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_send_request(Some(DEFAULT_RESPONSE_TIMEOUT))
+            .timeout_send_body(Some(DEFAULT_RESPONSE_TIMEOUT))
+            .timeout_recv_response(Some(DEFAULT_RESPONSE_TIMEOUT))
+            .timeout_recv_body(Some(DEFAULT_RESPONSE_TIMEOUT))
+            .build();
+        Client { agent: config.into() }
+    }
+
+    /// `GET http://{addr}{path}`, expecting `{"data": T}`.
+    pub fn get<T: DeserializeOwned>(&self, addr: &str, path: &str, timeout: Duration) -> Result<T> {
+        let url = format!("http://{addr}{path}");
+        let resp = self
+            .agent
+            .get(&url)
+            .config()
+            .timeout_recv_response(Some(timeout))
+            .timeout_recv_body(Some(timeout))
+            .build()
+            .call();
+        decode(&url, resp)
+    }
+
+    /// `POST http://{addr}{path}` with a JSON body, expecting `{"data": T}`.
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T> {
+        let url = format!("http://{addr}{path}");
+        let resp = self
+            .agent
+            .post(&url)
+            .config()
+            .timeout_recv_response(Some(timeout))
+            .timeout_recv_body(Some(timeout))
+            .build()
+            .send_json(body);
+        decode(&url, resp)
+    }
+}
+
+fn decode<T: DeserializeOwned>(
+    url: &str,
+    resp: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<T> {
+    let mut resp = resp.map_err(|e| Error::Unreachable(format!("{url}: {e}")))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_vec()
+        .map_err(|e| Error::Unreachable(format!("{url}: reading body: {e}")))?;
+    if status == 200 {
+        let data: Data<T> = serde_json::from_slice(&body)
+            .map_err(|e| Error::Internal(format!("{url}: unexpected answer: {e}")))?;
+        return Ok(data.data);
+    }
+    let message = match serde_json::from_slice::<ErrorBody>(&body) {
+        Ok(err) => err.error.message,
+        Err(_) => String::from_utf8_lossy(&body).chars().take(200).collect(),
+    };
+    Err(Error::from_status(status, message))
+}

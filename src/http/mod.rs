@@ -1,0 +1,178 @@
+//! HTTP plumbing, written once and used by every service.
+//!
+//! - [`server`]: a blocking HTTP/1.1 server on `std::net`, requests parsed with `httparse`,
+//!   one thread per connection (with idle and request read timeouts and a connection cap),
+//!   every parsed request run on a fixed `threadpool`. Why not tiny_http: `docs/http-server.md`.
+//! - [`client`]: outbound calls through one shared keep-alive `ureq` agent per process.
+//!
+//! A service is a [`Handler`]: one `route()` from [`Request`] to [`Response`] or [`Error`]; the
+//! server turns errors into the JSON error body and a panic into a 500.
+
+pub mod client;
+pub mod server;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::api::{Data, ErrorBody};
+use crate::error::{Error, Result};
+
+pub use client::Client;
+pub use server::{Server, ServerOptions};
+
+/// Largest request body accepted; larger ones get 413 (SPEC §3).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A parsed request, body fully read.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    /// Upper-case method, e.g. `GET`.
+    pub method: String,
+    /// The path without the query string, e.g. `/stocks/GameStart`.
+    pub path: String,
+    /// The raw query string after `?`, if any.
+    pub query: Option<String>,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// Builds a request from a method and a target such as `/lookup?stock=X`.
+    pub fn new(method: &str, target: &str, body: Vec<u8>) -> Request {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_string(), Some(q.to_string())),
+            None => (target.to_string(), None),
+        };
+        Request { method: method.to_ascii_uppercase(), path, query, headers: Vec::new(), body }
+    }
+
+    /// The non-empty path segments: `/stocks/GameStart` → `["stocks", "GameStart"]`.
+    pub fn segments(&self) -> Vec<&str> {
+        self.path.split('/').filter(|s| !s.is_empty()).collect()
+    }
+
+    /// A query parameter. The reference client separates parameters with a literal `&amp;`,
+    /// which splitting on `&` turns into a leading `amp;`: that is stripped.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let query = self.query.as_deref()?;
+        query.split('&').find_map(|pair| {
+            let pair = pair.strip_prefix("amp;").unwrap_or(pair);
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key == name).then(|| percent_decode(value))
+        })
+    }
+
+    /// The first header with this (case-insensitive) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Decodes the JSON body; a bad body is a 400 that says why.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| Error::BadRequest(format!("malformed JSON body: {e}")))
+    }
+}
+
+/// Decodes `%XX` escapes and `+` in a query value; invalid escapes are kept as they are.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A response ready to be written: status and JSON body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// 200 with `{"data": data}`.
+    pub fn ok<T: Serialize>(data: T) -> Response {
+        match serde_json::to_vec(&Data { data }) {
+            Ok(body) => Response { status: 200, body },
+            Err(e) => Response::error(&Error::Internal(format!("cannot encode response: {e}"))),
+        }
+    }
+
+    /// The error's status with `{"error":{"code":C,"message":"..."}}`.
+    pub fn error(err: &Error) -> Response {
+        let body = serde_json::to_vec(&ErrorBody::from(err)).unwrap_or_else(|_| {
+            br#"{"error":{"code":500,"message":"cannot encode error"}}"#.to_vec()
+        });
+        Response { status: err.status(), body }
+    }
+}
+
+impl From<Result<Response>> for Response {
+    fn from(result: Result<Response>) -> Self {
+        result.unwrap_or_else(|e| Response::error(&e))
+    }
+}
+
+/// A service: one function from request to response. Implemented by each service's `route()`.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, req: &Request) -> Result<Response>;
+}
+
+impl<F> Handler for F
+where
+    F: Fn(&Request) -> Result<Response> + Send + Sync + 'static,
+{
+    fn handle(&self, req: &Request) -> Result<Response> {
+        self(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_table() {
+        let cases = [
+            ("/lookup?stock=GameStart", "stock", Some("GameStart")),
+            ("/order?stock=X&amp;quantity=3&amp;type=buy", "quantity", Some("3")),
+            ("/order?stock=X&amp;quantity=3&amp;type=buy", "type", Some("buy")),
+            ("/order?stock=X&quantity=3&type=sell", "type", Some("sell")),
+            ("/order?stock=Fish%43o", "stock", Some("FishCo")),
+            ("/order?stock=a+b", "stock", Some("a b")),
+            ("/order?stock=100%", "stock", Some("100%")),
+            ("/order?stock=%zz", "stock", Some("%zz")),
+            ("/order?stock=X", "type", None),
+            ("/order", "stock", None),
+        ];
+        for (target, key, want) in cases {
+            let req = Request::new("GET", target, Vec::new());
+            assert_eq!(req.query_param(key).as_deref(), want, "{target} {key}");
+        }
+    }
+
+    #[test]
+    fn segments_skip_empty_parts() {
+        let req = Request::new("get", "//stocks/GameStart/", Vec::new());
+        assert_eq!(req.method, "GET");
+        assert_eq!(req.segments(), vec!["stocks", "GameStart"]);
+    }
+}
