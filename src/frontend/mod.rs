@@ -1,0 +1,2 @@
+//! (being written) The front-end service.
+pub mod cache;
