@@ -34,7 +34,12 @@ pub struct ErrorDetail {
 
 impl From<&Error> for ErrorBody {
     fn from(err: &Error) -> Self {
-        ErrorBody { error: ErrorDetail { code: err.status(), message: err.message() } }
+        ErrorBody {
+            error: ErrorDetail {
+                code: err.status(),
+                message: err.message(),
+            },
+        }
     }
 }
 
@@ -58,7 +63,9 @@ impl OrderType {
         match s {
             "buy" => Ok(OrderType::Buy),
             "sell" => Ok(OrderType::Sell),
-            other => Err(Error::BadRequest(format!("type must be \"buy\" or \"sell\", not {other:?}"))),
+            other => Err(Error::BadRequest(format!(
+                "type must be \"buy\" or \"sell\", not {other:?}"
+            ))),
         }
     }
 }
@@ -82,7 +89,11 @@ pub struct StockRecord {
 
 impl From<&StockRecord> for Stock {
     fn from(r: &StockRecord) -> Self {
-        Stock { name: r.name.clone(), price: r.price, quantity: r.quantity }
+        Stock {
+            name: r.name.clone(),
+            price: r.price,
+            quantity: r.quantity,
+        }
     }
 }
 
@@ -111,7 +122,8 @@ impl OrderRequest {
             .as_object()
             .ok_or_else(|| Error::BadRequest("order body must be a JSON object".into()))?;
         let field = |key: &str| {
-            obj.get(key).ok_or_else(|| Error::BadRequest(format!("missing field {key:?}")))
+            obj.get(key)
+                .ok_or_else(|| Error::BadRequest(format!("missing field {key:?}")))
         };
         let name = field("name")?
             .as_str()
@@ -138,7 +150,12 @@ impl OrderRequest {
                 )))
             }
         };
-        Ok(OrderRequest { name, quantity, kind, request_id })
+        Ok(OrderRequest {
+            name,
+            quantity,
+            kind,
+            request_id,
+        })
     }
 }
 
@@ -173,7 +190,12 @@ pub struct LogEntry {
 
 impl From<&LogEntry> for Order {
     fn from(e: &LogEntry) -> Self {
-        Order { number: e.number, name: e.name.clone(), kind: e.kind, quantity: e.quantity }
+        Order {
+            number: e.number,
+            name: e.name.clone(),
+            kind: e.kind,
+            quantity: e.quantity,
+        }
     }
 }
 
@@ -276,21 +298,54 @@ mod tests {
         let ok = |body: &str| OrderRequest::parse(body.as_bytes());
         let cases: &[(&str, Option<&str>)] = &[
             (r#"{"name":"GameStart","quantity":1,"type":"buy"}"#, None),
-            (r#"{"name":"GameStart","quantity":3,"type":"sell","request_id":"r1"}"#, None),
-            (r#"{"name":"GameStart","quantity":1,"type":"buy""#, Some("malformed JSON")),
+            (
+                r#"{"name":"GameStart","quantity":3,"type":"sell","request_id":"r1"}"#,
+                None,
+            ),
+            (
+                r#"{"name":"GameStart","quantity":1,"type":"buy""#,
+                Some("malformed JSON"),
+            ),
             (r#"[1,2]"#, Some("JSON object")),
-            (r#"{"quantity":1,"type":"buy"}"#, Some("missing field \"name\"")),
-            (r#"{"name":"X","type":"buy"}"#, Some("missing field \"quantity\"")),
-            (r#"{"name":"X","quantity":1}"#, Some("missing field \"type\"")),
-            (r#"{"name":"X","quantity":0,"type":"buy"}"#, Some("positive integer")),
-            (r#"{"name":"X","quantity":-2,"type":"buy"}"#, Some("positive integer")),
-            (r#"{"name":"X","quantity":1.5,"type":"buy"}"#, Some("positive integer")),
-            (r#"{"name":"X","quantity":"1","type":"buy"}"#, Some("positive integer")),
+            (
+                r#"{"quantity":1,"type":"buy"}"#,
+                Some("missing field \"name\""),
+            ),
+            (
+                r#"{"name":"X","type":"buy"}"#,
+                Some("missing field \"quantity\""),
+            ),
+            (
+                r#"{"name":"X","quantity":1}"#,
+                Some("missing field \"type\""),
+            ),
+            (
+                r#"{"name":"X","quantity":0,"type":"buy"}"#,
+                Some("positive integer"),
+            ),
+            (
+                r#"{"name":"X","quantity":-2,"type":"buy"}"#,
+                Some("positive integer"),
+            ),
+            (
+                r#"{"name":"X","quantity":1.5,"type":"buy"}"#,
+                Some("positive integer"),
+            ),
+            (
+                r#"{"name":"X","quantity":"1","type":"buy"}"#,
+                Some("positive integer"),
+            ),
             (r#"{"name":"X","quantity":1,"type":"hold"}"#, Some("buy")),
             (r#"{"name":"X","quantity":1,"type":7}"#, Some("buy")),
-            (r#"{"name":"","quantity":1,"type":"buy"}"#, Some("non-empty")),
+            (
+                r#"{"name":"","quantity":1,"type":"buy"}"#,
+                Some("non-empty"),
+            ),
             (r#"{"name":3,"quantity":1,"type":"buy"}"#, Some("non-empty")),
-            (r#"{"name":"X","quantity":1,"type":"buy","request_id":5}"#, Some("request_id")),
+            (
+                r#"{"name":"X","quantity":1,"type":"buy","request_id":5}"#,
+                Some("request_id"),
+            ),
         ];
         for (body, want) in cases {
             match (ok(body), want) {
@@ -305,7 +360,12 @@ mod tests {
 
     #[test]
     fn wire_names_match_the_spec() {
-        let order = Order { number: 0, name: "GameStart".into(), kind: OrderType::Buy, quantity: 1 };
+        let order = Order {
+            number: 0,
+            name: "GameStart".into(),
+            kind: OrderType::Buy,
+            quantity: 1,
+        };
         assert_eq!(
             serde_json::to_string(&Data { data: order }).unwrap(),
             r#"{"data":{"number":0,"name":"GameStart","type":"buy","quantity":1}}"#

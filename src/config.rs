@@ -75,7 +75,11 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { max_connections: 1024, idle_timeout_ms: 10_000, request_timeout_ms: 5_000 }
+        HttpConfig {
+            max_connections: 1024,
+            idle_timeout_ms: 10_000,
+            request_timeout_ms: 5_000,
+        }
     }
 }
 
@@ -181,13 +185,18 @@ impl Config {
 
     fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
         fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
-            value.trim().parse().map_err(|_| Error::Config(format!("{key}: cannot parse {value:?}")))
+            value
+                .trim()
+                .parse()
+                .map_err(|_| Error::Config(format!("{key}: cannot parse {value:?}")))
         }
         fn flag(key: &str, value: &str) -> Result<bool> {
             match value.trim().to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" | "on" => Ok(true),
                 "0" | "false" | "no" | "off" | "" => Ok(false),
-                _ => Err(Error::Config(format!("{key}: expected true/false or 1/0, not {value:?}"))),
+                _ => Err(Error::Config(format!(
+                    "{key}: expected true/false or 1/0, not {value:?}"
+                ))),
             }
         }
         for &key in ENV_KEYS {
@@ -207,8 +216,12 @@ impl Config {
                     // ORDER_<FIELD><id>: the trailing digit is the replica id.
                     let (field, id) = key.split_at(key.len() - 1);
                     let id: u32 = id.parse().map_err(|_| Error::Internal(key.into()))?;
-                    let replica =
-                        self.order.replicas.iter_mut().find(|r| r.id == id).ok_or_else(|| {
+                    let replica = self
+                        .order
+                        .replicas
+                        .iter_mut()
+                        .find(|r| r.id == id)
+                        .ok_or_else(|| {
                             Error::Config(format!("{key}: no order replica with id {id}"))
                         })?;
                     match field {
@@ -217,7 +230,9 @@ impl Config {
                         "ORDER_LEADER_BROADCAST_PORT" => {
                             replica.leader_broadcast_port = parse(key, &value)?
                         }
-                        "ORDER_HEALTH_CHECK_PORT" => replica.health_check_port = parse(key, &value)?,
+                        "ORDER_HEALTH_CHECK_PORT" => {
+                            replica.health_check_port = parse(key, &value)?
+                        }
                         _ => return Err(Error::Internal(format!("unhandled env key {key}"))),
                     }
                 }
@@ -232,8 +247,14 @@ impl Config {
         ports.push(("frontend.port".into(), self.frontend.port));
         for (i, r) in self.order.replicas.iter().enumerate() {
             ports.push((format!("order.replicas[{i}].port"), r.port));
-            ports.push((format!("order.replicas[{i}].leader_broadcast_port"), r.leader_broadcast_port));
-            ports.push((format!("order.replicas[{i}].health_check_port"), r.health_check_port));
+            ports.push((
+                format!("order.replicas[{i}].leader_broadcast_port"),
+                r.leader_broadcast_port,
+            ));
+            ports.push((
+                format!("order.replicas[{i}].health_check_port"),
+                r.health_check_port,
+            ));
         }
         for (key, port) in &ports {
             if !(1..=65535).contains(port) {
@@ -244,7 +265,10 @@ impl Config {
             return bad("frontend.cache_size", "must be at least 1".into());
         }
         if !(self.health_check_interval.is_finite() && self.health_check_interval > 0.0) {
-            return bad("health_check_interval", "must be a positive number of seconds".into());
+            return bad(
+                "health_check_interval",
+                "must be a positive number of seconds".into(),
+            );
         }
         for (key, n) in [
             ("catalog.threads", self.catalog.threads),
@@ -265,13 +289,22 @@ impl Config {
         let mut names = HashSet::new();
         for (i, s) in self.catalog.stocks.iter().enumerate() {
             if s.name.is_empty() || s.name.contains(['/', '?', '&', ' ']) {
-                return bad(&format!("catalog.stocks[{i}].name"), format!("{:?} is not a usable name", s.name));
+                return bad(
+                    &format!("catalog.stocks[{i}].name"),
+                    format!("{:?} is not a usable name", s.name),
+                );
             }
             if !names.insert(&s.name) {
-                return bad(&format!("catalog.stocks[{i}].name"), format!("duplicate stock {:?}", s.name));
+                return bad(
+                    &format!("catalog.stocks[{i}].name"),
+                    format!("duplicate stock {:?}", s.name),
+                );
             }
             if !(s.price.is_finite() && s.price >= 0.0) {
-                return bad(&format!("catalog.stocks[{i}].price"), "must be a non-negative number".into());
+                return bad(
+                    &format!("catalog.stocks[{i}].price"),
+                    "must be a non-negative number".into(),
+                );
             }
         }
         if self.order.replicas.is_empty() {
@@ -283,7 +316,10 @@ impl Config {
                 return bad(&format!("order.replicas[{i}].id"), "ids start at 1".into());
             }
             if !ids.insert(r.id) {
-                return bad(&format!("order.replicas[{i}].id"), format!("duplicate replica id {}", r.id));
+                return bad(
+                    &format!("order.replicas[{i}].id"),
+                    format!("duplicate replica id {}", r.id),
+                );
             }
         }
         Ok(())
@@ -323,7 +359,10 @@ impl Config {
     }
 
     pub fn cache_log_path(&self) -> PathBuf {
-        self.frontend.cache_log_path.clone().unwrap_or_else(|| self.output_dir.join("frontend-cache.jsonl"))
+        self.frontend
+            .cache_log_path
+            .clone()
+            .unwrap_or_else(|| self.output_dir.join("frontend-cache.jsonl"))
     }
 }
 
@@ -339,8 +378,10 @@ mod tests {
     const SHIPPED: &str = include_str!("../conf/bazaar.yaml");
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Config> {
-        let env: Vec<(String, String)> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_yaml(text, &move |key| {
             env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
         })
@@ -398,18 +439,45 @@ mod tests {
     #[test]
     fn bad_configs_name_the_key() {
         let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
-            ("port out of range", "port: 8090", &[("CATALOG_PORT", "70000")], "catalog.port"),
-            ("port zero", "port: 8080", &[("FRONTEND_PORT", "0")], "frontend.port"),
-            ("env not a number", "", &[("ORDER_PORT2", "abc")], "ORDER_PORT2"),
-            ("cache size zero", "cache_size: 10", &[("CACHE_SIZE", "0")], "frontend.cache_size"),
+            (
+                "port out of range",
+                "port: 8090",
+                &[("CATALOG_PORT", "70000")],
+                "catalog.port",
+            ),
+            (
+                "port zero",
+                "port: 8080",
+                &[("FRONTEND_PORT", "0")],
+                "frontend.port",
+            ),
+            (
+                "env not a number",
+                "",
+                &[("ORDER_PORT2", "abc")],
+                "ORDER_PORT2",
+            ),
+            (
+                "cache size zero",
+                "cache_size: 10",
+                &[("CACHE_SIZE", "0")],
+                "frontend.cache_size",
+            ),
             ("bad flag", "", &[("CACHE", "maybe")], "CACHE"),
             ("unknown key", "output_dir: data", &[], "colour"),
             ("duplicate id", "id: 2", &[], "duplicate replica id"),
-            ("interval", "", &[("HEALTH_CHECK_INTERVAL", "-1")], "health_check_interval"),
+            (
+                "interval",
+                "",
+                &[("HEALTH_CHECK_INTERVAL", "-1")],
+                "health_check_interval",
+            ),
         ];
         for (what, needle, env, want) in cases {
             let text = match *what {
-                "unknown key" => SHIPPED.replacen("output_dir: data", "colour: blue\noutput_dir: data", 1),
+                "unknown key" => {
+                    SHIPPED.replacen("output_dir: data", "colour: blue\noutput_dir: data", 1)
+                }
                 "duplicate id" => SHIPPED.replacen("id: 3", "id: 2", 1),
                 _ => SHIPPED.to_string(),
             };

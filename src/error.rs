@@ -22,6 +22,8 @@ pub enum Error {
     MethodNotAllowed,
     /// A body without a length (chunked uploads are refused) (411).
     LengthRequired,
+    /// The request did not arrive in full within the server's request timeout (408).
+    RequestTimeout,
     /// The trade cannot be done: not enough stock to buy, or a stale epoch (409).
     Conflict(String),
     /// A request body over the limit (413).
@@ -49,6 +51,7 @@ impl Error {
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed => 405,
             Error::LengthRequired => 411,
+            Error::RequestTimeout => 408,
             Error::Conflict(_) => 409,
             Error::PayloadTooLarge => 413,
             Error::NotLeader(_) => 421,
@@ -65,6 +68,7 @@ impl Error {
             405 => Error::MethodNotAllowed,
             409 => Error::Conflict(message),
             411 => Error::LengthRequired,
+            408 => Error::RequestTimeout,
             413 => Error::PayloadTooLarge,
             421 => Error::NotLeader(message),
             503 => Error::Unavailable(message),
@@ -86,6 +90,7 @@ impl Error {
             Error::MethodNotAllowed => "method not allowed".into(),
             Error::LengthRequired => "a request body needs a Content-Length".into(),
             Error::PayloadTooLarge => "request body too large".into(),
+            Error::RequestTimeout => "request not complete within the request timeout".into(),
         }
     }
 }
@@ -130,6 +135,7 @@ mod tests {
             Error::NotFound("x".into()),
             Error::MethodNotAllowed,
             Error::LengthRequired,
+            Error::RequestTimeout,
             Error::Conflict("x".into()),
             Error::PayloadTooLarge,
             Error::NotLeader("x".into()),

@@ -50,7 +50,9 @@ impl Client {
             .timeout_recv_response(Some(DEFAULT_RESPONSE_TIMEOUT))
             .timeout_recv_body(Some(DEFAULT_RESPONSE_TIMEOUT))
             .build();
-        Client { agent: config.into() }
+        Client {
+            agent: config.into(),
+        }
     }
 
     /// `GET http://{addr}{path}`, expecting `{"data": T}`.

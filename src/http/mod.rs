@@ -35,6 +35,8 @@ pub struct Request {
     /// Header names lower-cased.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// An HTTP/1.0 request: its connection closes unless it asks for keep-alive.
+    pub http_1_0: bool,
 }
 
 impl Request {
@@ -44,7 +46,14 @@ impl Request {
             Some((p, q)) => (p.to_string(), Some(q.to_string())),
             None => (target.to_string(), None),
         };
-        Request { method: method.to_ascii_uppercase(), path, query, headers: Vec::new(), body }
+        Request {
+            method: method.to_ascii_uppercase(),
+            path,
+            query,
+            headers: Vec::new(),
+            body,
+            http_1_0: false,
+        }
     }
 
     /// The non-empty path segments: `/stocks/GameStart` → `["stocks", "GameStart"]`.
@@ -65,7 +74,10 @@ impl Request {
 
     /// The first header with this (case-insensitive) name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Decodes the JSON body; a bad body is a 400 that says why.
@@ -84,7 +96,10 @@ fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
                     Some(b) => {
                         out.push(b);
                         i += 3;
@@ -121,7 +136,10 @@ impl Response {
         let body = serde_json::to_vec(&ErrorBody::from(err)).unwrap_or_else(|_| {
             br#"{"error":{"code":500,"message":"cannot encode error"}}"#.to_vec()
         });
-        Response { status: err.status(), body }
+        Response {
+            status: err.status(),
+            body,
+        }
     }
 }
 
@@ -153,8 +171,16 @@ mod tests {
     fn query_params_table() {
         let cases = [
             ("/lookup?stock=GameStart", "stock", Some("GameStart")),
-            ("/order?stock=X&amp;quantity=3&amp;type=buy", "quantity", Some("3")),
-            ("/order?stock=X&amp;quantity=3&amp;type=buy", "type", Some("buy")),
+            (
+                "/order?stock=X&amp;quantity=3&amp;type=buy",
+                "quantity",
+                Some("3"),
+            ),
+            (
+                "/order?stock=X&amp;quantity=3&amp;type=buy",
+                "type",
+                Some("buy"),
+            ),
             ("/order?stock=X&quantity=3&type=sell", "type", Some("sell")),
             ("/order?stock=Fish%43o", "stock", Some("FishCo")),
             ("/order?stock=a+b", "stock", Some("a b")),

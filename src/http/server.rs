@@ -1,12 +1,66 @@
-//! (being written) The blocking HTTP/1.1 server.
+//! The blocking HTTP/1.1 server every service runs on.
+//!
+//! Shape (no async, as the design card asks):
+//!
+//! ```text
+//!  accept_loop ──spawn──▶ serve_connection (one thread per connection)
+//!                           │ read + parse (httparse), idle and request deadlines
+//!                           ▼
+//!                         ThreadPool (fixed size) ── handler.handle(&request) ──┐
+//!                           ▲                                                     │
+//!                           └──────────── response over a channel ◀──────────────┘
+//! ```
+//!
+//! - Each connection has its own thread, so a slow, idle or half-sent connection only ever holds
+//!   its own thread, never a pool worker, and a burst of keep-alive connections cannot starve
+//!   one another (the tiny_http 0.12 failure, see `docs/http-server.md`).
+//! - Handlers run on the fixed pool, which bounds how much work runs at once. A panicking
+//!   handler becomes a 500; the worker survives.
+//! - Deadlines: a keep-alive connection with no new request for `idle_timeout` is closed; a
+//!   request whose headers and body are not complete within `request_timeout` of its first byte
+//!   gets 408 and the connection is closed. Open connections are capped at `max_connections`;
+//!   one more is answered 503 and closed at once.
+//! - Framing: only `Content-Length` bodies. A body with `Transfer-Encoding: chunked` gets 411; any
+//!   other transfer coding, or `Transfer-Encoding` together with `Content-Length`, or two
+//!   different `Content-Length`s, gets 400 and the connection is closed (request smuggling, see
+//!   `NOTES.md`). Bodies over [`MAX_BODY_BYTES`] get 413 without being read.
+//! - Responses are written with one `write_all` on a `TCP_NODELAY` socket, so there is no
+//!   Nagle/delayed-ACK stall. Nothing from the request is ever copied into a response header.
+//!
+//! Caveats: no chunked request bodies, no `Expect: 100-continue` (clients that wait for it
+//! proceed after their own timeout), no pipelining beyond reading requests one after another
+//! from the same buffer.
 
-use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
-use super::Handler;
+use parking_lot::Mutex;
+use threadpool::ThreadPool;
+
+use super::{Handler, Request, Response, MAX_BODY_BYTES};
 use crate::config::HttpConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// Largest request head (request line plus headers) accepted.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Most headers in one request.
+const MAX_HEADERS: usize = 64;
+
+/// A client that does not read its response for this long is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Stack of a connection thread: it only parses and waits, so it needs little.
+const CONNECTION_STACK_BYTES: usize = 256 * 1024;
+
+/// After a failed `accept` (e.g. out of file descriptors), wait this long before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 
 /// How a server runs: pool size and connection limits.
 #[derive(Clone, Debug)]
@@ -35,32 +89,442 @@ impl ServerOptions {
     }
 }
 
-/// A running server. Dropping it does not stop it; call [`Server::shutdown`].
+/// What every thread of one server shares.
+struct Shared {
+    options: ServerOptions,
+    handler: Arc<dyn Handler>,
+    pool: Mutex<ThreadPool>,
+    stopping: AtomicBool,
+    /// Open connections by id, so that shutdown can close them and the cap can be counted.
+    connections: Mutex<HashMap<u64, TcpStream>>,
+    next_id: AtomicU64,
+}
+
+/// A running server.
 pub struct Server {
     local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    acceptor: JoinHandle<()>,
 }
 
 impl Server {
     /// Binds `addr` and starts serving `handler` in background threads.
     pub fn bind(addr: &str, options: ServerOptions, handler: Arc<dyn Handler>) -> Result<Server> {
         let listener = TcpListener::bind(addr)
-            .map_err(|e| crate::error::Error::Config(format!("cannot listen on {addr}: {e}")))?;
+            .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
         Server::start(listener, options, handler)
     }
 
-    /// Serves on an already bound listener.
-    pub fn start(listener: TcpListener, options: ServerOptions, handler: Arc<dyn Handler>) -> Result<Server> {
-        let _ = (options, handler);
-        todo!("server being written: {:?}", listener.local_addr())
+    /// Serves on an already bound listener (tests bind `127.0.0.1:0` first).
+    pub fn start(
+        listener: TcpListener,
+        options: ServerOptions,
+        handler: Arc<dyn Handler>,
+    ) -> Result<Server> {
+        let local_addr = listener.local_addr()?;
+        let pool = threadpool::Builder::new()
+            .num_threads(options.threads.max(1))
+            .thread_name(format!("{}-worker", options.name))
+            .build();
+        let shared = Arc::new(Shared {
+            options,
+            handler,
+            pool: Mutex::new(pool),
+            stopping: AtomicBool::new(false),
+            connections: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+        });
+        let acceptor = {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name(format!("{}-accept", shared.options.name))
+                .spawn(move || accept_loop(listener, shared))?
+        };
+        log::info!("{} listening on http://{local_addr}", shared.options.name);
+        Ok(Server {
+            local_addr,
+            shared,
+            acceptor,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
-    /// Stops accepting, closes idle connections, waits for running handlers (bounded).
-    pub fn shutdown(self) {}
+    /// Connections open right now.
+    pub fn open_connections(&self) -> usize {
+        self.shared.connections.lock().len()
+    }
 
-    /// Blocks the calling thread until the server stops.
-    pub fn join(self) {}
+    /// Stops accepting, closes every connection and waits for running handlers.
+    pub fn shutdown(self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        // accept() has no timeout: a connection of our own wakes it up to see the flag.
+        let _ = TcpStream::connect(self.local_addr);
+        let _ = self.acceptor.join();
+        for stream in self.shared.connections.lock().values() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        self.shared.pool.lock().join();
+    }
+
+    /// Blocks the calling thread while the server runs.
+    pub fn join(self) {
+        let _ = self.acceptor.join();
+    }
+}
+
+/// The acceptor thread: admits connections up to the cap and gives each its own thread.
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for stream in listener.incoming() {
+        if shared.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                log::warn!("{}: accept failed: {e}", shared.options.name);
+                thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut open = shared.connections.lock();
+            if open.len() >= shared.options.max_connections {
+                drop(open);
+                log::warn!(
+                    "{}: connection cap reached, refusing one",
+                    shared.options.name
+                );
+                let busy = Response::error(&Error::Unavailable("too many connections".into()));
+                let _ = write_response(&mut &stream, &busy, false);
+                continue;
+            }
+            match stream.try_clone() {
+                Ok(clone) => open.insert(id, clone),
+                Err(e) => {
+                    log::warn!("{}: cannot track a connection: {e}", shared.options.name);
+                    continue;
+                }
+            };
+        }
+        let spawned = {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name(format!("{}-conn", shared.options.name))
+                .stack_size(CONNECTION_STACK_BYTES)
+                .spawn(move || {
+                    serve_connection(stream, &shared);
+                    shared.connections.lock().remove(&id);
+                })
+        };
+        if let Err(e) = spawned {
+            log::warn!(
+                "{}: cannot spawn a connection thread: {e}",
+                shared.options.name
+            );
+            shared.connections.lock().remove(&id);
+        }
+    }
+}
+
+/// One connection's thread: read a request, have the pool answer it, write, repeat.
+fn serve_connection(mut stream: TcpStream, shared: &Shared) {
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        let request = match read_request(&mut stream, &mut buf, &shared.options) {
+            Ok(Some(request)) => request,
+            Ok(None) => return,
+            Err(err) => {
+                let _ = write_response(&mut stream, &Response::error(&err), false);
+                return;
+            }
+        };
+        let keep_alive = wants_keep_alive(&request) && !shared.stopping.load(Ordering::SeqCst);
+        let response = run_on_pool(shared, request);
+        if write_response(&mut stream, &response, keep_alive).is_err() || !keep_alive {
+            return;
+        }
+    }
+}
+
+/// Runs the handler on a pool worker and waits for its answer. A panic becomes a 500.
+fn run_on_pool(shared: &Shared, request: Request) -> Response {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let handler = shared.handler.clone();
+    let name = shared.options.name.clone();
+    shared.pool.lock().execute(move || {
+        let result = panic::catch_unwind(AssertUnwindSafe(|| handler.handle(&request)));
+        let response = match result {
+            Ok(result) => Response::from(result),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                log::error!(
+                    "{name}: handler panicked on {} {}: {what}",
+                    request.method,
+                    request.path
+                );
+                Response::error(&Error::Internal("internal error".into()))
+            }
+        };
+        let _ = tx.send(response);
+    });
+    rx.recv()
+        .unwrap_or_else(|_| Response::error(&Error::Internal("handler lost".into())))
+}
+
+/// Reads one request from `stream`, using and refilling `buf` (bytes read past the previous
+/// request stay there). `Ok(None)`: the connection closed or idled out between requests.
+/// `Err`: a response to send before closing.
+fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    options: &ServerOptions,
+) -> Result<Option<Request>> {
+    let mut deadline = Instant::now() + options.idle_timeout;
+    let mut started = !buf.is_empty();
+    if started {
+        deadline = Instant::now() + options.request_timeout;
+    }
+    // Head.
+    let (head_len, mut request, content_length) = loop {
+        if let Some(parsed) = parse_head(buf)? {
+            break parsed;
+        }
+        if buf.len() > MAX_HEAD_BYTES {
+            return Err(Error::BadRequest("request head too large".into()));
+        }
+        match read_some(stream, buf, deadline) {
+            Ok(0) => return Ok(None),
+            Ok(_) if !started => {
+                started = true;
+                deadline = Instant::now() + options.request_timeout;
+            }
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) && !started => return Ok(None),
+            Err(e) if is_timeout(&e) => return Err(Error::RequestTimeout),
+            Err(_) => return Ok(None),
+        }
+    };
+    // Body.
+    while buf.len() < head_len + content_length {
+        match read_some(stream, buf, deadline) {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) => return Err(Error::RequestTimeout),
+            Err(_) => return Ok(None),
+        }
+    }
+    request.body = buf[head_len..head_len + content_length].to_vec();
+    buf.drain(..head_len + content_length);
+    Ok(Some(request))
+}
+
+/// Parses the request head if it is complete: the request (no body yet), the head's length and
+/// the body's length. Framing errors come back as the error to answer with.
+fn parse_head(buf: &[u8]) -> Result<Option<(usize, Request, usize)>> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(Error::BadRequest(format!("malformed request: {e}"))),
+    };
+    let target = parsed.path.unwrap_or("/");
+    let mut request = Request::new(parsed.method.unwrap_or("GET"), target, Vec::new());
+    request.http_1_0 = parsed.version == Some(0);
+    let mut content_length: Option<usize> = None;
+    let mut transfer_encoding = false;
+    for header in parsed.headers.iter() {
+        let name = header.name.to_ascii_lowercase();
+        let value = String::from_utf8_lossy(header.value).trim().to_string();
+        match name.as_str() {
+            "content-length" => {
+                let n: usize = value
+                    .parse()
+                    .map_err(|_| Error::BadRequest("invalid Content-Length".into()))?;
+                if content_length.is_some_and(|prev| prev != n) {
+                    return Err(Error::BadRequest(
+                        "conflicting Content-Length headers".into(),
+                    ));
+                }
+                content_length = Some(n);
+            }
+            "transfer-encoding" => {
+                transfer_encoding = true;
+                if !value.eq_ignore_ascii_case("chunked") {
+                    return Err(Error::BadRequest(format!(
+                        "unsupported Transfer-Encoding {value:?}"
+                    )));
+                }
+            }
+            _ => {}
+        }
+        request.headers.push((name, value));
+    }
+    if transfer_encoding && content_length.is_some() {
+        return Err(Error::BadRequest(
+            "both Transfer-Encoding and Content-Length".into(),
+        ));
+    }
+    if transfer_encoding {
+        return Err(Error::LengthRequired);
+    }
+    let content_length = content_length.unwrap_or(0);
+    if content_length > MAX_BODY_BYTES {
+        return Err(Error::PayloadTooLarge);
+    }
+    Ok(Some((head_len, request, content_length)))
+}
+
+/// One `read` into `buf`, waiting at most until `deadline`.
+fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> io::Result<usize> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    stream.set_read_timeout(Some(left))?;
+    let mut chunk = [0u8; 8192];
+    let n = stream.read(&mut chunk)?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 closes unless told to keep it.
+fn wants_keep_alive(request: &Request) -> bool {
+    let connection = request.header("connection").map(|v| v.to_ascii_lowercase());
+    if request.http_1_0 {
+        connection.as_deref() == Some("keep-alive")
+    } else {
+        connection.as_deref() != Some("close")
+    }
+}
+
+/// Writes a whole response with one `write_all`.
+fn write_response(
+    stream: &mut impl Write,
+    response: &Response,
+    keep_alive: bool,
+) -> io::Result<()> {
+    let mut out = Vec::with_capacity(128 + response.body.len());
+    write!(
+        out,
+        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
+        response.status,
+        reason(response.status),
+        response.body.len(),
+        if keep_alive { "keep-alive" } else { "close" },
+    )?;
+    out.extend_from_slice(&response.body);
+    stream.write_all(&out)?;
+    stream.flush()
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        421 => "Misdirected Request",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Result<Option<(usize, Request, usize)>> {
+        parse_head(text.as_bytes())
+    }
+
+    #[test]
+    fn framing_table() {
+        let cases: &[(&str, Option<u16>)] = &[
+            ("GET /stocks/X HTTP/1.1\r\nHost: a\r\n\r\n", None),
+            ("POST /orders HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", None),
+            (
+                "POST /orders HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
+                None,
+            ),
+            (
+                "POST /o HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+                Some(400),
+            ),
+            ("POST /o HTTP/1.1\r\nContent-Length: x\r\n\r\n", Some(400)),
+            (
+                "POST /o HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n",
+                Some(400),
+            ),
+            (
+                "POST /o HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+                Some(400),
+            ),
+            (
+                "POST /o HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+                Some(400),
+            ),
+            (
+                "POST /o HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Some(411),
+            ),
+            (
+                "POST /o HTTP/1.1\r\nContent-Length: 65537\r\n\r\n",
+                Some(413),
+            ),
+            ("GARBAGE\x01 / HTTP/1.1\r\n\r\n", Some(400)),
+        ];
+        for (text, want) in cases {
+            match (head(text), want) {
+                (Ok(Some(_)), None) => {}
+                (Err(e), Some(code)) => assert_eq!(e.status(), *code, "{text:?}: {e}"),
+                (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn partial_head_waits_for_more() {
+        assert!(head("GET /stocks/X HTTP/1.1\r\nHost:").unwrap().is_none());
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        let cases = [
+            ("", "", true),
+            ("close", "", false),
+            ("", "1.0", false),
+            ("keep-alive", "1.0", true),
+        ];
+        for (connection, version, want) in cases {
+            let mut req = Request::new("GET", "/", Vec::new());
+            if !connection.is_empty() {
+                req.headers.push(("connection".into(), connection.into()));
+            }
+            req.http_1_0 = version == "1.0";
+            assert_eq!(wants_keep_alive(&req), want, "{connection:?} {version:?}");
+        }
+    }
 }
