@@ -438,7 +438,8 @@ mod tests {
 
     #[test]
     fn bad_configs_name_the_key() {
-        let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+        type Env<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(&str, &str, Env, &str)] = &[
             (
                 "port out of range",
                 "port: 8090",
