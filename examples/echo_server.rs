@@ -7,9 +7,13 @@ use bazaar::config::HttpConfig;
 use bazaar::http::{Request, Response, Server, ServerOptions};
 
 fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8099".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8099".into());
     let handler = |_req: &Request| {
-        Ok(Response::ok(serde_json::json!({"name": "GameStart", "price": 15.99, "quantity": 100})))
+        Ok(Response::ok(
+            serde_json::json!({"name": "GameStart", "price": 15.99, "quantity": 100}),
+        ))
     };
     let options = ServerOptions::new("echo", 8, &HttpConfig::default());
     match Server::bind(&addr, options, Arc::new(handler)) {

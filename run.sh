@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# Stock Bazaar: one entry point for running, testing and demonstrating the system.
+# Usage: ./run.sh help
+set -euo pipefail
+cd "$(dirname "$0")"
+
+export BAZAAR_CONFIG="${BAZAAR_CONFIG:-conf/bazaar.yaml}"
+RUN_DIR=run
+LOG_DIR=$RUN_DIR/logs
+PID_DIR=$RUN_DIR/pids
+BIN=target/release
+SERVICES=(catalog order-1 order-2 order-3 frontend)
+# How long `up` waits for the front-end to report a leader.
+UP_TIMEOUT_S=30
+# How long `down` waits for a service to exit after SIGTERM before SIGKILL.
+DOWN_TIMEOUT_S=5
+# How long `demo` waits for the replica files to become identical once the clients are done.
+QUIET_TIMEOUT_S=15
+
+usage() {
+  cat <<'EOF'
+usage: ./run.sh COMMAND [ARGS]
+
+  demo             build, start everything, run 5 seeded clients (p=0.5), verify, stop
+  test             the full test suite (fmt, clippy, unit and end-to-end tests)
+  up | down        start every service in the background / stop them
+  status           show which services run and who leads
+  start SERVICE    start one service (catalog, order-1, order-2, order-3, frontend)
+  kill SERVICE     SIGKILL one service
+  client ARGS...   run the client (see ./run.sh client --help)
+  reset            delete the data directory (the only command that removes state)
+
+Config: $BAZAAR_CONFIG (default conf/bazaar.yaml); environment overrides as in the README.
+Logs: run/logs/SERVICE.log   PIDs: run/pids/SERVICE.pid
+EOF
+}
+
+# A top-level key of one section of the config, e.g. `conf_value frontend port`.
+conf_value() {
+  awk -v section="$1" -v key="$2" '
+    /^[a-z_]+:/ { current = $1; sub(":", "", current) }
+    current == section && $1 == key":" { print $2; exit }
+  ' "$BAZAAR_CONFIG"
+}
+
+frontend_addr() {
+  echo "${FRONTEND_HOST:-$(conf_value frontend host)}:${FRONTEND_PORT:-$(conf_value frontend port)}"
+}
+
+data_dir() {
+  echo "${OUTPUT_DIR:-$(awk '$1 == "output_dir:" { print $2; exit }' "$BAZAAR_CONFIG")}"
+}
+
+build() {
+  cargo build --release --quiet --bins
+}
+
+pid_of() {
+  local file=$PID_DIR/$1.pid
+  [[ -f $file ]] || return 1
+  local pid
+  pid=$(cat "$file")
+  kill -0 "$pid" 2>/dev/null || return 1
+  echo "$pid"
+}
+
+command_of() {
+  case "$1" in
+    catalog) echo "$BIN/catalog" ;;
+    frontend) echo "$BIN/frontend" ;;
+    order-[0-9]*) echo "$BIN/order --id ${1#order-}" ;;
+    *) echo "unknown service '$1' (one of: ${SERVICES[*]})" >&2; return 2 ;;
+  esac
+}
+
+start_service() {
+  local name=$1 cmd
+  cmd=$(command_of "$name")
+  if pid=$(pid_of "$name"); then
+    echo "$name already running (pid $pid)"
+    return 0
+  fi
+  mkdir -p "$LOG_DIR" "$PID_DIR"
+  # shellcheck disable=SC2086 # the command is a binary and its flags
+  nohup $cmd >>"$LOG_DIR/$name.log" 2>&1 &
+  echo $! >"$PID_DIR/$name.pid"
+  echo "started $name (pid $!, log $LOG_DIR/$name.log)"
+}
+
+stop_service() {
+  local name=$1 pid
+  if pid=$(pid_of "$name"); then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq $((DOWN_TIMEOUT_S * 10))); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    echo "stopped $name"
+  fi
+  rm -f "$PID_DIR/$name.pid"
+}
+
+health() {
+  curl -s --max-time 1 "http://$(frontend_addr)/health" || true
+}
+
+# Polls the front-end until it reports a leader.
+wait_for_leader() {
+  local deadline=$((SECONDS + UP_TIMEOUT_S))
+  while ((SECONDS < deadline)); do
+    if health | grep -q '"leader":[0-9]'; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "no leader after ${UP_TIMEOUT_S}s; last log lines:" >&2
+  for name in "${SERVICES[@]}"; do
+    echo "--- $name" >&2
+    tail -n 5 "$LOG_DIR/$name.log" >&2 2>/dev/null || true
+  done
+  return 1
+}
+
+cmd_up() {
+  build
+  for name in "${SERVICES[@]}"; do
+    start_service "$name"
+  done
+  wait_for_leader
+  echo
+  echo "Stock Bazaar is up (config $BAZAAR_CONFIG, data in $(data_dir)/):"
+  echo "  front-end  http://$(frontend_addr)   (try: curl http://$(frontend_addr)/stocks/GameStart)"
+  echo "  catalog    http://${CATALOG_HOST:-$(conf_value catalog host)}:${CATALOG_PORT:-$(conf_value catalog port)}"
+  echo "  replicas   $(awk '$1 == "port:" && seen { printf "%s ", $2 } /replicas:/ { seen = 1 }' "$BAZAAR_CONFIG")"
+  echo "  health     $(health)"
+}
+
+cmd_down() {
+  for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
+    stop_service "${SERVICES[$i]}"
+  done
+}
+
+cmd_status() {
+  for name in "${SERVICES[@]}"; do
+    if pid=$(pid_of "$name"); then
+      printf '%-9s running (pid %s)\n' "$name" "$pid"
+    else
+      printf '%-9s stopped\n' "$name"
+    fi
+  done
+  echo "front-end health: $(health)"
+}
+
+# Waits until the three replica logs are byte-identical; prints the verdict.
+check_replicas_identical() {
+  local dir deadline
+  dir=$(data_dir)
+  deadline=$((SECONDS + QUIET_TIMEOUT_S))
+  while ((SECONDS < deadline)); do
+    if cmp -s "$dir/orders-1.csv" "$dir/orders-2.csv" && cmp -s "$dir/orders-1.csv" "$dir/orders-3.csv"; then
+      echo "replica logs identical: $(($(wc -l <"$dir/orders-1.csv") - 1)) orders in each"
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "replica logs differ after ${QUIET_TIMEOUT_S}s" >&2
+  return 1
+}
+
+cmd_demo() {
+  trap cmd_down EXIT
+  cmd_up
+  echo
+  echo "== 5 clients, seed 42, p=0.5, 20 lookups each"
+  local status=0
+  "$BIN/client" --port "${FRONTEND_PORT:-$(conf_value frontend port)}" \
+    --host "${FRONTEND_HOST:-$(conf_value frontend host)}" \
+    --clients 5 --seed 42 --prob 0.5 --n_request 20 || status=$?
+  check_replicas_identical || status=1
+  if ((status == 0)); then
+    echo "demo: every order verified"
+  else
+    echo "demo: FAILED (see run/logs/)" >&2
+  fi
+  return "$status"
+}
+
+cmd_test() {
+  cargo fmt --all -- --check
+  cargo clippy --all-targets --quiet -- -D warnings
+  cargo doc --no-deps --quiet
+  cargo test --release -- --test-threads="${TEST_THREADS:-2}"
+}
+
+main() {
+  local cmd=${1:-help}
+  shift || true
+  case "$cmd" in
+    demo) cmd_demo ;;
+    test) cmd_test ;;
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    start)
+      [[ $# -eq 1 ]] || { usage >&2; exit 2; }
+      command_of "$1" >/dev/null
+      [[ -x $BIN/order ]] || build
+      start_service "$1"
+      ;;
+    kill)
+      [[ $# -eq 1 ]] || { usage >&2; exit 2; }
+      command_of "$1" >/dev/null
+      if pid=$(pid_of "$1"); then
+        kill -KILL "$pid"
+        echo "killed $1 (pid $pid)"
+      else
+        echo "$1 is not running"
+      fi
+      rm -f "$PID_DIR/$1.pid"
+      ;;
+    client)
+      [[ -x $BIN/client ]] || build
+      "$BIN/client" "$@"
+      ;;
+    reset)
+      local dir
+      dir=$(data_dir)
+      for name in "${SERVICES[@]}"; do
+        if pid_of "$name" >/dev/null; then
+          echo "stop the services first (./run.sh down): $name is running" >&2
+          exit 1
+        fi
+      done
+      rm -rf -- "$dir"
+      echo "deleted $dir/"
+      ;;
+    help | -h | --help) usage ;;
+    *) usage >&2; exit 2 ;;
+  esac
+}
+
+main "$@"
