@@ -29,6 +29,8 @@ usage: ./run.sh COMMAND [ARGS]
   kill SERVICE     SIGKILL one service
   client ARGS...   run the client (see ./run.sh client --help)
   reset            delete the data directory (the only command that removes state)
+  chaos [ARGS]     kill/freeze/restart replicas under load on a fresh private bazaar, then
+                   check every invariant (--duration S, --seed N, --clients N, --prob P)
 
 Config: $BAZAAR_CONFIG (default conf/bazaar.yaml); environment overrides as in the README.
 Logs: run/logs/SERVICE.log   PIDs: run/pids/SERVICE.pid
@@ -235,6 +237,10 @@ main() {
       done
       rm -rf -- "$dir"
       echo "deleted $dir/"
+      ;;
+    chaos)
+      build
+      "$BIN/chaos" "$@"
       ;;
     help | -h | --help) usage ;;
     *) usage >&2; exit 2 ;;

@@ -1,1 +1,25 @@
-fn main() {}
+//! `catalog`: the stock catalog service.
+
+use argh::FromArgs;
+
+/// Serve the stock catalog (lookups and trades) from data/catalog.json.
+#[derive(FromArgs)]
+struct Args {
+    /// deployment config (default $BAZAAR_CONFIG, else conf/bazaar.yaml)
+    #[argh(option)]
+    config: Option<String>,
+    /// log level: error, warn, info, debug, trace (default info, or RUST_LOG)
+    #[argh(option)]
+    log_level: Option<String>,
+}
+
+fn main() {
+    let args: Args = argh::from_env();
+    let config = bazaar::cli::load_config_or_exit(args.config);
+    bazaar::cli::init_logging(args.log_level);
+    bazaar::cli::exit_on_signals("catalog");
+    match bazaar::catalog::start(config) {
+        Ok(server) => server.join(),
+        Err(e) => bazaar::cli::exit_with(&e),
+    }
+}

@@ -1,1 +1,57 @@
-fn main() {}
+//! `client`: load the bazaar like the course's client and verify every order it placed.
+
+use argh::FromArgs;
+use bazaar::client::{run, ClientOptions};
+
+/// Look stocks up, trade them with probability --prob, then read every acknowledged order back.
+#[derive(FromArgs)]
+struct Args {
+    /// front-end host (default 127.0.0.1)
+    #[argh(option, default = "String::from(\"127.0.0.1\")")]
+    host: String,
+    /// front-end port (default 8080)
+    #[argh(option, default = "8080")]
+    port: u16,
+    /// probability of an order after each lookup (default 0.5)
+    #[argh(option, default = "0.5")]
+    prob: f64,
+    /// random seed (default 0); session i uses seed + i
+    #[argh(option, default = "0")]
+    seed: u64,
+    /// lookups per client (default 20)
+    #[argh(option, default = "20")]
+    n_request: usize,
+    /// concurrent clients (default 1)
+    #[argh(option, default = "1")]
+    clients: usize,
+    /// print one JSON object instead of the text summary
+    #[argh(switch)]
+    json: bool,
+    /// log level: error, warn, info, debug, trace (default warn)
+    #[argh(option)]
+    log_level: Option<String>,
+}
+
+fn main() {
+    let args: Args = argh::from_env();
+    bazaar::cli::init_logging(args.log_level.or_else(|| Some("warn".into())));
+    if !(0.0..=1.0).contains(&args.prob) {
+        bazaar::cli::exit_with(&bazaar::error::Error::Config(
+            "--prob must be within 0..1".into(),
+        ));
+    }
+    let options = ClientOptions {
+        prob: args.prob,
+        seed: args.seed,
+        n_request: args.n_request,
+        clients: args.clients,
+        ..ClientOptions::new(&args.host, args.port)
+    };
+    let summary = run(&options);
+    if args.json {
+        println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    } else {
+        print!("{}", summary.report());
+    }
+    std::process::exit(if summary.ok() { 0 } else { 1 });
+}

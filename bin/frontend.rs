@@ -1,1 +1,29 @@
-fn main() {}
+//! `frontend`: the REST API clients use, with the LRU cache and leader selection.
+
+use argh::FromArgs;
+
+/// Serve the bazaar's REST API: cached lookups, orders forwarded to the leading replica.
+#[derive(FromArgs)]
+struct Args {
+    /// deployment config (default $BAZAAR_CONFIG, else conf/bazaar.yaml)
+    #[argh(option)]
+    config: Option<String>,
+    /// append every cache change to the cache trace (also DUMP=1)
+    #[argh(switch)]
+    dump: bool,
+    /// log level: error, warn, info, debug, trace (default info, or RUST_LOG)
+    #[argh(option)]
+    log_level: Option<String>,
+}
+
+fn main() {
+    let args: Args = argh::from_env();
+    let mut config = bazaar::cli::load_config_or_exit(args.config);
+    config.frontend.dump |= args.dump;
+    bazaar::cli::init_logging(args.log_level);
+    bazaar::cli::exit_on_signals("frontend");
+    match bazaar::frontend::start(config) {
+        Ok(frontend) => frontend.join(),
+        Err(e) => bazaar::cli::exit_with(&e),
+    }
+}

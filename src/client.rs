@@ -67,6 +67,26 @@ pub struct ClientOptions {
     pub seed: u64,
     pub n_request: usize,
     pub clients: usize,
+    /// Stop early at this instant (chaos runs for a time, not a count).
+    pub deadline: Option<Instant>,
+    /// Trade only these stocks instead of every stock the front-end lists.
+    pub stocks: Option<Vec<String>>,
+}
+
+impl ClientOptions {
+    /// The course's defaults against `host:port`.
+    pub fn new(host: &str, port: u16) -> ClientOptions {
+        ClientOptions {
+            host: host.to_string(),
+            port,
+            prob: 0.5,
+            seed: 0,
+            n_request: 20,
+            clients: 1,
+            deadline: None,
+            stocks: None,
+        }
+    }
 }
 
 /// Latency figures of one kind of request, in milliseconds.
@@ -75,6 +95,7 @@ pub struct Latency {
     pub mean: f64,
     pub p50: f64,
     pub p99: f64,
+    pub max: f64,
 }
 
 impl Latency {
@@ -88,6 +109,7 @@ impl Latency {
             mean: samples.iter().sum::<f64>() / samples.len() as f64,
             p50: pick(0.5),
             p99: pick(0.99),
+            max: samples[samples.len() - 1],
         }
     }
 }
@@ -115,6 +137,14 @@ impl Summary {
     /// True when every order verified and nothing failed.
     pub fn ok(&self) -> bool {
         self.errors == 0 && self.mismatches == 0
+    }
+
+    /// The longest any one request took, retries included: what a user saw as a pause.
+    pub fn longest_ms(&self) -> f64 {
+        self.lookup_ms
+            .max
+            .max(self.order_ms.max)
+            .max(self.query_ms.max)
     }
 
     /// The human-readable report.
@@ -156,7 +186,10 @@ struct SessionResult {
 pub fn run(options: &ClientOptions) -> Summary {
     let nonce = run_nonce();
     let addr = format!("{}:{}", options.host, options.port);
-    let stocks = list_stocks(&Client::new(), &addr);
+    let stocks = match &options.stocks {
+        Some(stocks) if !stocks.is_empty() => stocks.clone(),
+        _ => list_stocks(&Client::new(), &addr),
+    };
     let sessions: Vec<_> = (0..options.clients.max(1))
         .map(|index| {
             let (options, addr, stocks, nonce) =
@@ -208,6 +241,9 @@ fn client_session(
     let mut out = SessionResult::default();
     let mut placed: BTreeMap<u64, Order> = BTreeMap::new();
     for i in 0..options.n_request {
+        if options.deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
         let name = &stocks[rng.usize(..stocks.len())];
         let started = Instant::now();
         let lookup = retrying(&mut out.summary.retries, || {
@@ -288,7 +324,7 @@ fn client_session(
 
 /// Calls `f` until it succeeds, fails for good, or [`RETRY_DEADLINE`] passes. Transport failures
 /// and 5xx answers are retried; other answers are final.
-fn retrying<T>(retries: &mut u64, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+pub fn retrying<T>(retries: &mut u64, mut f: impl FnMut() -> Result<T>) -> Result<T> {
     let deadline = Instant::now() + RETRY_DEADLINE;
     loop {
         match f() {

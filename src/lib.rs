@@ -21,6 +21,8 @@
 //! - [`election`]: the TCP line protocol of leader selection (front-end and replica sides).
 //! - [`order`]: an order replica: the fsynced CSV log, group commit, replication, catch-up.
 //! - [`client`]: the load generator and verifier.
+//! - [`cluster`]: a bazaar of real processes on one machine, for end-to-end tests and chaos.
+//! - [`chaos`]: kills, freezes and restarts replicas under load and checks the invariants.
 //! - [`cli`]: what every binary does before handing off (config, logging, signals).
 //!
 //! How an order flows: the front-end validates it and gives it a request id, then forwards it to
@@ -32,8 +34,10 @@
 
 pub mod api;
 pub mod catalog;
+pub mod chaos;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod election;
 pub mod error;

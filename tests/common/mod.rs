@@ -1,0 +1,88 @@
+//! Shared by the end-to-end tests: the real binaries, started through
+//! [`bazaar::cluster::Cluster`], plus raw-HTTP helpers that see exact statuses and bodies.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use bazaar::api::{LogEntry, Order};
+use bazaar::cluster::Binaries;
+pub use bazaar::cluster::{Cluster, ClusterOptions as Options, Service, CALL_TIMEOUT};
+
+/// The binaries cargo built for this test run.
+pub fn binaries() -> Binaries {
+    Binaries {
+        catalog: env!("CARGO_BIN_EXE_catalog").into(),
+        order: env!("CARGO_BIN_EXE_order").into(),
+        frontend: env!("CARGO_BIN_EXE_frontend").into(),
+    }
+}
+
+/// A started bazaar with a leader.
+pub fn start(options: Options) -> Cluster {
+    Cluster::start(binaries(), options).expect("start a bazaar")
+}
+
+/// Polls until `f` gives `Some`, failing the test after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    bazaar::cluster::poll(what, timeout, f).unwrap()
+}
+
+/// Asserts every invariant of SPEC §5 that the files and the catalog show; returns the log.
+pub fn assert_invariants(cluster: &Cluster, acknowledged: &[Order]) -> Vec<LogEntry> {
+    let (log, verdicts) = cluster.check_invariants(acknowledged);
+    for verdict in verdicts {
+        assert!(
+            verdict.violation.is_none(),
+            "{}: {}",
+            verdict.name,
+            verdict.violation.unwrap_or_default()
+        );
+    }
+    log
+}
+
+/// Reads a file to a string, empty when missing.
+pub fn read(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// One raw HTTP/1.1 request on a fresh connection: status and JSON body (`Null` if none).
+pub fn raw(addr: &str, method: &str, target: &str, body: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(CALL_TIMEOUT)).unwrap();
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let json = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| serde_json::from_str(b).unwrap_or(serde_json::Value::Null))
+        .unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+/// Asserts a response is the SPEC §3 error body with this code.
+pub fn assert_error(what: &str, got: &(u16, serde_json::Value), code: u16) {
+    assert_eq!(got.0, code, "{what}: status (body {})", got.1);
+    assert_eq!(
+        got.1["error"]["code"], code,
+        "{what}: error.code in {}",
+        got.1
+    );
+    assert!(
+        got.1["error"]["message"].is_string(),
+        "{what}: error.message in {}",
+        got.1
+    );
+}

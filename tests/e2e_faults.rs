@@ -1,0 +1,330 @@
+//! End to end, on real processes: crashes, freezes and restarts under load (issue 3's
+//! scenarios). After each, the invariants of SPEC §5 are checked by
+//! [`common::assert_invariants`], including that every order the clients had acknowledged is in
+//! the replicas' identical logs with the same contents.
+
+mod common;
+
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use bazaar::api::{LogEntry, Order, OrderRequest, OrderType, SyncState};
+use bazaar::client::{ClientOptions, Summary};
+use bazaar::election;
+use common::{assert_error, raw, wait_for, Cluster, Options, Service, CALL_TIMEOUT};
+
+/// Starts `clients` clients against the front-end in the background.
+fn load(b: &Cluster, clients: usize, n_request: usize, seed: u64) -> JoinHandle<Summary> {
+    let (host, port) = b.frontend.rsplit_once(':').unwrap();
+    let options = ClientOptions {
+        prob: 1.0,
+        seed,
+        n_request,
+        clients,
+        ..ClientOptions::new(host, port.parse().unwrap())
+    };
+    thread::spawn(move || bazaar::client::run(&options))
+}
+
+/// Orders in replica `id`'s log file right now.
+fn logged(b: &Cluster, id: u32) -> usize {
+    common::read(&b.log_path(id))
+        .lines()
+        .count()
+        .saturating_sub(1)
+}
+
+fn wait_logged(b: &Cluster, id: u32, at_least: usize) {
+    wait_for(
+        &format!("{at_least} orders in replica {id}'s log"),
+        Duration::from_secs(30),
+        || (logged(b, id) >= at_least).then_some(()),
+    );
+}
+
+fn sync_state(b: &Cluster, id: u32) -> Option<SyncState> {
+    b.client
+        .get(&b.replicas[&id].0, "/synchronize", Duration::from_secs(1))
+        .ok()
+}
+
+/// The clients saw no error and no mismatch, and some orders went through.
+fn assert_clients_ok(summary: &Summary) {
+    assert_eq!(
+        summary.errors,
+        0,
+        "clients saw errors: {}",
+        summary.report()
+    );
+    assert_eq!(
+        summary.mismatches,
+        0,
+        "clients saw mismatches: {}",
+        summary.report()
+    );
+    assert!(!summary.acknowledged.is_empty(), "no order went through");
+}
+
+/// Restarts replica `id` and checks that it does not answer `Ping` before it holds at least
+/// the orders the rest had when it started.
+fn restart_and_check_catch_up(b: &mut Cluster, id: u32, leader: u32) {
+    let before = sync_state(b, leader).expect("leader answers").latest;
+    b.start_service(Service::Order(id)).unwrap();
+    let health = b.replicas[&id].2.clone();
+    wait_for(
+        &format!("replica {id} to answer Ping"),
+        Duration::from_secs(30),
+        || election::ping(&health, election::PING_TIMEOUT).then_some(()),
+    );
+    let after = sync_state(b, id).expect("restarted replica answers").latest;
+    assert!(
+        after >= before,
+        "replica {id} answered Ping at {after}, behind {before}"
+    );
+}
+
+#[test]
+fn killing_the_leader_mid_run_loses_nothing_and_restart_converges() {
+    let mut b = common::start(Options::default());
+    assert_eq!(b.wait_leader().unwrap(), 3);
+    let run = load(&b, 5, 60, 11);
+    wait_logged(&b, 3, 20);
+    b.kill(Service::Order(3));
+    let summary = run.join().unwrap();
+    assert_ne!(b.wait_leader().unwrap(), 3);
+    restart_and_check_catch_up(&mut b, 3, 2);
+    common::assert_invariants(&b, &summary.acknowledged);
+    assert_clients_ok(&summary);
+    assert!(b.frontend_health().unwrap().failovers >= 1);
+}
+
+#[test]
+fn a_killed_follower_catches_up_before_it_answers_ping() {
+    let mut b = common::start(Options::default());
+    let run = load(&b, 4, 60, 12);
+    wait_logged(&b, 3, 10);
+    b.kill(Service::Order(1));
+    wait_logged(&b, 3, 60);
+    restart_and_check_catch_up(&mut b, 1, 3);
+    let summary = run.join().unwrap();
+    common::assert_invariants(&b, &summary.acknowledged);
+    assert_clients_ok(&summary);
+}
+
+#[test]
+fn double_failover_then_both_return() {
+    let mut b = common::start(Options::default());
+    let run = load(&b, 4, 80, 13);
+    wait_logged(&b, 3, 15);
+    b.kill(Service::Order(3));
+    b.kill(Service::Order(2));
+    let t = Instant::now();
+    wait_for("replica 1 to lead", Duration::from_secs(20), || {
+        (b.frontend_health().ok()?.leader == Some(1)).then_some(())
+    });
+    let n = logged(&b, 1);
+    wait_logged(&b, 1, n + 10);
+    eprintln!("replica 1 took over after {:?}", t.elapsed());
+    restart_and_check_catch_up(&mut b, 3, 1);
+    restart_and_check_catch_up(&mut b, 2, 1);
+    let summary = run.join().unwrap();
+    common::assert_invariants(&b, &summary.acknowledged);
+    assert_clients_ok(&summary);
+}
+
+#[test]
+fn a_frozen_leader_is_replaced_and_never_leads_again_when_woken() {
+    let mut b = common::start(Options::default());
+    let run = load(&b, 4, 60, 14);
+    wait_logged(&b, 3, 10);
+    b.signal(Service::Order(3), "STOP").unwrap();
+    wait_for("a new leader", Duration::from_secs(20), || {
+        matches!(b.frontend_health().ok()?.leader, Some(l) if l != 3).then_some(())
+    });
+    let n = logged(&b, 2);
+    wait_logged(&b, 2, n + 10);
+    b.signal(Service::Order(3), "CONT").unwrap();
+    let old = b.replicas[&3].0.clone();
+    wait_for(
+        "the woken replica to stop leading",
+        Duration::from_secs(20),
+        || (b.replica_health(3).ok()?.role != "leader").then_some(()),
+    );
+    let req = OrderRequest {
+        name: "IBM".into(),
+        quantity: 1,
+        kind: OrderType::Buy,
+        request_id: None,
+    };
+    let got = raw(
+        &old,
+        "POST",
+        "/orders",
+        &serde_json::to_string(&req).unwrap(),
+    );
+    assert_error("order sent to the woken old leader", &got, 421);
+    let summary = run.join().unwrap();
+    common::assert_invariants(&b, &summary.acknowledged);
+    assert_clients_ok(&summary);
+    b.kill(Service::Order(3));
+}
+
+#[test]
+fn everything_restarts_and_nothing_acknowledged_is_lost() {
+    let mut b = common::start(Options::default());
+    let summary = load(&b, 3, 30, 15).join().unwrap();
+    assert_eq!(summary.errors, 0);
+    for service in [
+        Service::Order(1),
+        Service::Order(2),
+        Service::Order(3),
+        Service::Catalog,
+    ] {
+        b.kill(service);
+    }
+    b.start_service(Service::Catalog).unwrap();
+    for id in [2, 1, 3] {
+        b.start_service(Service::Order(id)).unwrap();
+    }
+    b.wait_leader().unwrap();
+    common::assert_invariants(&b, &summary.acknowledged);
+    assert_clients_ok(&summary);
+    for order in &summary.acknowledged {
+        let got: Order = b
+            .client
+            .get(
+                &b.frontend,
+                &format!("/orders/{}", order.number),
+                CALL_TIMEOUT,
+            )
+            .unwrap();
+        assert_eq!(&got, order);
+    }
+}
+
+#[test]
+fn a_restarted_frontend_reselects_and_loses_nothing() {
+    let mut b = common::start(Options::default());
+    let run = load(&b, 3, 60, 16);
+    wait_logged(&b, 3, 10);
+    b.kill(Service::Frontend);
+    b.start_service(Service::Frontend).unwrap();
+    b.wait_leader().unwrap();
+    let summary = run.join().unwrap();
+    common::assert_invariants(&b, &summary.acknowledged);
+    assert_clients_ok(&summary);
+}
+
+#[test]
+fn catalog_down_gives_a_clear_503_and_cached_lookups_keep_working() {
+    let mut b = common::start(Options::default());
+    let fe = b.frontend.clone();
+    assert_eq!(raw(&fe, "GET", "/stocks/GameStart", "").0, 200);
+    b.kill(Service::Catalog);
+    let started = Instant::now();
+    let got = raw(
+        &fe,
+        "POST",
+        "/orders",
+        r#"{"name":"GameStart","quantity":1,"type":"buy"}"#,
+    );
+    assert_error("order while the catalog is down", &got, 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "503 took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        raw(&fe, "GET", "/stocks/GameStart", "").0,
+        200,
+        "cached lookup"
+    );
+    assert_error(
+        "uncached lookup",
+        &raw(&fe, "GET", "/stocks/FishCo", ""),
+        503,
+    );
+    b.start_service(Service::Catalog).unwrap();
+    let got = raw(
+        &fe,
+        "POST",
+        "/orders",
+        r#"{"name":"GameStart","quantity":1,"type":"buy"}"#,
+    );
+    assert_eq!(got.0, 200, "{}", got.1);
+    let log = common::assert_invariants(&b, &[]);
+    assert_eq!(log.len(), 1, "the refused order left no trace");
+}
+
+/// Crash points inside the leader's order path (SPEC §4, issue 3 scenario 4). Replica 3 leads
+/// and aborts at the fail point; the front-end's retry on replica 2 must neither lose nor
+/// double the trade; replica 3 comes back (without the fail point) and converges.
+#[test]
+fn crash_points_in_the_leader_neither_lose_nor_double_a_trade() {
+    for point in [
+        "after-catalog-trade",
+        "after-log-append",
+        "after-replicate-one",
+        "before-reply",
+    ] {
+        let mut options = Options::default();
+        options
+            .replica_env
+            .insert(3, vec![("BAZAAR_FAILPOINT".into(), format!("{point}:3"))]);
+        let mut b = common::start(options);
+        let fe = b.frontend.clone();
+        let mut numbers = Vec::new();
+        for i in 0..5 {
+            let req = OrderRequest {
+                name: "FishCo".into(),
+                quantity: 2,
+                kind: OrderType::Buy,
+                request_id: Some(format!("{point}-{i}")),
+            };
+            let got = raw(
+                &fe,
+                "POST",
+                "/orders",
+                &serde_json::to_string(&req).unwrap(),
+            );
+            assert_eq!(got.0, 200, "{point}: order {i}: {}", got.1);
+            numbers.push(got.1["data"]["transaction_number"].as_u64().unwrap());
+        }
+        assert_eq!(numbers, vec![0, 1, 2, 3, 4], "{point}");
+        wait_for(
+            &format!("{point}: replica 3 to crash"),
+            Duration::from_secs(10),
+            || b.has_exited(Service::Order(3)).then_some(()),
+        );
+        b.reap(Service::Order(3));
+        b.options.replica_env.clear();
+        b.start_service(Service::Order(3)).unwrap();
+        let log = common::assert_invariants(&b, &[]);
+        assert_eq!(log.len(), 5, "{point}: {log:?}");
+        assert_eq!(b.stocks().unwrap()["FishCo"].quantity, 90, "{point}");
+        assert!(
+            b.frontend_health().unwrap().retries >= 1,
+            "{point}: the front-end retried"
+        );
+    }
+}
+
+#[test]
+fn torn_log_lines_and_catalog_temp_files_are_repaired_on_start() {
+    let mut b = common::start(Options::default());
+    let summary = load(&b, 2, 15, 17).join().unwrap();
+    assert_eq!(summary.errors, 0);
+    b.kill(Service::Order(1));
+    let path = b.log_path(1);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(b"999,Game");
+    std::fs::write(&path, bytes).unwrap();
+    b.kill(Service::Catalog);
+    let tmp = b.data_dir().join("catalog.json.tmp");
+    std::fs::write(&tmp, b"{\"stocks\":[{\"na").unwrap();
+    b.start_service(Service::Catalog).unwrap();
+    b.start_service(Service::Order(1)).unwrap();
+    common::assert_invariants(&b, &summary.acknowledged);
+    assert_clients_ok(&summary);
+    assert!(!tmp.exists(), "the torn temp file was left behind");
+}
