@@ -1,6 +1,40 @@
-//! (being written) Leader selection: the TCP line protocol between front-end and replicas.
+//! Leader selection: the TCP line protocol between the front-end and the order replicas.
+//!
+//! Every exchange is one connection carrying one line each way, and every read has a timeout,
+//! because a stopped (`kill -STOP`) process still completes TCP connects through the kernel's
+//! listen queue and would otherwise hang the caller.
+//!
+//! On a replica's leader-broadcast port:
+//!
+//! | request              | answer                      | meaning                                      |
+//! |----------------------|-----------------------------|----------------------------------------------|
+//! | `Ping`               | `OK` (or `WAIT`)            | alive, and ready to lead (`WAIT`: recovering) |
+//! | `You win [<hint>]`   | `OK <epoch>` (or `WAIT`)    | catch up, take an epoch above `hint`, lead    |
+//! | `<id> [<epoch>]`     | `OK`                        | replica `<id>` leads in `<epoch>`             |
+//! | anything else        | `ERR unknown command`       |                                              |
+//!
+//! On the health-check port only `Ping` is understood.
+//!
+//! [`select_leader`] is the front-end's side: ping the replicas from the highest id down, tell
+//! the first that answers `OK` that it won (with the highest epoch the front-end has seen as a
+//! hint), and once it answers `OK <epoch>`, tell every other replica `<id> <epoch>`. A winner
+//! that does not confirm (it may have died or be recovering) is skipped and the next is tried.
+//! The algorithm itself is [`select_with`], which takes the transport as a closure so that it
+//! can be tested without sockets.
+//!
+//! The replica's side of the protocol (what each line does to its state) is in
+//! `crate::order`; this module only parses lines ([`Command::parse`]).
+//!
+//! Caveats: the announcement `<id> <epoch>` is best effort; a replica that misses it learns the
+//! new leader from the leader's first `/propagate`. Nothing here protects against two
+//! front-ends electing different leaders at once: the epochs make the older one step down as
+//! soon as it meets a replica that has seen the newer epoch.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
+
+use log::{debug, info, warn};
 
 use crate::config::ReplicaConfig;
 
@@ -10,6 +44,14 @@ pub const PING_TIMEOUT: Duration = Duration::from_millis(300);
 /// How long the front-end waits for `OK` to `You win`: the winner first catches up.
 pub const YOU_WIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the front-end waits for `OK` to the `<id> <epoch>` announcement; it is best effort
+/// and a stopped replica must not delay the selection much.
+pub const ANNOUNCE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// Longest line either side reads: every valid line is a few bytes, so a peer sending more is
+/// not speaking this protocol.
+pub const MAX_LINE_BYTES: u64 = 256;
+
 /// The outcome of a leader selection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Leadership {
@@ -17,10 +59,110 @@ pub struct Leadership {
     pub epoch: u64,
 }
 
+/// One request line of the protocol, as a replica understands it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `Ping`.
+    Ping,
+    /// `You win` or `You win <hint>`: the highest epoch the front-end has seen.
+    YouWin(Option<u64>),
+    /// `<id>` or `<id> <epoch>`: replica `id` now leads.
+    Leader { id: u32, epoch: Option<u64> },
+}
+
+impl Command {
+    /// Parses one line (without its line ending); `None` for anything unknown.
+    pub fn parse(line: &str) -> Option<Command> {
+        let line = line.trim();
+        if line == "Ping" {
+            return Some(Command::Ping);
+        }
+        if let Some(rest) = line.strip_prefix("You win") {
+            let rest = rest.trim();
+            if rest.is_empty() {
+                return Some(Command::YouWin(None));
+            }
+            // "You winner" must not parse as "You win" with a hint.
+            if !line["You win".len()..].starts_with(' ') {
+                return None;
+            }
+            return rest.parse().ok().map(|hint| Command::YouWin(Some(hint)));
+        }
+        let mut words = line.split_ascii_whitespace();
+        let id = words.next()?.parse().ok()?;
+        let epoch = match words.next() {
+            None => None,
+            Some(word) => Some(word.parse().ok()?),
+        };
+        if words.next().is_some() {
+            return None;
+        }
+        Some(Command::Leader { id, epoch })
+    }
+}
+
+/// A replica's answer line, as the front-end understands it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// `OK`.
+    Ok,
+    /// `OK <epoch>`: the answer to `You win`.
+    OkEpoch(u64),
+    /// `WAIT`: alive but still recovering; must not be chosen.
+    Wait,
+    /// Anything else, `ERR ...` included.
+    Other,
+}
+
+impl Reply {
+    pub fn parse(line: &str) -> Reply {
+        let line = line.trim();
+        match line {
+            "OK" => Reply::Ok,
+            "WAIT" => Reply::Wait,
+            _ => match line.strip_prefix("OK ").map(|e| e.trim().parse()) {
+                Some(Ok(epoch)) => Reply::OkEpoch(epoch),
+                _ => Reply::Other,
+            },
+        }
+    }
+}
+
+/// Sends one line to `addr` and reads one line back, all within `timeout` per phase.
+/// Any failure (refused, timed out, closed early, over-long line) is `None`.
+pub fn exchange(addr: &str, line: &str, timeout: Duration) -> Option<String> {
+    let result = (|| -> std::io::Result<String> {
+        let sock = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other(format!("{addr} resolves to nothing")))?;
+        let mut stream = TcpStream::connect_timeout(&sock, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream.set_nodelay(true)?;
+        stream.write_all(format!("{line}\n").as_bytes())?;
+        let mut answer = String::new();
+        BufReader::new(stream)
+            .take(MAX_LINE_BYTES)
+            .read_line(&mut answer)?;
+        if !answer.ends_with('\n') {
+            return Err(std::io::Error::other("no complete answer line"));
+        }
+        Ok(answer.trim_end().to_string())
+    })();
+    match result {
+        Ok(answer) => Some(answer),
+        Err(e) => {
+            debug!("{line:?} to {addr}: {e}");
+            None
+        }
+    }
+}
+
 /// `Ping` on `addr` (a replica's broadcast or health port): true if it answered `OK` in time.
+/// A recovering replica answers `WAIT`, which is false.
 pub fn ping(addr: &str, timeout: Duration) -> bool {
-    let _ = (addr, timeout);
-    todo!()
+    exchange(addr, "Ping", timeout).is_some_and(|answer| Reply::parse(&answer) == Reply::Ok)
 }
 
 /// Front-end side of SPEC §4: ping replicas from the highest id down, tell the first that
@@ -29,6 +171,222 @@ pub fn ping(addr: &str, timeout: Duration) -> bool {
 /// took, which is above every epoch it and its reachable peers know.
 /// Returns `None` when no replica answers.
 pub fn select_leader(replicas: &[ReplicaConfig], epoch_hint: u64) -> Option<Leadership> {
-    let _ = (replicas, epoch_hint);
-    todo!()
+    let chosen = select_with(replicas, epoch_hint, &mut |addr, line, timeout| {
+        exchange(addr, line, timeout)
+    });
+    match chosen {
+        Some(l) => info!("leader selected: replica {} in epoch {}", l.id, l.epoch),
+        None => warn!("leader selection: no order replica is ready"),
+    }
+    chosen
+}
+
+/// The selection algorithm over any transport: `ask(addr, line, timeout)` returns the answer
+/// line or `None`. Pure apart from what `ask` does, so it is unit-tested with a fake.
+pub fn select_with(
+    replicas: &[ReplicaConfig],
+    epoch_hint: u64,
+    ask: &mut dyn FnMut(&str, &str, Duration) -> Option<String>,
+) -> Option<Leadership> {
+    let mut candidates: Vec<&ReplicaConfig> = replicas.iter().collect();
+    candidates.sort_by_key(|r| std::cmp::Reverse(r.id));
+    for candidate in &candidates {
+        let addr = candidate.broadcast_addr();
+        let pinged = ask(&addr, "Ping", PING_TIMEOUT).map(|a| Reply::parse(&a));
+        if pinged != Some(Reply::Ok) {
+            debug!("replica {} is not a candidate: {pinged:?}", candidate.id);
+            continue;
+        }
+        let won =
+            ask(&addr, &format!("You win {epoch_hint}"), YOU_WIN_TIMEOUT).map(|a| Reply::parse(&a));
+        let epoch = match won {
+            Some(Reply::OkEpoch(epoch)) => epoch,
+            // A replica that speaks the reference design's protocol answers a bare OK.
+            Some(Reply::Ok) => epoch_hint,
+            other => {
+                warn!(
+                    "replica {} did not take the leadership: {other:?}",
+                    candidate.id
+                );
+                continue;
+            }
+        };
+        let announcement = format!("{} {epoch}", candidate.id);
+        for other in candidates.iter().filter(|r| r.id != candidate.id) {
+            if ask(&other.broadcast_addr(), &announcement, ANNOUNCE_TIMEOUT).is_none() {
+                debug!(
+                    "replica {} missed the announcement {announcement:?}",
+                    other.id
+                );
+            }
+        }
+        return Some(Leadership {
+            id: candidate.id,
+            epoch,
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn command_parse_table() {
+        let cases: &[(&str, Option<Command>)] = &[
+            ("Ping", Some(Command::Ping)),
+            ("Ping\r", Some(Command::Ping)),
+            ("You win", Some(Command::YouWin(None))),
+            ("You win 7", Some(Command::YouWin(Some(7)))),
+            ("You win  12 ", Some(Command::YouWin(Some(12)))),
+            ("You win x", None),
+            ("You winner", None),
+            ("3", Some(Command::Leader { id: 3, epoch: None })),
+            (
+                "3 9",
+                Some(Command::Leader {
+                    id: 3,
+                    epoch: Some(9),
+                }),
+            ),
+            ("3 9 1", None),
+            ("3 x", None),
+            ("-1", None),
+            ("", None),
+            ("ping", None),
+            ("GET / HTTP/1.1", None),
+        ];
+        for (line, want) in cases {
+            assert_eq!(Command::parse(line), *want, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn reply_parse_table() {
+        let cases = [
+            ("OK", Reply::Ok),
+            ("OK 4", Reply::OkEpoch(4)),
+            ("OK x", Reply::Other),
+            ("WAIT", Reply::Wait),
+            ("ERR unknown command", Reply::Other),
+            ("", Reply::Other),
+        ];
+        for (line, want) in cases {
+            assert_eq!(Reply::parse(line), want, "{line:?}");
+        }
+    }
+
+    fn replicas(ids: &[u32]) -> Vec<ReplicaConfig> {
+        ids.iter()
+            .map(|&id| ReplicaConfig {
+                id,
+                host: "h".into(),
+                port: 1,
+                leader_broadcast_port: 9000 + id,
+                health_check_port: 2,
+            })
+            .collect()
+    }
+
+    /// Each case: the answers per replica id to `Ping` and to `You win`, and the expected
+    /// winner. Missing answers are timeouts.
+    #[test]
+    fn selection_table() {
+        type Answers = &'static [(u32, Option<&'static str>, Option<&'static str>)];
+        let cases: &[(&str, Answers, Option<Leadership>)] = &[
+            (
+                "highest id wins",
+                &[
+                    (1, Some("OK"), Some("OK 5")),
+                    (2, Some("OK"), Some("OK 5")),
+                    (3, Some("OK"), Some("OK 5")),
+                ],
+                Some(Leadership { id: 3, epoch: 5 }),
+            ),
+            (
+                "dead highest is skipped",
+                &[
+                    (1, Some("OK"), Some("OK 5")),
+                    (2, Some("OK"), Some("OK 6")),
+                    (3, None, None),
+                ],
+                Some(Leadership { id: 2, epoch: 6 }),
+            ),
+            (
+                "recovering replica is skipped",
+                &[
+                    (1, Some("OK"), Some("OK 5")),
+                    (2, Some("OK"), Some("OK 6")),
+                    (3, Some("WAIT"), None),
+                ],
+                Some(Leadership { id: 2, epoch: 6 }),
+            ),
+            (
+                "winner that does not confirm is skipped",
+                &[
+                    (1, Some("OK"), Some("OK 8")),
+                    (2, Some("OK"), Some("WAIT")),
+                    (3, Some("OK"), None),
+                ],
+                Some(Leadership { id: 1, epoch: 8 }),
+            ),
+            (
+                "bare OK keeps the hint",
+                &[(1, Some("OK"), Some("OK"))],
+                Some(Leadership { id: 1, epoch: 4 }),
+            ),
+            (
+                "nobody answers",
+                &[(1, None, None), (2, Some("ERR x"), None)],
+                None,
+            ),
+        ];
+        for (what, answers, want) in cases {
+            let ids: Vec<u32> = answers.iter().map(|a| a.0).collect();
+            let table: HashMap<String, (Option<&str>, Option<&str>)> = answers
+                .iter()
+                .map(|&(id, ping, win)| (format!("h:{}", 9000 + id), (ping, win)))
+                .collect();
+            let mut announced = Vec::new();
+            let got = select_with(&replicas(&ids), 4, &mut |addr, line, _| {
+                let (ping, win) = table[addr];
+                match line {
+                    "Ping" => ping.map(String::from),
+                    "You win 4" => win.map(String::from),
+                    other => {
+                        announced.push((addr.to_string(), other.to_string()));
+                        Some("OK".into())
+                    }
+                }
+            });
+            assert_eq!(got, *want, "{what}");
+            if let Some(winner) = got {
+                let others = ids.iter().filter(|&&id| id != winner.id).count();
+                assert_eq!(
+                    announced.len(),
+                    others,
+                    "{what}: every other replica is told"
+                );
+                let line = format!("{} {}", winner.id, winner.epoch);
+                assert!(
+                    announced.iter().all(|(_, l)| *l == line),
+                    "{what}: {announced:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ping_times_out_on_a_silent_listener() {
+        // A listener that accepts (the kernel does) but never answers, like a stopped process.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let started = std::time::Instant::now();
+        assert!(!ping(&addr, Duration::from_millis(100)));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        drop(listener);
+        assert!(!ping(&addr, Duration::from_millis(100)), "refused");
+    }
 }

@@ -1,0 +1,1016 @@
+//! The order log: `orders-N.csv`, one [`LogEntry`] a line, and its in-memory index.
+//!
+//! The file starts with the header [`HEADER`]; every later record is an order written by the
+//! `csv` crate with `\n` line endings, so that replicas holding the same entries hold
+//! byte-identical files. Entry `i` of a valid log has number `i`.
+//!
+//! Writes: one writer at a time (a mutex around the file). A batch is written with one
+//! `write_all`, `sync_data`'d, and only then published to memory, so a reader never sees an
+//! entry that a crash could take back. Truncation (replacing a conflicting suffix) cuts the
+//! file at the first removed entry's byte offset and syncs before memory forgets the entries.
+//! Readers take a `parking_lot::RwLock` on the memory and never wait for an fsync.
+//!
+//! Loading: a torn last record (no trailing newline, or unparsable, or misnumbered) is what a
+//! crash in the middle of an append leaves; it was never acknowledged, so it is cut away with
+//! a warning. A bad record anywhere else means the file was damaged by something else: the
+//! replica refuses to start rather than silently drop data.
+//!
+//! [`OrderLog::apply`] is the one operation both replication directions use (leader →
+//! follower `/propagate`, and a recovering replica pulling pages from a peer): check that the
+//! log agrees with the sender at `prev`, skip entries already held, replace a conflicting
+//! suffix, append the rest with one fsync.
+//!
+//! Caveats: the whole log is kept in memory (fine for a teaching system's thousands of
+//! orders). The request-id index covers the whole log, so a retry is recognised however late
+//! it comes.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use log::{info, warn};
+use parking_lot::{Mutex, RwLock};
+
+use crate::api::{LogEntry, LogPage, LogPosition, OrderRequest, SyncState};
+use crate::error::{Error, Result};
+
+/// The first line of every order log.
+pub const HEADER: &str = "number,name,type,quantity,epoch,request_id\n";
+
+/// The result of [`OrderLog::apply`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The log agreed at `prev` and now holds the entries; `latest` is its new highest number.
+    Accepted { latest: i64 },
+    /// The log does not hold `prev`: resend starting after `hint` (−1: from the beginning).
+    Mismatch { hint: i64 },
+    /// Only with [`Conflict::KeepNewer`]: the log holds newer entries (a higher epoch) from
+    /// where the sender disagrees; nothing was replaced there. `latest` as in `Accepted`.
+    Superseded { latest: i64 },
+}
+
+/// What [`OrderLog::apply_with`] does with an entry of ours that conflicts with the sender's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conflict {
+    /// The sender is the leader: its log wins.
+    Replace,
+    /// The sender is a peer we pull from: replace only entries older than the sender's, stop
+    /// where our log is newer (a leader may have written to us since we chose whom to pull).
+    KeepNewer,
+}
+
+/// The in-memory view, published only after the file is durable.
+#[derive(Default)]
+struct Memory {
+    entries: Vec<LogEntry>,
+    /// Byte offset in the file of each entry's line.
+    offsets: Vec<u64>,
+    /// Length of the valid file.
+    end: u64,
+    by_request: HashMap<String, u64>,
+}
+
+impl Memory {
+    fn latest(&self) -> i64 {
+        self.entries.len() as i64 - 1
+    }
+
+    fn push(&mut self, entry: LogEntry, offset: u64) {
+        self.by_request
+            .insert(entry.request_id.clone(), entry.number);
+        self.offsets.push(offset);
+        self.entries.push(entry);
+    }
+
+    fn truncate(&mut self, from: usize) {
+        for removed in self.entries.drain(from..) {
+            self.by_request.remove(&removed.request_id);
+        }
+        if let Some(&offset) = self.offsets.get(from) {
+            self.end = offset;
+        }
+        self.offsets.truncate(from);
+    }
+}
+
+/// One replica's order log. Cheap reads, one writer at a time.
+pub struct OrderLog {
+    path: PathBuf,
+    /// The open file; holding this lock is what makes a caller the writer.
+    file: Mutex<File>,
+    mem: RwLock<Memory>,
+}
+
+impl OrderLog {
+    /// Opens `path`, creating it (and its directory) with the header when missing, repairing a
+    /// torn tail, refusing a damaged file.
+    pub fn open(path: &Path) -> Result<OrderLog> {
+        let dir = parent_dir(path);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+
+        if bytes.len() < HEADER.len() && HEADER.as_bytes().starts_with(&bytes) {
+            // New, or a crash while the header itself was being written.
+            file.set_len(0)?;
+            file.write_all(HEADER.as_bytes())?;
+            file.sync_all()?;
+            sync_dir(&dir)?;
+            info!("created order log {}", path.display());
+            bytes = HEADER.as_bytes().to_vec();
+        }
+        if !bytes.starts_with(HEADER.as_bytes()) {
+            return Err(Error::Internal(format!(
+                "{}: the first line is not {:?}; refusing to start",
+                path.display(),
+                HEADER.trim_end()
+            )));
+        }
+
+        let (mem, torn_at) = parse(&bytes, path)?;
+        if let Some(at) = torn_at {
+            warn!(
+                "{}: cut a torn last record at byte {at} ({} bytes: {:?}) left by a crash mid-append",
+                path.display(),
+                bytes.len() as u64 - at,
+                String::from_utf8_lossy(&bytes[at as usize..]).chars().take(200).collect::<String>()
+            );
+            file.set_len(at)?;
+            file.sync_all()?;
+        }
+        info!("order log {}: {} orders", path.display(), mem.entries.len());
+        Ok(OrderLog {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+            mem: RwLock::new(mem),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Highest order number held, −1 when empty.
+    pub fn latest(&self) -> i64 {
+        self.mem.read().latest()
+    }
+
+    /// The last entry's position, `None` when empty.
+    pub fn last_position(&self) -> Option<LogPosition> {
+        self.mem.read().entries.last().map(position_of)
+    }
+
+    /// `latest` and `last_epoch` for `/synchronize` (the caller adds its current epoch).
+    pub fn sync_state(&self, epoch: u64) -> SyncState {
+        let mem = self.mem.read();
+        SyncState {
+            latest: mem.latest(),
+            epoch,
+            last_epoch: mem.entries.last().map_or(0, |e| e.epoch),
+        }
+    }
+
+    pub fn get(&self, number: u64) -> Option<LogEntry> {
+        self.mem
+            .read()
+            .entries
+            .get(usize::try_from(number).ok()?)
+            .cloned()
+    }
+
+    /// The position of entry `number`, if held.
+    pub fn position(&self, number: u64) -> Option<LogPosition> {
+        self.mem
+            .read()
+            .entries
+            .get(usize::try_from(number).ok()?)
+            .map(position_of)
+    }
+
+    /// The number of the order with this request id, if logged.
+    pub fn lookup(&self, request_id: &str) -> Option<u64> {
+        self.mem.read().by_request.get(request_id).copied()
+    }
+
+    /// Up to `limit` entries starting at number `since`.
+    pub fn since(&self, since: u64, limit: usize) -> LogPage {
+        let mem = self.mem.read();
+        let start = usize::try_from(since)
+            .unwrap_or(usize::MAX)
+            .min(mem.entries.len());
+        let end = start.saturating_add(limit).min(mem.entries.len());
+        LogPage {
+            entries: mem.entries[start..end].to_vec(),
+            latest: mem.latest(),
+        }
+    }
+
+    /// The leader's append: gives each order the next number in `epoch`, except an order whose
+    /// request id is already logged (or earlier in the same batch), which gets that number
+    /// again. One fsync for the batch. Returns the number of each order, in order.
+    pub fn append_orders(&self, epoch: u64, orders: &[OrderRequest]) -> Result<Vec<u64>> {
+        let mut file = self.file.lock();
+        let mem = self.mem.read();
+        let mut next = mem.entries.len() as u64;
+        let mut fresh: Vec<LogEntry> = Vec::new();
+        let mut batch_ids: HashMap<&str, u64> = HashMap::new();
+        let mut numbers = Vec::with_capacity(orders.len());
+        for order in orders {
+            let request_id = order.request_id.as_deref().ok_or_else(|| {
+                Error::Internal("an order reached the log without a request id".into())
+            })?;
+            if let Some(&n) = mem
+                .by_request
+                .get(request_id)
+                .or_else(|| batch_ids.get(request_id))
+            {
+                numbers.push(n);
+                continue;
+            }
+            batch_ids.insert(request_id, next);
+            fresh.push(LogEntry {
+                number: next,
+                name: order.name.clone(),
+                kind: order.kind,
+                quantity: order.quantity,
+                epoch,
+                request_id: request_id.to_string(),
+            });
+            numbers.push(next);
+            next += 1;
+        }
+        drop(mem);
+        self.write_entries(&mut file, fresh)?;
+        Ok(numbers)
+    }
+
+    /// [`OrderLog::apply_with`] with the sender's log winning conflicts (the leader's case).
+    pub fn apply(&self, prev: Option<LogPosition>, entries: &[LogEntry]) -> Result<Applied> {
+        self.apply_with(prev, entries, Conflict::Replace)
+    }
+
+    /// Makes the log agree with a sender whose log holds `prev` followed by `entries`.
+    ///
+    /// If `prev` is given and we lack it or hold it with another epoch: `Mismatch` with a hint
+    /// where the sender should resume (our latest if we are short, else just before our run of
+    /// the mismatching epoch). Otherwise each entry already held with the same epoch is
+    /// skipped; one held with another epoch is a conflict: our log from there is cut (per
+    /// `policy`), and the rest is appended with one fsync.
+    pub fn apply_with(
+        &self,
+        prev: Option<LogPosition>,
+        entries: &[LogEntry],
+        policy: Conflict,
+    ) -> Result<Applied> {
+        let mut file = self.file.lock();
+        let mem = self.mem.read();
+        let expected_first = prev.map_or(0, |p| p.number + 1);
+        for (i, e) in entries.iter().enumerate() {
+            if e.number != expected_first + i as u64 {
+                return Err(Error::BadRequest(format!(
+                    "entries must be consecutive from {expected_first}; found {} at index {i}",
+                    e.number
+                )));
+            }
+        }
+        let last_epoch = mem.entries.last().map_or(0, |e| e.epoch);
+        if let Some(prev) = prev {
+            match mem.entries.get(prev.number as usize) {
+                None => return Ok(Applied::Mismatch { hint: mem.latest() }),
+                Some(ours) if ours.epoch != prev.epoch => {
+                    if policy == Conflict::KeepNewer && ours.epoch > prev.epoch {
+                        return Ok(Applied::Superseded {
+                            latest: mem.latest(),
+                        });
+                    }
+                    let run_start = mem.entries[..prev.number as usize]
+                        .iter()
+                        .rposition(|e| e.epoch != ours.epoch)
+                        .map_or(0, |i| i + 1);
+                    return Ok(Applied::Mismatch {
+                        hint: run_start as i64 - 1,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+
+        let mut cut: Option<usize> = None;
+        let mut fresh_from = entries.len();
+        let mut superseded = false;
+        for (i, e) in entries.iter().enumerate() {
+            match mem.entries.get(e.number as usize) {
+                Some(ours) if ours.epoch == e.epoch => continue,
+                Some(_) if policy == Conflict::KeepNewer && last_epoch > e.epoch => {
+                    // Our log is newer from here on (epochs never decrease along a log).
+                    superseded = true;
+                    fresh_from = i;
+                    break;
+                }
+                Some(_) => {
+                    cut = Some(e.number as usize);
+                    fresh_from = i;
+                    break;
+                }
+                None => {
+                    fresh_from = i;
+                    break;
+                }
+            }
+        }
+        if superseded {
+            return Ok(Applied::Superseded {
+                latest: mem.latest(),
+            });
+        }
+        drop(mem);
+        if let Some(from) = cut {
+            self.truncate_locked(&mut file, from)?;
+        }
+        self.write_entries(&mut file, entries[fresh_from..].to_vec())?;
+        Ok(Applied::Accepted {
+            latest: self.latest(),
+        })
+    }
+
+    /// Removes the entries after `number` whose epoch is below `epoch`: the leader of `epoch`
+    /// held only up to `number` when it wrote, and everything it adds later carries `epoch`, so
+    /// such entries are in no log that will ever win. Returns how many were removed.
+    pub fn trim_older_after(&self, number: i64, epoch: u64) -> Result<usize> {
+        let mut file = self.file.lock();
+        let from = usize::try_from(number + 1).unwrap_or(0);
+        let len = {
+            let mem = self.mem.read();
+            match mem.entries.get(from) {
+                Some(e) if e.epoch < epoch => mem.entries.len(),
+                _ => return Ok(0),
+            }
+        };
+        self.truncate_locked(&mut file, from)?;
+        Ok(len - from)
+    }
+
+    /// Cuts the file and memory at entry `from`. Caller holds the writer lock.
+    fn truncate_locked(&self, file: &mut File, from: usize) -> Result<()> {
+        let (offset, removed) = {
+            let mem = self.mem.read();
+            let Some(&offset) = mem.offsets.get(from) else {
+                return Ok(());
+            };
+            let removed: Vec<String> = mem.entries[from..]
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}:{} {} {} (epoch {}, request {})",
+                        e.number,
+                        e.name,
+                        e.kind.as_str(),
+                        e.quantity,
+                        e.epoch,
+                        e.request_id
+                    )
+                })
+                .collect();
+            (offset, removed)
+        };
+        file.set_len(offset)?;
+        file.sync_all()?;
+        self.mem.write().truncate(from);
+        warn!(
+            "{}: removed {} order(s) that the leading log does not have: {}",
+            self.path.display(),
+            removed.len(),
+            removed.join("; ")
+        );
+        Ok(())
+    }
+
+    /// Appends already numbered entries (they continue the log), fsyncs, publishes.
+    fn write_entries(&self, file: &mut File, entries: Vec<LogEntry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let start = self.mem.read().end;
+        let mut bytes = Vec::new();
+        let mut offsets = Vec::with_capacity(entries.len());
+        for e in &entries {
+            offsets.push(start + bytes.len() as u64);
+            bytes.extend_from_slice(&encode(e)?);
+        }
+        file.write_all(&bytes)?;
+        file.sync_data()?;
+        let mut mem = self.mem.write();
+        for (e, offset) in entries.into_iter().zip(offsets) {
+            mem.push(e, offset);
+        }
+        mem.end = start + bytes.len() as u64;
+        Ok(())
+    }
+}
+
+fn position_of(e: &LogEntry) -> LogPosition {
+    LogPosition {
+        number: e.number,
+        epoch: e.epoch,
+    }
+}
+
+/// One entry as its CSV line, `\n`-terminated.
+pub fn encode(entry: &LogEntry) -> Result<Vec<u8>> {
+    let mut writer = csv::WriterBuilder::new()
+        .has_headers(false)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    writer.serialize(entry)?;
+    writer
+        .into_inner()
+        .map_err(|e| Error::Internal(format!("csv: {e}")))
+}
+
+/// Parses a whole log file (header included). Returns the memory view and, if the last record
+/// is torn, the offset to cut at.
+fn parse(bytes: &[u8], path: &Path) -> Result<(Memory, Option<u64>)> {
+    let header_len = HEADER.len() as u64;
+    let body = &bytes[HEADER.len()..];
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(body);
+    let mut mem = Memory {
+        end: header_len,
+        ..Memory::default()
+    };
+    let mut record = csv::ByteRecord::new();
+    loop {
+        let start = reader.position().byte();
+        let result = reader.read_byte_record(&mut record);
+        let end = reader.position().byte();
+        let is_last = end as usize >= body.len();
+        let entry = match result {
+            Ok(false) => break,
+            Ok(true) => record
+                .deserialize::<LogEntry>(None)
+                .map_err(|e| e.to_string())
+                .and_then(|e| {
+                    if e.number == mem.entries.len() as u64 {
+                        Ok(e)
+                    } else {
+                        Err(format!(
+                            "order number {} where {} was expected",
+                            e.number,
+                            mem.entries.len()
+                        ))
+                    }
+                }),
+            Err(e) => Err(e.to_string()),
+        };
+        let complete = !is_last || (end > 0 && body.get(end as usize - 1) == Some(&b'\n'));
+        // A record without its line end can only be the last one: a torn append.
+        let entry = entry.and_then(|e| {
+            if complete {
+                Ok(e)
+            } else {
+                Err("no line end".into())
+            }
+        });
+        match entry {
+            Ok(entry) => mem.push(entry, header_len + start),
+            Err(_) if is_last => return Ok((mem, Some(header_len + start))),
+            Err(why) => {
+                return Err(Error::Internal(format!(
+                    "{}: damaged record at byte {} (order {}): {why}; refusing to start",
+                    path.display(),
+                    header_len + start,
+                    mem.entries.len()
+                )))
+            }
+        }
+        mem.end = header_len + end;
+    }
+    Ok((mem, None))
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Makes a file creation or rename in `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Writes `bytes` to `path` so that a crash at any instant leaves either the old or the new
+/// content: temp file, fsync, rename, fsync of the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent_dir(path);
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    sync_dir(&dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::OrderType;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "bazaar-log-{name}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn entry(number: u64, epoch: u64) -> LogEntry {
+        LogEntry {
+            number,
+            name: "GameStart".into(),
+            kind: if number.is_multiple_of(2) {
+                OrderType::Buy
+            } else {
+                OrderType::Sell
+            },
+            quantity: number + 1,
+            epoch,
+            request_id: format!("r{number}-e{epoch}"),
+        }
+    }
+
+    fn entries(range: std::ops::Range<u64>, epoch: u64) -> Vec<LogEntry> {
+        range.map(|n| entry(n, epoch)).collect()
+    }
+
+    fn order(id: &str) -> OrderRequest {
+        OrderRequest {
+            name: "FishCo".into(),
+            quantity: 2,
+            kind: OrderType::Sell,
+            request_id: Some(id.into()),
+        }
+    }
+
+    /// A log whose entries have these epochs, in a fresh directory.
+    fn log_with(name: &str, epochs: &[u64]) -> (OrderLog, PathBuf) {
+        let path = temp_dir(name).join("orders-1.csv");
+        let log = OrderLog::open(&path).unwrap();
+        let all: Vec<LogEntry> = epochs
+            .iter()
+            .enumerate()
+            .map(|(n, &e)| entry(n as u64, e))
+            .collect();
+        assert_eq!(
+            log.apply(None, &all).unwrap(),
+            Applied::Accepted {
+                latest: all.len() as i64 - 1
+            }
+        );
+        (log, path)
+    }
+
+    fn epochs(log: &OrderLog) -> Vec<u64> {
+        log.since(0, usize::MAX)
+            .entries
+            .iter()
+            .map(|e| e.epoch)
+            .collect()
+    }
+
+    #[test]
+    fn new_log_has_only_the_header() {
+        let path = temp_dir("new").join("sub").join("orders-1.csv");
+        let log = OrderLog::open(&path).unwrap();
+        assert_eq!(log.latest(), -1);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), HEADER);
+        assert_eq!(
+            log.sync_state(3),
+            SyncState {
+                latest: -1,
+                epoch: 3,
+                last_epoch: 0
+            }
+        );
+    }
+
+    #[test]
+    fn append_reload_and_read() {
+        let path = temp_dir("append").join("orders-2.csv");
+        let log = OrderLog::open(&path).unwrap();
+        let numbers = log
+            .append_orders(1, &[order("a"), order("b"), order("a")])
+            .unwrap();
+        assert_eq!(
+            numbers,
+            vec![0, 1, 0],
+            "a duplicate in one batch gets the first number"
+        );
+        assert_eq!(
+            log.append_orders(2, &[order("b"), order("c")]).unwrap(),
+            vec![1, 2]
+        );
+        assert_eq!(log.lookup("c"), Some(2));
+        assert_eq!(log.get(2).unwrap().epoch, 2);
+        assert_eq!(log.get(3), None);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            format!("{HEADER}0,FishCo,sell,2,1,a\n1,FishCo,sell,2,1,b\n2,FishCo,sell,2,2,c\n")
+        );
+        drop(log);
+        let log = OrderLog::open(&path).unwrap();
+        assert_eq!(log.latest(), 2);
+        assert_eq!(log.lookup("b"), Some(1));
+        assert_eq!(
+            log.sync_state(5),
+            SyncState {
+                latest: 2,
+                epoch: 5,
+                last_epoch: 2
+            }
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "reopening writes nothing"
+        );
+    }
+
+    #[test]
+    fn quoted_fields_survive() {
+        let path = temp_dir("quoted").join("orders-1.csv");
+        let log = OrderLog::open(&path).unwrap();
+        let mut odd = entry(0, 1);
+        odd.request_id = "a,b \"c\"\nd".into();
+        log.apply(None, &[odd.clone(), entry(1, 1)]).unwrap();
+        drop(log);
+        let log = OrderLog::open(&path).unwrap();
+        assert_eq!(log.get(0), Some(odd));
+        assert_eq!(log.latest(), 1);
+    }
+
+    #[test]
+    fn since_pages() {
+        let (log, _) = log_with("since", &[1, 1, 1, 2, 2]);
+        let cases: &[(u64, usize, &[u64])] = &[
+            (0, 10, &[0, 1, 2, 3, 4]),
+            (0, 2, &[0, 1]),
+            (3, 10, &[3, 4]),
+            (5, 10, &[]),
+            (99, 10, &[]),
+            (u64::MAX, 10, &[]),
+        ];
+        for &(since, limit, want) in cases {
+            let page = log.since(since, limit);
+            let got: Vec<u64> = page.entries.iter().map(|e| e.number).collect();
+            assert_eq!(got, want, "since {since} limit {limit}");
+            assert_eq!(page.latest, 4);
+        }
+    }
+
+    #[test]
+    fn torn_tail_is_cut() {
+        // Each case: what a crash left after two good lines; the log must reopen with 2 orders.
+        let tails: &[&str] = &[
+            "2,GameStart,buy,3,1,r2",   // no newline
+            "2,GameSt",                 // half a line
+            "2,GameStart,buy,3,1,\"r2", // an open quote
+            "x,y\n",                    // unparsable, newline present
+            "\0\0\0\0",                 // zeroed block
+            "5,GameStart,buy,3,1,r5\n", // misnumbered last line
+        ];
+        for tail in tails {
+            let (log, path) = log_with("torn", &[1, 1]);
+            drop(log);
+            let good = std::fs::read(&path).unwrap();
+            let mut bytes = good.clone();
+            bytes.extend_from_slice(tail.as_bytes());
+            std::fs::write(&path, &bytes).unwrap();
+            let log = OrderLog::open(&path).unwrap();
+            assert_eq!(log.latest(), 1, "{tail:?}");
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                good,
+                "{tail:?}: file cut back"
+            );
+            log.apply(
+                Some(LogPosition {
+                    number: 1,
+                    epoch: 1,
+                }),
+                &[entry(2, 1)],
+            )
+            .unwrap();
+            drop(log);
+            assert_eq!(
+                OrderLog::open(&path).unwrap().latest(),
+                2,
+                "{tail:?}: appends after repair"
+            );
+        }
+    }
+
+    #[test]
+    fn torn_header_is_rewritten() {
+        let path = temp_dir("header").join("orders-1.csv");
+        std::fs::write(&path, &HEADER.as_bytes()[..7]).unwrap();
+        assert_eq!(OrderLog::open(&path).unwrap().latest(), -1);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), HEADER);
+    }
+
+    #[test]
+    fn damage_refuses_to_start() {
+        let cases: &[&str] = &[
+            "number,name\n",                                                    // wrong header
+            "number,name,type,quantity,epoch,request_id\nx,y\n1,A,buy,1,1,r\n", // bad middle
+            "number,name,type,quantity,epoch,request_id\n1,A,buy,1,1,r\n1,A,buy,1,1,s\n", // gap
+        ];
+        for text in cases {
+            let path = temp_dir("damage").join("orders-1.csv");
+            std::fs::write(&path, text).unwrap();
+            assert!(OrderLog::open(&path).is_err(), "{text:?}");
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                *text,
+                "left untouched"
+            );
+        }
+    }
+
+    /// Each case: our epochs, the sender's prev, the sender's entries (first number, epochs),
+    /// the policy, the expected answer and our epochs afterwards.
+    #[test]
+    fn apply_table() {
+        use Applied::*;
+        use Conflict::*;
+        type Case = (
+            &'static str,
+            &'static [u64],
+            Option<(u64, u64)>,
+            (u64, &'static [u64]),
+            Conflict,
+            Applied,
+            &'static [u64],
+        );
+        let cases: &[Case] = &[
+            (
+                "append to empty",
+                &[],
+                None,
+                (0, &[1, 1]),
+                Replace,
+                Accepted { latest: 1 },
+                &[1, 1],
+            ),
+            (
+                "append after prev",
+                &[1, 1],
+                Some((1, 1)),
+                (2, &[2]),
+                Replace,
+                Accepted { latest: 2 },
+                &[1, 1, 2],
+            ),
+            (
+                "heartbeat",
+                &[1, 1],
+                Some((1, 1)),
+                (2, &[]),
+                Replace,
+                Accepted { latest: 1 },
+                &[1, 1],
+            ),
+            (
+                "all held: skipped",
+                &[1, 1, 2],
+                Some((0, 1)),
+                (1, &[1, 2]),
+                Replace,
+                Accepted { latest: 2 },
+                &[1, 1, 2],
+            ),
+            (
+                "stale resend keeps more",
+                &[1, 1, 2, 2],
+                Some((0, 1)),
+                (1, &[1]),
+                Replace,
+                Accepted { latest: 3 },
+                &[1, 1, 2, 2],
+            ),
+            (
+                "we are short",
+                &[1],
+                Some((3, 1)),
+                (4, &[1]),
+                Replace,
+                Mismatch { hint: 0 },
+                &[1],
+            ),
+            (
+                "empty and short",
+                &[],
+                Some((0, 1)),
+                (1, &[1]),
+                Replace,
+                Mismatch { hint: -1 },
+                &[],
+            ),
+            (
+                "prev epoch differs",
+                &[1, 1, 2, 2],
+                Some((3, 3)),
+                (4, &[3]),
+                Replace,
+                Mismatch { hint: 1 },
+                &[1, 1, 2, 2],
+            ),
+            (
+                "prev differs from start",
+                &[2, 2],
+                Some((1, 1)),
+                (2, &[1]),
+                Replace,
+                Mismatch { hint: -1 },
+                &[2, 2],
+            ),
+            (
+                "conflict replaces suffix",
+                &[1, 1, 2, 2],
+                Some((1, 1)),
+                (2, &[3]),
+                Replace,
+                Accepted { latest: 2 },
+                &[1, 1, 3],
+            ),
+            (
+                "conflict at 0",
+                &[1, 1],
+                None,
+                (0, &[2]),
+                Replace,
+                Accepted { latest: 0 },
+                &[2],
+            ),
+            (
+                "pull: older replaced",
+                &[1, 1, 2, 2],
+                Some((1, 1)),
+                (2, &[3, 3, 3]),
+                KeepNewer,
+                Accepted { latest: 4 },
+                &[1, 1, 3, 3, 3],
+            ),
+            (
+                "pull: ours newer kept",
+                &[1, 1, 3],
+                Some((1, 1)),
+                (2, &[2, 2]),
+                KeepNewer,
+                Superseded { latest: 2 },
+                &[1, 1, 3],
+            ),
+            (
+                "pull: newer at prev",
+                &[1, 3],
+                Some((1, 2)),
+                (2, &[2]),
+                KeepNewer,
+                Superseded { latest: 1 },
+                &[1, 3],
+            ),
+            (
+                "pull: older at prev",
+                &[1, 1],
+                Some((1, 2)),
+                (2, &[2]),
+                KeepNewer,
+                Mismatch { hint: -1 },
+                &[1, 1],
+            ),
+            (
+                "pull: plain append",
+                &[1],
+                Some((0, 1)),
+                (1, &[1, 2]),
+                KeepNewer,
+                Accepted { latest: 2 },
+                &[1, 1, 2],
+            ),
+        ];
+        for &(what, ours, prev, (first, theirs), policy, want, after) in cases {
+            let (log, path) = log_with("apply", ours);
+            let prev = prev.map(|(number, epoch)| LogPosition { number, epoch });
+            let sent: Vec<LogEntry> = theirs
+                .iter()
+                .enumerate()
+                .map(|(i, &e)| entry(first + i as u64, e))
+                .collect();
+            assert_eq!(log.apply_with(prev, &sent, policy).unwrap(), want, "{what}");
+            assert_eq!(epochs(&log), after, "{what}");
+            drop(log);
+            let reopened = OrderLog::open(&path).unwrap();
+            assert_eq!(epochs(&reopened), after, "{what}: file matches memory");
+            let ids: Vec<String> = reopened
+                .since(0, 100)
+                .entries
+                .iter()
+                .map(|e| e.request_id.clone())
+                .collect();
+            for (n, id) in ids.iter().enumerate() {
+                assert_eq!(reopened.lookup(id), Some(n as u64), "{what}: index");
+            }
+        }
+    }
+
+    #[test]
+    fn replaced_entries_leave_the_index() {
+        let (log, _) = log_with("index", &[1, 1, 2]);
+        assert_eq!(log.lookup("r2-e2"), Some(2));
+        log.apply(
+            Some(LogPosition {
+                number: 1,
+                epoch: 1,
+            }),
+            &[entry(2, 3)],
+        )
+        .unwrap();
+        assert_eq!(log.lookup("r2-e2"), None);
+        assert_eq!(log.lookup("r2-e3"), Some(2));
+    }
+
+    #[test]
+    fn non_consecutive_entries_are_refused() {
+        let (log, _) = log_with("gap", &[1]);
+        let err = log
+            .apply(
+                Some(LogPosition {
+                    number: 0,
+                    epoch: 1,
+                }),
+                &[entry(2, 1)],
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::BadRequest(_)), "{err:?}");
+        assert_eq!(log.latest(), 0);
+    }
+
+    #[test]
+    fn trim_older_after_table() {
+        // (our epochs, trim after, leader epoch, removed, epochs left)
+        type Case = (&'static [u64], i64, u64, usize, &'static [u64]);
+        let cases: &[Case] = &[
+            (&[1, 1, 1, 1], 1, 2, 2, &[1, 1]),
+            (&[1, 1, 2, 2], 1, 2, 0, &[1, 1, 2, 2]),
+            (&[1, 1], 1, 2, 0, &[1, 1]),
+            (&[1, 1], -1, 2, 2, &[]),
+            (&[1, 1, 1], 0, 1, 0, &[1, 1, 1]),
+        ];
+        for &(ours, after, epoch, removed, want) in cases {
+            let (log, path) = log_with("trim", ours);
+            assert_eq!(
+                log.trim_older_after(after, epoch).unwrap(),
+                removed,
+                "{ours:?} {after} {epoch}"
+            );
+            assert_eq!(epochs(&log), want);
+            drop(log);
+            assert_eq!(epochs(&OrderLog::open(&path).unwrap()), want);
+        }
+    }
+
+    #[test]
+    fn identical_entries_give_identical_files() {
+        let (a, pa) = log_with("same-a", &[1, 1, 2]);
+        let b_path = temp_dir("same-b").join("orders-3.csv");
+        let b = OrderLog::open(&b_path).unwrap();
+        b.apply(None, &entries(0..2, 1)).unwrap();
+        b.apply(None, &entries(0..1, 4)).unwrap(); // diverge, then converge
+        b.apply(None, &a.since(0, 10).entries).unwrap();
+        assert_eq!(std::fs::read(&pa).unwrap(), std::fs::read(&b_path).unwrap());
+    }
+
+    #[test]
+    fn atomic_write_replaces() {
+        let path = temp_dir("atomic").join("orders-1.state.json");
+        write_atomically(&path, b"{\"epoch\":1}").unwrap();
+        write_atomically(&path, b"{\"epoch\":2}").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"epoch\":2}");
+        assert!(!path.with_extension("tmp").exists());
+    }
+}

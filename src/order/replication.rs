@@ -1,0 +1,386 @@
+//! Replication: the leader's commit path and the followers' side of `/propagate`.
+//!
+//! Leader:
+//!
+//! 1. A handler thread (in `Node::place_order`) has had the order traded by the catalog; it
+//!    queues it for `commit_loop` and waits for the answer.
+//! 2. [`commit_loop`] takes everything queued at once (group commit), numbers the batch and
+//!    appends it with one fsync (an order whose request id is already logged, or earlier in the
+//!    batch, gets its first number), wakes the replicate loops, waits until every *live*
+//!    follower has stored the batch, then answers every waiter.
+//! 3. One [`replicate_loop`] per peer keeps `next`, the first entry the follower may lack, and
+//!    sends `Propagate { epoch, leader, prev, entries[next..] }` (at most [`MAX_BATCH`]) while
+//!    the follower is behind, and an empty one as a heartbeat every [`HEARTBEAT_INTERVAL`]. An
+//!    accepted batch advances the follower's `matched`; a mismatch moves `next` back to the
+//!    follower's hint; a 409 (the follower has seen a newer epoch) makes this replica step
+//!    down; a failure or a timeout ([`PROPAGATE_TIMEOUT`]) marks the follower not live, so
+//!    commits stop waiting for it. It is live again once a batch reaching the leader's latest
+//!    entry is accepted.
+//!
+//! Follower (`Node::propagate`): an epoch below ours is refused (409); a higher one is
+//! persisted and ends any leadership of ours; then the batch goes through `OrderLog::apply`,
+//! which checks `prev`, skips what it holds and replaces a conflicting suffix. The body also
+//! carries the leader's latest number ([`PropagateBody::leader_latest`]): our entries past it
+//! with an older epoch can never be in the leader's log (everything the leader adds has its
+//! epoch), so they are removed — this is how a returning old leader's unreplicated suffix goes
+//! away even when the new leader writes nothing after it.
+//!
+//! Caveats: the commit path waits only for live followers, so while a follower is down an
+//! order is acknowledged with two copies (or one, with both followers down); see
+//! `docs/replication.md`. Batches are not pipelined: a batch waits for the previous one's
+//! replication, which is what groups concurrent orders into one fsync and one round trip.
+
+use std::time::{Duration, Instant};
+
+use ::log::{debug, info, warn};
+use serde::{Deserialize, Serialize};
+
+use super::failpoint;
+use super::{Node, Role};
+use crate::api::{OrderRequest, Propagate, PropagateAck};
+use crate::error::{Error, Result};
+use std::sync::Arc;
+
+/// How long the leader waits for a follower to answer a `/propagate`; past it the follower is
+/// not live and commits stop waiting for it.
+pub const PROPAGATE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often a leader sends an empty `/propagate` to an idle follower: it carries the epoch
+/// (a replaced leader learns it from the 409) and trims a stale suffix on the follower.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Pause between attempts at a follower that failed, so a dead one is not hammered.
+pub const RETRY_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Longest the commit path waits for live followers before giving up on a batch (the
+/// front-end then retries on a leader it re-selects).
+pub const COMMIT_TIMEOUT: Duration = Duration::from_millis(2500);
+
+/// Most entries in one `/propagate`.
+pub const MAX_BATCH: usize = 1000;
+
+/// `POST /propagate`'s body: [`Propagate`] plus the leader's latest number.
+///
+/// The extra field is optional on the wire so that a bare `api::Propagate` is accepted too.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PropagateBody {
+    #[serde(flatten)]
+    pub propagate: Propagate,
+    /// The leader's highest order number when it sent this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_latest: Option<i64>,
+}
+
+/// What the leader knows about one follower in the current leadership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerProgress {
+    /// The commit path waits for this follower.
+    pub live: bool,
+    /// Highest number the follower is known to hold in agreement with us; −1 unknown.
+    pub matched: i64,
+}
+
+impl Default for PeerProgress {
+    fn default() -> Self {
+        PeerProgress {
+            live: true,
+            matched: -1,
+        }
+    }
+}
+
+/// An order waiting for `commit_loop`.
+pub struct Pending {
+    order: OrderRequest,
+    reply: std::sync::mpsc::Sender<Result<u64>>,
+}
+
+impl Node {
+    /// Queues a traded order for `commit_loop` and waits for its number.
+    pub(super) fn commit(&self, order: OrderRequest) -> Result<u64> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.queue.lock().push(Pending { order, reply });
+        self.queued.notify_one();
+        // commit_loop answers within about COMMIT_TIMEOUT once it takes the batch; the margin
+        // covers a batch ahead of ours.
+        answer.recv_timeout(COMMIT_TIMEOUT * 2).unwrap_or_else(|_| {
+            Err(Error::NotLeader(format!(
+                "replica {}: commit timed out",
+                self.id
+            )))
+        })
+    }
+
+    /// Waits until every live follower holds `number`, while we lead in `epoch`.
+    pub(super) fn wait_replicated(&self, number: u64, epoch: u64, deadline: Instant) -> Result<()> {
+        let number = number as i64;
+        let mut st = self.state.lock();
+        loop {
+            if st.role != Role::Leader || st.lead_epoch != epoch {
+                return Err(Error::NotLeader(format!(
+                    "replica {} stopped leading",
+                    self.id
+                )));
+            }
+            if st.peers.iter().all(|p| !p.live || p.matched >= number) {
+                return Ok(());
+            }
+            if self.changed.wait_until(&mut st, deadline).timed_out() {
+                return Err(Error::NotLeader(format!(
+                    "replica {}: order {number} not replicated in time",
+                    self.id
+                )));
+            }
+        }
+    }
+
+    /// Numbers, appends and replicates one batch; the number of each order.
+    fn commit_batch(&self, orders: &[OrderRequest]) -> Result<Vec<u64>> {
+        let epoch = self.leading_epoch().ok_or_else(|| self.not_leader())?;
+        let before = self.log.latest();
+        let numbers = self.log.append_orders(epoch, orders)?;
+        let fresh = numbers.iter().filter(|&&n| n as i64 > before).count();
+        for _ in 0..fresh {
+            failpoint::hit(failpoint::AFTER_LOG_APPEND);
+        }
+        self.changed.notify_all();
+        if let Some(&last) = numbers.iter().max() {
+            self.wait_replicated(last, epoch, Instant::now() + COMMIT_TIMEOUT)?;
+        }
+        for _ in 0..fresh {
+            failpoint::hit(failpoint::BEFORE_REPLY);
+        }
+        debug!(
+            "committed {fresh} new order(s) up to {:?}",
+            numbers.iter().max()
+        );
+        Ok(numbers)
+    }
+
+    /// A follower stored everything up to `matched` in our leadership `epoch`. `caught_up`:
+    /// that reached our latest entry when we sent it. Returns how many entries were stored by
+    /// a follower for the first time (for the failpoint).
+    fn peer_stored(&self, index: usize, epoch: u64, matched: i64, caught_up: bool) -> i64 {
+        let mut st = self.state.lock();
+        if st.role != Role::Leader || st.lead_epoch != epoch {
+            return 0;
+        }
+        let peer = &mut st.peers[index];
+        peer.matched = peer.matched.max(matched);
+        if caught_up && !peer.live {
+            peer.live = true;
+            info!(
+                "replica {} caught up (order {matched}); commits wait for it again",
+                self.peers[index].id
+            );
+        }
+        let first_time = (matched - st.replicated_once).max(0);
+        st.replicated_once = st.replicated_once.max(matched);
+        self.changed.notify_all();
+        first_time
+    }
+
+    /// A follower did not answer: commits stop waiting for it.
+    fn peer_failed(&self, index: usize, epoch: u64, why: &Error) {
+        let mut st = self.state.lock();
+        if st.role != Role::Leader || st.lead_epoch != epoch {
+            return;
+        }
+        let peer = &mut st.peers[index];
+        if peer.live {
+            peer.live = false;
+            warn!(
+                "replica {} is not live, commits go on without it: {why}",
+                self.peers[index].id
+            );
+            self.changed.notify_all();
+        }
+    }
+
+    /// Follower side of `POST /propagate`.
+    pub(super) fn propagate(&self, body: PropagateBody) -> Result<PropagateAck> {
+        let PropagateBody {
+            propagate: p,
+            leader_latest,
+        } = body;
+        let _gate = self.apply_gate.lock();
+        let own = self.epoch.get();
+        let last_epoch = self.log.last_position().map_or(0, |pos| pos.epoch);
+        if p.epoch < own.max(last_epoch) {
+            return Err(Error::Conflict(format!(
+                "stale epoch {} from replica {}: replica {} is in epoch {own}",
+                p.epoch, p.leader, self.id
+            )));
+        }
+        if p.epoch > own {
+            self.adopt_epoch(p.epoch)?;
+        }
+        {
+            let mut st = self.state.lock();
+            if st.role == Role::Leader && p.leader != self.id {
+                // Same epoch, two leaders: refuse, both step down, the front-end re-selects.
+                return Err(Error::Conflict(format!(
+                    "replica {} also leads epoch {}",
+                    self.id, p.epoch
+                )));
+            }
+            if st.leader != Some(p.leader) {
+                debug!(
+                    "replica {} follows replica {} in epoch {}",
+                    self.id, p.leader, p.epoch
+                );
+                st.leader = Some(p.leader);
+            }
+        }
+        match self.log.apply(p.prev, &p.entries)? {
+            super::log::Applied::Accepted { .. } => {
+                if let Some(leader_latest) = leader_latest {
+                    self.log.trim_older_after(leader_latest, p.epoch)?;
+                }
+                Ok(PropagateAck {
+                    accepted: true,
+                    latest: self.log.latest(),
+                })
+            }
+            super::log::Applied::Mismatch { hint }
+            | super::log::Applied::Superseded { latest: hint } => Ok(PropagateAck {
+                accepted: false,
+                latest: hint,
+            }),
+        }
+    }
+}
+
+/// The single committer: drains the queue, commits each batch, answers its waiters.
+pub fn commit_loop(node: Arc<Node>) {
+    loop {
+        let batch = {
+            let mut queue = node.queue.lock();
+            while queue.is_empty() && !node.stopped() {
+                node.queued.wait_for(&mut queue, Duration::from_millis(500));
+            }
+            if node.stopped() {
+                for pending in queue.drain(..) {
+                    let _ = pending
+                        .reply
+                        .send(Err(Error::Unavailable("replica shutting down".into())));
+                }
+                return;
+            }
+            std::mem::take(&mut *queue)
+        };
+        let orders: Vec<OrderRequest> = batch.iter().map(|p| p.order.clone()).collect();
+        let result = node.commit_batch(&orders);
+        if let Err(e) = &result {
+            warn!("batch of {} order(s) not committed: {e}", batch.len());
+        }
+        for (i, pending) in batch.into_iter().enumerate() {
+            // A waiter that gave up has dropped its receiver: nothing to do.
+            let _ = pending.reply.send(
+                result
+                    .as_ref()
+                    .map(|numbers| numbers[i])
+                    .map_err(Clone::clone),
+            );
+        }
+    }
+}
+
+/// Pushes our log to peer `index` while we lead; idle otherwise.
+pub fn replicate_loop(node: Arc<Node>, index: usize) {
+    let peer = node.peers[index].clone();
+    let addr = peer.http_addr();
+    let mut cursor_epoch = 0;
+    let mut next: u64 = 0;
+    let mut last_contact: Option<Instant> = None;
+    while !node.stopped() {
+        let Some(epoch) = node.leading_epoch() else {
+            let mut st = node.state.lock();
+            if st.role != Role::Leader && !node.stopped() {
+                node.changed.wait_for(&mut st, HEARTBEAT_INTERVAL);
+            }
+            continue;
+        };
+        if epoch != cursor_epoch {
+            // A new leadership: optimistically assume the follower has all we have; the first
+            // propagate checks it.
+            cursor_epoch = epoch;
+            next = (node.log.latest() + 1) as u64;
+            last_contact = None;
+        }
+        let behind = next as i64 <= node.log.latest();
+        let heartbeat_due = last_contact.is_none_or(|t| t.elapsed() >= HEARTBEAT_INTERVAL);
+        if !behind && !heartbeat_due {
+            let mut st = node.state.lock();
+            if next as i64 > node.log.latest() && st.role == Role::Leader {
+                node.changed.wait_for(&mut st, HEARTBEAT_INTERVAL);
+            }
+            continue;
+        }
+
+        let page = node.log.since(next, MAX_BATCH);
+        let prev = match next {
+            0 => None,
+            n => node.log.position(n - 1),
+        };
+        let sent_last = page
+            .entries
+            .last()
+            .map_or(next as i64 - 1, |e| e.number as i64);
+        let body = PropagateBody {
+            propagate: Propagate {
+                epoch,
+                leader: node.id,
+                prev,
+                entries: page.entries,
+            },
+            leader_latest: Some(page.latest),
+        };
+        let serial = failpoint::serial();
+        let result =
+            node.client
+                .post::<_, PropagateAck>(&addr, "/propagate", &body, PROPAGATE_TIMEOUT);
+        match result {
+            Ok(ack) if ack.accepted => {
+                last_contact = Some(Instant::now());
+                next = (sent_last + 1) as u64;
+                let first_time =
+                    node.peer_stored(index, epoch, sent_last, sent_last >= page.latest);
+                for _ in 0..first_time {
+                    failpoint::hit(failpoint::AFTER_REPLICATE_ONE);
+                }
+            }
+            Ok(ack) => {
+                last_contact = Some(Instant::now());
+                let resume = (ack.latest + 1).clamp(0, node.log.latest() + 1) as u64;
+                debug!(
+                    "replica {} disagrees before {next}; resending from {resume}",
+                    peer.id
+                );
+                if resume >= next && next > 0 {
+                    // A hint that does not move back would loop; start over from the beginning.
+                    warn!(
+                        "replica {} gave hint {} at {next}; resending the whole log",
+                        peer.id, ack.latest
+                    );
+                    next = 0;
+                } else {
+                    next = resume;
+                }
+            }
+            Err(Error::Conflict(why)) => {
+                drop(serial);
+                node.step_down(
+                    Some(epoch),
+                    Role::Follower,
+                    &format!("replica {} refused our epoch: {why}", peer.id),
+                );
+            }
+            Err(e) => {
+                drop(serial);
+                node.peer_failed(index, epoch, &e);
+                std::thread::sleep(RETRY_INTERVAL);
+            }
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Three order replicas and a fake catalog in one process, on ports chosen at run time:
+//! orders reach every replica, a restarted follower catches up, a fail-over keeps the
+//! numbering and recognises a retried request id, and the files end byte-identical.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bazaar::api::{OrderAck, OrderRequest, OrderType, ReplicaHealth, StockRecord, TradeResult};
+use bazaar::config::Config;
+use bazaar::election;
+use bazaar::error::Error;
+use bazaar::http::{Client, Handler, Request, Response, Server, ServerOptions};
+use bazaar::order::{self, Listeners, Replica};
+
+const WAIT: Duration = Duration::from_secs(15);
+const CALL: Duration = Duration::from_secs(5);
+
+fn free_listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").unwrap()
+}
+
+fn port(l: &TcpListener) -> u16 {
+    l.local_addr().unwrap().port()
+}
+
+/// Polls `check` until it is true or the deadline passes.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn fake_catalog(listener: TcpListener, config: &Config) -> Server {
+    let handler: Arc<dyn Handler> = Arc::new(|req: &Request| {
+        let order = OrderRequest::parse(&req.body)?;
+        Ok(Response::ok(TradeResult {
+            stock: StockRecord {
+                name: order.name,
+                price: 1.0,
+                quantity: 100,
+                volume: order.quantity,
+            },
+            repeated: false,
+        }))
+    });
+    Server::start(
+        listener,
+        ServerOptions::new("catalog", 2, &config.http),
+        handler,
+    )
+    .unwrap()
+}
+
+struct Cluster {
+    dir: PathBuf,
+    config: Config,
+    replicas: Vec<Option<Replica>>,
+    _catalog: Server,
+    client: Client,
+}
+
+impl Cluster {
+    fn new(name: &str) -> Cluster {
+        let dir = std::env::temp_dir().join(format!(
+            "bazaar-repl-{name}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let catalog = free_listener();
+        let mut listeners: Vec<Listeners> = (0..3)
+            .map(|_| Listeners {
+                http: free_listener(),
+                broadcast: free_listener(),
+                health: free_listener(),
+            })
+            .collect();
+        let mut yaml = format!(
+            "output_dir: {}\nhealth_check_interval: 0.2\ncatalog:\n  host: 127.0.0.1\n  port: {}\n  threads: 2\n  stocks:\n    - {{name: GameStart, price: 1.0}}\nfrontend:\n  host: 127.0.0.1\n  port: 1\n  threads: 1\n  cache: false\n  cache_size: 1\n  dump: false\norder:\n  threads: 4\n  replicas:\n",
+            dir.display(),
+            port(&catalog)
+        );
+        for (i, l) in listeners.iter().enumerate() {
+            yaml += &format!(
+                "    - {{id: {}, host: 127.0.0.1, port: {}, leader_broadcast_port: {}, health_check_port: {}}}\n",
+                i + 1,
+                port(&l.http),
+                port(&l.broadcast),
+                port(&l.health)
+            );
+        }
+        let config = Config::from_yaml(&yaml, &|_| None).unwrap();
+        let catalog = fake_catalog(catalog, &config);
+        let replicas = listeners
+            .drain(..)
+            .enumerate()
+            .map(|(i, l)| Some(order::start_on(config.clone(), i as u32 + 1, l).unwrap()))
+            .collect();
+        Cluster {
+            dir,
+            config,
+            replicas,
+            _catalog: catalog,
+            client: Client::new(),
+        }
+    }
+
+    fn addr(&self, id: u32) -> String {
+        self.config.replica(id).unwrap().http_addr()
+    }
+
+    fn health(&self, id: u32) -> Option<ReplicaHealth> {
+        self.client.get(&self.addr(id), "/health", CALL).ok()
+    }
+
+    fn wait_role(&self, id: u32, role: &str) {
+        eventually(&format!("replica {id} is {role}"), || {
+            self.health(id).is_some_and(|h| h.role == role)
+        });
+    }
+
+    fn order(&self, leader: u32, request_id: &str) -> Result<u64, Error> {
+        let body = OrderRequest {
+            name: "GameStart".into(),
+            quantity: 1,
+            kind: OrderType::Buy,
+            request_id: Some(request_id.into()),
+        };
+        self.client
+            .post::<_, OrderAck>(&self.addr(leader), "/orders", &body, CALL)
+            .map(|a| a.transaction_number)
+    }
+
+    fn stop(&mut self, id: u32) {
+        self.replicas[id as usize - 1].take().unwrap().shutdown();
+    }
+
+    fn restart(&mut self, id: u32) {
+        let listeners = Listeners::bind(self.config.replica(id).unwrap()).unwrap();
+        self.replicas[id as usize - 1] =
+            Some(order::start_on(self.config.clone(), id, listeners).unwrap());
+    }
+
+    fn file(&self, id: u32) -> Vec<u8> {
+        std::fs::read(self.config.order_log_path(id)).unwrap()
+    }
+
+    fn wait_identical(&self, ids: &[u32], orders: usize) {
+        eventually(
+            &format!("replicas {ids:?} hold identical files of {orders} orders"),
+            || {
+                let first = self.file(ids[0]);
+                let lines = first.iter().filter(|&&b| b == b'\n').count();
+                lines == orders + 1 && ids.iter().all(|&id| self.file(id) == first)
+            },
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for replica in self.replicas.drain(..).flatten() {
+            replica.shutdown();
+        }
+        let _ = std::fs::remove_dir_all(Path::new(&self.dir));
+    }
+}
+
+#[test]
+fn orders_replicate_catch_up_and_fail_over() {
+    let mut c = Cluster::new("main");
+    for id in 1..=3 {
+        c.wait_role(id, "follower");
+    }
+    let leader = election::select_leader(&c.config.order.replicas, 0).expect("a leader");
+    assert_eq!(leader.id, 3);
+    assert!(leader.epoch >= 1);
+    assert_eq!(c.health(3).unwrap().role, "leader");
+
+    // Followers refuse orders with 421.
+    assert!(matches!(c.order(1, "x"), Err(Error::NotLeader(_))));
+
+    for i in 0..5 {
+        assert_eq!(c.order(3, &format!("a{i}")).unwrap(), i);
+    }
+    // Acknowledged means stored on every live follower: no waiting needed.
+    for id in 1..=2 {
+        assert_eq!(c.health(id).unwrap().latest, 4, "replica {id}");
+    }
+    assert_eq!(
+        c.order(3, "a2").unwrap(),
+        2,
+        "a retried request id keeps its number"
+    );
+    c.wait_identical(&[1, 2, 3], 5);
+
+    // A follower goes down; orders go on; it comes back and catches up before it is ready.
+    c.stop(1);
+    for i in 5..10 {
+        assert_eq!(c.order(3, &format!("b{i}")).unwrap(), i);
+    }
+    c.restart(1);
+    c.wait_role(1, "follower");
+    c.wait_identical(&[1, 2, 3], 10);
+
+    // The leader goes down: the next selection picks 2 in a newer epoch, numbering goes on,
+    // and a retry of an order the old leader acknowledged gets the same number.
+    c.stop(3);
+    let next =
+        election::select_leader(&c.config.order.replicas, leader.epoch).expect("a new leader");
+    assert_eq!(next.id, 2);
+    assert!(next.epoch > leader.epoch);
+    assert_eq!(c.order(2, "b7").unwrap(), 7);
+    assert_eq!(c.order(2, "c10").unwrap(), 10);
+    c.wait_identical(&[1, 2], 11);
+
+    // The old leader returns: it must not lead, catches up, and the files converge.
+    c.restart(3);
+    c.wait_role(3, "follower");
+    // Ready (answers Ping) only once caught up.
+    assert_eq!(c.health(3).unwrap().latest, 10);
+    assert!(election::ping(
+        &c.config.replica(3).unwrap().broadcast_addr(),
+        election::PING_TIMEOUT
+    ));
+    assert_eq!(c.order(2, "c11").unwrap(), 11);
+    c.wait_identical(&[1, 2, 3], 12);
+    assert_eq!(c.health(3).unwrap().epoch, next.epoch);
+}
+
+#[test]
+fn a_returning_old_leader_loses_its_unreplicated_suffix() {
+    let mut c = Cluster::new("suffix");
+    for id in 1..=3 {
+        c.wait_role(id, "follower");
+    }
+    let leader = election::select_leader(&c.config.order.replicas, 0).unwrap();
+    assert_eq!(leader.id, 3);
+    for i in 0..3 {
+        c.order(3, &format!("a{i}")).unwrap();
+    }
+    c.wait_identical(&[1, 2, 3], 3);
+    c.stop(3);
+    // What a leader that crashed right after its local append leaves behind: an order in its
+    // own file only.
+    let path = c.config.order_log_path(3);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(format!("3,GameStart,buy,9,{},lost\n", leader.epoch).as_bytes());
+    std::fs::write(&path, bytes).unwrap();
+
+    let next = election::select_leader(&c.config.order.replicas, leader.epoch).unwrap();
+    assert_eq!(next.id, 2);
+    c.restart(3);
+    c.wait_role(3, "follower");
+    // Nothing new is written: the heartbeat alone must remove the suffix.
+    c.wait_identical(&[1, 2, 3], 3);
+    assert_eq!(
+        c.order(2, "lost").unwrap(),
+        3,
+        "the lost order is retried as a new one"
+    );
+    c.wait_identical(&[1, 2, 3], 4);
+}
