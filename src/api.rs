@@ -278,6 +278,10 @@ pub struct Propagate {
     /// The entry before `entries[0]`, `None` when `entries` start at order 0.
     pub prev: Option<LogPosition>,
     pub entries: Vec<LogEntry>,
+    /// The leader's highest order number when it sent this: the follower's entries past it
+    /// that carry an older epoch were never in the leader's log and are removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_latest: Option<i64>,
 }
 
 /// The follower's answer to [`Propagate`].

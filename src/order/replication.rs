@@ -20,7 +20,7 @@
 //! Follower (`Node::propagate`): an epoch below ours is refused (409); a higher one is
 //! persisted and ends any leadership of ours; then the batch goes through `OrderLog::apply`,
 //! which checks `prev`, skips what it holds and replaces a conflicting suffix. The body also
-//! carries the leader's latest number ([`PropagateBody::leader_latest`]): our entries past it
+//! carries the leader's latest number ([`Propagate::leader_latest`]): our entries past it
 //! with an older epoch can never be in the leader's log (everything the leader adds has its
 //! epoch), so they are removed — this is how a returning old leader's unreplicated suffix goes
 //! away even when the new leader writes nothing after it.
@@ -33,7 +33,6 @@
 use std::time::{Duration, Instant};
 
 use ::log::{debug, info, warn};
-use serde::{Deserialize, Serialize};
 
 use super::failpoint;
 use super::{Node, Role};
@@ -58,18 +57,6 @@ pub const COMMIT_TIMEOUT: Duration = Duration::from_millis(2500);
 
 /// Most entries in one `/propagate`.
 pub const MAX_BATCH: usize = 1000;
-
-/// `POST /propagate`'s body: [`Propagate`] plus the leader's latest number.
-///
-/// The extra field is optional on the wire so that a bare `api::Propagate` is accepted too.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PropagateBody {
-    #[serde(flatten)]
-    pub propagate: Propagate,
-    /// The leader's highest order number when it sent this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub leader_latest: Option<i64>,
-}
 
 /// What the leader knows about one follower in the current leadership.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,11 +185,8 @@ impl Node {
     }
 
     /// Follower side of `POST /propagate`.
-    pub(super) fn propagate(&self, body: PropagateBody) -> Result<PropagateAck> {
-        let PropagateBody {
-            propagate: p,
-            leader_latest,
-        } = body;
+    pub(super) fn propagate(&self, p: Propagate) -> Result<PropagateAck> {
+        let leader_latest = p.leader_latest;
         let _gate = self.apply_gate.lock();
         let own = self.epoch.get();
         let last_epoch = self.log.last_position().map_or(0, |pos| pos.epoch);
@@ -327,13 +311,11 @@ pub fn replicate_loop(node: Arc<Node>, index: usize) {
             .entries
             .last()
             .map_or(next as i64 - 1, |e| e.number as i64);
-        let body = PropagateBody {
-            propagate: Propagate {
-                epoch,
-                leader: node.id,
-                prev,
-                entries: page.entries,
-            },
+        let body = Propagate {
+            epoch,
+            leader: node.id,
+            prev,
+            entries: page.entries,
             leader_latest: Some(page.latest),
         };
         let serial = failpoint::serial();
