@@ -1,1 +1,760 @@
-//! (being written) The catalog service.
+//! The catalog: every stock's price, remaining quantity and traded volume (SPEC §2).
+//!
+//! Protocol: `GET /stocks/<name>` → `StockRecord` (404 unknown), `GET /stocks` → every
+//! `StockRecord` in catalog order, `POST /orders` with an `OrderRequest` (sent by the leading
+//! order replica) → `TradeResult`, `GET /health` → `{"status":"ok"}`.
+//!
+//! State lives in memory under a `parking_lot::RwLock` (lookups run concurrently) and in
+//! `catalog.json`, `{"stocks":[StockRecord..],"recent_trades":[{"request_id":..,"result":
+//! TradeResult}..]}`. The file is created from `catalog.stocks` of the config only when it is
+//! missing, and rewritten after every trade atomically: temp file, fsync, rename, fsync of the
+//! directory. A kill at any instant leaves the old or the new file, never a torn one; a
+//! leftover temp file is removed at start, and a catalog.json that cannot be read or parsed
+//! stops the catalog with an error instead of being replaced.
+//!
+//! A trade runs entirely under the write lock: check, persist, apply, remember its result
+//! under its request id. A buy succeeds only while the quantity covers it (else 409), a sell
+//! adds; both add to the volume. Nothing is acknowledged before it is on disk, and memory
+//! changes only after the write succeeded. The last [`RECENT_TRADES`] results are kept by
+//! request id, in the same file so they survive a crash: an order retried after a fail-over
+//! (same request id) gets the first result back with `repeated: true` and is not traded twice.
+//!
+//! After the lock is released and before the reply, the catalog tells the front-end to drop
+//! the stock from its cache (`POST /invalidation/<name>`, [`INVALIDATION_TIMEOUT`]); a failure
+//! is logged and the trade still succeeds. Invalidating before replying is what lets the
+//! front-end promise that a lookup starting after an acknowledged trade never sees the old
+//! quantity. Repeats invalidate again: the first attempt may have died before it did.
+//!
+//! Caveats:
+//! - The whole file is rewritten on every trade, including the recent-trade window (a few
+//!   hundred KB when full); trades are serialized by the write lock and lookups wait during
+//!   the write. Simple and crash-safe, but it caps trade throughput at a few hundred per
+//!   second.
+//! - A request id older than the last [`RECENT_TRADES`] trades is forgotten: a retry that late
+//!   would trade again.
+//! - A request id reused for a different stock is refused with 409 rather than traded.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{self, File};
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{info, warn};
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+use crate::api::{OrderRequest, OrderType, StockRecord, TradeResult};
+use crate::config::{Config, StockConfig};
+use crate::error::{Error, Result};
+use crate::frontend::{decode_segment, encode_segment, Invalidated};
+use crate::http::{Client, Request, Response, Server, ServerOptions};
+
+/// How many trades are remembered by request id for idempotent retries.
+pub const RECENT_TRADES: usize = 4096;
+
+/// How long a trade waits for the front-end to confirm a cache invalidation.
+pub const INVALIDATION_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// One remembered trade, as stored in catalog.json.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct RecentTrade {
+    request_id: String,
+    result: TradeResult,
+}
+
+/// The file format of catalog.json, as read ([`Snapshot`] writes the same shape).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    stocks: Vec<StockRecord>,
+    #[serde(default)]
+    recent_trades: Vec<RecentTrade>,
+}
+
+/// catalog.json as written: the same format as [`CatalogFile`], serialized straight from the
+/// state so that a trade does not copy the whole window.
+#[derive(Serialize)]
+struct Snapshot<'a> {
+    stocks: &'a [StockRecord],
+    recent_trades: Seq<TradeIter<'a>>,
+}
+
+type TradeIter<'a> = std::iter::Chain<
+    std::iter::Skip<std::collections::vec_deque::Iter<'a, RecentTrade>>,
+    std::option::IntoIter<&'a RecentTrade>,
+>;
+
+/// Serializes an iterator as a JSON array.
+struct Seq<I>(I);
+
+impl<I> Serialize for Seq<I>
+where
+    I: Iterator + Clone,
+    I::Item: Serialize,
+{
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.clone())
+    }
+}
+
+/// What the lock protects.
+#[derive(Debug)]
+struct State {
+    /// In catalog order, which `GET /stocks` keeps.
+    stocks: Vec<StockRecord>,
+    /// Name → position in `stocks`.
+    index: HashMap<String, usize>,
+    /// Oldest first, at most [`RECENT_TRADES`].
+    recent: VecDeque<RecentTrade>,
+    /// Request id → position of its result in `recent`, counted from `recent_base`.
+    recent_index: HashMap<String, u64>,
+    /// The absolute sequence number of `recent[0]`, so indexes survive pops at the front.
+    recent_base: u64,
+    /// Most trades remembered: [`RECENT_TRADES`] (tests use fewer).
+    window: usize,
+}
+
+impl State {
+    fn from_file(file: CatalogFile, window: usize) -> Result<State> {
+        let mut index = HashMap::new();
+        for (i, stock) in file.stocks.iter().enumerate() {
+            if index.insert(stock.name.clone(), i).is_some() {
+                return Err(Error::Config(format!("duplicate stock {:?}", stock.name)));
+            }
+        }
+        let mut state = State {
+            stocks: file.stocks,
+            index,
+            recent: VecDeque::new(),
+            recent_index: HashMap::new(),
+            recent_base: 0,
+            window,
+        };
+        for trade in file.recent_trades {
+            state.remember(trade);
+        }
+        Ok(state)
+    }
+
+    /// The file contents with `stocks` (the current ones or a trade's changed copy; there are
+    /// few) and the window plus `trade`, borrowed from the state: the window is not copied.
+    fn snapshot<'a>(
+        &'a self,
+        stocks: &'a [StockRecord],
+        trade: Option<&'a RecentTrade>,
+    ) -> Snapshot<'a> {
+        // The oldest entries the new one pushes out of the window.
+        let excess = (self.recent.len() + usize::from(trade.is_some())).saturating_sub(self.window);
+        Snapshot {
+            stocks,
+            recent_trades: Seq(self.recent.iter().skip(excess).chain(trade)),
+        }
+    }
+
+    fn recall(&self, request_id: &str) -> Option<&TradeResult> {
+        let seq = self.recent_index.get(request_id)?;
+        let offset = usize::try_from(seq.checked_sub(self.recent_base)?).ok()?;
+        self.recent.get(offset).map(|t| &t.result)
+    }
+
+    /// Adds a trade to the window, dropping the oldest beyond its size.
+    fn remember(&mut self, trade: RecentTrade) {
+        let seq = self.recent_base + self.recent.len() as u64;
+        self.recent_index.insert(trade.request_id.clone(), seq);
+        self.recent.push_back(trade);
+        while self.recent.len() > self.window {
+            if let Some(old) = self.recent.pop_front() {
+                if self.recent_index.get(&old.request_id) == Some(&self.recent_base) {
+                    self.recent_index.remove(&old.request_id);
+                }
+            }
+            self.recent_base += 1;
+        }
+    }
+}
+
+/// The catalog's data and its file.
+#[derive(Debug)]
+pub struct Catalog {
+    path: PathBuf,
+    state: RwLock<State>,
+}
+
+impl Catalog {
+    /// Opens `path`, creating it from `initial` when missing. Creates the directory if needed
+    /// and removes a temp file left by a crash mid-write.
+    pub fn open(path: &Path, initial: &[StockConfig]) -> Result<Catalog> {
+        Catalog::open_with_window(path, initial, RECENT_TRADES)
+    }
+
+    /// [`Catalog::open`] remembering at most `window` trades.
+    fn open_with_window(path: &Path, initial: &[StockConfig], window: usize) -> Result<Catalog> {
+        let refuse = |why: String| Error::Config(format!("catalog {}: {why}", path.display()));
+        if let Some(dir) = parent_dir(path) {
+            fs::create_dir_all(dir)
+                .map_err(|e| refuse(format!("cannot create its directory: {e}")))?;
+        }
+        let temp = temp_path(path);
+        if temp.exists() {
+            warn!("removing {} left by an interrupted write", temp.display());
+            fs::remove_file(&temp)
+                .map_err(|e| refuse(format!("cannot remove {}: {e}", temp.display())))?;
+        }
+        let state = match fs::read(path) {
+            Ok(bytes) => {
+                let file: CatalogFile = serde_json::from_slice(&bytes).map_err(|e| {
+                    refuse(format!(
+                        "not a valid catalog ({e}); refusing to start rather than overwrite it"
+                    ))
+                })?;
+                let state = State::from_file(file, window).map_err(|e| refuse(e.message()))?;
+                info!(
+                    "catalog loaded from {}: {} stocks",
+                    path.display(),
+                    state.stocks.len()
+                );
+                state
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let stocks = initial
+                    .iter()
+                    .map(|s| StockRecord {
+                        name: s.name.clone(),
+                        price: s.price,
+                        quantity: s.quantity,
+                        volume: 0,
+                    })
+                    .collect();
+                let state = State::from_file(
+                    CatalogFile {
+                        stocks,
+                        recent_trades: Vec::new(),
+                    },
+                    window,
+                )
+                .map_err(|e| refuse(e.message()))?;
+                write_atomically(path, &state.snapshot(&state.stocks, None))
+                    .map_err(|e| refuse(format!("cannot create: {e}")))?;
+                info!(
+                    "catalog created at {} with {} stocks",
+                    path.display(),
+                    state.stocks.len()
+                );
+                state
+            }
+            Err(e) => return Err(refuse(format!("cannot read: {e}"))),
+        };
+        Ok(Catalog {
+            path: path.to_path_buf(),
+            state: RwLock::new(state),
+        })
+    }
+
+    pub fn lookup(&self, name: &str) -> Result<StockRecord> {
+        let state = self.state.read();
+        let i = state.index.get(name).ok_or_else(|| unknown(name))?;
+        Ok(state.stocks[*i].clone())
+    }
+
+    pub fn list(&self) -> Vec<StockRecord> {
+        self.state.read().stocks.clone()
+    }
+
+    /// Applies a trade durably, or answers the first result again for a known request id.
+    pub fn trade(&self, order: &OrderRequest) -> Result<TradeResult> {
+        let mut state = self.state.write();
+        if let Some(id) = &order.request_id {
+            if let Some(first) = state.recall(id) {
+                if first.stock.name != order.name {
+                    return Err(Error::Conflict(format!(
+                        "request id {id:?} was already used for a trade of {}",
+                        first.stock.name
+                    )));
+                }
+                return Ok(TradeResult {
+                    stock: first.stock.clone(),
+                    repeated: true,
+                });
+            }
+        }
+        let i = *state
+            .index
+            .get(&order.name)
+            .ok_or_else(|| unknown(&order.name))?;
+        let before = state.stocks[i].clone();
+        let mut after = before.clone();
+        after.quantity = match order.kind {
+            OrderType::Buy => before.quantity.checked_sub(order.quantity).ok_or_else(|| {
+                Error::Conflict(format!(
+                    "not enough stock: {} has {} left, cannot buy {}",
+                    before.name, before.quantity, order.quantity
+                ))
+            })?,
+            OrderType::Sell => before
+                .quantity
+                .checked_add(order.quantity)
+                .ok_or_else(|| Error::BadRequest("quantity too large".into()))?,
+        };
+        after.volume = before
+            .volume
+            .checked_add(order.quantity)
+            .ok_or_else(|| Error::BadRequest("quantity too large".into()))?;
+
+        let result = TradeResult {
+            stock: after.clone(),
+            repeated: false,
+        };
+        let remembered = order.request_id.as_ref().map(|id| RecentTrade {
+            request_id: id.clone(),
+            result: result.clone(),
+        });
+        // Write the new state first and change memory only once it is on disk, so a failed
+        // write leaves nothing to undo.
+        let mut stocks = state.stocks.clone();
+        stocks[i] = after.clone();
+        write_atomically(&self.path, &state.snapshot(&stocks, remembered.as_ref()))
+            .map_err(|e| Error::Internal(format!("cannot persist the trade: {}", e.message())))?;
+        state.stocks[i] = after;
+        if let Some(trade) = remembered {
+            state.remember(trade);
+        }
+        Ok(result)
+    }
+}
+
+fn unknown(name: &str) -> Error {
+    Error::NotFound(format!("no such stock: {name}"))
+}
+
+fn parent_dir(path: &Path) -> Option<&Path> {
+    path.parent().filter(|d| !d.as_os_str().is_empty())
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Replaces `path` with `value` so that a crash at any instant leaves the old or the new file.
+fn write_atomically(path: &Path, value: &Snapshot) -> Result<()> {
+    let temp = temp_path(path);
+    let bytes = serde_json::to_vec(value)?;
+    let mut file = File::create(&temp)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temp, path)?;
+    // The rename is durable only once the directory entry is.
+    File::open(parent_dir(path).unwrap_or(Path::new(".")))?.sync_all()?;
+    Ok(())
+}
+
+/// The catalog's HTTP face: the data plus the front-end to invalidate.
+pub struct Service {
+    catalog: Catalog,
+    client: Client,
+    frontend_addr: String,
+}
+
+impl Service {
+    pub fn new(catalog: Catalog, frontend_addr: String) -> Service {
+        Service {
+            catalog,
+            client: Client::new(),
+            frontend_addr,
+        }
+    }
+
+    /// The one router of the catalog.
+    pub fn route(&self, req: &Request) -> Result<Response> {
+        match (req.method.as_str(), req.segments().as_slice()) {
+            ("GET", ["stocks"]) => Ok(Response::ok(self.catalog.list())),
+            ("GET", ["stocks", name]) => {
+                self.catalog.lookup(&decode_segment(name)).map(Response::ok)
+            }
+            ("POST", ["orders"]) => self
+                .trade(&OrderRequest::parse(&req.body)?)
+                .map(Response::ok),
+            ("GET", ["health"]) => Ok(Response::ok(serde_json::json!({"status": "ok"}))),
+            (_, ["stocks"] | ["stocks", _] | ["orders"] | ["health"]) => {
+                Err(Error::MethodNotAllowed)
+            }
+            _ => Err(Error::NotFound(format!("no such route: {}", req.path))),
+        }
+    }
+
+    /// Trades, then invalidates the front-end's cache entry before the caller hears back.
+    fn trade(&self, order: &OrderRequest) -> Result<TradeResult> {
+        let result = self.catalog.trade(order)?;
+        if !result.repeated {
+            info!(
+                "{} {} {} (request {}): quantity {}, volume {}",
+                order.kind.as_str(),
+                order.quantity,
+                order.name,
+                order.request_id.as_deref().unwrap_or("-"),
+                result.stock.quantity,
+                result.stock.volume
+            );
+        }
+        self.invalidate(&order.name);
+        Ok(result)
+    }
+
+    fn invalidate(&self, name: &str) {
+        let path = format!("/invalidation/{}", encode_segment(name));
+        let answer: Result<Invalidated> = self.client.post(
+            &self.frontend_addr,
+            &path,
+            &serde_json::json!({}),
+            INVALIDATION_TIMEOUT,
+        );
+        if let Err(e) = answer {
+            warn!(
+                "could not invalidate {name} at the front-end {}: {e}",
+                self.frontend_addr
+            );
+        }
+    }
+}
+
+/// Loads (or creates) the catalog and serves it on `config.catalog_addr()`.
+pub fn start(config: Config) -> Result<Server> {
+    let addr = config.catalog_addr();
+    let listener = TcpListener::bind(&addr)
+        .map_err(|e| Error::Config(format!("catalog: cannot listen on {addr}: {e}")))?;
+    start_with_listener(config, listener)
+}
+
+/// Loads (or creates) the catalog and serves it on an already bound listener (tests bind
+/// `127.0.0.1:0`).
+pub fn start_with_listener(config: Config, listener: TcpListener) -> Result<Server> {
+    let catalog = Catalog::open(&config.catalog_path(), &config.catalog.stocks)?;
+    let service = Arc::new(Service::new(catalog, config.frontend_addr()));
+    let handler = move |req: &Request| service.route(req);
+    let options = ServerOptions::new("catalog", config.catalog.threads, &config.http);
+    let server = Server::start(listener, options, Arc::new(handler))?;
+    info!("catalog listening on {}", server.local_addr());
+    Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "bazaar-catalog-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::SeqCst)
+            ));
+            let _ = fs::remove_dir_all(&dir);
+            TempDir(dir)
+        }
+        fn file(&self) -> PathBuf {
+            self.0.join("sub").join("catalog.json")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn stocks() -> Vec<StockConfig> {
+        vec![
+            StockConfig {
+                name: "A".into(),
+                price: 1.5,
+                quantity: 100,
+            },
+            StockConfig {
+                name: "B".into(),
+                price: 2.0,
+                quantity: 3,
+            },
+        ]
+    }
+
+    fn order(name: &str, kind: OrderType, quantity: u64, id: Option<&str>) -> OrderRequest {
+        OrderRequest {
+            name: name.into(),
+            quantity,
+            kind,
+            request_id: id.map(String::from),
+        }
+    }
+
+    use OrderType::{Buy, Sell};
+
+    #[test]
+    fn trade_table() {
+        // Each case runs its trades in order on a fresh catalog:
+        // (trade, expected (quantity, volume, repeated) or error status).
+        type Step = (OrderRequest, std::result::Result<(u64, u64, bool), u16>);
+        let cases: Vec<(&str, Vec<Step>)> = vec![
+            (
+                "buy",
+                vec![(order("A", Buy, 10, None), Ok((90, 10, false)))],
+            ),
+            (
+                "sell adds",
+                vec![(order("A", Sell, 5, None), Ok((105, 5, false)))],
+            ),
+            (
+                "buy all",
+                vec![(order("B", Buy, 3, None), Ok((0, 3, false)))],
+            ),
+            (
+                "oversell refused, nothing changes",
+                vec![
+                    (order("B", Buy, 4, None), Err(409)),
+                    (order("B", Buy, 1, None), Ok((2, 1, false))),
+                ],
+            ),
+            ("unknown stock", vec![(order("Z", Buy, 1, None), Err(404))]),
+            (
+                "repeat answers the first result",
+                vec![
+                    (order("A", Buy, 10, Some("r1")), Ok((90, 10, false))),
+                    (order("A", Sell, 7, Some("r2")), Ok((97, 17, false))),
+                    (order("A", Buy, 10, Some("r1")), Ok((90, 10, true))),
+                    (order("A", Buy, 1, None), Ok((96, 18, false))),
+                ],
+            ),
+            (
+                "refused trade is not remembered",
+                vec![
+                    (order("B", Buy, 9, Some("r")), Err(409)),
+                    (order("B", Buy, 1, Some("r")), Ok((2, 1, false))),
+                ],
+            ),
+            (
+                "request id reused for another stock",
+                vec![
+                    (order("A", Buy, 1, Some("r")), Ok((99, 1, false))),
+                    (order("B", Buy, 1, Some("r")), Err(409)),
+                ],
+            ),
+            (
+                "overflow",
+                vec![(order("A", Sell, u64::MAX, None), Err(400))],
+            ),
+        ];
+        for (name, steps) in cases {
+            let dir = TempDir::new();
+            let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
+            for (i, (req, want)) in steps.iter().enumerate() {
+                let got = catalog
+                    .trade(req)
+                    .map(|r| (r.stock.quantity, r.stock.volume, r.repeated))
+                    .map_err(|e| e.status());
+                assert_eq!(got, *want, "{name}: step {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn trades_survive_a_reopen() {
+        let dir = TempDir::new();
+        let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
+        catalog.trade(&order("A", Buy, 10, Some("r1"))).unwrap();
+        catalog.trade(&order("B", Sell, 2, Some("r2"))).unwrap();
+        drop(catalog);
+        // Different initial stocks: an existing file wins over the config.
+        let catalog = Catalog::open(&dir.file(), &[]).unwrap();
+        assert_eq!(catalog.lookup("A").unwrap().quantity, 90);
+        assert_eq!(
+            catalog.lookup("B").unwrap(),
+            StockRecord {
+                name: "B".into(),
+                price: 2.0,
+                quantity: 5,
+                volume: 2
+            }
+        );
+        let names: Vec<String> = catalog.list().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["A", "B"]);
+        // The idempotency window survived too.
+        let again = catalog.trade(&order("A", Buy, 10, Some("r1"))).unwrap();
+        assert!(again.repeated);
+        assert_eq!(again.stock.quantity, 90);
+        assert_eq!(catalog.lookup("A").unwrap().quantity, 90);
+    }
+
+    #[test]
+    fn leftover_temp_file_is_removed_and_corrupt_file_refused() {
+        let dir = TempDir::new();
+        let path = dir.file();
+        Catalog::open(&path, &stocks()).unwrap();
+        let before = fs::read(&path).unwrap();
+        fs::write(temp_path(&path), b"{\"stocks\":[{\"na").unwrap();
+        let catalog = Catalog::open(&path, &stocks()).unwrap();
+        assert!(!temp_path(&path).exists());
+        assert_eq!(catalog.lookup("A").unwrap().quantity, 100);
+
+        fs::write(&path, b"{\"stocks\":[{\"name\":\"A\"").unwrap();
+        match Catalog::open(&path, &stocks()) {
+            Err(Error::Config(msg)) => assert!(msg.contains("not a valid catalog"), "{msg}"),
+            other => panic!("corrupt catalog accepted: {other:?}"),
+        }
+        // Refusing never overwrites.
+        assert_eq!(fs::read(&path).unwrap(), b"{\"stocks\":[{\"name\":\"A\"");
+        fs::write(&path, &before).unwrap();
+        fs::write(
+            &path,
+            br#"{"stocks":[{"name":"A","price":1.0,"quantity":-1,"volume":0}]}"#,
+        )
+        .unwrap();
+        assert!(
+            Catalog::open(&path, &stocks()).is_err(),
+            "negative quantity accepted"
+        );
+    }
+
+    #[test]
+    fn recent_window_is_bounded_and_keeps_the_newest() {
+        const WINDOW: usize = 8;
+        let dir = TempDir::new();
+        let catalog = Catalog::open_with_window(&dir.file(), &stocks(), WINDOW).unwrap();
+        for i in 0..WINDOW + 2 {
+            catalog
+                .trade(&order("A", Sell, 1, Some(&format!("r{i}"))))
+                .unwrap();
+        }
+        {
+            let state = catalog.state.read();
+            assert_eq!(state.recent.len(), WINDOW);
+            assert_eq!(state.recent_index.len(), WINDOW);
+        }
+        // The oldest ids are forgotten (they would trade again), the newest are not.
+        assert!(
+            !catalog
+                .trade(&order("A", Sell, 1, Some("r0")))
+                .unwrap()
+                .repeated
+        );
+        let last = format!("r{}", WINDOW + 1);
+        assert!(
+            catalog
+                .trade(&order("A", Sell, 1, Some(&last)))
+                .unwrap()
+                .repeated
+        );
+        drop(catalog);
+        let text = fs::read_to_string(dir.file()).unwrap();
+        let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(file["recent_trades"].as_array().unwrap().len(), WINDOW);
+        assert_eq!(file["recent_trades"][WINDOW - 1]["request_id"], "r0");
+        let catalog = Catalog::open_with_window(&dir.file(), &stocks(), WINDOW).unwrap();
+        assert!(
+            catalog
+                .trade(&order("A", Sell, 1, Some(&last)))
+                .unwrap()
+                .repeated
+        );
+        assert!(
+            catalog
+                .trade(&order("A", Sell, 1, Some("r0")))
+                .unwrap()
+                .repeated
+        );
+        assert_eq!(catalog.state.read().recent.len(), WINDOW);
+        // A file with more trades than the window keeps the newest.
+        drop(catalog);
+        let catalog = Catalog::open_with_window(&dir.file(), &stocks(), 1).unwrap();
+        assert_eq!(catalog.state.read().recent.len(), 1);
+        assert!(
+            catalog
+                .trade(&order("A", Sell, 1, Some("r0")))
+                .unwrap()
+                .repeated
+        );
+        assert!(
+            !catalog
+                .trade(&order("A", Sell, 1, Some(&last)))
+                .unwrap()
+                .repeated
+        );
+    }
+
+    #[test]
+    fn route_table() {
+        let dir = TempDir::new();
+        let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
+        // Nothing listens on port 9 of localhost: invalidations fail fast and are only logged.
+        let service = Service::new(catalog, "127.0.0.1:9".into());
+        let cases: &[(&str, &str, &str, u16, &str)] = &[
+            (
+                "GET",
+                "/stocks/A",
+                "",
+                200,
+                r#"{"data":{"name":"A","price":1.5,"quantity":100,"volume":0}}"#,
+            ),
+            ("GET", "/stocks/Z", "", 404, "no such stock"),
+            (
+                "POST",
+                "/orders",
+                r#"{"name":"A","quantity":2,"type":"buy","request_id":"x"}"#,
+                200,
+                r#""quantity":98"#,
+            ),
+            (
+                "POST",
+                "/orders",
+                r#"{"name":"A","quantity":2,"type":"buy","request_id":"x"}"#,
+                200,
+                r#""repeated":true"#,
+            ),
+            (
+                "POST",
+                "/orders",
+                r#"{"name":"B","quantity":5,"type":"buy"}"#,
+                409,
+                "not enough stock",
+            ),
+            (
+                "POST",
+                "/orders",
+                r#"{"name":"B","quantity":"5","type":"buy"}"#,
+                400,
+                "positive integer",
+            ),
+            ("GET", "/stocks", "", 200, r#"{"name":"B""#),
+            ("GET", "/health", "", 200, r#"{"data":{"status":"ok"}}"#),
+            ("DELETE", "/stocks/A", "", 405, "method"),
+            ("GET", "/orders", "", 405, "method"),
+            ("GET", "/elsewhere", "", 404, "no such route"),
+        ];
+        for (method, target, body, want, part) in cases {
+            let resp: Response = service
+                .route(&Request::new(method, target, body.as_bytes().to_vec()))
+                .into();
+            let text = String::from_utf8_lossy(&resp.body);
+            assert_eq!(resp.status, *want, "{method} {target}: {text}");
+            assert!(
+                text.contains(part),
+                "{method} {target}: {text} lacks {part}"
+            );
+        }
+    }
+}

@@ -1,1 +1,600 @@
-//! (being written) The LRU cache.
+//! The front-end's stock cache: a hand-written O(1) LRU plus the bookkeeping that keeps it
+//! from ever serving a quantity older than an acknowledged trade.
+//!
+//! [`Lru`] is the textbook structure: a `HashMap` from key to slot in a slab `Vec` of nodes,
+//! the nodes chained by `prev`/`next` slot indices into a list ordered from most recently used
+//! (head) to least recently used (tail). `get` moves a node to the head, `put` inserts at the
+//! head and evicts the tail when full, `remove` unlinks a node and `swap_remove`s it out of the
+//! slab (patching the one node that moved), so the slab never has holes.
+//!
+//! [`Cache`] wraps it in a `parking_lot::Mutex` (even a hit reorders the list, so there is no
+//! useful read-only path) and closes the miss/invalidate race:
+//!
+//! 1. a lookup that misses takes a [`Ticket`]: the key's invalidation generation, *before* it
+//!    asks the catalog;
+//! 2. the catalog's `POST /invalidation/<name>` (and the front-end itself, after every order)
+//!    calls [`Cache::invalidate`], which bumps the generation and drops the key;
+//! 3. the catalog's answer is inserted only if the generation is still the ticket's.
+//!
+//! So an answer that may predate an invalidation never enters the cache, and a lookup that
+//! starts after an acknowledged trade (whose invalidation happened before the acknowledgement)
+//! either misses and reads the catalog, or hits an entry inserted after the invalidation.
+//!
+//! With dump on, every change (`insert`, `hit`, `evict`, `invalidate`, plus a `start` marker
+//! when the front-end boots) is appended to the trace as one JSON line
+//! `{"ts_ms":..,"event":"hit","key":"X","items":[MRU..LRU]}`, written while the lock is held so
+//! the lines are in the order the changes happened.
+//!
+//! Caveats:
+//! - Generations are striped: [`GENERATION_SLOTS`] counters indexed by a hash of the key, not
+//!   one per key, so that invalidations of arbitrary names cannot grow memory. Two keys sharing
+//!   a slot only cost an occasional refused insert (a later miss), never a stale answer.
+//! - The trace is appended without fsync: it is a demonstration aid, not state. A write error
+//!   is logged once and turns the trace off. When `put` evicts, the `evict` and `insert` lines
+//!   both show the items after the insert.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::warn;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::api::{CacheView, Stock};
+use crate::error::Result;
+
+/// Number of invalidation-generation counters (see the Caveats of the module doc).
+pub const GENERATION_SLOTS: usize = 1024;
+
+/// One entry of the LRU list.
+#[derive(Debug)]
+struct Node<V> {
+    key: String,
+    value: V,
+    /// Slot of the next more recently used node.
+    prev: Option<usize>,
+    /// Slot of the next less recently used node.
+    next: Option<usize>,
+}
+
+/// An O(1) least-recently-used map from `String` keys to `V`.
+#[derive(Debug)]
+pub struct Lru<V> {
+    capacity: usize,
+    index: HashMap<String, usize>,
+    nodes: Vec<Node<V>>,
+    /// Most recently used.
+    head: Option<usize>,
+    /// Least recently used: the next victim.
+    tail: Option<usize>,
+}
+
+impl<V> Lru<V> {
+    /// An empty cache holding at most `capacity` entries (at least one).
+    pub fn new(capacity: usize) -> Lru<V> {
+        let capacity = capacity.max(1);
+        Lru {
+            capacity,
+            index: HashMap::with_capacity(capacity),
+            nodes: Vec::with_capacity(capacity),
+            head: None,
+            tail: None,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The value for `key`, which becomes the most recently used.
+    pub fn get(&mut self, key: &str) -> Option<&V> {
+        let slot = *self.index.get(key)?;
+        self.unlink(slot);
+        self.push_front(slot);
+        Some(&self.nodes[slot].value)
+    }
+
+    /// Inserts or replaces `key` as the most recently used; returns the key evicted to make
+    /// room, if any.
+    pub fn put(&mut self, key: String, value: V) -> Option<String> {
+        if let Some(&slot) = self.index.get(&key) {
+            self.nodes[slot].value = value;
+            self.unlink(slot);
+            self.push_front(slot);
+            return None;
+        }
+        let mut evicted = None;
+        if self.nodes.len() >= self.capacity {
+            if let Some(tail) = self.tail {
+                let victim = self.nodes[tail].key.clone();
+                self.remove(&victim);
+                evicted = Some(victim);
+            }
+        }
+        let slot = self.nodes.len();
+        self.nodes.push(Node {
+            key: key.clone(),
+            value,
+            prev: None,
+            next: None,
+        });
+        self.index.insert(key, slot);
+        self.push_front(slot);
+        evicted
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&mut self, key: &str) -> Option<V> {
+        let slot = self.index.remove(key)?;
+        self.unlink(slot);
+        let last = self.nodes.len() - 1;
+        if slot != last {
+            // The last node moves into `slot`: repoint its neighbours and its index entry.
+            let (prev, next) = (self.nodes[last].prev, self.nodes[last].next);
+            match prev {
+                Some(p) => self.nodes[p].next = Some(slot),
+                None => self.head = Some(slot),
+            }
+            match next {
+                Some(n) => self.nodes[n].prev = Some(slot),
+                None => self.tail = Some(slot),
+            }
+            if let Some(i) = self.index.get_mut(&self.nodes[last].key) {
+                *i = slot;
+            }
+        }
+        Some(self.nodes.swap_remove(slot).value)
+    }
+
+    /// The keys from most to least recently used.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys = Vec::with_capacity(self.nodes.len());
+        let mut cursor = self.head;
+        while let Some(slot) = cursor {
+            keys.push(self.nodes[slot].key.clone());
+            cursor = self.nodes[slot].next;
+        }
+        keys
+    }
+
+    /// Takes `slot` out of the list (it stays in the slab).
+    fn unlink(&mut self, slot: usize) {
+        let (prev, next) = (self.nodes[slot].prev, self.nodes[slot].next);
+        match prev {
+            Some(p) => self.nodes[p].next = next,
+            None => self.head = next,
+        }
+        match next {
+            Some(n) => self.nodes[n].prev = prev,
+            None => self.tail = prev,
+        }
+        self.nodes[slot].prev = None;
+        self.nodes[slot].next = None;
+    }
+
+    /// Makes an unlinked `slot` the most recently used.
+    fn push_front(&mut self, slot: usize) {
+        self.nodes[slot].prev = None;
+        self.nodes[slot].next = self.head;
+        match self.head {
+            Some(h) => self.nodes[h].prev = Some(slot),
+            None => self.tail = Some(slot),
+        }
+        self.head = Some(slot);
+    }
+}
+
+/// Permission to insert a catalog answer for `key`, valid while no invalidation of the key
+/// happened since it was taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ticket {
+    key: String,
+    slot: usize,
+    generation: u64,
+}
+
+/// What a lookup found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Lookup {
+    Hit(Stock),
+    /// Not cached (or caching is off): ask the catalog, then [`Cache::insert`] with the ticket.
+    Miss(Ticket),
+}
+
+/// One line of the cache trace.
+#[derive(Serialize)]
+struct TraceLine<'a> {
+    ts_ms: u128,
+    event: &'a str,
+    key: &'a str,
+    items: &'a [String],
+}
+
+/// Everything the lock protects.
+struct Inner {
+    lru: Lru<Stock>,
+    generations: Vec<u64>,
+    /// The open trace, `None` when dump is off (or after a write error).
+    trace: Option<File>,
+}
+
+/// The thread-safe cache of the front-end.
+pub struct Cache {
+    enabled: bool,
+    capacity: usize,
+    inner: Mutex<Inner>,
+}
+
+impl Cache {
+    /// An empty cache. With `trace` set (and caching on), every change is appended to that
+    /// file, which is created if missing (with its directory).
+    pub fn new(enabled: bool, capacity: usize, trace: Option<&Path>) -> Result<Cache> {
+        let trace = match trace.filter(|_| enabled) {
+            Some(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                Some(OpenOptions::new().create(true).append(true).open(path)?)
+            }
+            None => None,
+        };
+        let cache = Cache {
+            enabled,
+            capacity: capacity.max(1),
+            inner: Mutex::new(Inner {
+                lru: Lru::new(capacity),
+                generations: vec![0; GENERATION_SLOTS],
+                trace,
+            }),
+        };
+        cache.inner.lock().record("start", "");
+        Ok(cache)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// A hit (which becomes the most recent) or a ticket for inserting the catalog's answer.
+    pub fn lookup(&self, key: &str) -> Lookup {
+        let slot = generation_slot(key);
+        let mut inner = self.inner.lock();
+        if self.enabled {
+            if let Some(stock) = inner.lru.get(key).cloned() {
+                inner.record("hit", key);
+                return Lookup::Hit(stock);
+            }
+        }
+        Lookup::Miss(Ticket {
+            key: key.to_string(),
+            slot,
+            generation: inner.generations[slot],
+        })
+    }
+
+    /// Inserts the catalog's answer unless the key was invalidated after the ticket was taken.
+    /// Returns whether it was inserted.
+    pub fn insert(&self, ticket: Ticket, stock: Stock) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        let mut inner = self.inner.lock();
+        if inner.generations[ticket.slot] != ticket.generation {
+            return false;
+        }
+        if let Some(evicted) = inner.lru.put(ticket.key.clone(), stock) {
+            inner.record("evict", &evicted);
+        }
+        inner.record("insert", &ticket.key);
+        true
+    }
+
+    /// Drops `key` and refuses every insert whose ticket was taken before this call.
+    pub fn invalidate(&self, key: &str) {
+        let slot = generation_slot(key);
+        let mut inner = self.inner.lock();
+        inner.generations[slot] = inner.generations[slot].wrapping_add(1);
+        if inner.lru.remove(key).is_some() {
+            inner.record("invalidate", key);
+        }
+    }
+
+    /// What `GET /cache` shows.
+    pub fn view(&self) -> CacheView {
+        CacheView {
+            enabled: self.enabled,
+            capacity: self.capacity,
+            items: self.inner.lock().lru.keys(),
+        }
+    }
+}
+
+impl Inner {
+    /// Appends one trace line, if tracing.
+    fn record(&mut self, event: &str, key: &str) {
+        let Some(file) = self.trace.as_mut() else {
+            return;
+        };
+        let items = self.lru.keys();
+        let ts_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let line = TraceLine {
+            ts_ms,
+            event,
+            key,
+            items: &items,
+        };
+        let written = serde_json::to_vec(&line)
+            .map_err(std::io::Error::from)
+            .and_then(|mut bytes| {
+                bytes.push(b'\n');
+                // One write per line so that a crash leaves whole lines only (append mode).
+                file.write_all(&bytes)
+            });
+        if let Err(e) = written {
+            warn!("cache trace: write failed ({e}); tracing is off from now on");
+            self.trace = None;
+        }
+    }
+}
+
+fn generation_slot(key: &str) -> usize {
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % GENERATION_SLOTS as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One step of an LRU script.
+    enum Op {
+        Put(&'static str, u32, Option<&'static str>),
+        Get(&'static str, Option<u32>),
+        Remove(&'static str, Option<u32>),
+    }
+    use Op::*;
+
+    #[test]
+    fn lru_scripts() {
+        let cases: &[(&str, usize, &[Op], &[&str])] = &[
+            ("empty", 2, &[], &[]),
+            (
+                "order is MRU first",
+                3,
+                &[Put("a", 1, None), Put("b", 2, None), Put("c", 3, None)],
+                &["c", "b", "a"],
+            ),
+            (
+                "evicts least recent",
+                2,
+                &[Put("a", 1, None), Put("b", 2, None), Put("c", 3, Some("a"))],
+                &["c", "b"],
+            ),
+            (
+                "get refreshes",
+                2,
+                &[
+                    Put("a", 1, None),
+                    Put("b", 2, None),
+                    Get("a", Some(1)),
+                    Put("c", 3, Some("b")),
+                ],
+                &["c", "a"],
+            ),
+            (
+                "replace refreshes, no eviction",
+                2,
+                &[
+                    Put("a", 1, None),
+                    Put("b", 2, None),
+                    Put("a", 10, None),
+                    Get("a", Some(10)),
+                ],
+                &["a", "b"],
+            ),
+            ("miss", 2, &[Put("a", 1, None), Get("z", None)], &["a"]),
+            (
+                "remove middle keeps links",
+                3,
+                &[
+                    Put("a", 1, None),
+                    Put("b", 2, None),
+                    Put("c", 3, None),
+                    Remove("b", Some(2)),
+                    Put("d", 4, None),
+                    Put("e", 5, Some("a")),
+                ],
+                &["e", "d", "c"],
+            ),
+            (
+                "remove head and tail",
+                3,
+                &[
+                    Put("a", 1, None),
+                    Put("b", 2, None),
+                    Put("c", 3, None),
+                    Remove("c", Some(3)),
+                    Remove("a", Some(1)),
+                    Remove("a", None),
+                    Get("b", Some(2)),
+                ],
+                &["b"],
+            ),
+            (
+                "capacity one",
+                1,
+                &[
+                    Put("a", 1, None),
+                    Put("b", 2, Some("a")),
+                    Get("a", None),
+                    Put("b", 3, None),
+                    Get("b", Some(3)),
+                ],
+                &["b"],
+            ),
+            (
+                "slot reuse after remove",
+                2,
+                &[
+                    Put("a", 1, None),
+                    Put("b", 2, None),
+                    Remove("a", Some(1)),
+                    Put("c", 3, None),
+                    Get("b", Some(2)),
+                    Put("d", 4, Some("c")),
+                ],
+                &["d", "b"],
+            ),
+        ];
+        for (name, capacity, ops, want) in cases {
+            let mut lru = Lru::new(*capacity);
+            for (i, op) in ops.iter().enumerate() {
+                match op {
+                    Put(k, v, evicted) => {
+                        assert_eq!(
+                            lru.put(k.to_string(), *v).as_deref(),
+                            *evicted,
+                            "{name}: op {i}"
+                        )
+                    }
+                    Get(k, v) => assert_eq!(lru.get(k).copied(), *v, "{name}: op {i}"),
+                    Remove(k, v) => assert_eq!(lru.remove(k), *v, "{name}: op {i}"),
+                }
+                assert!(lru.len() <= *capacity, "{name}: over capacity");
+            }
+            assert_eq!(lru.keys(), *want, "{name}");
+            assert_eq!(lru.len(), want.len(), "{name}");
+            // The index must agree with the list after all the moves.
+            for key in *want {
+                assert!(lru.get(key).is_some(), "{name}: {key} lost from the index");
+            }
+        }
+    }
+
+    fn stock(name: &str, quantity: u64) -> Stock {
+        Stock {
+            name: name.into(),
+            price: 1.0,
+            quantity,
+        }
+    }
+
+    fn ticket(lookup: Lookup) -> Ticket {
+        match lookup {
+            Lookup::Miss(t) => t,
+            Lookup::Hit(s) => panic!("unexpected hit {s:?}"),
+        }
+    }
+
+    #[test]
+    fn miss_then_insert_then_hit() {
+        let cache = Cache::new(true, 2, None).unwrap();
+        let t = ticket(cache.lookup("A"));
+        assert!(cache.insert(t, stock("A", 100)));
+        assert_eq!(cache.lookup("A"), Lookup::Hit(stock("A", 100)));
+        assert_eq!(cache.view().items, vec!["A"]);
+    }
+
+    #[test]
+    fn invalidate_between_ticket_and_insert_refuses_the_insert() {
+        let cache = Cache::new(true, 2, None).unwrap();
+        // The lookup misses and takes its ticket before asking the catalog...
+        let stale = ticket(cache.lookup("A"));
+        // ...a trade lands and its invalidation arrives while the answer is in flight...
+        cache.invalidate("A");
+        // ...so the pre-trade answer must not be cached.
+        assert!(!cache.insert(stale, stock("A", 100)));
+        let fresh = ticket(cache.lookup("A"));
+        assert!(cache.insert(fresh, stock("A", 99)));
+        assert_eq!(cache.lookup("A"), Lookup::Hit(stock("A", 99)));
+    }
+
+    #[test]
+    fn invalidate_of_another_key_only_matters_on_a_shared_slot() {
+        let cache = Cache::new(true, 4, None).unwrap();
+        let other = (0..10_000)
+            .map(|i| format!("K{i}"))
+            .find(|k| generation_slot(k) != generation_slot("A"))
+            .unwrap();
+        let t = ticket(cache.lookup("A"));
+        cache.invalidate(&other);
+        assert!(cache.insert(t, stock("A", 5)));
+    }
+
+    #[test]
+    fn invalidate_removes_a_cached_key() {
+        let cache = Cache::new(true, 2, None).unwrap();
+        let t = ticket(cache.lookup("A"));
+        cache.insert(t, stock("A", 1));
+        cache.invalidate("A");
+        assert!(matches!(cache.lookup("A"), Lookup::Miss(_)));
+        assert!(cache.view().items.is_empty());
+    }
+
+    #[test]
+    fn disabled_cache_never_hits() {
+        let cache = Cache::new(false, 2, None).unwrap();
+        let t = ticket(cache.lookup("A"));
+        assert!(!cache.insert(t, stock("A", 1)));
+        assert!(matches!(cache.lookup("A"), Lookup::Miss(_)));
+        let view = cache.view();
+        assert!(!view.enabled);
+        assert!(view.items.is_empty());
+    }
+
+    #[test]
+    fn trace_records_every_change() {
+        let dir = std::env::temp_dir().join(format!("bazaar-cache-trace-{}", std::process::id()));
+        let path = dir.join("trace.jsonl");
+        let _ = std::fs::remove_dir_all(&dir);
+        let cache = Cache::new(true, 1, Some(&path)).unwrap();
+        let t = ticket(cache.lookup("A"));
+        cache.insert(t, stock("A", 1));
+        cache.lookup("A");
+        let t = ticket(cache.lookup("B"));
+        cache.insert(t, stock("B", 1));
+        cache.invalidate("B");
+        cache.invalidate("B"); // not cached: no change, no line
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let events: Vec<(&str, &str)> = lines
+            .iter()
+            .map(|l| (l["event"].as_str().unwrap(), l["key"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                ("start", ""),
+                ("insert", "A"),
+                ("hit", "A"),
+                ("evict", "A"),
+                ("insert", "B"),
+                ("invalidate", "B")
+            ]
+        );
+        assert_eq!(lines[4]["items"], serde_json::json!(["B"]));
+        assert_eq!(lines[5]["items"], serde_json::json!([]));
+        assert!(lines.iter().all(|l| l["ts_ms"].as_u64().is_some()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,2 +1,1000 @@
-//! (being written) The front-end service.
+//! The front-end: the only service clients talk to (SPEC §3).
+//!
+//! Lookups (`GET /stocks/<name>`) are served from the LRU [`cache`] when caching is on; a miss
+//! takes an invalidation ticket, asks the catalog and inserts the answer only if no
+//! invalidation of that stock happened meanwhile. The catalog calls `POST /invalidation/<name>`
+//! after every trade, before it answers the trade, and the front-end also invalidates the
+//! stock itself after every order it forwards, before answering the client. Together these
+//! make "a lookup that starts after an acknowledged trade never shows the pre-trade quantity"
+//! hold (see the cache's module doc for the race this closes).
+//!
+//! Orders (`POST /orders`, `GET /orders/<n>`) go to the leading order replica, tracked by
+//! [`leader::LeaderTracker`]. A forward that finds the leader unreachable, or hears 421 "not
+//! the leader", re-selects the leader (once per failure wave, serialized) and retries the same
+//! body — same `request_id`, which the front-end assigns when the client did not, so the
+//! catalog and the replicas recognise the retry and never trade twice. Retries stop after
+//! [`MAX_FORWARD_ATTEMPTS`] or at [`FORWARD_DEADLINE`], answering 503 "no order replica
+//! reachable". Every other error (400/404/409, a 503 meaning the catalog is down, 500) is the
+//! leader's real answer and goes straight back with its status.
+//!
+//! The `health_check_loop` thread pings the leader's health port every
+//! `health_check_interval` (a stopped process still accepts TCP, so it waits for the `OK`) and
+//! re-selects when it does not answer, or when there is no leader; it also makes the first
+//! selection, so start-up never blocks on the replicas.
+//!
+//! The reference client's routes are accepted too: `GET /lookup?stock=X`,
+//! `GET /order?order_number=N`, `POST /order?stock=X&quantity=N&type=T` (with `&amp;`
+//! separators); the order's query parameters are turned into the same JSON object the JSON
+//! route takes and validated by the same `OrderRequest::parse`, so every 400 matches.
+//!
+//! Caveats:
+//! - The catalog's invalidation call is served by the same handler pool as the requests that
+//!   wait on orders. If every pool thread is waiting on an order, the invalidation waits for a
+//!   free thread and the catalog gives up after its short timeout: the order still succeeds and
+//!   the front-end's own invalidation (before its answer) keeps lookups fresh.
+//! - Stock names in paths are percent-decoded here and percent-encoded on the way out
+//!   ([`encode_segment`], [`decode_segment`]) so that odd names reach the catalog intact.
+
 pub mod cache;
+pub mod leader;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::{debug, info, warn};
+use parking_lot::{Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::api::{CacheView, FrontendHealth, Order, OrderAck, OrderRequest, Stock, StockRecord};
+use crate::config::Config;
+use crate::election;
+use crate::error::{Error, Result};
+use crate::http::{Client, Request, Response, Server, ServerOptions};
+
+use cache::{Cache, Lookup};
+use leader::{LeaderTracker, View};
+
+/// How long a lookup or a stock listing waits for the catalog.
+pub const CATALOG_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long one forward to the leader waits for its answer. An order includes the catalog
+/// trade, an fsync and replication to the followers (which may wait out a dead follower's
+/// propagate timeout), so this is generous.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The most time a client request spends forwarding and retrying before it gets 503.
+pub const FORWARD_DEADLINE: Duration = Duration::from_secs(6);
+
+/// The most forwards one client request makes (a safety net under the deadline).
+pub const MAX_FORWARD_ATTEMPTS: u32 = 64;
+
+/// Pause before retrying when re-selection did not produce a different leader, so that a
+/// request does not spin while no replica answers.
+pub const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How long the health-check thread waits for a selection another thread is running.
+pub const HEALTH_SELECTION_WAIT: Duration = Duration::from_secs(6);
+
+/// The answer to `POST /invalidation/<name>`: `{"invalidated":"<name>"}`.
+/// (Belongs in `api.rs`; defined here until it moves.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invalidated {
+    pub invalidated: String,
+}
+
+/// The front-end's request handling, usable without any thread or socket (tests call
+/// [`Service::route`] directly).
+pub struct Service {
+    catalog_addr: String,
+    client: Client,
+    cache: Cache,
+    leader: LeaderTracker,
+    /// Start time in nanoseconds: makes assigned request ids unique across restarts.
+    boot_nanos: u128,
+    next_request: AtomicU64,
+}
+
+impl Service {
+    /// Builds the service from the config: an empty cache (opening the trace file when dump
+    /// and caching are on) and no leader yet.
+    pub fn new(config: &Config) -> Result<Service> {
+        Service::with_leader_tracker(config, LeaderTracker::new(config.order.replicas.clone()))
+    }
+
+    /// [`Service::new`] with a given leader tracker (tests pass one with a stub selector).
+    pub fn with_leader_tracker(config: &Config, leader: LeaderTracker) -> Result<Service> {
+        let trace = config.frontend.dump.then(|| config.cache_log_path());
+        let cache = Cache::new(
+            config.frontend.cache,
+            config.frontend.cache_size,
+            trace.as_deref(),
+        )
+        .map_err(|e| {
+            Error::Config(format!(
+                "frontend.cache_log_path: cannot open the cache trace: {e}"
+            ))
+        })?;
+        let boot_nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        Ok(Service {
+            catalog_addr: config.catalog_addr(),
+            client: Client::new(),
+            cache,
+            leader,
+            boot_nanos,
+            next_request: AtomicU64::new(0),
+        })
+    }
+
+    /// The one router of the front-end.
+    pub fn route(&self, req: &Request) -> Result<Response> {
+        match (req.method.as_str(), req.segments().as_slice()) {
+            ("GET", ["stocks"]) => self.list_stocks().map(Response::ok),
+            ("GET", ["stocks", name]) => self.lookup(&decode_segment(name)).map(Response::ok),
+            ("POST", ["orders"]) => self
+                .place_order(OrderRequest::parse(&req.body)?)
+                .map(Response::ok),
+            ("GET", ["orders", n]) => self.query_order(parse_order_number(n)?).map(Response::ok),
+            ("GET", ["cache"]) => Ok(Response::ok(self.cache_view())),
+            ("GET", ["health"]) => Ok(Response::ok(self.health())),
+            ("POST", ["invalidation", name]) => {
+                Ok(Response::ok(self.invalidate(&decode_segment(name))))
+            }
+            ("GET", ["lookup"]) => self
+                .lookup(&required_param(req, "stock")?)
+                .map(Response::ok),
+            ("GET", ["order"]) => {
+                let number = parse_order_number(&required_param(req, "order_number")?)?;
+                self.query_order(number).map(Response::ok)
+            }
+            ("POST", ["order"]) => self.place_order(compat_order(req)?).map(Response::ok),
+            (
+                _,
+                ["stocks"]
+                | ["stocks", _]
+                | ["orders"]
+                | ["orders", _]
+                | ["cache"]
+                | ["health"]
+                | ["invalidation", _]
+                | ["lookup"]
+                | ["order"],
+            ) => Err(Error::MethodNotAllowed),
+            _ => Err(Error::NotFound(format!("no such route: {}", req.path))),
+        }
+    }
+
+    /// A stock, from the cache or else from the catalog.
+    fn lookup(&self, name: &str) -> Result<Stock> {
+        let ticket = match self.cache.lookup(name) {
+            Lookup::Hit(stock) => return Ok(stock),
+            Lookup::Miss(ticket) => ticket,
+        };
+        let path = format!("/stocks/{}", encode_segment(name));
+        let record: StockRecord = self
+            .client
+            .get(&self.catalog_addr, &path, CATALOG_TIMEOUT)
+            .map_err(catalog_error)?;
+        let stock = Stock::from(&record);
+        self.cache.insert(ticket, stock.clone());
+        Ok(stock)
+    }
+
+    fn list_stocks(&self) -> Result<Vec<StockRecord>> {
+        self.client
+            .get(&self.catalog_addr, "/stocks", CATALOG_TIMEOUT)
+            .map_err(catalog_error)
+    }
+
+    /// Forwards an order to the leader (with retries), then drops the stock from the cache
+    /// before the client hears of it.
+    fn place_order(&self, mut order: OrderRequest) -> Result<OrderAck> {
+        if order.request_id.is_none() {
+            order.request_id = Some(self.next_request_id());
+        }
+        let result =
+            self.forward(|addr, timeout| self.client.post(addr, "/orders", &order, timeout));
+        // Unless the order was definitely refused, the catalog may have traded: a lookup that
+        // starts after this answer must not be served the cached pre-trade quantity, even if
+        // the catalog's own invalidation was lost.
+        if !matches!(
+            result,
+            Err(Error::BadRequest(_) | Error::NotFound(_) | Error::Conflict(_))
+        ) {
+            self.cache.invalidate(&order.name);
+        }
+        result
+    }
+
+    fn query_order(&self, number: u64) -> Result<Order> {
+        let path = format!("/orders/{number}");
+        self.forward(|addr, timeout| self.client.get(addr, &path, timeout))
+    }
+
+    /// Calls `call(leader_http_addr, timeout)` on the leader, re-selecting and retrying while
+    /// the leader is unreachable or says it does not lead.
+    fn forward<T>(&self, call: impl Fn(&str, Duration) -> Result<T>) -> Result<T> {
+        let deadline = Instant::now() + FORWARD_DEADLINE;
+        let mut attempts = 0;
+        loop {
+            let view = self.leader.view();
+            let failure = match view.leader.and_then(|l| self.leader.replica(l.id)) {
+                None => Error::Unavailable("no leader".into()),
+                Some(replica) => {
+                    let timeout =
+                        FORWARD_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+                    match call(&replica.http_addr(), timeout) {
+                        Err(err @ (Error::Unreachable(_) | Error::NotLeader(_))) => {
+                            warn!("forward to order replica {} failed: {err}", replica.id);
+                            err
+                        }
+                        answer => return answer,
+                    }
+                }
+            };
+            attempts += 1;
+            if attempts >= MAX_FORWARD_ATTEMPTS || Instant::now() >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "no order replica reachable (after {attempts} attempts; last: {failure})"
+                )));
+            }
+            if view.leader.is_some() {
+                self.leader.count_retry();
+            }
+            let next = self.leader.reselect(view, deadline);
+            if next.leader.is_none() || next.leader == view.leader {
+                let pause = RETRY_BACKOFF.min(deadline.saturating_duration_since(Instant::now()));
+                std::thread::sleep(pause);
+            }
+        }
+    }
+
+    fn invalidate(&self, name: &str) -> Invalidated {
+        debug!("invalidating {name}");
+        self.cache.invalidate(name);
+        Invalidated {
+            invalidated: name.to_string(),
+        }
+    }
+
+    fn cache_view(&self) -> CacheView {
+        self.cache.view()
+    }
+
+    fn health(&self) -> FrontendHealth {
+        FrontendHealth {
+            status: "ok".into(),
+            leader: self.leader.view().leader.map(|l| l.id),
+            retries: self.leader.retries(),
+            failovers: self.leader.failovers(),
+        }
+    }
+
+    /// `fe-<boot nanos>-<counter>`: unique across restarts of the front-end.
+    fn next_request_id(&self) -> String {
+        format!(
+            "fe-{}-{}",
+            self.boot_nanos,
+            self.next_request.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// One active health check: ping the leader's health port, re-select if it does not
+    /// answer or if there is no leader.
+    fn check_leader(&self) {
+        let view: View = self.leader.view();
+        let healthy = view
+            .leader
+            .and_then(|l| self.leader.replica(l.id))
+            .is_some_and(|r| election::ping(&r.health_addr(), election::PING_TIMEOUT));
+        if !healthy {
+            if let Some(l) = view.leader {
+                warn!(
+                    "leader {} did not answer the health check; re-selecting",
+                    l.id
+                );
+            }
+            self.leader
+                .reselect(view, Instant::now() + HEALTH_SELECTION_WAIT);
+        }
+    }
+}
+
+/// A transport failure to the catalog is a clear 503; its real answers pass through.
+fn catalog_error(err: Error) -> Error {
+    match err {
+        Error::Unreachable(m) => Error::Unavailable(format!("catalog unavailable: {m}")),
+        other => other,
+    }
+}
+
+fn required_param(req: &Request, name: &str) -> Result<String> {
+    req.query_param(name)
+        .ok_or_else(|| Error::BadRequest(format!("missing query parameter {name:?}")))
+}
+
+/// An order number as the client wrote it: digits only.
+fn parse_order_number(s: &str) -> Result<u64> {
+    let bad = || {
+        Error::BadRequest(format!(
+            "order number must be a non-negative integer, not {s:?}"
+        ))
+    };
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    s.parse().map_err(|_| bad())
+}
+
+/// The reference client's `POST /order?stock=X&quantity=N&type=T` as an [`OrderRequest`]: the
+/// parameters become the JSON object of the JSON route (numbers stay numbers, anything else a
+/// string) and go through the same validation. Without a query string the body is used.
+fn compat_order(req: &Request) -> Result<OrderRequest> {
+    if req.query.as_deref().is_none_or(str::is_empty) && !req.body.is_empty() {
+        return OrderRequest::parse(&req.body);
+    }
+    let mut object = serde_json::Map::new();
+    for (param, field) in [
+        ("stock", "name"),
+        ("quantity", "quantity"),
+        ("type", "type"),
+        ("request_id", "request_id"),
+    ] {
+        if let Some(value) = req.query_param(param) {
+            let json = match serde_json::from_str::<Value>(value.trim()) {
+                Ok(number @ Value::Number(_)) if field == "quantity" => number,
+                _ => Value::String(value),
+            };
+            object.insert(field.to_string(), json);
+        }
+    }
+    OrderRequest::parse(&serde_json::to_vec(&Value::Object(object))?)
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, for a path segment.
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes `%XX` escapes of a path segment; invalid escapes are kept as they are.
+pub fn decode_segment(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Tells the health-check thread to stop, waking it from its interval wait.
+#[derive(Default)]
+struct StopSignal {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl StopSignal {
+    fn stop(&self) {
+        *self.stopped.lock() = true;
+        self.wake.notify_all();
+    }
+
+    /// Waits up to `timeout`; true once stopped.
+    fn wait(&self, timeout: Duration) -> bool {
+        let mut stopped = self.stopped.lock();
+        if !*stopped {
+            self.wake.wait_for(&mut stopped, timeout);
+        }
+        *stopped
+    }
+}
+
+/// A running front-end: the HTTP server plus the health-check thread.
+pub struct Frontend {
+    server: Server,
+    service: Arc<Service>,
+    stop: Arc<StopSignal>,
+    health: JoinHandle<()>,
+}
+
+/// Starts the front-end on `config.frontend_addr()`.
+pub fn start(config: Config) -> Result<Frontend> {
+    let addr = config.frontend_addr();
+    let listener = TcpListener::bind(&addr)
+        .map_err(|e| Error::Config(format!("frontend: cannot listen on {addr}: {e}")))?;
+    start_with_listener(config, listener)
+}
+
+/// Starts the front-end on an already bound listener (tests bind `127.0.0.1:0`).
+pub fn start_with_listener(config: Config, listener: TcpListener) -> Result<Frontend> {
+    let service = Arc::new(Service::new(&config)?);
+    let handler = {
+        let service = service.clone();
+        move |req: &Request| service.route(req)
+    };
+    let options = ServerOptions::new("frontend", config.frontend.threads, &config.http);
+    let server = Server::start(listener, options, Arc::new(handler))?;
+    let stop = Arc::new(StopSignal::default());
+    let health = {
+        let (service, stop, interval) = (
+            service.clone(),
+            stop.clone(),
+            config.health_check_interval(),
+        );
+        std::thread::Builder::new()
+            .name("health-check".into())
+            .spawn(move || health_check_loop(service, interval, stop))?
+    };
+    info!(
+        "front-end listening on {} (cache {}, {} entries, dump {})",
+        server.local_addr(),
+        if config.frontend.cache { "on" } else { "off" },
+        config.frontend.cache_size,
+        if config.frontend.dump { "on" } else { "off" },
+    );
+    Ok(Frontend {
+        server,
+        service,
+        stop,
+        health,
+    })
+}
+
+impl Frontend {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// The request handling behind the server.
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
+    }
+
+    /// Blocks until the server stops, then stops the health checks.
+    pub fn join(self) {
+        self.server.join();
+        self.stop.stop();
+        join_health(self.health);
+    }
+
+    /// Stops serving and the health checks.
+    pub fn shutdown(self) {
+        self.stop.stop();
+        self.server.shutdown();
+        join_health(self.health);
+    }
+}
+
+fn join_health(handle: JoinHandle<()>) {
+    if handle.join().is_err() {
+        warn!("the health-check thread panicked");
+    }
+}
+
+/// The front-end's active leader check: selects a leader at start, then every `interval`
+/// pings it and re-selects when it does not answer.
+fn health_check_loop(service: Arc<Service>, interval: Duration, stop: Arc<StopSignal>) {
+    loop {
+        service.check_leader();
+        if stop.wait(interval) {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::election::Leadership;
+
+    const SHIPPED: &str = include_str!("../../conf/bazaar.yaml");
+
+    fn service() -> Service {
+        let config = Config::from_yaml(SHIPPED, &|_| None).unwrap();
+        Service::new(&config).unwrap()
+    }
+
+    fn call(service: &Service, method: &str, target: &str, body: &str) -> Result<Response> {
+        service.route(&Request::new(method, target, body.as_bytes().to_vec()))
+    }
+
+    fn status(result: Result<Response>) -> u16 {
+        match result {
+            Ok(resp) => resp.status,
+            Err(err) => err.status(),
+        }
+    }
+
+    /// Requests answered before any network call: their status and a part of the error.
+    #[test]
+    fn route_table_without_network() {
+        let s = service();
+        let cases: &[(&str, &str, &str, u16, &str)] = &[
+            ("GET", "/orders/abc", "", 400, "non-negative integer"),
+            ("GET", "/orders/-1", "", 400, "non-negative integer"),
+            ("GET", "/orders/1.5", "", 400, "non-negative integer"),
+            ("GET", "/orders/+3", "", 400, "non-negative integer"),
+            (
+                "GET",
+                "/orders/99999999999999999999999",
+                "",
+                400,
+                "non-negative integer",
+            ),
+            ("GET", "/order", "", 400, "order_number"),
+            (
+                "GET",
+                "/order?order_number=x",
+                "",
+                400,
+                "non-negative integer",
+            ),
+            (
+                "GET",
+                "/order?stock=A&amp;order_number=-4",
+                "",
+                400,
+                "non-negative integer",
+            ),
+            ("GET", "/lookup", "", 400, "stock"),
+            ("POST", "/orders", "{", 400, "malformed JSON"),
+            (
+                "POST",
+                "/orders",
+                r#"{"name":"A","quantity":0,"type":"buy"}"#,
+                400,
+                "positive integer",
+            ),
+            (
+                "POST",
+                "/order?stock=A&amp;quantity=2&amp;type=hold",
+                "",
+                400,
+                "buy",
+            ),
+            (
+                "POST",
+                "/order?stock=A&amp;quantity=abc&amp;type=buy",
+                "",
+                400,
+                "positive integer",
+            ),
+            (
+                "POST",
+                "/order?stock=A&quantity=1.5&type=buy",
+                "",
+                400,
+                "positive integer",
+            ),
+            (
+                "POST",
+                "/order?stock=A&amp;type=buy",
+                "",
+                400,
+                "missing field \"quantity\"",
+            ),
+            (
+                "POST",
+                "/order?quantity=1&amp;type=buy",
+                "",
+                400,
+                "missing field \"name\"",
+            ),
+            ("POST", "/order", "", 400, "missing field"),
+            ("DELETE", "/orders", "", 405, "method"),
+            ("PUT", "/orders/3", "", 405, "method"),
+            ("POST", "/stocks/A", "", 405, "method"),
+            ("POST", "/stocks", "", 405, "method"),
+            ("GET", "/invalidation/A", "", 405, "method"),
+            ("POST", "/cache", "", 405, "method"),
+            ("DELETE", "/health", "", 405, "method"),
+            ("POST", "/lookup?stock=A", "", 405, "method"),
+            ("DELETE", "/order", "", 405, "method"),
+            ("GET", "/", "", 404, "no such route"),
+            ("GET", "/stocks/A/B", "", 404, "no such route"),
+            ("GET", "/nope", "", 404, "no such route"),
+        ];
+        for (method, target, body, want, part) in cases {
+            let err = call(&s, method, target, body).expect_err(target);
+            assert_eq!(err.status(), *want, "{method} {target}: {err}");
+            assert!(
+                err.to_string().contains(part),
+                "{method} {target}: {err} lacks {part:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn compat_order_matches_the_json_route() {
+        let req = |target: &str| Request::new("POST", target, Vec::new());
+        let order =
+            compat_order(&req("/order?stock=GameStart&amp;quantity=3&amp;type=sell")).unwrap();
+        let json =
+            OrderRequest::parse(br#"{"name":"GameStart","quantity":3,"type":"sell"}"#).unwrap();
+        assert_eq!(order, json);
+        let order = compat_order(&req(
+            "/order?stock=Fish%43o&quantity=1&type=buy&request_id=r-1",
+        ))
+        .unwrap();
+        assert_eq!(order.name, "FishCo");
+        assert_eq!(order.request_id.as_deref(), Some("r-1"));
+        let from_body = compat_order(&Request::new(
+            "POST",
+            "/order",
+            br#"{"name":"A","quantity":1,"type":"buy"}"#.to_vec(),
+        ))
+        .unwrap();
+        assert_eq!(from_body.name, "A");
+    }
+
+    #[test]
+    fn local_routes() {
+        let s = service();
+        let health: serde_json::Value =
+            serde_json::from_slice(&call(&s, "GET", "/health", "").unwrap().body).unwrap();
+        assert_eq!(
+            health,
+            serde_json::json!({"data":{"status":"ok","leader":null,"retries":0,"failovers":0}})
+        );
+        let cache: serde_json::Value =
+            serde_json::from_slice(&call(&s, "GET", "/cache", "").unwrap().body).unwrap();
+        assert_eq!(
+            cache,
+            serde_json::json!({"data":{"enabled":true,"capacity":10,"items":[]}})
+        );
+        let inv = call(&s, "POST", "/invalidation/Fish%43o", "").unwrap();
+        assert_eq!(inv.body, br#"{"data":{"invalidated":"FishCo"}}"#);
+        assert_eq!(status(call(&s, "POST", "/invalidation/X", "{}")), 200);
+    }
+
+    #[test]
+    fn request_ids_are_unique_and_bounded() {
+        let s = service();
+        let a = s.next_request_id();
+        let b = s.next_request_id();
+        assert_ne!(a, b);
+        assert!(a.starts_with("fe-") && a.len() <= crate::api::MAX_REQUEST_ID_LEN);
+    }
+
+    /// A port nothing listens on (bound, then released).
+    fn closed_port() -> u32 {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .into()
+    }
+
+    /// The real catalog and front-end in this process, talking HTTP on 127.0.0.1 ports chosen
+    /// at run time. No order replica runs: only lookups, the cache and invalidation.
+    #[test]
+    fn catalog_and_frontend_in_process() {
+        let dir = std::env::temp_dir().join(format!("bazaar-fe-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let catalog_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let frontend_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut config = Config::from_yaml(SHIPPED, &|_| None).unwrap();
+        config.output_dir = dir.clone();
+        config.catalog.port = catalog_listener.local_addr().unwrap().port().into();
+        config.frontend.port = frontend_listener.local_addr().unwrap().port().into();
+        config.frontend.cache_size = 2;
+        config.frontend.dump = true;
+        config.catalog.threads = 2;
+        config.frontend.threads = 2;
+        for r in &mut config.order.replicas {
+            (r.port, r.leader_broadcast_port, r.health_check_port) =
+                (closed_port(), closed_port(), closed_port());
+        }
+        let catalog =
+            crate::catalog::start_with_listener(config.clone(), catalog_listener).unwrap();
+        let frontend = start_with_listener(config.clone(), frontend_listener).unwrap();
+        let (fe, cat) = (frontend.local_addr().to_string(), config.catalog_addr());
+        let client = Client::new();
+        let wait = Duration::from_secs(2);
+        let lookup = |target: &str| client.get::<Stock>(&fe, target, wait);
+        let items = || client.get::<CacheView>(&fe, "/cache", wait).unwrap().items;
+
+        assert_eq!(lookup("/stocks/GameStart").unwrap().quantity, 100);
+        assert_eq!(lookup("/lookup?stock=FishCo").unwrap().name, "FishCo");
+        assert_eq!(items(), ["FishCo", "GameStart"]);
+        assert_eq!(lookup("/stocks/GameStart").unwrap().quantity, 100); // a hit
+        assert_eq!(items(), ["GameStart", "FishCo"]);
+
+        // A trade as the leader would send it: the catalog invalidates before it answers, so
+        // the very next lookup reads the new quantity.
+        let buy = OrderRequest {
+            name: "GameStart".into(),
+            quantity: 5,
+            kind: crate::api::OrderType::Buy,
+            request_id: Some("t1".into()),
+        };
+        let traded: crate::api::TradeResult = client.post(&cat, "/orders", &buy, wait).unwrap();
+        assert_eq!((traded.stock.quantity, traded.repeated), (95, false));
+        assert_eq!(items(), ["FishCo"]);
+        let again: crate::api::TradeResult = client.post(&cat, "/orders", &buy, wait).unwrap();
+        assert_eq!((again.stock.quantity, again.repeated), (95, true));
+        assert_eq!(lookup("/stocks/GameStart").unwrap().quantity, 95);
+
+        // Capacity 2: a third stock evicts the least recently used.
+        assert_eq!(lookup("/stocks/BoarCo").unwrap().quantity, 100);
+        assert_eq!(items(), ["BoarCo", "GameStart"]);
+        assert_eq!(
+            client
+                .get::<Vec<StockRecord>>(&fe, "/stocks", wait)
+                .unwrap()
+                .len(),
+            14
+        );
+        assert_eq!(lookup("/stocks/NoSuch").unwrap_err().status(), 404);
+
+        // Catalog down: cached stocks keep answering, others get a clear 503.
+        catalog.shutdown();
+        assert_eq!(lookup("/stocks/GameStart").unwrap().quantity, 95);
+        let err = lookup("/stocks/MenhirCo").unwrap_err();
+        assert_eq!(err.status(), 503, "{err}");
+        assert!(err.message().contains("catalog"), "{err}");
+        frontend.shutdown();
+
+        let trace = std::fs::read_to_string(config.cache_log_path()).unwrap();
+        let events: Vec<String> = trace
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["event"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        for event in ["start", "insert", "hit", "invalidate", "evict"] {
+            assert!(
+                events.iter().any(|e| e == event),
+                "no {event} in {events:?}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// SPEC §5.4 under concurrency: while trades (sells, so the quantity only grows) hit the
+    /// catalog, lookups through the caching front-end never return less than the quantity of
+    /// the last trade acknowledged before the lookup started.
+    #[test]
+    fn no_stale_lookup_after_an_acknowledged_trade() {
+        use std::sync::atomic::AtomicBool;
+        let dir = std::env::temp_dir().join(format!("bazaar-fe-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let catalog_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let frontend_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut config = Config::from_yaml(SHIPPED, &|_| None).unwrap();
+        config.output_dir = dir.clone();
+        config.catalog.port = catalog_listener.local_addr().unwrap().port().into();
+        config.frontend.port = frontend_listener.local_addr().unwrap().port().into();
+        for r in &mut config.order.replicas {
+            (r.port, r.leader_broadcast_port, r.health_check_port) =
+                (closed_port(), closed_port(), closed_port());
+        }
+        let catalog =
+            crate::catalog::start_with_listener(config.clone(), catalog_listener).unwrap();
+        let frontend = start_with_listener(config.clone(), frontend_listener).unwrap();
+        let (fe, cat) = (frontend.local_addr().to_string(), config.catalog_addr());
+        let wait = Duration::from_secs(2);
+        let acked = Arc::new(AtomicU64::new(100));
+        let done = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (fe, acked, done) = (fe.clone(), acked.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let client = Client::new();
+                    let mut lookups = 0;
+                    while !done.load(Ordering::SeqCst) {
+                        let floor = acked.load(Ordering::SeqCst);
+                        let got = client.get::<Stock>(&fe, "/stocks/GameStart", wait).unwrap();
+                        assert!(
+                            got.quantity >= floor,
+                            "stale lookup: {} < {floor}",
+                            got.quantity
+                        );
+                        lookups += 1;
+                    }
+                    lookups
+                })
+            })
+            .collect();
+        let client = Client::new();
+        for i in 0..60 {
+            let sell = OrderRequest {
+                name: "GameStart".into(),
+                quantity: 1,
+                kind: crate::api::OrderType::Sell,
+                request_id: Some(format!("race-{i}")),
+            };
+            let r: crate::api::TradeResult = client.post(&cat, "/orders", &sell, wait).unwrap();
+            acked.store(r.stock.quantity, Ordering::SeqCst);
+        }
+        done.store(true, Ordering::SeqCst);
+        let lookups: u64 = readers.into_iter().map(|t| t.join().unwrap()).sum();
+        assert!(lookups > 0);
+        assert_eq!(acked.load(Ordering::SeqCst), 160);
+        frontend.shutdown();
+        catalog.shutdown();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A fake order replica: answers `POST /orders` with `answer`, records the request ids,
+    /// and serves `GET /orders/<n>`.
+    fn fake_replica(answer: Result<OrderAck>, seen: Arc<Mutex<Vec<String>>>) -> Server {
+        let handler = move |req: &Request| match (req.method.as_str(), req.segments().as_slice()) {
+            ("POST", ["orders"]) => {
+                seen.lock().push(
+                    OrderRequest::parse(&req.body)?
+                        .request_id
+                        .unwrap_or_default(),
+                );
+                answer.clone().map(Response::ok)
+            }
+            ("GET", ["orders", n]) => Ok(Response::ok(Order {
+                number: n.parse().map_err(|_| Error::BadRequest("n".into()))?,
+                name: "A".into(),
+                kind: crate::api::OrderType::Sell,
+                quantity: 2,
+            })),
+            _ => Err(Error::NotFound("fake".into())),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let config = Config::from_yaml(SHIPPED, &|_| None).unwrap();
+        Server::start(
+            listener,
+            ServerOptions::new("fake", 2, &config.http),
+            Arc::new(handler),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn forwarding_fails_over_and_retries_the_same_request_id() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        // Replica 1 is down, replica 3 no longer leads, replica 2 is the real leader.
+        let r3 = fake_replica(
+            Err(Error::NotLeader("replica 3 follows".into())),
+            seen.clone(),
+        );
+        let r2 = fake_replica(
+            Ok(OrderAck {
+                transaction_number: 7,
+            }),
+            seen.clone(),
+        );
+        let mut config = Config::from_yaml(SHIPPED, &|_| None).unwrap();
+        let ports = [
+            closed_port(),
+            r2.local_addr().port().into(),
+            r3.local_addr().port().into(),
+        ];
+        for (r, port) in config.order.replicas.iter_mut().zip(ports) {
+            r.port = port;
+        }
+        let outcomes = Mutex::new(vec![
+            Leadership { id: 2, epoch: 3 },
+            Leadership { id: 3, epoch: 2 },
+            Leadership { id: 1, epoch: 1 },
+        ]);
+        let tracker = LeaderTracker::with_selector(
+            config.order.replicas.clone(),
+            Box::new(move |_: &[crate::config::ReplicaConfig], _: u64| outcomes.lock().pop()),
+        );
+        let s = Service::with_leader_tracker(&config, tracker).unwrap();
+        s.check_leader(); // what the health-check thread does first: replica 1 is chosen
+        assert_eq!(s.health().leader, Some(1));
+
+        let body = r#"{"name":"GameStart","quantity":1,"type":"buy"}"#;
+        let resp = call(&s, "POST", "/orders", body).unwrap();
+        assert_eq!(resp.body, br#"{"data":{"transaction_number":7}}"#);
+        let health = s.health();
+        assert_eq!(
+            (health.leader, health.retries, health.failovers),
+            (Some(2), 2, 2)
+        );
+        // Replica 3 and replica 2 saw the same, front-end assigned, request id.
+        let ids = seen.lock().clone();
+        assert_eq!(ids.len(), 2, "{ids:?}");
+        assert!(ids[0].starts_with("fe-") && ids[0] == ids[1], "{ids:?}");
+
+        // A client's own request id is kept; order queries go to the leader too.
+        call(
+            &s,
+            "POST",
+            "/order?stock=A&amp;quantity=2&amp;type=sell&amp;request_id=mine",
+            "",
+        )
+        .unwrap();
+        assert_eq!(seen.lock().last().map(String::as_str), Some("mine"));
+        let order = call(&s, "GET", "/order?order_number=5", "").unwrap();
+        assert_eq!(
+            order.body,
+            br#"{"data":{"number":5,"name":"A","type":"sell","quantity":2}}"#
+        );
+        assert_eq!(s.health().retries, 2);
+        r2.shutdown();
+        r3.shutdown();
+    }
+
+    #[test]
+    fn leader_errors_other_than_failover_go_straight_back() {
+        let cases = [
+            Error::Conflict("not enough stock".into()),
+            Error::NotFound("no such stock".into()),
+            Error::Unavailable("catalog unavailable".into()),
+        ];
+        for err in cases {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let r1 = fake_replica(Err(err.clone()), seen.clone());
+            let mut config = Config::from_yaml(SHIPPED, &|_| None).unwrap();
+            config.order.replicas.retain(|r| r.id == 1);
+            config.order.replicas[0].port = r1.local_addr().port().into();
+            let tracker = LeaderTracker::with_selector(
+                config.order.replicas.clone(),
+                Box::new(|_: &[crate::config::ReplicaConfig], _: u64| {
+                    Some(Leadership { id: 1, epoch: 1 })
+                }),
+            );
+            let s = Service::with_leader_tracker(&config, tracker).unwrap();
+            s.check_leader();
+            let got = call(
+                &s,
+                "POST",
+                "/orders",
+                r#"{"name":"A","quantity":1,"type":"buy"}"#,
+            )
+            .unwrap_err();
+            assert_eq!(got, err);
+            assert_eq!((seen.lock().len(), s.health().retries), (1, 0), "{err}");
+            r1.shutdown();
+        }
+    }
+
+    #[test]
+    fn segments_round_trip() {
+        let cases = [
+            ("GameStart", "GameStart"),
+            ("A B", "A%20B"),
+            ("x/y", "x%2Fy"),
+            ("é", "%C3%A9"),
+            ("a.b-c_d~", "a.b-c_d~"),
+        ];
+        for (raw, encoded) in cases {
+            assert_eq!(encode_segment(raw), encoded);
+            assert_eq!(decode_segment(encoded), raw);
+        }
+        assert_eq!(decode_segment("100%"), "100%");
+        assert_eq!(decode_segment("%zz%4"), "%zz%4");
+    }
+}

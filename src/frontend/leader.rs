@@ -1,0 +1,328 @@
+//! Which order replica leads, as the front-end sees it, and how it re-selects one.
+//!
+//! The front-end holds the current [`Leadership`] (or none), the highest epoch it has seen, and
+//! a selection counter (`version`). Anyone who forwards to the leader first takes a [`View`]
+//! (leader and version together). When the forward fails in a way that means "this is not the
+//! leader any more" (unreachable, or a 421 `NotLeader`), the caller asks
+//! [`LeaderTracker::reselect`] with that view:
+//!
+//! - if a selection has completed since the view was taken, the leader it found is returned
+//!   without selecting again, so a burst of requests failing against the same dead leader
+//!   causes one selection, not one per request;
+//! - if a selection is running, the caller waits for it (bounded by its own deadline);
+//! - otherwise the caller runs the selection itself: `election::select_leader` with the
+//!   highest epoch seen as the hint, outside the lock.
+//!
+//! Selections are therefore serialized (a `selecting` flag plus a condvar; the state lock is
+//! never held across the TCP exchanges). The `health_check_loop` thread of the front-end uses
+//! the same call for its periodic checks, so active and passive checks share one path.
+//!
+//! Counters: `retries` (forwards retried after a failure, counted by the caller through
+//! [`LeaderTracker::count_retry`]) and `failovers` (selections that moved leadership to a
+//! different replica than the last one known; the first selection is not a failover).
+//!
+//! Caveats: a selection that finds no replica sets the leader to none; requests then retry
+//! until their deadline, each wave of retries running at most one selection at a time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use log::{info, warn};
+use parking_lot::{Condvar, Mutex};
+
+use crate::config::ReplicaConfig;
+use crate::election::{self, Leadership};
+
+/// Chooses a leader among replicas given an epoch hint: `election::select_leader` in
+/// production, a stub in tests.
+pub type Selector = dyn Fn(&[ReplicaConfig], u64) -> Option<Leadership> + Send + Sync;
+
+/// A consistent snapshot: the leader and the selection it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct View {
+    pub leader: Option<Leadership>,
+    version: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    current: Option<Leadership>,
+    highest_epoch: u64,
+    /// Completed selections.
+    version: u64,
+    selecting: bool,
+    /// The last replica that led, kept while there is none, to tell a failover from a return.
+    last_id: Option<u32>,
+}
+
+/// The front-end's knowledge of the leader.
+pub struct LeaderTracker {
+    replicas: Vec<ReplicaConfig>,
+    selector: Box<Selector>,
+    state: Mutex<State>,
+    /// Signalled when a selection finishes.
+    selected: Condvar,
+    retries: AtomicU64,
+    failovers: AtomicU64,
+}
+
+impl LeaderTracker {
+    /// A tracker with no leader yet, selecting with `election::select_leader`.
+    pub fn new(replicas: Vec<ReplicaConfig>) -> LeaderTracker {
+        LeaderTracker::with_selector(replicas, Box::new(election::select_leader))
+    }
+
+    /// A tracker that selects with `selector` (tests).
+    pub fn with_selector(replicas: Vec<ReplicaConfig>, selector: Box<Selector>) -> LeaderTracker {
+        LeaderTracker {
+            replicas,
+            selector,
+            state: Mutex::new(State::default()),
+            selected: Condvar::new(),
+            retries: AtomicU64::new(0),
+            failovers: AtomicU64::new(0),
+        }
+    }
+
+    pub fn view(&self) -> View {
+        let state = self.state.lock();
+        View {
+            leader: state.current,
+            version: state.version,
+        }
+    }
+
+    /// The replica with this id.
+    pub fn replica(&self, id: u32) -> Option<&ReplicaConfig> {
+        self.replicas.iter().find(|r| r.id == id)
+    }
+
+    pub fn count_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    pub fn failovers(&self) -> u64 {
+        self.failovers.load(Ordering::Relaxed)
+    }
+
+    /// Re-selects the leader because `seen` failed, unless a selection already completed
+    /// since `seen` was taken; waits for a running selection at most until `deadline`.
+    pub fn reselect(&self, seen: View, deadline: Instant) -> View {
+        let mut state = self.state.lock();
+        loop {
+            if state.version != seen.version {
+                return View {
+                    leader: state.current,
+                    version: state.version,
+                };
+            }
+            if !state.selecting {
+                break;
+            }
+            if self.selected.wait_until(&mut state, deadline).timed_out() {
+                return View {
+                    leader: state.current,
+                    version: state.version,
+                };
+            }
+        }
+        state.selecting = true;
+        let hint = state.highest_epoch;
+        drop(state);
+
+        let mut guard = SelectingGuard {
+            tracker: self,
+            outcome: None,
+        };
+        guard.outcome = Some((self.selector)(&self.replicas, hint));
+        drop(guard);
+        self.view()
+    }
+
+    /// Records a selection's outcome; called with the lock held, before `version` moves, so
+    /// nobody sees the new version with the old leader.
+    fn apply(&self, state: &mut State, outcome: Option<Leadership>) {
+        match outcome {
+            Some(new) => {
+                state.highest_epoch = state.highest_epoch.max(new.epoch);
+                if state.last_id.is_some_and(|id| id != new.id) {
+                    self.failovers.fetch_add(1, Ordering::Relaxed);
+                }
+                if state.current != Some(new) {
+                    info!("order replica {} leads (epoch {})", new.id, new.epoch);
+                }
+                state.current = Some(new);
+                state.last_id = Some(new.id);
+            }
+            None => {
+                if state.current.is_some() || state.version == 0 {
+                    warn!("no order replica answered the leader selection");
+                }
+                state.current = None;
+            }
+        }
+    }
+}
+
+/// Publishes a selection's outcome, clears the `selecting` flag and wakes the waiters, also
+/// when the selector panics (then the leader is left as it was), so one failed selection
+/// cannot wedge every later request.
+struct SelectingGuard<'a> {
+    tracker: &'a LeaderTracker,
+    outcome: Option<Option<Leadership>>,
+}
+
+impl Drop for SelectingGuard<'_> {
+    fn drop(&mut self) {
+        let mut state = self.tracker.state.lock();
+        if let Some(outcome) = self.outcome.take() {
+            self.tracker.apply(&mut state, outcome);
+        }
+        state.selecting = false;
+        state.version += 1;
+        self.tracker.selected.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn replicas() -> Vec<ReplicaConfig> {
+        (1..=3)
+            .map(|id| ReplicaConfig {
+                id,
+                host: "127.0.0.1".into(),
+                port: 1,
+                leader_broadcast_port: 1,
+                health_check_port: 1,
+            })
+            .collect()
+    }
+
+    fn lead(id: u32, epoch: u64) -> Option<Leadership> {
+        Some(Leadership { id, epoch })
+    }
+
+    /// A tracker whose selections return the scripted outcomes in turn, recording the hints.
+    fn scripted(outcomes: Vec<Option<Leadership>>) -> (LeaderTracker, Arc<Mutex<Vec<u64>>>) {
+        let hints = Arc::new(Mutex::new(Vec::new()));
+        let seen = hints.clone();
+        let next = AtomicUsize::new(0);
+        let selector = move |_: &[ReplicaConfig], hint: u64| {
+            seen.lock().push(hint);
+            outcomes
+                .get(next.fetch_add(1, Ordering::SeqCst))
+                .copied()
+                .flatten()
+        };
+        (
+            LeaderTracker::with_selector(replicas(), Box::new(selector)),
+            hints,
+        )
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    #[test]
+    fn selections_track_leader_epoch_and_failovers() {
+        /// (outcomes in turn, leader after them, hints given, failovers)
+        type Case = (Vec<Option<Leadership>>, Option<Leadership>, Vec<u64>, u64);
+        let cases: Vec<Case> = vec![
+            (vec![lead(3, 1)], lead(3, 1), vec![0], 0),
+            (vec![None], None, vec![0], 0),
+            (vec![lead(3, 1), lead(2, 2)], lead(2, 2), vec![0, 1], 1),
+            (vec![lead(3, 1), lead(3, 2)], lead(3, 2), vec![0, 1], 0),
+            (
+                vec![lead(3, 4), None, lead(2, 5)],
+                lead(2, 5),
+                vec![0, 4, 4],
+                1,
+            ),
+            (
+                vec![lead(3, 4), None, lead(3, 5)],
+                lead(3, 5),
+                vec![0, 4, 4],
+                0,
+            ),
+            (
+                vec![lead(3, 1), lead(2, 2), lead(3, 3)],
+                lead(3, 3),
+                vec![0, 1, 2],
+                2,
+            ),
+        ];
+        for (outcomes, want, hints, failovers) in cases {
+            let (tracker, seen_hints) = scripted(outcomes.clone());
+            for _ in 0..outcomes.len() {
+                let view = tracker.view();
+                tracker.reselect(view, far());
+            }
+            assert_eq!(tracker.view().leader, want, "{outcomes:?}");
+            assert_eq!(*seen_hints.lock(), hints, "{outcomes:?}");
+            assert_eq!(tracker.failovers(), failovers, "{outcomes:?}");
+        }
+    }
+
+    #[test]
+    fn a_stale_view_does_not_select_again() {
+        let (tracker, hints) = scripted(vec![lead(3, 1), lead(2, 2)]);
+        let before = tracker.view();
+        tracker.reselect(before, far());
+        // A second request that failed against the same (old) view gets the new leader.
+        assert_eq!(tracker.reselect(before, far()).leader, lead(3, 1));
+        assert_eq!(hints.lock().len(), 1);
+    }
+
+    #[test]
+    fn concurrent_failures_share_one_selection() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let selector = move |_: &[ReplicaConfig], _: u64| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(50)); // a slow selection
+            lead(2, 7)
+        };
+        let tracker = Arc::new(LeaderTracker::with_selector(replicas(), Box::new(selector)));
+        let view = tracker.view();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let tracker = tracker.clone();
+                std::thread::spawn(move || tracker.reselect(view, far()).leader)
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), lead(2, 7));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_panicking_selector_does_not_wedge_later_selections() {
+        let first = AtomicUsize::new(0);
+        let selector = move |_: &[ReplicaConfig], _: u64| {
+            if first.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("selector failed");
+            }
+            lead(1, 1)
+        };
+        let tracker = Arc::new(LeaderTracker::with_selector(replicas(), Box::new(selector)));
+        let t = tracker.clone();
+        let view = tracker.view();
+        assert!(std::thread::spawn(move || t.reselect(view, far()))
+            .join()
+            .is_err());
+        let view = tracker.view();
+        assert_eq!(tracker.reselect(view, far()).leader, lead(1, 1));
+    }
+}
