@@ -18,7 +18,7 @@ struct Args {
     /// random seed (default 0); session i uses seed + i
     #[argh(option, default = "0")]
     seed: u64,
-    /// lookups per client (default 20)
+    /// lookups per client (default 20); the reference spelling --n_request works too
     #[argh(option, default = "20")]
     n_request: usize,
     /// concurrent clients (default 1)
@@ -33,7 +33,7 @@ struct Args {
 }
 
 fn main() {
-    let args: Args = argh::from_env();
+    let args = parse_args();
     bazaar::cli::init_logging(args.log_level.or_else(|| Some("warn".into())));
     if !(0.0..=1.0).contains(&args.prob) {
         bazaar::cli::exit_with(&bazaar::error::Error::Config(
@@ -54,4 +54,30 @@ fn main() {
         print!("{}", summary.report());
     }
     std::process::exit(if summary.ok() { 0 } else { 1 });
+}
+
+/// argh only accepts dashes in flag names; the reference client spells `--n_request`.
+fn parse_args() -> Args {
+    let argv: Vec<String> = std::env::args().collect();
+    let command = argv.first().map(String::as_str).unwrap_or("client");
+    let rest: Vec<&str> = argv
+        .iter()
+        .skip(1)
+        .map(|a| match a.as_str() {
+            "--n_request" => "--n-request",
+            other => other,
+        })
+        .collect();
+    match Args::from_args(&[command], &rest) {
+        Ok(args) => args,
+        Err(exit) => {
+            let failed = exit.status.is_err();
+            if failed {
+                eprintln!("{}", exit.output);
+            } else {
+                println!("{}", exit.output);
+            }
+            std::process::exit(if failed { bazaar::cli::EXIT_CONFIG } else { 0 });
+        }
+    }
 }
