@@ -23,7 +23,10 @@
 //! - Framing: only `Content-Length` bodies. A body with `Transfer-Encoding: chunked` gets 411; any
 //!   other transfer coding, or `Transfer-Encoding` together with `Content-Length`, or two
 //!   different `Content-Length`s, gets 400 and the connection is closed (request smuggling, see
-//!   `NOTES.md`). Bodies over [`MAX_BODY_BYTES`] get 413 without being read.
+//!   `NOTES.md`); so does a `Content-Length` that is not plain digits. Bodies over
+//!   [`MAX_BODY_BYTES`] get 413 without being read. After such an error response the server
+//!   half-closes and discards what the client still sends for a moment (`linger`), so that the
+//!   client reads the response instead of a connection reset.
 //! - Responses are written with one `write_all` on a `TCP_NODELAY` socket, so there is no
 //!   Nagle/delayed-ACK stall. Nothing from the request is ever copied into a response header.
 //!
@@ -55,6 +58,13 @@ const MAX_HEADERS: usize = 64;
 
 /// A client that does not read its response for this long is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After an error response, how long to keep discarding what the client still sends before
+/// closing (see `linger`).
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Most bytes discarded after an error response; a client sending more sees a reset.
+const LINGER_MAX_BYTES: usize = 1024 * 1024;
 
 /// Stack of a connection thread: it only parses and waits, so it needs little.
 const CONNECTION_STACK_BYTES: usize = 256 * 1024;
@@ -240,7 +250,11 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) {
             Ok(Some(request)) => request,
             Ok(None) => return,
             Err(err) => {
-                let _ = write_response(&mut stream, &Response::error(&err), false);
+                if write_response(&mut stream, &Response::error(&err), false).is_ok()
+                    && err != Error::RequestTimeout
+                {
+                    linger(&mut stream);
+                }
                 return;
             }
         };
@@ -248,6 +262,30 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) {
         let response = run_on_pool(shared, request);
         if write_response(&mut stream, &response, keep_alive).is_err() || !keep_alive {
             return;
+        }
+    }
+}
+
+/// Closes a connection after an error response without losing that response: closing a socket
+/// with unread input makes the kernel send a reset, which can overtake the response, so a
+/// client still sending an oversized or refused body would see "connection reset" instead of
+/// the 413 or 400. So: send FIN, then discard input until the client closes, for at most
+/// [`LINGER_TIMEOUT`] and [`LINGER_MAX_BYTES`].
+fn linger(stream: &mut TcpStream) {
+    if stream.shutdown(Shutdown::Write).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER_TIMEOUT;
+    let mut discarded = 0;
+    let mut chunk = [0u8; 8192];
+    while discarded < LINGER_MAX_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => discarded += n,
         }
     }
 }
@@ -348,9 +386,12 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Request, usize)>> {
         let value = String::from_utf8_lossy(header.value).trim().to_string();
         match name.as_str() {
             "content-length" => {
-                let n: usize = value
-                    .parse()
-                    .map_err(|_| Error::BadRequest("invalid Content-Length".into()))?;
+                // Digits only: `usize::from_str` also takes "+5", which a proxy in front may
+                // read differently (request smuggling).
+                let n: usize = Some(value.as_str())
+                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| Error::BadRequest("invalid Content-Length".into()))?;
                 if content_length.is_some_and(|prev| prev != n) {
                     return Err(Error::BadRequest(
                         "conflicting Content-Length headers".into(),
@@ -474,6 +515,12 @@ mod tests {
                 Some(400),
             ),
             ("POST /o HTTP/1.1\r\nContent-Length: x\r\n\r\n", Some(400)),
+            (
+                "POST /o HTTP/1.1\r\nContent-Length: +2\r\n\r\n{}",
+                Some(400),
+            ),
+            ("POST /o HTTP/1.1\r\nContent-Length: -0\r\n\r\n", Some(400)),
+            ("POST /o HTTP/1.1\r\nContent-Length: \r\n\r\n", Some(400)),
             (
                 "POST /o HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n",
                 Some(400),
