@@ -217,6 +217,18 @@ pub struct CacheView {
     pub items: Vec<String>,
 }
 
+/// `POST /invalidation/<name>` on the front-end: `{"invalidated":"<name>"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invalidated {
+    pub invalidated: String,
+}
+
+/// `GET /health` on the catalog.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+}
+
 /// `GET /health` on the front-end.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FrontendHealth {

@@ -46,11 +46,12 @@ use log::{info, warn};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{OrderRequest, OrderType, StockRecord, TradeResult};
+use crate::api::{Health, Invalidated, OrderRequest, OrderType, StockRecord, TradeResult};
 use crate::config::{Config, StockConfig};
 use crate::error::{Error, Result};
-use crate::frontend::{decode_segment, encode_segment, Invalidated};
-use crate::http::{Client, Request, Response, Server, ServerOptions};
+use crate::http::{
+    decode_segment, encode_segment, Client, Request, Response, Server, ServerOptions,
+};
 
 /// How many trades are remembered by request id for idempotent retries.
 pub const RECENT_TRADES: usize = 4096;
@@ -385,7 +386,9 @@ impl Service {
             ("POST", ["orders"]) => self
                 .trade(&OrderRequest::parse(&req.body)?)
                 .map(Response::ok),
-            ("GET", ["health"]) => Ok(Response::ok(serde_json::json!({"status": "ok"}))),
+            ("GET", ["health"]) => Ok(Response::ok(Health {
+                status: "ok".into(),
+            })),
             (_, ["stocks"] | ["stocks", _] | ["orders"] | ["health"]) => {
                 Err(Error::MethodNotAllowed)
             }

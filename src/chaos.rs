@@ -198,7 +198,7 @@ pub fn run(options: &ChaosOptions) -> Result<ChaosReport> {
 /// it has caught up. Returns what was done.
 fn inject_fault(cluster: &mut Cluster, rng: &mut fastrand::Rng, round: u32) -> Result<String> {
     let leader = cluster.wait_leader()?;
-    let target = if round % 2 == 0 {
+    let target = if round.is_multiple_of(2) {
         leader
     } else {
         rng.u32(1..=3)

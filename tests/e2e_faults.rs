@@ -8,7 +8,7 @@ mod common;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use bazaar::api::{LogEntry, Order, OrderRequest, OrderType, SyncState};
+use bazaar::api::{Order, OrderRequest, OrderType, SyncState};
 use bazaar::client::{ClientOptions, Summary};
 use bazaar::election;
 use common::{assert_error, raw, wait_for, Cluster, Options, Service, CALL_TIMEOUT};

@@ -27,13 +27,13 @@
 //! separators); the order's query parameters are turned into the same JSON object the JSON
 //! route takes and validated by the same `OrderRequest::parse`, so every 400 matches.
 //!
+//! The catalog's `POST /invalidation/<name>` is answered on its connection's thread, not the
+//! handler pool ([`Handler::runs_inline`]): every pool thread may be busy forwarding an order
+//! whose trade is waiting for exactly that invalidation.
+//!
 //! Caveats:
-//! - The catalog's invalidation call is served by the same handler pool as the requests that
-//!   wait on orders. If every pool thread is waiting on an order, the invalidation waits for a
-//!   free thread and the catalog gives up after its short timeout: the order still succeeds and
-//!   the front-end's own invalidation (before its answer) keeps lookups fresh.
 //! - Stock names in paths are percent-decoded here and percent-encoded on the way out
-//!   ([`encode_segment`], [`decode_segment`]) so that odd names reach the catalog intact.
+//!   (`http::encode_segment`, `http::decode_segment`) so that odd names reach the catalog intact.
 
 pub mod cache;
 pub mod leader;
@@ -46,14 +46,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::api::{CacheView, FrontendHealth, Order, OrderAck, OrderRequest, Stock, StockRecord};
+use crate::api::{
+    CacheView, FrontendHealth, Invalidated, Order, OrderAck, OrderRequest, Stock, StockRecord,
+};
 use crate::config::Config;
 use crate::election;
 use crate::error::{Error, Result};
-use crate::http::{Client, Request, Response, Server, ServerOptions};
+use crate::http::{
+    decode_segment, encode_segment, Client, Handler, Request, Response, Server, ServerOptions,
+};
 
 use cache::{Cache, Lookup};
 use leader::{LeaderTracker, View};
@@ -79,13 +82,6 @@ pub const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// How long the health-check thread waits for a selection another thread is running.
 pub const HEALTH_SELECTION_WAIT: Duration = Duration::from_secs(6);
 
-/// The answer to `POST /invalidation/<name>`: `{"invalidated":"<name>"}`.
-/// (Belongs in `api.rs`; defined here until it moves.)
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Invalidated {
-    pub invalidated: String,
-}
-
 /// The front-end's request handling, usable without any thread or socket (tests call
 /// [`Service::route`] directly).
 pub struct Service {
@@ -96,6 +92,17 @@ pub struct Service {
     /// Start time in nanoseconds: makes assigned request ids unique across restarts.
     boot_nanos: u128,
     next_request: AtomicU64,
+}
+
+impl Handler for Service {
+    fn handle(&self, req: &Request) -> Result<Response> {
+        self.route(req)
+    }
+
+    /// Invalidations only touch the cache, and orders in the pool may be waiting for them.
+    fn runs_inline(&self, req: &Request) -> bool {
+        req.method == "POST" && req.segments().first() == Some(&"invalidation")
+    }
 }
 
 impl Service {
@@ -357,44 +364,6 @@ fn compat_order(req: &Request) -> Result<OrderRequest> {
     OrderRequest::parse(&serde_json::to_vec(&Value::Object(object))?)
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters, for a path segment.
-pub fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Decodes `%XX` escapes of a path segment; invalid escapes are kept as they are.
-pub fn decode_segment(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Tells the health-check thread to stop, waking it from its interval wait.
 #[derive(Default)]
 struct StopSignal {
@@ -437,12 +406,8 @@ pub fn start(config: Config) -> Result<Frontend> {
 /// Starts the front-end on an already bound listener (tests bind `127.0.0.1:0`).
 pub fn start_with_listener(config: Config, listener: TcpListener) -> Result<Frontend> {
     let service = Arc::new(Service::new(&config)?);
-    let handler = {
-        let service = service.clone();
-        move |req: &Request| service.route(req)
-    };
     let options = ServerOptions::new("frontend", config.frontend.threads, &config.http);
-    let server = Server::start(listener, options, Arc::new(handler))?;
+    let server = Server::start(listener, options, service.clone())?;
     let stop = Arc::new(StopSignal::default());
     let health = {
         let (service, stop, interval) = (

@@ -68,7 +68,7 @@ impl Request {
         query.split('&').find_map(|pair| {
             let pair = pair.strip_prefix("amp;").unwrap_or(pair);
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (key == name).then(|| percent_decode(value))
+            (key == name).then(|| decode_segment(&value.replace('+', " ")))
         })
     }
 
@@ -87,30 +87,40 @@ impl Request {
     }
 }
 
-/// Decodes `%XX` escapes and `+` in a query value; invalid escapes are kept as they are.
-fn percent_decode(s: &str) -> String {
+/// Percent-encodes everything but RFC 3986 unreserved characters, for a path segment.
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes `%XX` escapes of a path segment; invalid escapes are kept as they are.
+pub fn decode_segment(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(b) => {
+                out.push(b);
+                i += 3;
             }
-            b => out.push(b),
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
         }
-        i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
 }
@@ -152,6 +162,14 @@ impl From<Result<Response>> for Response {
 /// A service: one function from request to response. Implemented by each service's `route()`.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: &Request) -> Result<Response>;
+
+    /// True for a request that only touches memory and must never queue behind slow ones: it
+    /// is answered on its connection's thread instead of the pool. The front-end uses it for
+    /// the catalog's cache invalidations, which would otherwise wait for a pool thread held by
+    /// an order that is itself waiting for that very invalidation.
+    fn runs_inline(&self, _req: &Request) -> bool {
+        false
+    }
 }
 
 impl<F> Handler for F

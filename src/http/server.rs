@@ -106,7 +106,7 @@ struct Shared {
     pool: Mutex<ThreadPool>,
     stopping: AtomicBool,
     /// Open connections by id, so that shutdown can close them and the cap can be counted.
-    connections: Mutex<HashMap<u64, TcpStream>>,
+    connections: Mutex<HashMap<u64, Arc<TcpStream>>>,
     next_id: AtomicU64,
 }
 
@@ -201,6 +201,8 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        // Shared with the registry so that shutdown can close it: one descriptor, not two.
+        let stream = Arc::new(stream);
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         {
             let mut open = shared.connections.lock();
@@ -211,16 +213,10 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     shared.options.name
                 );
                 let busy = Response::error(&Error::Unavailable("too many connections".into()));
-                let _ = write_response(&mut &stream, &busy, false);
+                let _ = write_response(&mut &*stream, &busy, false);
                 continue;
             }
-            match stream.try_clone() {
-                Ok(clone) => open.insert(id, clone),
-                Err(e) => {
-                    log::warn!("{}: cannot track a connection: {e}", shared.options.name);
-                    continue;
-                }
-            };
+            open.insert(id, stream.clone());
         }
         let spawned = {
             let shared = shared.clone();
@@ -243,24 +239,25 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// One connection's thread: read a request, have the pool answer it, write, repeat.
-fn serve_connection(mut stream: TcpStream, shared: &Shared) {
+fn serve_connection(stream: Arc<TcpStream>, shared: &Shared) {
+    let stream: &TcpStream = &stream;
     let mut buf = Vec::with_capacity(4096);
     loop {
-        let request = match read_request(&mut stream, &mut buf, &shared.options) {
+        let request = match read_request(stream, &mut buf, &shared.options) {
             Ok(Some(request)) => request,
             Ok(None) => return,
             Err(err) => {
-                if write_response(&mut stream, &Response::error(&err), false).is_ok()
+                if write_response(&mut &*stream, &Response::error(&err), false).is_ok()
                     && err != Error::RequestTimeout
                 {
-                    linger(&mut stream);
+                    linger(stream);
                 }
                 return;
             }
         };
         let keep_alive = wants_keep_alive(&request) && !shared.stopping.load(Ordering::SeqCst);
         let response = run_on_pool(shared, request);
-        if write_response(&mut stream, &response, keep_alive).is_err() || !keep_alive {
+        if write_response(&mut &*stream, &response, keep_alive).is_err() || !keep_alive {
             return;
         }
     }
@@ -271,7 +268,7 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) {
 /// client still sending an oversized or refused body would see "connection reset" instead of
 /// the 413 or 400. So: send FIN, then discard input until the client closes, for at most
 /// [`LINGER_TIMEOUT`] and [`LINGER_MAX_BYTES`].
-fn linger(stream: &mut TcpStream) {
+fn linger(mut stream: &TcpStream) {
     if stream.shutdown(Shutdown::Write).is_err() {
         return;
     }
@@ -290,40 +287,47 @@ fn linger(stream: &mut TcpStream) {
     }
 }
 
-/// Runs the handler on a pool worker and waits for its answer. A panic becomes a 500.
+/// Answers a request: on the connection's own thread when the handler says it is cheap,
+/// otherwise on a pool worker, waiting for its answer.
 fn run_on_pool(shared: &Shared, request: Request) -> Response {
+    if shared.handler.runs_inline(&request) {
+        return respond(&*shared.handler, &shared.options.name, &request);
+    }
     let (tx, rx) = mpsc::sync_channel(1);
     let handler = shared.handler.clone();
     let name = shared.options.name.clone();
     shared.pool.lock().execute(move || {
-        let result = panic::catch_unwind(AssertUnwindSafe(|| handler.handle(&request)));
-        let response = match result {
-            Ok(result) => Response::from(result),
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                log::error!(
-                    "{name}: handler panicked on {} {}: {what}",
-                    request.method,
-                    request.path
-                );
-                Response::error(&Error::Internal("internal error".into()))
-            }
-        };
-        let _ = tx.send(response);
+        let _ = tx.send(respond(&*handler, &name, &request));
     });
     rx.recv()
         .unwrap_or_else(|_| Response::error(&Error::Internal("handler lost".into())))
+}
+
+/// Runs the handler; an error becomes its JSON body, a panic a 500.
+fn respond(handler: &dyn Handler, name: &str, request: &Request) -> Response {
+    match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(request))) {
+        Ok(result) => Response::from(result),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            log::error!(
+                "{name}: handler panicked on {} {}: {what}",
+                request.method,
+                request.path
+            );
+            Response::error(&Error::Internal("internal error".into()))
+        }
+    }
 }
 
 /// Reads one request from `stream`, using and refilling `buf` (bytes read past the previous
 /// request stay there). `Ok(None)`: the connection closed or idled out between requests.
 /// `Err`: a response to send before closing.
 fn read_request(
-    stream: &mut TcpStream,
+    stream: &TcpStream,
     buf: &mut Vec<u8>,
     options: &ServerOptions,
 ) -> Result<Option<Request>> {
@@ -427,7 +431,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Request, usize)>> {
 }
 
 /// One `read` into `buf`, waiting at most until `deadline`.
-fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> io::Result<usize> {
+fn read_some(mut stream: &TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> io::Result<usize> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(io::ErrorKind::TimedOut.into());

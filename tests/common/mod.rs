@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bazaar::api::{LogEntry, Order};
 use bazaar::cluster::Binaries;
+#[allow(unused_imports)]
 pub use bazaar::cluster::{Cluster, ClusterOptions as Options, Service, CALL_TIMEOUT};
 
 /// The binaries cargo built for this test run.
