@@ -30,6 +30,8 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub const LEADER_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the replica logs may take to become identical once the load has stopped.
 pub const QUIET_TIMEOUT: Duration = Duration::from_secs(20);
+/// How many times [`Cluster::start`] tries before it gives up.
+pub const START_ATTEMPTS: u32 = 3;
 /// Poll interval of every wait.
 pub const POLL: Duration = Duration::from_millis(50);
 /// Timeout of one HTTP call made by the harness.
@@ -164,15 +166,34 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Configures a fresh cluster and starts every service, then waits for a leader.
+    /// Configures a fresh cluster and starts every service, then waits for a leader. A start
+    /// that fails (say, a port taken between choosing and binding it) is tried again on new
+    /// ports, up to [`START_ATTEMPTS`] times.
     pub fn start(binaries: Binaries, options: ClusterOptions) -> Result<Cluster> {
+        let mut attempt = 1;
+        loop {
+            match Cluster::try_start(binaries.clone(), options.clone()) {
+                Ok(cluster) => return Ok(cluster),
+                Err(e) if attempt < START_ATTEMPTS => {
+                    log::warn!("cluster start attempt {attempt} failed, retrying: {e}");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn try_start(binaries: Binaries, options: ClusterOptions) -> Result<Cluster> {
         let mut cluster = Cluster::configure(binaries, options)?;
+        // Keep the logs of a cluster that fails to start.
+        cluster.keep_dir = true;
         cluster.start_service(Service::Catalog)?;
         for id in 1..=3 {
             cluster.start_service(Service::Order(id))?;
         }
         cluster.start_service(Service::Frontend)?;
         cluster.wait_leader()?;
+        cluster.keep_dir = false;
         Ok(cluster)
     }
 
@@ -298,15 +319,35 @@ impl Cluster {
         self.children.insert(service, child);
         let addr = self.http_addr(service);
         let client = self.client.clone();
+        let mut exited = None;
         poll(
             &format!("{} /health", service.name()),
             START_TIMEOUT,
             || {
-                client
-                    .get::<serde_json::Value>(&addr, "/health", Duration::from_secs(1))
-                    .ok()
+                let child = self.children.get_mut(&service)?;
+                if let Ok(Some(status)) = child.try_wait() {
+                    exited = Some(status);
+                    return Some(());
+                }
+                let health =
+                    client.get::<serde_json::Value>(&addr, "/health", Duration::from_secs(1));
+                health.ok().map(|_| ())
             },
         )?;
+        if let Some(status) = exited {
+            self.children.remove(&service);
+            let log_path = self
+                .dir
+                .join("logs")
+                .join(format!("{}.log", service.name()));
+            let log = fs::read_to_string(log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            return Err(Error::Unavailable(format!(
+                "{} exited at start ({status}): {}",
+                service.name(),
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )));
+        }
         Ok(())
     }
 
@@ -498,15 +539,27 @@ pub fn parse_log(bytes: &[u8]) -> Result<Vec<LogEntry>> {
         .collect()
 }
 
-/// Ports for one cluster, each free when chosen.
+/// Ports are picked below Linux's ephemeral range (32768 and up by default), so that the
+/// outgoing connections of a running test can never take a port a service is about to bind.
+const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
+/// `n` ports that are free right now, at random places in [`PORT_RANGE`] so that tests running
+/// at once rarely try the same ones.
 fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
+    let mut rng = fastrand::Rng::new();
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..PORT_RANGE.len() {
+        if ports.len() == n {
+            return Ok(ports);
+        }
+        let port = rng.u16(PORT_RANGE);
+        if !ports.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    Err(Error::Unavailable(format!(
+        "no {n} free ports in {PORT_RANGE:?}"
+    )))
 }
 
 impl Drop for Cluster {

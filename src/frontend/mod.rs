@@ -207,13 +207,11 @@ impl Service {
         }
         let result =
             self.forward(|addr, timeout| self.client.post(addr, "/orders", &order, timeout));
-        // Unless the order was definitely refused, the catalog may have traded: a lookup that
-        // starts after this answer must not be served the cached pre-trade quantity, even if
-        // the catalog's own invalidation was lost.
-        if !matches!(
-            result,
-            Err(Error::BadRequest(_) | Error::NotFound(_) | Error::Conflict(_))
-        ) {
+        // The catalog invalidated before it answered; doing it here as well keeps lookups
+        // fresh even if that call was lost. Only an acknowledged trade needs it: after an error
+        // nothing was promised, and a retry that completes the trade invalidates again. (A
+        // failed order must not evict a stock the catalog may be too down to serve again.)
+        if result.is_ok() {
             self.cache.invalidate(&order.name);
         }
         result
