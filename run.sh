@@ -192,8 +192,14 @@ cmd_demo() {
 cmd_test() {
   cargo fmt --all -- --check
   cargo clippy --all-targets --quiet -- -D warnings
-  cargo doc --no-deps --quiet
-  cargo test --release -- --test-threads="${TEST_THREADS:-2}"
+  RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+  local out status=0
+  out=$(mktemp)
+  cargo test --release -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee "$out" || status=$?
+  # One closing line for the whole suite (cargo prints one per test binary).
+  awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$out"
+  rm -f "$out"
+  return "$status"
 }
 
 main() {
