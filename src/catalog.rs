@@ -4,20 +4,24 @@
 //! `StockRecord` in catalog order, `POST /orders` with an `OrderRequest` (sent by the leading
 //! order replica) → `TradeResult`, `GET /health` → `{"status":"ok"}`.
 //!
-//! State lives in memory under a `parking_lot::RwLock` (lookups run concurrently) and in
-//! `catalog.json`, `{"stocks":[StockRecord..],"recent_trades":[{"request_id":..,"result":
-//! TradeResult}..]}`. The file is created from `catalog.stocks` of the config only when it is
-//! missing, and rewritten after every trade atomically: temp file, fsync, rename, fsync of the
+//! State lives in `catalog.json`, `{"stocks":[StockRecord..],"recent_trades":[{"request_id":..,
+//! "result":TradeResult}..]}`, created from `catalog.stocks` of the config only when it is
+//! missing and replaced atomically after trades: temp file, fsync, rename, fsync of the
 //! directory. A kill at any instant leaves the old or the new file, never a torn one; a
 //! leftover temp file is removed at start, and a catalog.json that cannot be read or parsed
 //! stops the catalog with an error instead of being replaced.
 //!
-//! A trade runs entirely under the write lock: check, persist, apply, remember its result
-//! under its request id. A buy succeeds only while the quantity covers it (else 409), a sell
-//! adds; both add to the volume. Nothing is acknowledged before it is on disk, and memory
-//! changes only after the write succeeded. The last [`RECENT_TRADES`] results are kept by
-//! request id, in the same file so they survive a crash: an order retried after a fail-over
-//! (same request id) gets the first result back with `repeated: true` and is not traded twice.
+//! In memory there are two views. The *ledger* (a `Mutex`) is where trades are decided and
+//! applied, one at a time: a buy succeeds only while the quantity covers it (else 409), a sell
+//! adds; both add to the volume; the result is remembered under its request id. The *durable*
+//! stocks (a `parking_lot::RwLock`) are what lookups read: only what catalog.json holds. A trade
+//! is answered only once a write covering it is done, and those writes are a group commit: the
+//! first trade to take the writer's lock writes the whole ledger, covering every trade applied
+//! meanwhile, and the trades queued behind it return without writing again. Lookups never wait
+//! for a write. The last [`RECENT_TRADES`] results are kept by request id in the same file, so
+//! they survive a crash: an order retried after a fail-over (same request id) gets the first
+//! result back with `repeated: true` and is not traded twice (after that first trade is
+//! written, like any other answer).
 //!
 //! After the lock is released and before the reply, the catalog tells the front-end to drop
 //! the stock from its cache (`POST /invalidation/<name>`, [`INVALIDATION_TIMEOUT`]); a failure
@@ -26,10 +30,11 @@
 //! quantity. Repeats invalidate again: the first attempt may have died before it did.
 //!
 //! Caveats:
-//! - The whole file is rewritten on every trade, including the recent-trade window (a few
-//!   hundred KB when full); trades are serialized by the write lock and lookups wait during
-//!   the write. Simple and crash-safe, but it caps trade throughput at a few hundred per
-//!   second.
+//! - The whole file is rewritten per group of trades, including the recent-trade window (a few
+//!   hundred KB when full): simple and crash-safe, but each write costs a millisecond or two.
+//! - If catalog.json cannot be written, the catalog aborts: its ledger is ahead of the file and
+//!   the unwritten trades, none of them answered, are dropped by the restart that resumes from
+//!   the file (their retries trade again).
 //! - A request id older than the last [`RECENT_TRADES`] trades is forgotten: a retry that late
 //!   would trade again.
 //! - A request id reused for a different stock is refused with 409 rather than traded.
@@ -43,7 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use log::{info, warn};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Health, Invalidated, OrderRequest, OrderType, StockRecord, TradeResult};
@@ -64,6 +69,9 @@ pub const INVALIDATION_TIMEOUT: Duration = Duration::from_millis(300);
 struct RecentTrade {
     request_id: String,
     result: TradeResult,
+    /// The ledger version this trade created; loaded trades are on disk already (0).
+    #[serde(skip)]
+    version: u64,
 }
 
 /// The file format of catalog.json, as read ([`Snapshot`] writes the same shape).
@@ -75,38 +83,20 @@ struct CatalogFile {
     recent_trades: Vec<RecentTrade>,
 }
 
-/// catalog.json as written: the same format as [`CatalogFile`], serialized straight from the
-/// state so that a trade does not copy the whole window.
+/// catalog.json as written: the same format as [`CatalogFile`], borrowed from the ledger so
+/// that a write does not copy the window.
 #[derive(Serialize)]
 struct Snapshot<'a> {
     stocks: &'a [StockRecord],
-    recent_trades: Seq<TradeIter<'a>>,
+    recent_trades: &'a VecDeque<RecentTrade>,
 }
 
-type TradeIter<'a> = std::iter::Chain<
-    std::iter::Skip<std::collections::vec_deque::Iter<'a, RecentTrade>>,
-    std::option::IntoIter<&'a RecentTrade>,
->;
-
-/// Serializes an iterator as a JSON array.
-struct Seq<I>(I);
-
-impl<I> Serialize for Seq<I>
-where
-    I: Iterator + Clone,
-    I::Item: Serialize,
-{
-    fn serialize<S: serde::Serializer>(
-        &self,
-        serializer: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.clone())
-    }
-}
-
-/// What the lock protects.
+/// Every trade applied so far, in order: what the next write of catalog.json will hold.
 #[derive(Debug)]
-struct State {
+struct Ledger {
+    /// Counts the trades applied since start; a trade is durable once the write that
+    /// covered its version is done.
+    version: u64,
     /// In catalog order, which `GET /stocks` keeps.
     stocks: Vec<StockRecord>,
     /// Name → position in `stocks`.
@@ -121,15 +111,16 @@ struct State {
     window: usize,
 }
 
-impl State {
-    fn from_file(file: CatalogFile, window: usize) -> Result<State> {
+impl Ledger {
+    fn from_file(file: CatalogFile, window: usize) -> Result<Ledger> {
         let mut index = HashMap::new();
         for (i, stock) in file.stocks.iter().enumerate() {
             if index.insert(stock.name.clone(), i).is_some() {
                 return Err(Error::Config(format!("duplicate stock {:?}", stock.name)));
             }
         }
-        let mut state = State {
+        let mut state = Ledger {
+            version: 0,
             stocks: file.stocks,
             index,
             recent: VecDeque::new(),
@@ -143,25 +134,18 @@ impl State {
         Ok(state)
     }
 
-    /// The file contents with `stocks` (the current ones or a trade's changed copy; there are
-    /// few) and the window plus `trade`, borrowed from the state: the window is not copied.
-    fn snapshot<'a>(
-        &'a self,
-        stocks: &'a [StockRecord],
-        trade: Option<&'a RecentTrade>,
-    ) -> Snapshot<'a> {
-        // The oldest entries the new one pushes out of the window.
-        let excess = (self.recent.len() + usize::from(trade.is_some())).saturating_sub(self.window);
+    /// The file contents, borrowed from the ledger.
+    fn snapshot(&self) -> Snapshot<'_> {
         Snapshot {
-            stocks,
-            recent_trades: Seq(self.recent.iter().skip(excess).chain(trade)),
+            stocks: &self.stocks,
+            recent_trades: &self.recent,
         }
     }
 
-    fn recall(&self, request_id: &str) -> Option<&TradeResult> {
+    fn recall(&self, request_id: &str) -> Option<&RecentTrade> {
         let seq = self.recent_index.get(request_id)?;
         let offset = usize::try_from(seq.checked_sub(self.recent_base)?).ok()?;
-        self.recent.get(offset).map(|t| &t.result)
+        self.recent.get(offset)
     }
 
     /// Adds a trade to the window, dropping the oldest beyond its size.
@@ -184,7 +168,14 @@ impl State {
 #[derive(Debug)]
 pub struct Catalog {
     path: PathBuf,
-    state: RwLock<State>,
+    /// Name → position in the stock lists (fixed once open).
+    index: HashMap<String, usize>,
+    /// What lookups see: the stocks as catalog.json holds them.
+    durable: RwLock<Vec<StockRecord>>,
+    /// Trades are decided and applied here, one at a time, before they are written.
+    ledger: Mutex<Ledger>,
+    /// Held by the thread writing catalog.json; the ledger version the file holds.
+    written: Mutex<u64>,
 }
 
 impl Catalog {
@@ -214,7 +205,7 @@ impl Catalog {
                         "not a valid catalog ({e}); refusing to start rather than overwrite it"
                     ))
                 })?;
-                let state = State::from_file(file, window).map_err(|e| refuse(e.message()))?;
+                let state = Ledger::from_file(file, window).map_err(|e| refuse(e.message()))?;
                 info!(
                     "catalog loaded from {}: {} stocks",
                     path.display(),
@@ -232,7 +223,7 @@ impl Catalog {
                         volume: 0,
                     })
                     .collect();
-                let state = State::from_file(
+                let state = Ledger::from_file(
                     CatalogFile {
                         stocks,
                         recent_trades: Vec::new(),
@@ -240,7 +231,7 @@ impl Catalog {
                     window,
                 )
                 .map_err(|e| refuse(e.message()))?;
-                write_atomically(path, &state.snapshot(&state.stocks, None))
+                write_atomically(path, &state.snapshot())
                     .map_err(|e| refuse(format!("cannot create: {e}")))?;
                 info!(
                     "catalog created at {} with {} stocks",
@@ -253,42 +244,53 @@ impl Catalog {
         };
         Ok(Catalog {
             path: path.to_path_buf(),
-            state: RwLock::new(state),
+            index: state.index.clone(),
+            durable: RwLock::new(state.stocks.clone()),
+            ledger: Mutex::new(state),
+            written: Mutex::new(0),
         })
     }
 
     pub fn lookup(&self, name: &str) -> Result<StockRecord> {
-        let state = self.state.read();
-        let i = state.index.get(name).ok_or_else(|| unknown(name))?;
-        Ok(state.stocks[*i].clone())
+        let i = self.index.get(name).ok_or_else(|| unknown(name))?;
+        Ok(self.durable.read()[*i].clone())
     }
 
     pub fn list(&self) -> Vec<StockRecord> {
-        self.state.read().stocks.clone()
+        self.durable.read().clone()
     }
 
     /// Applies a trade durably, or answers the first result again for a known request id.
     pub fn trade(&self, order: &OrderRequest) -> Result<TradeResult> {
-        let mut state = self.state.write();
+        let (result, version) = self.apply(order)?;
+        self.make_durable(version);
+        Ok(result)
+    }
+
+    /// Decides and applies a trade in the ledger; its result and the ledger version that holds
+    /// it (for a repeat: the first trade's).
+    fn apply(&self, order: &OrderRequest) -> Result<(TradeResult, u64)> {
+        let mut ledger = self.ledger.lock();
         if let Some(id) = &order.request_id {
-            if let Some(first) = state.recall(id) {
-                if first.stock.name != order.name {
+            if let Some(first) = ledger.recall(id) {
+                if first.result.stock.name != order.name {
                     return Err(Error::Conflict(format!(
                         "request id {id:?} was already used for a trade of {}",
-                        first.stock.name
+                        first.result.stock.name
                     )));
                 }
-                return Ok(TradeResult {
-                    stock: first.stock.clone(),
+                let repeat = TradeResult {
+                    stock: first.result.stock.clone(),
                     repeated: true,
-                });
+                };
+                return Ok((repeat, first.version));
             }
         }
-        let i = *state
+        let i = *self
             .index
             .get(&order.name)
             .ok_or_else(|| unknown(&order.name))?;
-        let before = state.stocks[i].clone();
+        let before = &ledger.stocks[i];
         let mut after = before.clone();
         after.quantity = match order.kind {
             OrderType::Buy => before.quantity.checked_sub(order.quantity).ok_or_else(|| {
@@ -306,26 +308,53 @@ impl Catalog {
             .volume
             .checked_add(order.quantity)
             .ok_or_else(|| Error::BadRequest("quantity too large".into()))?;
-
+        ledger.version += 1;
+        let version = ledger.version;
         let result = TradeResult {
             stock: after.clone(),
             repeated: false,
         };
-        let remembered = order.request_id.as_ref().map(|id| RecentTrade {
-            request_id: id.clone(),
-            result: result.clone(),
-        });
-        // Write the new state first and change memory only once it is on disk, so a failed
-        // write leaves nothing to undo.
-        let mut stocks = state.stocks.clone();
-        stocks[i] = after.clone();
-        write_atomically(&self.path, &state.snapshot(&stocks, remembered.as_ref()))
-            .map_err(|e| Error::Internal(format!("cannot persist the trade: {}", e.message())))?;
-        state.stocks[i] = after;
-        if let Some(trade) = remembered {
-            state.remember(trade);
+        ledger.stocks[i] = after;
+        if let Some(id) = &order.request_id {
+            ledger.remember(RecentTrade {
+                request_id: id.clone(),
+                result: result.clone(),
+                version,
+            });
         }
-        Ok(result)
+        Ok((result, version))
+    }
+
+    /// Returns once catalog.json holds ledger `version`. Group commit: the first trade to take
+    /// the writer's lock writes the ledger as it is then, which covers every trade applied so
+    /// far; the trades queued behind it find themselves written and return at once.
+    fn make_durable(&self, version: u64) {
+        let mut written = self.written.lock();
+        if *written >= version {
+            return;
+        }
+        let (bytes, stocks, covered) = {
+            let ledger = self.ledger.lock();
+            (
+                serde_json::to_vec(&ledger.snapshot()),
+                ledger.stocks.clone(),
+                ledger.version,
+            )
+        };
+        if let Err(e) = bytes
+            .map_err(Error::from)
+            .and_then(|b| write_bytes_atomically(&self.path, &b))
+        {
+            // The ledger is now ahead of the file and its trades cannot be taken back one by
+            // one: stop. None of them was acknowledged, and a restart resumes from the file.
+            log::error!(
+                "cannot write {}: {e}; stopping the catalog",
+                self.path.display()
+            );
+            std::process::abort();
+        }
+        *self.durable.write() = stocks;
+        *written = covered;
     }
 }
 
@@ -348,10 +377,14 @@ fn temp_path(path: &Path) -> PathBuf {
 
 /// Replaces `path` with `value` so that a crash at any instant leaves the old or the new file.
 fn write_atomically(path: &Path, value: &Snapshot) -> Result<()> {
+    write_bytes_atomically(path, &serde_json::to_vec(value)?)
+}
+
+/// Replaces `path` with `bytes` so that a crash at any instant leaves the old or the new file.
+fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let temp = temp_path(path);
-    let bytes = serde_json::to_vec(value)?;
     let mut file = File::create(&temp)?;
-    file.write_all(&bytes)?;
+    file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);
     fs::rename(&temp, path)?;
@@ -434,9 +467,7 @@ impl Service {
 /// Loads (or creates) the catalog and serves it on `config.catalog_addr()`.
 pub fn start(config: Config) -> Result<Server> {
     let addr = config.catalog_addr();
-    let listener = TcpListener::bind(&addr)
-        .map_err(|e| Error::Config(format!("catalog: cannot listen on {addr}: {e}")))?;
-    start_with_listener(config, listener)
+    start_with_listener(config, crate::http::server::listen(&addr)?)
 }
 
 /// Loads (or creates) the catalog and serves it on an already bound listener (tests bind
@@ -603,6 +634,40 @@ mod tests {
         assert_eq!(catalog.lookup("A").unwrap().quantity, 90);
     }
 
+    /// Group commit: concurrent trades all land, each answered only once written, and the
+    /// file read back holds every one of them.
+    #[test]
+    fn concurrent_trades_are_all_written() {
+        let dir = TempDir::new();
+        let catalog = Arc::new(Catalog::open(&dir.file(), &stocks()).unwrap());
+        let traders: Vec<_> = (0..8)
+            .map(|t| {
+                let catalog = catalog.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20 {
+                        let id = format!("t{t}-{i}");
+                        let result = catalog.trade(&order("A", Sell, 1, Some(&id))).unwrap();
+                        // Answered means written: the durable view already shows it.
+                        assert!(catalog.lookup("A").unwrap().quantity >= result.stock.quantity);
+                    }
+                })
+            })
+            .collect();
+        for t in traders {
+            t.join().unwrap();
+        }
+        assert_eq!(catalog.lookup("A").unwrap().quantity, 260);
+        drop(catalog);
+        let reopened = Catalog::open(&dir.file(), &stocks()).unwrap();
+        assert_eq!(reopened.lookup("A").unwrap().quantity, 260);
+        assert_eq!(reopened.lookup("A").unwrap().volume, 160);
+        let again = reopened.trade(&order("A", Sell, 1, Some("t3-7"))).unwrap();
+        assert!(
+            again.repeated,
+            "a request id from before the reopen is remembered"
+        );
+    }
+
     #[test]
     fn leftover_temp_file_is_removed_and_corrupt_file_refused() {
         let dir = TempDir::new();
@@ -644,7 +709,7 @@ mod tests {
                 .unwrap();
         }
         {
-            let state = catalog.state.read();
+            let state = catalog.ledger.lock();
             assert_eq!(state.recent.len(), WINDOW);
             assert_eq!(state.recent_index.len(), WINDOW);
         }
@@ -680,11 +745,11 @@ mod tests {
                 .unwrap()
                 .repeated
         );
-        assert_eq!(catalog.state.read().recent.len(), WINDOW);
+        assert_eq!(catalog.ledger.lock().recent.len(), WINDOW);
         // A file with more trades than the window keeps the newest.
         drop(catalog);
         let catalog = Catalog::open_with_window(&dir.file(), &stocks(), 1).unwrap();
-        assert_eq!(catalog.state.read().recent.len(), 1);
+        assert_eq!(catalog.ledger.lock().recent.len(), 1);
         assert!(
             catalog
                 .trade(&order("A", Sell, 1, Some("r0")))

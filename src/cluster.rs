@@ -37,23 +37,8 @@ pub const POLL: Duration = Duration::from_millis(50);
 /// Timeout of one HTTP call made by the harness.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The stocks of a test bazaar, each starting at quantity 100.
-pub const STOCKS: &[&str] = &[
-    "AAPL",
-    "GOOG",
-    "MSFT",
-    "SPX",
-    "OEX",
-    "DJX",
-    "NDX",
-    "CPQ",
-    "INTC",
-    "IBM",
-    "GameStart",
-    "FishCo",
-    "BoarCo",
-    "MenhirCo",
-];
+/// The stocks of a test bazaar (the shipped config's), each starting at quantity 100.
+pub use crate::client::DEFAULT_STOCKS as STOCKS;
 
 /// The quantity every stock starts with.
 pub const INITIAL_QUANTITY: i64 = 100;

@@ -20,6 +20,9 @@ use crate::error::{Error, Result};
 /// Where binaries look for the config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "conf/bazaar.yaml";
 
+/// Longest stock name: names travel in every order log line and replication batch.
+pub const MAX_STOCK_NAME_LEN: usize = 64;
+
 /// The environment variables that override the file (SPEC §1), with the reference names.
 pub const ENV_KEYS: &[&str] = &[
     "CATALOG_HOST",
@@ -288,7 +291,10 @@ impl Config {
         }
         let mut names = HashSet::new();
         for (i, s) in self.catalog.stocks.iter().enumerate() {
-            if s.name.is_empty() || s.name.contains(['/', '?', '&', ' ']) {
+            if s.name.is_empty()
+                || s.name.len() > MAX_STOCK_NAME_LEN
+                || s.name.contains(['/', '?', '&', ' '])
+            {
                 return bad(
                     &format!("catalog.stocks[{i}].name"),
                     format!("{:?} is not a usable name", s.name),

@@ -101,10 +101,12 @@ fn killing_the_leader_mid_run_loses_nothing_and_restart_converges() {
 #[test]
 fn a_killed_follower_catches_up_before_it_answers_ping() {
     let mut b = common::start(Options::default());
-    let run = load(&b, 4, 60, 12);
+    let run = load(&b, 4, 400, 12);
     wait_logged(&b, 3, 10);
     b.kill(Service::Order(1));
-    wait_logged(&b, 3, 60);
+    // Far enough behind that catching it up takes more than one replication batch.
+    let down_at = logged(&b, 3);
+    wait_logged(&b, 3, down_at + 1200);
     restart_and_check_catch_up(&mut b, 1, 3);
     let summary = run.join().unwrap();
     common::assert_invariants(&b, &summary.acknowledged);
@@ -297,6 +299,19 @@ fn crash_points_in_the_leader_neither_lose_nor_double_a_trade() {
             || b.has_exited(Service::Order(3)).then_some(()),
         );
         b.reap(Service::Order(3));
+        if point == "after-log-append" {
+            // Scenario 5: the dead leader holds order 2 in its old epoch, which the new
+            // leader logged again in its own; the restart below must replace that suffix.
+            let old = common::parse(&b.log_path(3));
+            let new = common::parse(&b.log_path(2));
+            assert_eq!(old[2].request_id, new[2].request_id, "{point}");
+            assert!(
+                old[2].epoch < new[2].epoch,
+                "{point}: {:?} vs {:?}",
+                old[2],
+                new[2]
+            );
+        }
         b.options.replica_env.clear();
         b.start_service(Service::Order(3)).unwrap();
         let log = common::assert_invariants(&b, &[]);

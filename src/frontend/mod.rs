@@ -396,9 +396,7 @@ pub struct Frontend {
 /// Starts the front-end on `config.frontend_addr()`.
 pub fn start(config: Config) -> Result<Frontend> {
     let addr = config.frontend_addr();
-    let listener = TcpListener::bind(&addr)
-        .map_err(|e| Error::Config(format!("frontend: cannot listen on {addr}: {e}")))?;
-    start_with_listener(config, listener)
+    start_with_listener(config, crate::http::server::listen(&addr)?)
 }
 
 /// Starts the front-end on an already bound listener (tests bind `127.0.0.1:0`).
@@ -658,11 +656,13 @@ mod tests {
             .into()
     }
 
-    /// The real catalog and front-end in this process, talking HTTP on 127.0.0.1 ports chosen
-    /// at run time. No order replica runs: only lookups, the cache and invalidation.
-    #[test]
-    fn catalog_and_frontend_in_process() {
-        let dir = std::env::temp_dir().join(format!("bazaar-fe-{}", std::process::id()));
+    /// A real catalog and front-end in this process on 127.0.0.1 ports chosen at run time, with
+    /// every order replica on a closed port. `tweak` adjusts the config first.
+    fn catalog_and_frontend(
+        tag: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> (Server, Frontend, Config, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("bazaar-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let catalog_listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let frontend_listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -670,17 +670,27 @@ mod tests {
         config.output_dir = dir.clone();
         config.catalog.port = catalog_listener.local_addr().unwrap().port().into();
         config.frontend.port = frontend_listener.local_addr().unwrap().port().into();
-        config.frontend.cache_size = 2;
-        config.frontend.dump = true;
-        config.catalog.threads = 2;
-        config.frontend.threads = 2;
         for r in &mut config.order.replicas {
             (r.port, r.leader_broadcast_port, r.health_check_port) =
                 (closed_port(), closed_port(), closed_port());
         }
+        tweak(&mut config);
         let catalog =
             crate::catalog::start_with_listener(config.clone(), catalog_listener).unwrap();
         let frontend = start_with_listener(config.clone(), frontend_listener).unwrap();
+        (catalog, frontend, config, dir)
+    }
+
+    /// The real catalog and front-end in this process, talking HTTP on 127.0.0.1 ports chosen
+    /// at run time. No order replica runs: only lookups, the cache and invalidation.
+    #[test]
+    fn catalog_and_frontend_in_process() {
+        let (catalog, frontend, config, dir) = catalog_and_frontend("fe", |config| {
+            config.frontend.cache_size = 2;
+            config.frontend.dump = true;
+            config.catalog.threads = 2;
+            config.frontend.threads = 2;
+        });
         let (fe, cat) = (frontend.local_addr().to_string(), config.catalog_addr());
         let client = Client::new();
         let wait = Duration::from_secs(2);
@@ -753,21 +763,7 @@ mod tests {
     #[test]
     fn no_stale_lookup_after_an_acknowledged_trade() {
         use std::sync::atomic::AtomicBool;
-        let dir = std::env::temp_dir().join(format!("bazaar-fe-race-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let catalog_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let frontend_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut config = Config::from_yaml(SHIPPED, &|_| None).unwrap();
-        config.output_dir = dir.clone();
-        config.catalog.port = catalog_listener.local_addr().unwrap().port().into();
-        config.frontend.port = frontend_listener.local_addr().unwrap().port().into();
-        for r in &mut config.order.replicas {
-            (r.port, r.leader_broadcast_port, r.health_check_port) =
-                (closed_port(), closed_port(), closed_port());
-        }
-        let catalog =
-            crate::catalog::start_with_listener(config.clone(), catalog_listener).unwrap();
-        let frontend = start_with_listener(config.clone(), frontend_listener).unwrap();
+        let (catalog, frontend, config, dir) = catalog_and_frontend("fe-race", |_| {});
         let (fe, cat) = (frontend.local_addr().to_string(), config.catalog_addr());
         let wait = Duration::from_secs(2);
         let acked = Arc::new(AtomicU64::new(100));

@@ -99,6 +99,12 @@ impl ServerOptions {
     }
 }
 
+/// Binds a listening socket; failure is a config error naming the address (a port in use or
+/// a host not on this machine), so the binary exits with code 2 and says why.
+pub fn listen(addr: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))
+}
+
 /// What every thread of one server shares.
 struct Shared {
     options: ServerOptions,
@@ -120,9 +126,7 @@ pub struct Server {
 impl Server {
     /// Binds `addr` and starts serving `handler` in background threads.
     pub fn bind(addr: &str, options: ServerOptions, handler: Arc<dyn Handler>) -> Result<Server> {
-        let listener = TcpListener::bind(addr)
-            .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
-        Server::start(listener, options, handler)
+        Server::start(listen(addr)?, options, handler)
     }
 
     /// Serves on an already bound listener (tests bind `127.0.0.1:0` first).

@@ -395,14 +395,11 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the addresses of `replica`.
     pub fn bind(replica: &ReplicaConfig) -> Result<Listeners> {
-        let bind = |addr: String| {
-            TcpListener::bind(&addr)
-                .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))
-        };
+        use crate::http::server::listen;
         Ok(Listeners {
-            http: bind(replica.http_addr())?,
-            broadcast: bind(replica.broadcast_addr())?,
-            health: bind(replica.health_addr())?,
+            http: listen(&replica.http_addr())?,
+            broadcast: listen(&replica.broadcast_addr())?,
+            health: listen(&replica.health_addr())?,
         })
     }
 }

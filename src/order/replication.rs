@@ -9,7 +9,8 @@
 //!    batch, gets its first number), wakes the replicate loops, waits until every *live*
 //!    follower has stored the batch, then answers every waiter.
 //! 3. One [`replicate_loop`] per peer keeps `next`, the first entry the follower may lack, and
-//!    sends `Propagate { epoch, leader, prev, entries[next..] }` (at most [`MAX_BATCH`]) while
+//!    sends `Propagate { epoch, leader, prev, entries[next..] }` (at most [`MAX_BATCH`], and
+//!    small enough for the follower's request-body limit: [`fit_body`]) while
 //!    the follower is behind, and an empty one as a heartbeat every [`HEARTBEAT_INTERVAL`]. An
 //!    accepted batch advances the follower's `matched`; a mismatch moves `next` back to the
 //!    follower's hint; a 409 (the follower has seen a newer epoch) makes this replica step
@@ -57,6 +58,27 @@ pub const COMMIT_TIMEOUT: Duration = Duration::from_millis(2500);
 
 /// Most entries in one `/propagate`.
 pub const MAX_BATCH: usize = 1000;
+
+/// Most bytes of entries in one `/propagate`: half the HTTP layer's body limit, leaving room
+/// for the JSON around them. A bigger body would be refused with 413, again and again.
+pub const MAX_PROPAGATE_BYTES: usize = crate::http::MAX_BODY_BYTES / 2;
+
+/// Generous size of one entry as JSON, beyond its name and request id.
+const ENTRY_OVERHEAD_BYTES: usize = 128;
+
+/// Drops entries from the end until the rest fit in [`MAX_PROPAGATE_BYTES`], keeping at least
+/// one (a single entry always fits: names and request ids are bounded).
+pub fn fit_body(entries: &mut Vec<crate::api::LogEntry>) {
+    let mut bytes = 0;
+    let fits = entries
+        .iter()
+        .take_while(|e| {
+            bytes += e.name.len() + e.request_id.len() + ENTRY_OVERHEAD_BYTES;
+            bytes <= MAX_PROPAGATE_BYTES
+        })
+        .count();
+    entries.truncate(fits.max(1));
+}
 
 /// What the leader knows about one follower in the current leadership.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -302,7 +324,8 @@ pub fn replicate_loop(node: Arc<Node>, index: usize) {
             continue;
         }
 
-        let page = node.log.since(next, MAX_BATCH);
+        let mut page = node.log.since(next, MAX_BATCH);
+        fit_body(&mut page.entries);
         let prev = match next {
             0 => None,
             n => node.log.position(n - 1),
@@ -363,6 +386,46 @@ pub fn replicate_loop(node: Arc<Node>, index: usize) {
                 node.peer_failed(index, epoch, &e);
                 std::thread::sleep(RETRY_INTERVAL);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{LogEntry, OrderType};
+
+    fn entries(n: usize, rid_len: usize) -> Vec<LogEntry> {
+        (0..n as u64)
+            .map(|number| LogEntry {
+                number,
+                name: "GameStart".into(),
+                kind: OrderType::Buy,
+                quantity: 1,
+                epoch: 1,
+                request_id: "r".repeat(rid_len),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn propagate_bodies_stay_under_the_request_limit() {
+        for (n, rid_len) in [(0, 8), (1, 128), (10, 8), (1000, 8), (1000, 128)] {
+            let mut batch = entries(n, rid_len);
+            fit_body(&mut batch);
+            assert!(n == 0 || !batch.is_empty(), "{n} entries: none left");
+            let body = Propagate {
+                epoch: u64::MAX,
+                leader: 3,
+                prev: None,
+                entries: batch,
+                leader_latest: Some(i64::MAX),
+            };
+            let bytes = serde_json::to_vec(&body).unwrap().len();
+            assert!(
+                bytes <= crate::http::MAX_BODY_BYTES,
+                "{n} x {rid_len}: {bytes} bytes"
+            );
         }
     }
 }

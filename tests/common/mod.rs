@@ -43,6 +43,11 @@ pub fn assert_invariants(cluster: &Cluster, acknowledged: &[Order]) -> Vec<LogEn
     log
 }
 
+/// The entries of an order log file.
+pub fn parse(path: &std::path::Path) -> Vec<LogEntry> {
+    bazaar::cluster::parse_log(&std::fs::read(path).unwrap_or_default()).unwrap()
+}
+
 /// Reads a file to a string, empty when missing.
 pub fn read(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
