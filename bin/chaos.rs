@@ -1,10 +1,13 @@
 //! `chaos`: kill, freeze and restart replicas under load, then check every invariant.
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use argh::FromArgs;
 use bazaar::chaos::{run, ChaosOptions};
 use bazaar::cluster::Binaries;
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 /// Run clients against a fresh local bazaar while replicas are killed, frozen and restarted;
 /// print one line per invariant and the totals; exit 1 on any violation.
@@ -31,12 +34,25 @@ fn main() {
     let args: Args = argh::from_env();
     bazaar::cli::init_logging(args.log_level.or_else(|| Some("warn".into())));
     let binaries = Binaries::beside_current_exe().unwrap_or_else(|e| bazaar::cli::exit_with(&e));
+    // Ctrl-C ends the faults early instead of killing this process, so that the cluster is
+    // torn down (a replica frozen at that moment would otherwise stay behind, stopped).
+    let interrupted = Arc::new(AtomicBool::new(false));
+    // A second Ctrl-C exits at once.
+    for signal in [SIGINT, SIGTERM] {
+        let registered =
+            signal_hook::flag::register_conditional_shutdown(signal, 130, interrupted.clone())
+                .and_then(|_| signal_hook::flag::register(signal, interrupted.clone()));
+        if let Err(e) = registered {
+            eprintln!("chaos: cannot handle signal {signal}: {e}");
+        }
+    }
     let options = ChaosOptions {
         duration: Duration::from_secs(args.duration),
         seed: args.seed,
         clients: args.clients,
         prob: args.prob,
         binaries,
+        interrupted,
     };
     println!(
         "chaos: seed {}, {} s, {} clients, p={}",

@@ -61,6 +61,9 @@ pub struct ChaosOptions {
     pub clients: usize,
     pub prob: f64,
     pub binaries: Binaries,
+    /// Set from a signal handler: stop injecting faults, check what there is, clean up (the
+    /// cluster's processes are killed when it is dropped, frozen ones included).
+    pub interrupted: Arc<AtomicBool>,
 }
 
 /// What a run found.
@@ -128,6 +131,7 @@ pub fn run(options: &ChaosOptions) -> Result<ChaosReport> {
         n_request: usize::MAX,
         clients: options.clients,
         deadline: Some(deadline),
+        stop: Some(options.interrupted.clone()),
         stocks: Some(
             STOCKS
                 .iter()
@@ -150,7 +154,7 @@ pub fn run(options: &ChaosOptions) -> Result<ChaosReport> {
     let mut rng = fastrand::Rng::with_seed(options.seed);
     let mut faults = Vec::new();
     let mut round = 0u32;
-    while Instant::now() + MAX_FREEZE < deadline {
+    while Instant::now() + MAX_FREEZE < deadline && !options.interrupted.load(Ordering::SeqCst) {
         let fault = inject_fault(&mut cluster, &mut rng, round)?;
         log::info!("chaos round {round}: {fault}");
         eprintln!("round {round}: {fault}");

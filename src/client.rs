@@ -12,12 +12,16 @@
 //! re-sending it after a transport error or a 5xx can never trade twice; the bazaar answers a
 //! repeat with the first transaction number. Lookups and reads are retried the same way. Retries
 //! are counted; what still fails after [`RETRY_DEADLINE`] is an error. A 409 (not enough stock)
-//! is a correct refusal, counted as `rejected`.
+//! is a correct refusal, counted as `rejected`. A session that still cannot reach the bazaar
+//! after a whole retry deadline stops there: the rest of its orders count as not verified
+//! (mismatches) rather than each waiting out its own deadline.
 //!
 //! Caveats: latency is measured per successful request including its retries, so a fail-over
 //! shows up as one slow request, which is what a user would see.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -69,6 +73,8 @@ pub struct ClientOptions {
     pub clients: usize,
     /// Stop early at this instant (chaos runs for a time, not a count).
     pub deadline: Option<Instant>,
+    /// Stop early once this is set (chaos interrupted).
+    pub stop: Option<Arc<AtomicBool>>,
     /// Trade only these stocks instead of every stock the front-end lists.
     pub stocks: Option<Vec<String>>,
 }
@@ -84,6 +90,7 @@ impl ClientOptions {
             n_request: 20,
             clients: 1,
             deadline: None,
+            stop: None,
             stocks: None,
         }
     }
@@ -241,7 +248,11 @@ fn client_session(
     let mut out = SessionResult::default();
     let mut placed: BTreeMap<u64, Order> = BTreeMap::new();
     for i in 0..options.n_request {
-        if options.deadline.is_some_and(|d| Instant::now() >= d) {
+        let stopped = options
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::SeqCst));
+        if stopped || options.deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
         let name = &stocks[rng.usize(..stocks.len())];
@@ -255,6 +266,9 @@ fn client_session(
             Err(e) => {
                 log::warn!("lookup of {name} failed: {e}");
                 out.summary.errors += 1;
+                if is_retryable(&e) {
+                    break; // unreachable for a whole retry deadline: stop asking
+                }
                 continue;
             }
         }
@@ -295,10 +309,19 @@ fn client_session(
             Err(e) => {
                 log::warn!("order {order:?} failed: {e}");
                 out.summary.errors += 1;
+                if is_retryable(&e) {
+                    break;
+                }
             }
         }
     }
+    let mut unreachable = false;
     for (number, mine) in &placed {
+        if unreachable {
+            // Counted as not verified, without another retry deadline each.
+            out.summary.mismatches += 1;
+            continue;
+        }
         let started = Instant::now();
         let got = retrying(&mut out.summary.retries, || {
             client.get::<Order>(addr, &format!("/orders/{number}"), REQUEST_TIMEOUT)
@@ -315,6 +338,7 @@ fn client_session(
             Err(e) => {
                 log::error!("order {number} cannot be read back: {e}");
                 out.summary.mismatches += 1;
+                unreachable = is_retryable(&e);
             }
         }
     }
