@@ -45,6 +45,12 @@ conf_value() {
   ' "$BAZAAR_CONFIG"
 }
 
+# The HTTP port of replica N (1-based, in config order), honouring ORDER_PORTN.
+replica_port() {
+  local var="ORDER_PORT$1"
+  echo "${!var:-$(awk -v n="$1" '/replicas:/ { seen = 1 } seen && $1 == "port:" && ++i == n { print $2; exit }' "$BAZAAR_CONFIG")}"
+}
+
 frontend_addr() {
   echo "${FRONTEND_HOST:-$(conf_value frontend host)}:${FRONTEND_PORT:-$(conf_value frontend port)}"
 }
@@ -124,9 +130,25 @@ wait_for_leader() {
   return 1
 }
 
+# Polls replica N's /health until it has caught up (role leader or follower), so that the
+# front-end's first selection sees every replica and picks the highest id.
+wait_for_replica() {
+  local port deadline
+  port=$(replica_port "$1")
+  deadline=$((SECONDS + UP_TIMEOUT_S))
+  while ((SECONDS < deadline)); do
+    if curl -s --max-time 1 "http://127.0.0.1:$port/health" | grep -q '"role":"\(leader\|follower\)"'; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "order-$1 is not ready after ${UP_TIMEOUT_S}s (see $LOG_DIR/order-$1.log)" >&2
+}
+
 cmd_up() {
   build
   for name in "${SERVICES[@]}"; do
+    [[ $name == frontend ]] && for n in 1 2 3; do wait_for_replica "$n"; done
     start_service "$name"
   done
   wait_for_leader
@@ -134,7 +156,7 @@ cmd_up() {
   echo "Stock Bazaar is up (config $BAZAAR_CONFIG, data in $(data_dir)/):"
   echo "  front-end  http://$(frontend_addr)   (try: curl http://$(frontend_addr)/stocks/GameStart)"
   echo "  catalog    http://${CATALOG_HOST:-$(conf_value catalog host)}:${CATALOG_PORT:-$(conf_value catalog port)}"
-  echo "  replicas   $(awk '$1 == "port:" && seen { printf "%s ", $2 } /replicas:/ { seen = 1 }' "$BAZAAR_CONFIG")"
+  echo "  replicas   http://127.0.0.1:$(replica_port 1) :$(replica_port 2) :$(replica_port 3)"
   echo "  health     $(health)"
 }
 

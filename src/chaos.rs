@@ -29,10 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::{OrderAck, OrderRequest, OrderType, Stock};
 use crate::client::{self, ClientOptions, Summary};
-use crate::cluster::{
-    poll, Binaries, Cluster, ClusterOptions, Invariant, Service, CALL_TIMEOUT, STOCKS,
-};
-use crate::election;
+use crate::cluster::{Binaries, Cluster, ClusterOptions, Invariant, Service, CALL_TIMEOUT, STOCKS};
 use crate::error::{Error, Result};
 use crate::http::Client;
 
@@ -49,9 +46,6 @@ pub const MAX_FREEZE: Duration = Duration::from_millis(4000);
 
 /// Quiet time between two faults.
 pub const BETWEEN_ROUNDS: Duration = Duration::from_millis(700);
-
-/// How long a restarted replica may take to catch up and answer `Ping`.
-pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -230,12 +224,7 @@ fn inject_fault(cluster: &mut Cluster, rng: &mut fastrand::Rng, round: u32) -> R
             frozen.as_millis()
         )
     };
-    let health = cluster.replicas[&target].2.clone();
-    poll(
-        &format!("order-{target} to catch up"),
-        CATCH_UP_TIMEOUT,
-        || election::ping(&health, election::PING_TIMEOUT).then_some(()),
-    )?;
+    cluster.wait_ready(target)?;
     Ok(what)
 }
 

@@ -176,6 +176,10 @@ impl Cluster {
         for id in 1..=3 {
             cluster.start_service(Service::Order(id))?;
         }
+        // Every replica ready before the front-end's first selection, so that it picks 3.
+        for id in 1..=3 {
+            cluster.wait_ready(id)?;
+        }
         cluster.start_service(Service::Frontend)?;
         cluster.wait_leader()?;
         cluster.keep_dir = false;
@@ -385,6 +389,14 @@ impl Cluster {
     pub fn replica_health(&self, id: u32) -> Result<ReplicaHealth> {
         self.client
             .get(&self.replicas[&id].0, "/health", Duration::from_secs(2))
+    }
+
+    /// Waits until replica `id` answers `Ping` on its health port: it has caught up.
+    pub fn wait_ready(&self, id: u32) -> Result<()> {
+        let health = &self.replicas[&id].2;
+        poll(&format!("order-{id} to answer Ping"), START_TIMEOUT, || {
+            crate::election::ping(health, crate::election::PING_TIMEOUT).then_some(())
+        })
     }
 
     /// Waits until the front-end reports a leader; returns its id.
