@@ -157,6 +157,26 @@ impl OrderRequest {
             request_id,
         })
     }
+
+    /// The checks of [`OrderRequest::parse`] that a typed value can still fail (a batch decoded
+    /// by serde: a quantity of 0, an empty name, an oversized request id).
+    pub fn validate(&self) -> Result<()> {
+        if self.name.is_empty() {
+            return Err(Error::BadRequest("name must be a non-empty string".into()));
+        }
+        if self.quantity == 0 {
+            return Err(Error::BadRequest(
+                "quantity must be a positive integer".into(),
+            ));
+        }
+        let id_len = self.request_id.as_ref().map(String::len);
+        if id_len.is_some_and(|n| n == 0 || n > MAX_REQUEST_ID_LEN) {
+            return Err(Error::BadRequest(format!(
+                "request_id must be a string of 1 to {MAX_REQUEST_ID_LEN} characters"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The answer to a successful order: `{"data":{"transaction_number":N}}`.
@@ -206,6 +226,47 @@ pub struct TradeResult {
     pub stock: StockRecord,
     /// True when this request id had already been traded and this is the first result again.
     pub repeated: bool,
+}
+
+/// `POST /trades` on the catalog: the leader's batch of orders, applied in this order, which is
+/// the order the leader then numbers them in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TradeBatch {
+    pub orders: Vec<OrderRequest>,
+}
+
+/// The catalog's answer for one order of a [`TradeBatch`]: the trade, or why it was refused.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TradeOutcome {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traded: Option<TradeResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
+impl From<Result<TradeResult>> for TradeOutcome {
+    fn from(result: Result<TradeResult>) -> Self {
+        match result {
+            Ok(traded) => TradeOutcome {
+                traded: Some(traded),
+                error: None,
+            },
+            Err(e) => TradeOutcome {
+                traded: None,
+                error: Some(ErrorBody::from(&e).error),
+            },
+        }
+    }
+}
+
+impl From<TradeOutcome> for Result<TradeResult> {
+    fn from(outcome: TradeOutcome) -> Self {
+        match (outcome.traded, outcome.error) {
+            (Some(traded), None) => Ok(traded),
+            (_, Some(e)) => Err(Error::from_status(e.code, e.message)),
+            (None, None) => Err(Error::Internal("empty trade outcome".into())),
+        }
+    }
 }
 
 /// `GET /cache` on the front-end.

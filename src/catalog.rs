@@ -51,7 +51,10 @@ use log::{info, warn};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Health, Invalidated, OrderRequest, OrderType, StockRecord, TradeResult};
+use crate::api::{
+    Health, Invalidated, OrderRequest, OrderType, StockRecord, TradeBatch, TradeOutcome,
+    TradeResult,
+};
 use crate::config::{Config, StockConfig};
 use crate::error::{Error, Result};
 use crate::http::{
@@ -262,15 +265,34 @@ impl Catalog {
 
     /// Applies a trade durably, or answers the first result again for a known request id.
     pub fn trade(&self, order: &OrderRequest) -> Result<TradeResult> {
-        let (result, version) = self.apply(order)?;
-        self.make_durable(version);
-        Ok(result)
+        let mut results = self.trade_batch(std::slice::from_ref(order));
+        results
+            .pop()
+            .unwrap_or_else(|| Err(Error::Internal("no trade result".into())))
+    }
+
+    /// Applies trades in the given order (the leader numbers them in the same order, so the
+    /// order log replays exactly as the catalog traded) and returns once all are written.
+    pub fn trade_batch(&self, orders: &[OrderRequest]) -> Vec<Result<TradeResult>> {
+        let mut written_up_to = 0;
+        let results: Vec<Result<TradeResult>> = {
+            let mut ledger = self.ledger.lock();
+            orders
+                .iter()
+                .map(|order| {
+                    let (result, version) = self.apply(&mut ledger, order)?;
+                    written_up_to = written_up_to.max(version);
+                    Ok(result)
+                })
+                .collect()
+        };
+        self.make_durable(written_up_to);
+        results
     }
 
     /// Decides and applies a trade in the ledger; its result and the ledger version that holds
     /// it (for a repeat: the first trade's).
-    fn apply(&self, order: &OrderRequest) -> Result<(TradeResult, u64)> {
-        let mut ledger = self.ledger.lock();
+    fn apply(&self, ledger: &mut Ledger, order: &OrderRequest) -> Result<(TradeResult, u64)> {
         if let Some(id) = &order.request_id {
             if let Some(first) = ledger.recall(id) {
                 if first.result.stock.name != order.name {
@@ -416,35 +438,62 @@ impl Service {
             ("GET", ["stocks", name]) => {
                 self.catalog.lookup(&decode_segment(name)).map(Response::ok)
             }
-            ("POST", ["orders"]) => self
-                .trade(&OrderRequest::parse(&req.body)?)
-                .map(Response::ok),
+            ("POST", ["orders"]) => {
+                let order = OrderRequest::parse(&req.body)?;
+                let mut outcomes = self.trade(std::slice::from_ref(&order));
+                let outcome = outcomes
+                    .pop()
+                    .unwrap_or_else(|| Err(Error::Internal("no outcome".into())));
+                outcome.map(Response::ok)
+            }
+            ("POST", ["trades"]) => {
+                let batch: TradeBatch = req.json()?;
+                for order in &batch.orders {
+                    order.validate()?;
+                }
+                let outcomes: Vec<TradeOutcome> = self
+                    .trade(&batch.orders)
+                    .into_iter()
+                    .map(TradeOutcome::from)
+                    .collect();
+                Ok(Response::ok(outcomes))
+            }
             ("GET", ["health"]) => Ok(Response::ok(Health {
                 status: "ok".into(),
             })),
-            (_, ["stocks"] | ["stocks", _] | ["orders"] | ["health"]) => {
+            (_, ["stocks"] | ["stocks", _] | ["orders"] | ["trades"] | ["health"]) => {
                 Err(Error::MethodNotAllowed)
             }
             _ => Err(Error::NotFound(format!("no such route: {}", req.path))),
         }
     }
 
-    /// Trades, then invalidates the front-end's cache entry before the caller hears back.
-    fn trade(&self, order: &OrderRequest) -> Result<TradeResult> {
-        let result = self.catalog.trade(order)?;
-        if !result.repeated {
-            info!(
-                "{} {} {} (request {}): quantity {}, volume {}",
-                order.kind.as_str(),
-                order.quantity,
-                order.name,
-                order.request_id.as_deref().unwrap_or("-"),
-                result.stock.quantity,
-                result.stock.volume
-            );
+    /// Trades, then invalidates the front-end's cache entry of every stock traded (repeats
+    /// too: the first attempt may have died before it did) before the caller hears back.
+    fn trade(&self, orders: &[OrderRequest]) -> Vec<Result<TradeResult>> {
+        let results = self.catalog.trade_batch(orders);
+        let mut traded: Vec<&str> = Vec::new();
+        for (order, result) in orders.iter().zip(&results) {
+            let Ok(result) = result else { continue };
+            if !result.repeated {
+                info!(
+                    "{} {} {} (request {}): quantity {}, volume {}",
+                    order.kind.as_str(),
+                    order.quantity,
+                    order.name,
+                    order.request_id.as_deref().unwrap_or("-"),
+                    result.stock.quantity,
+                    result.stock.volume
+                );
+            }
+            if !traded.contains(&order.name.as_str()) {
+                traded.push(&order.name);
+            }
         }
-        self.invalidate(&order.name);
-        Ok(result)
+        for name in traded {
+            self.invalidate(name);
+        }
+        results
     }
 
     fn invalidate(&self, name: &str) {

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bazaar::api::{OrderAck, OrderRequest, OrderType, ReplicaHealth, StockRecord, TradeResult};
+use bazaar::api::{
+    OrderAck, OrderRequest, OrderType, ReplicaHealth, StockRecord, TradeBatch, TradeOutcome,
+    TradeResult,
+};
 use bazaar::config::Config;
 use bazaar::election;
 use bazaar::error::Error;
@@ -35,17 +38,25 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 fn fake_catalog(listener: TcpListener, config: &Config) -> Server {
+    // Every order trades: the catalog's own rules are tested elsewhere.
     let handler: Arc<dyn Handler> = Arc::new(|req: &Request| {
-        let order = OrderRequest::parse(&req.body)?;
-        Ok(Response::ok(TradeResult {
-            stock: StockRecord {
-                name: order.name,
-                price: 1.0,
-                quantity: 100,
-                volume: order.quantity,
-            },
-            repeated: false,
-        }))
+        let batch: TradeBatch = req.json()?;
+        let outcomes: Vec<TradeOutcome> = batch
+            .orders
+            .into_iter()
+            .map(|order| {
+                TradeOutcome::from(Ok(TradeResult {
+                    stock: StockRecord {
+                        name: order.name,
+                        price: 1.0,
+                        quantity: 100,
+                        volume: order.quantity,
+                    },
+                    repeated: false,
+                }))
+            })
+            .collect();
+        Ok(Response::ok(outcomes))
     });
     Server::start(
         listener,

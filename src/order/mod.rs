@@ -46,7 +46,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ::log::{info, warn};
 use parking_lot::{Condvar, Mutex};
 
-use crate::api::{Order, OrderAck, OrderRequest, ReplicaHealth, SyncState, TradeResult};
+use crate::api::{Order, OrderAck, OrderRequest, ReplicaHealth, SyncState};
 use crate::config::{Config, ReplicaConfig};
 use crate::error::{Error, Result};
 use crate::http::{Client, Handler, Request, Response, Server, ServerOptions};
@@ -285,7 +285,7 @@ impl Node {
         }
     }
 
-    /// `POST /orders`: trade with the catalog, then commit through `commit_loop`.
+    /// `POST /orders`: hand the order to `commit_loop`, which trades and logs it.
     fn place_order(&self, req: &Request) -> Result<Response> {
         let mut order = OrderRequest::parse(&req.body)?;
         let epoch = self.leading_epoch().ok_or_else(|| self.not_leader())?;
@@ -304,21 +304,6 @@ impl Node {
                 transaction_number: number,
             }));
         }
-        let traded: Result<TradeResult> = self.client.post(
-            &self.config.catalog_addr(),
-            "/orders",
-            &order,
-            CATALOG_TIMEOUT,
-        );
-        match traded {
-            Ok(_) => {}
-            Err(Error::Unreachable(why)) => {
-                warn!("catalog unreachable for request {request_id}: {why}");
-                return Err(Error::Unavailable("catalog unavailable".into()));
-            }
-            Err(e) => return Err(e),
-        }
-        failpoint::hit(failpoint::AFTER_CATALOG_TRADE);
         let number = self.commit(order)?;
         Ok(Response::ok(OrderAck {
             transaction_number: number,

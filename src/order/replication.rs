@@ -37,8 +37,9 @@ use ::log::{debug, info, warn};
 
 use super::failpoint;
 use super::{Node, Role};
-use crate::api::{OrderRequest, Propagate, PropagateAck};
+use crate::api::{OrderRequest, Propagate, PropagateAck, TradeBatch, TradeOutcome, TradeResult};
 use crate::error::{Error, Result};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// How long the leader waits for a follower to answer a `/propagate`; past it the follower is
@@ -55,6 +56,10 @@ pub const RETRY_INTERVAL: Duration = Duration::from_millis(200);
 /// Longest the commit path waits for live followers before giving up on a batch (the
 /// front-end then retries on a leader it re-selects).
 pub const COMMIT_TIMEOUT: Duration = Duration::from_millis(2500);
+
+/// Most orders one commit takes from the queue: they go to the catalog in one request, which
+/// must stay under the HTTP layer's body limit.
+pub const MAX_COMMIT_BATCH: usize = 128;
 
 /// Most entries in one `/propagate`.
 pub const MAX_BATCH: usize = 1000;
@@ -143,9 +148,98 @@ impl Node {
         }
     }
 
-    /// Numbers, appends and replicates one batch; the number of each order.
-    fn commit_batch(&self, orders: &[OrderRequest]) -> Result<Vec<u64>> {
-        let epoch = self.leading_epoch().ok_or_else(|| self.not_leader())?;
+    /// Trades, numbers, appends and replicates one batch; the number (or the refusal) of each
+    /// order. Retries of logged orders and repeats within the batch are not traded again;
+    /// the rest go to the catalog in one request, in queue order, and are logged in the order
+    /// the catalog applied them, so a replay of the log passes through the catalog's states.
+    fn commit_batch(&self, orders: &[OrderRequest]) -> Vec<Result<u64>> {
+        let Some(epoch) = self.leading_epoch() else {
+            return vec![Err(self.not_leader()); orders.len()];
+        };
+        let mut to_trade: Vec<OrderRequest> = Vec::new();
+        for order in orders {
+            let id = request_id(order);
+            let new =
+                self.log.lookup(id).is_none() && !to_trade.iter().any(|o| request_id(o) == id);
+            if new {
+                to_trade.push(order.clone());
+            }
+        }
+        let refused: HashMap<&str, Error> = match self.trade(&to_trade) {
+            Ok(outcomes) => to_trade
+                .iter()
+                .zip(outcomes)
+                .filter_map(|(o, outcome)| outcome.err().map(|e| (request_id(o), e)))
+                .collect(),
+            Err(e) => to_trade
+                .iter()
+                .map(|o| (request_id(o), e.clone()))
+                .collect(),
+        };
+        for _ in 0..to_trade.len() - refused.len() {
+            failpoint::hit(failpoint::AFTER_CATALOG_TRADE);
+        }
+        let loggable: Vec<OrderRequest> = orders
+            .iter()
+            .filter(|o| !refused.contains_key(request_id(o)))
+            .cloned()
+            .collect();
+        let mut numbers = match self.append_and_replicate(epoch, &loggable) {
+            Ok(numbers) => numbers.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e); loggable.len()],
+        }
+        .into_iter();
+        orders
+            .iter()
+            .map(|o| match refused.get(request_id(o)) {
+                Some(e) => Err(e.clone()),
+                None => numbers
+                    .next()
+                    .unwrap_or_else(|| Err(Error::Internal("lost a number".into()))),
+            })
+            .collect()
+    }
+
+    /// Has the catalog apply `orders` in this order: each one's outcome, or why the whole
+    /// batch could not be traded (an unreachable catalog is a 503, never a hang).
+    fn trade(&self, orders: &[OrderRequest]) -> Result<Vec<Result<()>>> {
+        if orders.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = TradeBatch {
+            orders: orders.to_vec(),
+        };
+        let answer: Result<Vec<TradeOutcome>> = self.client.post(
+            &self.config.catalog_addr(),
+            "/trades",
+            &batch,
+            super::CATALOG_TIMEOUT,
+        );
+        let outcomes = answer.map_err(|e| match e {
+            Error::Unreachable(why) => {
+                warn!("catalog unreachable for {} order(s): {why}", orders.len());
+                Error::Unavailable("catalog unavailable".into())
+            }
+            other => other,
+        })?;
+        if outcomes.len() != orders.len() {
+            return Err(Error::Internal(format!(
+                "the catalog answered {} outcomes for {} orders",
+                outcomes.len(),
+                orders.len()
+            )));
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| Result::<TradeResult>::from(o).map(|_| ()))
+            .collect())
+    }
+
+    /// Appends the traded orders with one fsync and waits until every live follower has them.
+    fn append_and_replicate(&self, epoch: u64, orders: &[OrderRequest]) -> Result<Vec<u64>> {
+        if orders.is_empty() {
+            return Ok(Vec::new());
+        }
         let before = self.log.latest();
         let numbers = self.log.append_orders(epoch, orders)?;
         let fresh = numbers.iter().filter(|&&n| n as i64 > before).count();
@@ -273,21 +367,32 @@ pub fn commit_loop(node: Arc<Node>) {
                 }
                 return;
             }
-            std::mem::take(&mut *queue)
+            let n = queue.len().min(MAX_COMMIT_BATCH);
+            queue.drain(..n).collect::<Vec<_>>()
         };
         let orders: Vec<OrderRequest> = batch.iter().map(|p| p.order.clone()).collect();
-        let result = node.commit_batch(&orders);
-        if let Err(e) = &result {
-            warn!("batch of {} order(s) not committed: {e}", batch.len());
-        }
-        for (i, pending) in batch.into_iter().enumerate() {
-            // A waiter that gave up has dropped its receiver: nothing to do.
-            let _ = pending.reply.send(
-                result
-                    .as_ref()
-                    .map(|numbers| numbers[i])
-                    .map_err(Clone::clone),
+        let results = node.commit_batch(&orders);
+        // Refusals (400, 404, 409) are answers; anything else means the batch could not commit.
+        let failed: Vec<&Error> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .filter(|e| {
+                !matches!(
+                    e,
+                    Error::BadRequest(_) | Error::NotFound(_) | Error::Conflict(_)
+                )
+            })
+            .collect();
+        if let Some(e) = failed.first() {
+            warn!(
+                "{} of {} order(s) not committed: {e}",
+                failed.len(),
+                batch.len()
             );
+        }
+        for (pending, result) in batch.into_iter().zip(results) {
+            // A waiter that gave up has dropped its receiver: nothing to do.
+            let _ = pending.reply.send(result);
         }
     }
 }
@@ -388,6 +493,11 @@ pub fn replicate_loop(node: Arc<Node>, index: usize) {
             }
         }
     }
+}
+
+/// The request id of an order in the commit path (`place_order` always sets one).
+fn request_id(order: &OrderRequest) -> &str {
+    order.request_id.as_deref().unwrap_or_default()
 }
 
 #[cfg(test)]
