@@ -1,8 +1,10 @@
 //! The catalog: every stock's price, remaining quantity and traded volume (SPEC §2).
 //!
 //! Protocol: `GET /stocks/<name>` → `StockRecord` (404 unknown), `GET /stocks` → every
-//! `StockRecord` in catalog order, `POST /orders` with an `OrderRequest` (sent by the leading
-//! order replica) → `TradeResult`, `GET /health` → `{"status":"ok"}`.
+//! `StockRecord` in catalog order, `POST /trades` with a `TradeBatch` (the leading order
+//! replica's batch, applied in its order) → one `TradeOutcome` per order, `POST /orders` with
+//! one `OrderRequest` → `TradeResult` (a batch of one, for hand use), `GET /health` →
+//! `{"status":"ok"}`.
 //!
 //! State lives in `catalog.json`, `{"stocks":[StockRecord..],"recent_trades":[{"request_id":..,
 //! "result":TradeResult}..]}`, created from `catalog.stocks` of the config only when it is

@@ -14,11 +14,12 @@
 //! takes a new epoch above every epoch it knows). A leader steps down when any replica shows it
 //! a higher epoch; a replica that was frozen (`kill -STOP`) goes back to recovering.
 //!
-//! The leader's order path ([`replication`]): a handler thread trades with the catalog (which
-//! dedupes by request id), hands the order to the single `commit_loop`, which numbers a whole
-//! batch, appends it with one fsync ([`log`]), waits until every *live* follower has stored
-//! it (one `replicate_loop` thread per peer pushes the log), and then answers every waiter.
-//! A retried order (same request id) is answered with its first number.
+//! The leader's order path ([`replication`]): a handler thread validates the order and hands it
+//! to the single `commit_loop`, which takes a whole batch, has the catalog trade it in one
+//! request (`POST /trades`: applied in order, deduplicated by request id), numbers the traded
+//! orders in that same order, appends them with one fsync ([`log`]), waits until every *live*
+//! follower has stored them (one `replicate_loop` thread per peer pushes the log), and then
+//! answers every waiter. A retried order (same request id) is answered with its first number.
 //!
 //! Threads, each with one job: the HTTP server's, two line listeners (plus one short-lived
 //! thread per line connection), `commit_loop`, one `replicate_loop` per peer, `recover_loop`

@@ -2,12 +2,16 @@
 //!
 //! Leader:
 //!
-//! 1. A handler thread (in `Node::place_order`) has had the order traded by the catalog; it
-//!    queues it for `commit_loop` and waits for the answer.
-//! 2. [`commit_loop`] takes everything queued at once (group commit), numbers the batch and
-//!    appends it with one fsync (an order whose request id is already logged, or earlier in the
-//!    batch, gets its first number), wakes the replicate loops, waits until every *live*
-//!    follower has stored the batch, then answers every waiter.
+//! 1. A handler thread (in `Node::place_order`) validates the order, queues it for
+//!    `commit_loop` and waits for the answer.
+//! 2. [`commit_loop`] takes everything queued (group commit, at most [`MAX_COMMIT_BATCH`]) and
+//!    sends the orders that are not retries of logged ones to the catalog in one `POST
+//!    /trades`, which applies them in that order and answers each (traded, or 404/409). The
+//!    traded ones are numbered in the same order and appended with one fsync (an order whose
+//!    request id is already logged, or earlier in the batch, gets its first number), the
+//!    replicate loops are woken, and once every *live* follower has stored the batch every
+//!    waiter is answered. Since the log lists each batch in the order the catalog applied it,
+//!    replaying the log walks through the catalog's own states.
 //! 3. One [`replicate_loop`] per peer keeps `next`, the first entry the follower may lack, and
 //!    sends `Propagate { epoch, leader, prev, entries[next..] }` (at most [`MAX_BATCH`], and
 //!    small enough for the follower's request-body limit: [`fit_body`]) while
