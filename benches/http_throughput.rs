@@ -158,56 +158,37 @@ fn keep_alive_rate(kind: Kind, connections: usize, requests: usize) -> f64 {
             conn
         })
         .collect();
-    let barrier = Arc::new(Barrier::new(connections + 1));
     let each = requests / connections;
-    let clients: Vec<_> = conns
-        .into_iter()
-        .enumerate()
-        .map(|(i, conn)| {
-            let barrier = barrier.clone();
-            thread::Builder::new()
-                .name(format!("client-{i}"))
-                .spawn(move || keep_alive_client(conn, &barrier, each))
-                .expect("spawn client")
-        })
-        .collect();
-    barrier.wait();
-    let began = Instant::now();
-    for client in clients {
-        client.join().expect("client");
-    }
-    let took = began.elapsed();
+    let mut conns = conns.into_iter();
+    let rate = timed_clients(connections, each, move || {
+        let mut conn = conns.next().expect("one connection per client");
+        let request = get_request("/stocks/GameStart");
+        move || {
+            conn.send(request.as_bytes()).expect("send");
+            assert_eq!(conn.read_response().expect("answer").status, 200);
+        }
+    });
     (server.stop)();
-    (each * connections) as f64 / took.as_secs_f64()
+    rate
 }
 
-fn keep_alive_client(mut conn: RawConn, barrier: &Barrier, requests: usize) {
-    let request = get_request("/stocks/GameStart");
-    barrier.wait();
-    for _ in 0..requests {
-        conn.send(request.as_bytes()).expect("send");
-        let resp = conn.read_response().expect("answer");
-        assert_eq!(resp.status, 200);
-    }
-}
-
-/// Requests/s of `connections` clients opening a new connection for each request.
-fn close_rate(kind: Kind, connections: usize, requests: usize) -> f64 {
-    let (addr, server) = start(kind, BODY_60);
+/// Runs `connections` client threads, each calling its request closure `each` times once all
+/// are ready; returns requests per second.
+fn timed_clients<F, R>(connections: usize, each: usize, mut make: F) -> f64
+where
+    F: FnMut() -> R,
+    R: FnMut() + Send + 'static,
+{
     let barrier = Arc::new(Barrier::new(connections + 1));
-    let each = requests / connections;
-    let request = "GET /stocks/GameStart HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
     let clients: Vec<_> = (0..connections)
         .map(|i| {
-            let barrier = barrier.clone();
+            let (barrier, mut request) = (barrier.clone(), make());
             thread::Builder::new()
                 .name(format!("client-{i}"))
                 .spawn(move || {
                     barrier.wait();
                     for _ in 0..each {
-                        let mut conn = RawConn::connect(addr, READ_TIMEOUT).expect("connect");
-                        conn.send(request.as_bytes()).expect("send");
-                        assert_eq!(conn.read_response().expect("answer").status, 200);
+                        request();
                     }
                 })
                 .expect("spawn client")
@@ -218,9 +199,23 @@ fn close_rate(kind: Kind, connections: usize, requests: usize) -> f64 {
     for client in clients {
         client.join().expect("client");
     }
-    let took = began.elapsed();
+    (each * connections) as f64 / began.elapsed().as_secs_f64()
+}
+
+/// Requests/s of `connections` clients opening a new connection for each request.
+fn close_rate(kind: Kind, connections: usize, requests: usize) -> f64 {
+    let (addr, server) = start(kind, BODY_60);
+    let each = requests / connections;
+    let request = "GET /stocks/GameStart HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
+    let rate = timed_clients(connections, each, || {
+        move || {
+            let mut conn = RawConn::connect(addr, READ_TIMEOUT).expect("connect");
+            conn.send(request.as_bytes()).expect("send");
+            assert_eq!(conn.read_response().expect("answer").status, 200);
+        }
+    });
     (server.stop)();
-    (each * connections) as f64 / took.as_secs_f64()
+    rate
 }
 
 /// Round-trip times of `count` GETs in sequence on one raw keep-alive connection.
