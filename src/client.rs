@@ -135,6 +135,11 @@ pub struct Summary {
     pub lookup_ms: Latency,
     pub order_ms: Latency,
     pub query_ms: Latency,
+    /// Wall time of the lookups-and-orders phase (the longest session's), without the
+    /// read-back.
+    pub trading_s: f64,
+    /// Acknowledged orders per second of `trading_s`.
+    pub orders_per_s: f64,
     /// Every acknowledged order, for tests and the chaos checker.
     #[serde(skip)]
     pub acknowledged: Vec<Order>,
@@ -164,7 +169,8 @@ impl Summary {
         };
         format!(
             "clients {}: {} lookups, {} orders ({} rejected), {} order queries; \
-             {} errors, {} retries, {} mismatches\n{}{}{}",
+             {} errors, {} retries, {} mismatches\n\
+             trading took {:.2} s: {:.0} acknowledged orders/s\n{}{}{}",
             self.clients,
             self.lookups,
             self.orders,
@@ -173,6 +179,8 @@ impl Summary {
             self.errors,
             self.retries,
             self.mismatches,
+            self.trading_s,
+            self.orders_per_s,
             line("lookup", &self.lookup_ms),
             line("order", &self.order_ms),
             line("query", &self.query_ms),
@@ -221,6 +229,7 @@ pub fn run(options: &ClientOptions) -> Summary {
         t.errors += s.errors;
         t.mismatches += s.mismatches;
         t.retries += s.retries;
+        t.trading_s = t.trading_s.max(s.trading_s);
         t.acknowledged.append(&mut r.summary.acknowledged);
         total.lookup.append(&mut r.lookup);
         total.order.append(&mut r.order);
@@ -228,6 +237,9 @@ pub fn run(options: &ClientOptions) -> Summary {
     }
     let mut summary = total.summary;
     summary.clients = options.clients.max(1);
+    if summary.trading_s > 0.0 {
+        summary.orders_per_s = summary.acknowledged.len() as f64 / summary.trading_s;
+    }
     summary.lookup_ms = Latency::of(&mut total.lookup);
     summary.order_ms = Latency::of(&mut total.order);
     summary.query_ms = Latency::of(&mut total.query);
@@ -247,6 +259,7 @@ fn client_session(
     let mut rng = fastrand::Rng::with_seed(options.seed.wrapping_add(index as u64));
     let mut out = SessionResult::default();
     let mut placed: BTreeMap<u64, Order> = BTreeMap::new();
+    let trading = Instant::now();
     for i in 0..options.n_request {
         let stopped = options
             .stop
@@ -315,6 +328,7 @@ fn client_session(
             }
         }
     }
+    out.summary.trading_s = trading.elapsed().as_secs_f64();
     let mut unreachable = false;
     for (number, mine) in &placed {
         if unreachable {
