@@ -77,23 +77,20 @@ struct RecentTrade {
     /// The ledger version this trade created; loaded trades are on disk already (0).
     #[serde(skip)]
     version: u64,
+    /// This entry as JSON, made once when it is remembered: every write of catalog.json
+    /// copies the whole window, and re-encoding thousands of entries per write is what the
+    /// catalog spent its time on.
+    #[serde(skip)]
+    json: String,
 }
 
-/// The file format of catalog.json, as read ([`Snapshot`] writes the same shape).
+/// The file format of catalog.json, as read ([`Ledger::file_bytes`] writes the same shape).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CatalogFile {
     stocks: Vec<StockRecord>,
     #[serde(default)]
     recent_trades: Vec<RecentTrade>,
-}
-
-/// catalog.json as written: the same format as [`CatalogFile`], borrowed from the ledger so
-/// that a write does not copy the window.
-#[derive(Serialize)]
-struct Snapshot<'a> {
-    stocks: &'a [StockRecord],
-    recent_trades: &'a VecDeque<RecentTrade>,
 }
 
 /// Every trade applied so far, in order: what the next write of catalog.json will hold.
@@ -139,12 +136,23 @@ impl Ledger {
         Ok(state)
     }
 
-    /// The file contents, borrowed from the ledger.
-    fn snapshot(&self) -> Snapshot<'_> {
-        Snapshot {
-            stocks: &self.stocks,
-            recent_trades: &self.recent,
+    /// catalog.json's contents: the stocks, encoded now, and the window's entries, encoded
+    /// when they were remembered.
+    fn file_bytes(&self) -> Result<Vec<u8>> {
+        let window: usize = self.recent.iter().map(|t| t.json.len() + 1).sum();
+        let mut out = Vec::with_capacity(window + 128 * self.stocks.len() + 64);
+        out.extend_from_slice(br#"{"stocks":"#);
+        serde_json::to_writer(&mut out, &self.stocks)?;
+        out.extend_from_slice(br#","recent_trades":["#);
+        let encoded = self.recent.iter().filter(|t| !t.json.is_empty());
+        for (i, trade) in encoded.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(trade.json.as_bytes());
         }
+        out.extend_from_slice(b"]}");
+        Ok(out)
     }
 
     fn recall(&self, request_id: &str) -> Option<&RecentTrade> {
@@ -154,7 +162,15 @@ impl Ledger {
     }
 
     /// Adds a trade to the window, dropping the oldest beyond its size.
-    fn remember(&mut self, trade: RecentTrade) {
+    fn remember(&mut self, mut trade: RecentTrade) {
+        if trade.json.is_empty() {
+            // Cannot fail for strings and numbers; if it ever did, the entry is left out of
+            // the file (its retry would trade again) rather than making the file invalid.
+            trade.json = serde_json::to_string(&trade).unwrap_or_else(|e| {
+                log::error!("cannot encode trade {}: {e}", trade.request_id);
+                String::new()
+            });
+        }
         let seq = self.recent_base + self.recent.len() as u64;
         self.recent_index.insert(trade.request_id.clone(), seq);
         self.recent.push_back(trade);
@@ -236,7 +252,9 @@ impl Catalog {
                     window,
                 )
                 .map_err(|e| refuse(e.message()))?;
-                write_atomically(path, &state.snapshot())
+                state
+                    .file_bytes()
+                    .and_then(|bytes| write_bytes_atomically(path, &bytes))
                     .map_err(|e| refuse(format!("cannot create: {e}")))?;
                 info!(
                     "catalog created at {} with {} stocks",
@@ -341,6 +359,7 @@ impl Catalog {
         ledger.stocks[i] = after;
         if let Some(id) = &order.request_id {
             ledger.remember(RecentTrade {
+                json: String::new(),
                 request_id: id.clone(),
                 result: result.clone(),
                 version,
@@ -359,16 +378,9 @@ impl Catalog {
         }
         let (bytes, stocks, covered) = {
             let ledger = self.ledger.lock();
-            (
-                serde_json::to_vec(&ledger.snapshot()),
-                ledger.stocks.clone(),
-                ledger.version,
-            )
+            (ledger.file_bytes(), ledger.stocks.clone(), ledger.version)
         };
-        if let Err(e) = bytes
-            .map_err(Error::from)
-            .and_then(|b| write_bytes_atomically(&self.path, &b))
-        {
+        if let Err(e) = bytes.and_then(|b| write_bytes_atomically(&self.path, &b)) {
             // The ledger is now ahead of the file and its trades cannot be taken back one by
             // one: stop. None of them was acknowledged, and a restart resumes from the file.
             log::error!(
@@ -400,10 +412,6 @@ fn temp_path(path: &Path) -> PathBuf {
 }
 
 /// Replaces `path` with `value` so that a crash at any instant leaves the old or the new file.
-fn write_atomically(path: &Path, value: &Snapshot) -> Result<()> {
-    write_bytes_atomically(path, &serde_json::to_vec(value)?)
-}
-
 /// Replaces `path` with `bytes` so that a crash at any instant leaves the old or the new file.
 fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let temp = temp_path(path);
