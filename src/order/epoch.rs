@@ -99,5 +99,6 @@ mod tests {
         assert_eq!(Epoch::open(&path).unwrap().get(), 7);
         std::fs::write(&path, "{\"ep").unwrap();
         assert!(Epoch::open(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -528,14 +528,46 @@ mod tests {
     use super::*;
     use crate::api::OrderType;
 
-    fn temp_dir(name: &str) -> PathBuf {
+    /// A fresh directory, removed when the test is done with it.
+    struct TempDir(PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A file in its own [`TempDir`], removed with it (the directory is held only for that).
+    struct TempFile(PathBuf, #[allow(dead_code)] TempDir);
+
+    impl std::ops::Deref for TempFile {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl AsRef<Path> for TempFile {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    fn temp_dir(name: &str) -> TempDir {
         let dir = std::env::temp_dir().join(format!(
             "bazaar-log-{name}-{}-{}",
             std::process::id(),
             fastrand::u64(..)
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        dir
+        TempDir(dir)
     }
 
     fn entry(number: u64, epoch: u64) -> LogEntry {
@@ -567,8 +599,9 @@ mod tests {
     }
 
     /// A log whose entries have these epochs, in a fresh directory.
-    fn log_with(name: &str, epochs: &[u64]) -> (OrderLog, PathBuf) {
-        let path = temp_dir(name).join("orders-1.csv");
+    fn log_with(name: &str, epochs: &[u64]) -> (OrderLog, TempFile) {
+        let dir = temp_dir(name);
+        let path = TempFile(dir.join("orders-1.csv"), dir);
         let log = OrderLog::open(&path).unwrap();
         let all: Vec<LogEntry> = epochs
             .iter()
@@ -594,7 +627,8 @@ mod tests {
 
     #[test]
     fn new_log_has_only_the_header() {
-        let path = temp_dir("new").join("sub").join("orders-1.csv");
+        let path_dir = temp_dir("new");
+        let path = path_dir.join("sub").join("orders-1.csv");
         let log = OrderLog::open(&path).unwrap();
         assert_eq!(log.latest(), -1);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), HEADER);
@@ -610,7 +644,8 @@ mod tests {
 
     #[test]
     fn append_reload_and_read() {
-        let path = temp_dir("append").join("orders-2.csv");
+        let path_dir = temp_dir("append");
+        let path = path_dir.join("orders-2.csv");
         let log = OrderLog::open(&path).unwrap();
         let numbers = log
             .append_orders(1, &[order("a"), order("b"), order("a")])
@@ -653,7 +688,8 @@ mod tests {
 
     #[test]
     fn quoted_fields_survive() {
-        let path = temp_dir("quoted").join("orders-1.csv");
+        let path_dir = temp_dir("quoted");
+        let path = path_dir.join("orders-1.csv");
         let log = OrderLog::open(&path).unwrap();
         let mut odd = entry(0, 1);
         odd.request_id = "a,b \"c\"\nd".into();
@@ -727,7 +763,8 @@ mod tests {
 
     #[test]
     fn torn_header_is_rewritten() {
-        let path = temp_dir("header").join("orders-1.csv");
+        let path_dir = temp_dir("header");
+        let path = path_dir.join("orders-1.csv");
         std::fs::write(&path, &HEADER.as_bytes()[..7]).unwrap();
         assert_eq!(OrderLog::open(&path).unwrap().latest(), -1);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), HEADER);
@@ -741,7 +778,8 @@ mod tests {
             "number,name,type,quantity,epoch,request_id\n1,A,buy,1,1,r\n1,A,buy,1,1,s\n", // gap
         ];
         for text in cases {
-            let path = temp_dir("damage").join("orders-1.csv");
+            let path_dir = temp_dir("damage");
+            let path = path_dir.join("orders-1.csv");
             std::fs::write(&path, text).unwrap();
             assert!(OrderLog::open(&path).is_err(), "{text:?}");
             assert_eq!(
@@ -997,7 +1035,8 @@ mod tests {
     #[test]
     fn identical_entries_give_identical_files() {
         let (a, pa) = log_with("same-a", &[1, 1, 2]);
-        let b_path = temp_dir("same-b").join("orders-3.csv");
+        let b_path_dir = temp_dir("same-b");
+        let b_path = b_path_dir.join("orders-3.csv");
         let b = OrderLog::open(&b_path).unwrap();
         b.apply(None, &entries(0..2, 1)).unwrap();
         b.apply(None, &entries(0..1, 4)).unwrap(); // diverge, then converge
@@ -1007,7 +1046,8 @@ mod tests {
 
     #[test]
     fn atomic_write_replaces() {
-        let path = temp_dir("atomic").join("orders-1.state.json");
+        let path_dir = temp_dir("atomic");
+        let path = path_dir.join("orders-1.state.json");
         write_atomically(&path, b"{\"epoch\":1}").unwrap();
         write_atomically(&path, b"{\"epoch\":2}").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"epoch\":2}");
