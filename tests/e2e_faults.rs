@@ -48,8 +48,15 @@ fn sync_state(b: &Cluster, id: u32) -> Option<SyncState> {
         .ok()
 }
 
-/// The clients saw no error and no mismatch, and some orders went through.
-fn assert_clients_ok(summary: &Summary) {
+/// Waits for the clients, then checks the run.
+fn finish(b: &Cluster, run: JoinHandle<Summary>) {
+    check_run(b, &run.join().unwrap());
+}
+
+/// SPEC §5 on the files, every acknowledged order in them, and the clients saw no error and
+/// no mismatch.
+fn check_run(b: &Cluster, summary: &Summary) {
+    common::assert_invariants(b, &summary.acknowledged);
     assert_eq!(
         summary.errors,
         0,
@@ -93,8 +100,7 @@ fn killing_the_leader_mid_run_loses_nothing_and_restart_converges() {
     let summary = run.join().unwrap();
     assert_ne!(b.wait_leader().unwrap(), 3);
     restart_and_check_catch_up(&mut b, 3, 2);
-    common::assert_invariants(&b, &summary.acknowledged);
-    assert_clients_ok(&summary);
+    check_run(&b, &summary);
     assert!(b.frontend_health().unwrap().failovers >= 1);
 }
 
@@ -108,9 +114,7 @@ fn a_killed_follower_catches_up_before_it_answers_ping() {
     let down_at = logged(&b, 3);
     wait_logged(&b, 3, down_at + 1200);
     restart_and_check_catch_up(&mut b, 1, 3);
-    let summary = run.join().unwrap();
-    common::assert_invariants(&b, &summary.acknowledged);
-    assert_clients_ok(&summary);
+    finish(&b, run);
 }
 
 #[test]
@@ -129,9 +133,7 @@ fn double_failover_then_both_return() {
     eprintln!("replica 1 took over after {:?}", t.elapsed());
     restart_and_check_catch_up(&mut b, 3, 1);
     restart_and_check_catch_up(&mut b, 2, 1);
-    let summary = run.join().unwrap();
-    common::assert_invariants(&b, &summary.acknowledged);
-    assert_clients_ok(&summary);
+    finish(&b, run);
 }
 
 #[test]
@@ -165,9 +167,7 @@ fn a_frozen_leader_is_replaced_and_never_leads_again_when_woken() {
         &serde_json::to_string(&req).unwrap(),
     );
     assert_error("order sent to the woken old leader", &got, 421);
-    let summary = run.join().unwrap();
-    common::assert_invariants(&b, &summary.acknowledged);
-    assert_clients_ok(&summary);
+    finish(&b, run);
     b.kill(Service::Order(3));
 }
 
@@ -189,8 +189,7 @@ fn everything_restarts_and_nothing_acknowledged_is_lost() {
         b.start_service(Service::Order(id)).unwrap();
     }
     b.wait_leader().unwrap();
-    common::assert_invariants(&b, &summary.acknowledged);
-    assert_clients_ok(&summary);
+    check_run(&b, &summary);
     for order in &summary.acknowledged {
         let got: Order = b
             .client
@@ -212,9 +211,7 @@ fn a_restarted_frontend_reselects_and_loses_nothing() {
     b.kill(Service::Frontend);
     b.start_service(Service::Frontend).unwrap();
     b.wait_leader().unwrap();
-    let summary = run.join().unwrap();
-    common::assert_invariants(&b, &summary.acknowledged);
-    assert_clients_ok(&summary);
+    finish(&b, run);
 }
 
 #[test]
@@ -339,7 +336,6 @@ fn torn_log_lines_and_catalog_temp_files_are_repaired_on_start() {
     std::fs::write(&tmp, b"{\"stocks\":[{\"na").unwrap();
     b.start_service(Service::Catalog).unwrap();
     b.start_service(Service::Order(1)).unwrap();
-    common::assert_invariants(&b, &summary.acknowledged);
-    assert_clients_ok(&summary);
+    check_run(&b, &summary);
     assert!(!tmp.exists(), "the torn temp file was left behind");
 }
