@@ -307,11 +307,18 @@ pub struct FrontendHealth {
 pub struct ReplicaHealth {
     pub status: String,
     pub id: u32,
-    /// `"leader"`, `"follower"` or `"recovering"` (not yet caught up, does not answer Ping).
+    /// `"leader"`, `"candidate"` or `"follower"`.
     pub role: String,
+    /// The highest epoch this replica has granted or led.
     pub epoch: u64,
+    /// The leader as this replica last heard of it.
+    pub leader: Option<u32>,
     /// Highest order number held, -1 when the log is empty.
     pub latest: i64,
+    /// Highest order number known committed (on a majority), -1 when none.
+    pub commit: i64,
+    /// Highest order number the catalog has applied, as the leader last heard (-1: unknown).
+    pub applied: i64,
 }
 
 /// `GET /synchronize` on an order replica: how far its log goes.
@@ -319,11 +326,18 @@ pub struct ReplicaHealth {
 pub struct SyncState {
     /// Highest order number held, -1 when the log is empty.
     pub latest: i64,
-    /// The highest epoch this replica has seen (persisted).
+    /// The highest epoch this replica has granted or led (persisted).
     pub epoch: u64,
-    /// The epoch of the last log entry (0 when empty): with `latest`, what decides which log
-    /// is more up to date.
-    pub last_epoch: u64,
+    /// The epoch of the leader whose log this log is known to be a prefix of (persisted; 0
+    /// when new). `(log_epoch, latest)` decides which log is more up to date.
+    pub log_epoch: u64,
+}
+
+impl SyncState {
+    /// The order in which logs are more up to date.
+    pub fn rank(&self) -> (u64, i64) {
+        (self.log_epoch, self.latest)
+    }
 }
 
 /// A page of log entries: `GET /orders?since=N` on an order replica.
@@ -342,19 +356,21 @@ pub struct LogPosition {
     pub epoch: u64,
 }
 
-/// `POST /propagate`: leader to follower.
+/// `POST /propagate`: leader to follower (replication and heartbeat).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Propagate {
-    /// The leader's epoch; a follower that has seen a higher one refuses with 409.
+    /// The leader's epoch; a follower that has granted a higher one refuses with 409.
     pub epoch: u64,
     pub leader: u32,
     /// The entry before `entries[0]`, `None` when `entries` start at order 0.
     pub prev: Option<LogPosition>,
     pub entries: Vec<LogEntry>,
-    /// The leader's highest order number when it sent this: the follower's entries past it
-    /// that carry an older epoch were never in the leader's log and are removed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub leader_latest: Option<i64>,
+    /// The leader's highest number when its leadership began: a follower that holds the
+    /// leader's log at least this far holds every order committed before this epoch, and only
+    /// then counts as holding this epoch's log (`log_epoch`).
+    pub base: i64,
+    /// The leader's commit point (shown by followers' `/health`).
+    pub commit: i64,
 }
 
 /// The follower's answer to [`Propagate`].
@@ -364,6 +380,60 @@ pub struct PropagateAck {
     pub accepted: bool,
     /// The follower's highest order number after applying (or the hint where to resume).
     pub latest: i64,
+}
+
+/// `POST /vote`: a candidate asks a peer to grant it `epoch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteRequest {
+    pub epoch: u64,
+    pub candidate: u32,
+}
+
+/// The answer to [`VoteRequest`]: granted or not, and how far the voter's log goes, so that the
+/// candidate can take the most up-to-date log of the majority that granted it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteReply {
+    pub granted: bool,
+    /// The voter's log and its current (promised) epoch.
+    pub state: SyncState,
+}
+
+/// `POST /leader` on the catalog: a new leader of `epoch` announces itself and reads where the
+/// catalog stands. The catalog raises its fence to `epoch` (refusing applies from lower ones)
+/// and persists that before it answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderHello {
+    pub epoch: u64,
+    pub leader: u32,
+}
+
+/// The catalog's state: `GET /state`, and the answer to [`LeaderHello`] and [`ApplyBatch`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CatalogState {
+    /// The highest leader epoch the catalog has seen; it refuses applies from lower epochs.
+    pub epoch: u64,
+    /// The last order number applied, -1 before the first.
+    pub applied: i64,
+    /// The epoch of the leader that applied `applied` (0 before the first).
+    pub applied_epoch: u64,
+    /// Every stock after applying orders `0..=applied`, in catalog order.
+    pub stocks: Vec<StockRecord>,
+}
+
+/// `POST /apply` on the catalog: committed orders, applied strictly in number order, each once.
+/// Entries the catalog has already applied are skipped; if `entries[0]` is past the next number
+/// it expects, nothing is applied and the answer's `applied` says where to resume.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyBatch {
+    pub epoch: u64,
+    pub leader: u32,
+    pub entries: Vec<LogEntry>,
+}
+
+/// `POST /invalidation` on a front-end (from the catalog): drop these stocks from the cache.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvalidateBatch {
+    pub names: Vec<String>,
 }
 
 #[cfg(test)]

@@ -212,7 +212,7 @@ impl Cluster {
             replicas.insert(id, (addr(http), addr(bcast), addr(health)));
         }
         let config = format!(
-            "output_dir: {data}\nhealth_check_interval: {hci}\n\
+            "output_dir: {data}\nhealth_check_interval: {hci}\nsecret: cluster-test-secret\n\
              catalog:\n  host: 127.0.0.1\n  port: {cat}\n  threads: 8\n  stocks:\n{stocks}\
              frontend:\n  host: 127.0.0.1\n  port: {fe}\n  threads: 8\n  cache: {cache}\n  cache_size: {size}\n  dump: false\n\
              order:\n  threads: 8\n  replicas:\n{replica_yaml}",

@@ -47,6 +47,7 @@ pub const ENV_KEYS: &[&str] = &[
     "CACHE_SIZE",
     "CACHE_LOG_PATH",
     "DUMP",
+    "BAZAAR_SECRET",
 ];
 
 /// The whole deployment.
@@ -57,6 +58,9 @@ pub struct Config {
     pub output_dir: PathBuf,
     /// Seconds between the front-end's active health checks of the leader.
     pub health_check_interval: f64,
+    /// The deployment's shared secret: required on every endpoint that only services call
+    /// (replication, the catalog's apply path, invalidation, the election lines).
+    pub secret: String,
     #[serde(default)]
     pub http: HttpConfig,
     pub catalog: CatalogConfig,
@@ -133,6 +137,18 @@ pub struct FrontendConfig {
     /// Where the cache trace goes; default `<output_dir>/frontend-cache.jsonl`.
     #[serde(default)]
     pub cache_log_path: Option<PathBuf>,
+    /// More front-ends of the deployment (`frontend --index 1` serves the first of these):
+    /// the catalog invalidates every one, and any of them may select the leader.
+    #[serde(default)]
+    pub others: Vec<Endpoint>,
+}
+
+/// A host and port of one more front-end.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -215,6 +231,7 @@ impl Config {
                 "CACHE_SIZE" => self.frontend.cache_size = parse(key, &value)?,
                 "CACHE_LOG_PATH" => self.frontend.cache_log_path = Some(PathBuf::from(value)),
                 "DUMP" => self.frontend.dump = flag(key, &value)?,
+                "BAZAAR_SECRET" => self.secret = value,
                 _ => {
                     // ORDER_<FIELD><id>: the trailing digit is the replica id.
                     let (field, id) = key.split_at(key.len() - 1);
@@ -248,6 +265,9 @@ impl Config {
         let bad = |key: &str, why: String| Err(Error::Config(format!("{key}: {why}")));
         let mut ports = vec![("catalog.port".to_string(), self.catalog.port)];
         ports.push(("frontend.port".into(), self.frontend.port));
+        for (i, f) in self.frontend.others.iter().enumerate() {
+            ports.push((format!("frontend.others[{i}].port"), f.port));
+        }
         for (i, r) in self.order.replicas.iter().enumerate() {
             ports.push((format!("order.replicas[{i}].port"), r.port));
             ports.push((
@@ -263,6 +283,9 @@ impl Config {
             if !(1..=65535).contains(port) {
                 return bad(key, format!("port {port} is out of range 1-65535"));
             }
+        }
+        if self.secret.trim().is_empty() {
+            return bad("secret", "must not be empty".into());
         }
         if self.frontend.cache_size == 0 {
             return bad("frontend.cache_size", "must be at least 1".into());
@@ -350,6 +373,37 @@ impl Config {
 
     pub fn frontend_addr(&self) -> String {
         format!("{}:{}", self.frontend.host, self.frontend.port)
+    }
+
+    /// Every front-end of the deployment: the default one first, then `frontend.others`.
+    pub fn frontend_addrs(&self) -> Vec<String> {
+        std::iter::once(self.frontend_addr())
+            .chain(
+                self.frontend
+                    .others
+                    .iter()
+                    .map(|f| format!("{}:{}", f.host, f.port)),
+            )
+            .collect()
+    }
+
+    /// Makes front-end `index` of [`Config::frontend_addrs`] the one this process serves.
+    pub fn serve_frontend(&mut self, index: usize) -> Result<()> {
+        if index == 0 {
+            return Ok(());
+        }
+        let other = self.frontend.others.get(index - 1).cloned().ok_or_else(|| {
+            Error::Config(format!(
+                "--index {index}: frontend.others has {} entries",
+                self.frontend.others.len()
+            ))
+        })?;
+        let default = Endpoint {
+            host: std::mem::replace(&mut self.frontend.host, other.host),
+            port: std::mem::replace(&mut self.frontend.port, other.port),
+        };
+        self.frontend.others[index - 1] = default;
+        Ok(())
     }
 
     pub fn catalog_path(&self) -> PathBuf {

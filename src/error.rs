@@ -20,6 +20,8 @@ pub enum Error {
     NotFound(String),
     /// The path exists but not with this method (405).
     MethodNotAllowed,
+    /// An endpoint that only services call was called without the deployment's secret (401).
+    Unauthorized(String),
     /// A body without a length (chunked uploads are refused) (411).
     LengthRequired,
     /// The request did not arrive in full within the server's request timeout (408).
@@ -50,6 +52,7 @@ impl Error {
             Error::BadRequest(_) => 400,
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed => 405,
+            Error::Unauthorized(_) => 401,
             Error::LengthRequired => 411,
             Error::RequestTimeout => 408,
             Error::Conflict(_) => 409,
@@ -64,6 +67,7 @@ impl Error {
     pub fn from_status(status: u16, message: String) -> Error {
         match status {
             400 => Error::BadRequest(message),
+            401 => Error::Unauthorized(message),
             404 => Error::NotFound(message),
             405 => Error::MethodNotAllowed,
             409 => Error::Conflict(message),
@@ -81,6 +85,7 @@ impl Error {
         match self {
             Error::BadRequest(m)
             | Error::NotFound(m)
+            | Error::Unauthorized(m)
             | Error::Conflict(m)
             | Error::NotLeader(m)
             | Error::Unavailable(m)

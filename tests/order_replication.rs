@@ -90,7 +90,7 @@ impl Cluster {
             })
             .collect();
         let mut yaml = format!(
-            "output_dir: {}\nhealth_check_interval: 0.2\ncatalog:\n  host: 127.0.0.1\n  port: {}\n  threads: 2\n  stocks:\n    - {{name: GameStart, price: 1.0}}\nfrontend:\n  host: 127.0.0.1\n  port: 1\n  threads: 1\n  cache: false\n  cache_size: 1\n  dump: false\norder:\n  threads: 4\n  replicas:\n",
+            "output_dir: {}\nhealth_check_interval: 0.2\nsecret: s\ncatalog:\n  host: 127.0.0.1\n  port: {}\n  threads: 2\n  stocks:\n    - {{name: GameStart, price: 1.0}}\nfrontend:\n  host: 127.0.0.1\n  port: 1\n  threads: 1\n  cache: false\n  cache_size: 1\n  dump: false\norder:\n  threads: 4\n  replicas:\n",
             dir.display(),
             port(&catalog)
         );

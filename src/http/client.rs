@@ -30,6 +30,8 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Client {
     agent: ureq::Agent,
+    /// `Bearer <secret>`, sent on every call when the caller is a service of the deployment.
+    authorization: Option<String>,
 }
 
 impl Default for Client {
@@ -39,6 +41,7 @@ impl Default for Client {
 }
 
 impl Client {
+    /// A client of the public API (no secret).
     pub fn new() -> Client {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -52,15 +55,27 @@ impl Client {
             .build();
         Client {
             agent: config.into(),
+            authorization: None,
+        }
+    }
+
+    /// A client that proves it belongs to the deployment: every call carries `secret` (the
+    /// services' own calls to each other's internal endpoints).
+    pub fn with_secret(secret: &str) -> Client {
+        Client {
+            authorization: Some(format!("Bearer {secret}")),
+            ..Client::new()
         }
     }
 
     /// `GET http://{addr}{path}`, expecting `{"data": T}`.
     pub fn get<T: DeserializeOwned>(&self, addr: &str, path: &str, timeout: Duration) -> Result<T> {
         let url = format!("http://{addr}{path}");
-        let resp = self
-            .agent
-            .get(&url)
+        let mut req = self.agent.get(&url);
+        if let Some(auth) = &self.authorization {
+            req = req.header("Authorization", auth);
+        }
+        let resp = req
             .config()
             .timeout_recv_response(Some(timeout))
             .timeout_recv_body(Some(timeout))
@@ -78,9 +93,11 @@ impl Client {
         timeout: Duration,
     ) -> Result<T> {
         let url = format!("http://{addr}{path}");
-        let resp = self
-            .agent
-            .post(&url)
+        let mut req = self.agent.post(&url);
+        if let Some(auth) = &self.authorization {
+            req = req.header("Authorization", auth);
+        }
+        let resp = req
             .config()
             .timeout_recv_response(Some(timeout))
             .timeout_recv_body(Some(timeout))

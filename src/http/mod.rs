@@ -80,6 +80,33 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Checks that the request carries the deployment's secret (`Authorization: Bearer ..`),
+    /// for the endpoints that only services call. The comparison takes the same time wherever
+    /// the first wrong byte is, so the secret cannot be guessed byte by byte from timings.
+    pub fn require_secret(&self, secret: &str) -> Result<()> {
+        let given = self
+            .header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let (a, b) = (given.as_bytes(), secret.as_bytes());
+        let mut diff = a.len() ^ b.len();
+        for i in 0..a.len().max(b.len()) {
+            diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+        }
+        if diff == 0 {
+            return Ok(());
+        }
+        log::warn!(
+            "refused {} {}: missing or wrong deployment secret",
+            self.method,
+            self.path
+        );
+        Err(Error::Unauthorized(
+            "this endpoint is for the bazaar's services: the deployment secret is missing or wrong"
+                .into(),
+        ))
+    }
+
     /// Decodes the JSON body; a bad body is a 400 that says why.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(&self.body)

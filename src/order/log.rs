@@ -174,7 +174,7 @@ impl OrderLog {
         SyncState {
             latest: mem.latest(),
             epoch,
-            last_epoch: mem.entries.last().map_or(0, |e| e.epoch),
+            log_epoch: mem.entries.last().map_or(0, |e| e.epoch),
         }
     }
 
@@ -637,7 +637,7 @@ mod tests {
             SyncState {
                 latest: -1,
                 epoch: 3,
-                last_epoch: 0
+                log_epoch: 0
             }
         );
     }
@@ -676,7 +676,7 @@ mod tests {
             SyncState {
                 latest: 2,
                 epoch: 5,
-                last_epoch: 2
+                log_epoch: 2
             }
         );
         assert_eq!(

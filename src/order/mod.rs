@@ -282,7 +282,10 @@ impl Node {
             id: self.id,
             role: self.role().as_str().into(),
             epoch: self.epoch.get(),
+            leader: None,
             latest: self.log.latest(),
+            commit: -1,
+            applied: -1,
         }
     }
 

@@ -61,7 +61,7 @@ pub fn next_epoch(own: u64, hint: u64, peers: u64) -> u64 {
 
 /// True if a log ending at `a` is more up to date than one ending at `b`.
 pub fn more_up_to_date(a: &SyncState, b: &SyncState) -> bool {
-    (a.last_epoch, a.latest) > (b.last_epoch, b.latest)
+    (a.log_epoch, a.latest) > (b.log_epoch, b.latest)
 }
 
 /// The most up-to-date of the answers, if any is more up to date than `ours`.
@@ -72,7 +72,7 @@ pub fn best_source<'a>(
     answers
         .iter()
         .filter(|(_, s)| more_up_to_date(s, ours))
-        .max_by_key(|(_, s)| (s.last_epoch, s.latest))
+        .max_by_key(|(_, s)| (s.log_epoch, s.latest))
 }
 
 /// Keeps a recovering replica trying to hear from its peers and catch up.
@@ -141,7 +141,7 @@ pub fn catch_up(node: &Node, deadline: Option<Instant>) -> Result<Option<u64>> {
         let peer = &node.peers[*index];
         info!(
             "replica {} (latest {}, last epoch {}) pulls from replica {} (latest {}, last epoch {})",
-            node.id, ours.latest, ours.last_epoch, peer.id, theirs.latest, theirs.last_epoch
+            node.id, ours.latest, ours.log_epoch, peer.id, theirs.latest, theirs.log_epoch
         );
         pull_from(node, &peer.http_addr(), deadline)?;
         info!("replica {} pulled up to {}", node.id, node.log.latest());
@@ -255,7 +255,7 @@ mod tests {
         SyncState {
             latest,
             epoch: last_epoch,
-            last_epoch,
+            log_epoch: last_epoch,
         }
     }
 

@@ -306,7 +306,7 @@ impl Node {
 
     /// Follower side of `POST /propagate`.
     pub(super) fn propagate(&self, p: Propagate) -> Result<PropagateAck> {
-        let leader_latest = p.leader_latest;
+        let leader_latest = Some(p.base);
         let _gate = self.apply_gate.lock();
         let own = self.epoch.get();
         let last_epoch = self.log.last_position().map_or(0, |pos| pos.epoch);
@@ -448,7 +448,8 @@ pub fn replicate_loop(node: Arc<Node>, index: usize) {
             leader: node.id,
             prev,
             entries: page.entries,
-            leader_latest: Some(page.latest),
+            base: page.latest,
+            commit: -1,
         };
         let serial = failpoint::serial();
         let result =
@@ -533,7 +534,8 @@ mod tests {
                 leader: 3,
                 prev: None,
                 entries: batch,
-                leader_latest: Some(i64::MAX),
+                base: i64::MAX,
+                commit: i64::MAX,
             };
             let bytes = serde_json::to_vec(&body).unwrap().len();
             assert!(
