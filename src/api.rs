@@ -110,6 +110,10 @@ pub struct OrderRequest {
     pub request_id: Option<String>,
 }
 
+/// Part of every 503 whose order may still commit: the client (and the front-end, which
+/// retries such orders itself) should send it again with the same request id.
+pub const RESEND: &str = "re-send with the same request_id";
+
 /// Longest accepted request id: ids are stored in every log line and in the catalog.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 

@@ -392,12 +392,17 @@ impl Config {
         if index == 0 {
             return Ok(());
         }
-        let other = self.frontend.others.get(index - 1).cloned().ok_or_else(|| {
-            Error::Config(format!(
-                "--index {index}: frontend.others has {} entries",
-                self.frontend.others.len()
-            ))
-        })?;
+        let other = self
+            .frontend
+            .others
+            .get(index - 1)
+            .cloned()
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "--index {index}: frontend.others has {} entries",
+                    self.frontend.others.len()
+                ))
+            })?;
         let default = Endpoint {
             host: std::mem::replace(&mut self.frontend.host, other.host),
             port: std::mem::replace(&mut self.frontend.port, other.port),

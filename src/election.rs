@@ -101,17 +101,48 @@ impl Command {
     }
 }
 
-/// A replica's answer line, as the front-end understands it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+impl std::fmt::Display for Command {
+    /// The line as sent, without its line end: the one formatter of requests.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Ping => write!(f, "Ping"),
+            Command::YouWin(None) => write!(f, "You win"),
+            Command::YouWin(Some(hint)) => write!(f, "You win {hint}"),
+            Command::Leader { id, epoch: None } => write!(f, "{id}"),
+            Command::Leader {
+                id,
+                epoch: Some(epoch),
+            } => write!(f, "{id} {epoch}"),
+        }
+    }
+}
+
+/// A replica's answer line.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
     /// `OK`.
     Ok,
     /// `OK <epoch>`: the answer to `You win`.
     OkEpoch(u64),
-    /// `WAIT`: alive but still recovering; must not be chosen.
+    /// `WAIT`: this replica cannot lead now (no majority granted it, or a leader is alive).
     Wait,
-    /// Anything else, `ERR ...` included.
+    /// `ERR <why>`.
+    Error(String),
+    /// Anything else.
     Other,
+}
+
+impl std::fmt::Display for Reply {
+    /// The line as sent, without its line end: the one formatter of answers.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Ok => write!(f, "OK"),
+            Reply::OkEpoch(epoch) => write!(f, "OK {epoch}"),
+            Reply::Wait => write!(f, "WAIT"),
+            Reply::Error(why) => write!(f, "ERR {why}"),
+            Reply::Other => write!(f, "ERR unknown answer"),
+        }
+    }
 }
 
 impl Reply {
@@ -120,6 +151,7 @@ impl Reply {
         match line {
             "OK" => Reply::Ok,
             "WAIT" => Reply::Wait,
+            _ if line.starts_with("ERR ") => Reply::Error(line["ERR ".len()..].to_string()),
             _ => match line.strip_prefix("OK ").map(|e| e.trim().parse()) {
                 Some(Ok(epoch)) => Reply::OkEpoch(epoch),
                 _ => Reply::Other,
@@ -162,7 +194,8 @@ pub fn exchange(addr: &str, line: &str, timeout: Duration) -> Option<String> {
 /// `Ping` on `addr` (a replica's broadcast or health port): true if it answered `OK` in time.
 /// A recovering replica answers `WAIT`, which is false.
 pub fn ping(addr: &str, timeout: Duration) -> bool {
-    exchange(addr, "Ping", timeout).is_some_and(|answer| Reply::parse(&answer) == Reply::Ok)
+    exchange(addr, &Command::Ping.to_string(), timeout)
+        .is_some_and(|answer| Reply::parse(&answer) == Reply::Ok)
 }
 
 /// Front-end side of SPEC §4: ping replicas from the highest id down, tell the first that
@@ -192,13 +225,13 @@ pub fn select_with(
     candidates.sort_by_key(|r| std::cmp::Reverse(r.id));
     for candidate in &candidates {
         let addr = candidate.broadcast_addr();
-        let pinged = ask(&addr, "Ping", PING_TIMEOUT).map(|a| Reply::parse(&a));
+        let pinged = ask(&addr, &Command::Ping.to_string(), PING_TIMEOUT).map(|a| Reply::parse(&a));
         if pinged != Some(Reply::Ok) {
             debug!("replica {} is not a candidate: {pinged:?}", candidate.id);
             continue;
         }
-        let won =
-            ask(&addr, &format!("You win {epoch_hint}"), YOU_WIN_TIMEOUT).map(|a| Reply::parse(&a));
+        let you_win = Command::YouWin(Some(epoch_hint)).to_string();
+        let won = ask(&addr, &you_win, YOU_WIN_TIMEOUT).map(|a| Reply::parse(&a));
         let epoch = match won {
             Some(Reply::OkEpoch(epoch)) => epoch,
             // A replica that speaks the reference design's protocol answers a bare OK.
@@ -211,7 +244,11 @@ pub fn select_with(
                 continue;
             }
         };
-        let announcement = format!("{} {epoch}", candidate.id);
+        let announcement = Command::Leader {
+            id: candidate.id,
+            epoch: Some(epoch),
+        }
+        .to_string();
         for other in candidates.iter().filter(|r| r.id != candidate.id) {
             if ask(&other.broadcast_addr(), &announcement, ANNOUNCE_TIMEOUT).is_none() {
                 debug!(
@@ -270,7 +307,10 @@ mod tests {
             ("OK 4", Reply::OkEpoch(4)),
             ("OK x", Reply::Other),
             ("WAIT", Reply::Wait),
-            ("ERR unknown command", Reply::Other),
+            (
+                "ERR unknown command",
+                Reply::Error("unknown command".into()),
+            ),
             ("", Reply::Other),
         ];
         for (line, want) in cases {

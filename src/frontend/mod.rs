@@ -50,6 +50,7 @@ use serde_json::Value;
 
 use crate::api::{
     CacheView, FrontendHealth, Invalidated, Order, OrderAck, OrderRequest, Stock, StockRecord,
+    RESEND,
 };
 use crate::config::Config;
 use crate::election;
@@ -239,6 +240,12 @@ impl Service {
                             warn!("forward to order replica {} failed: {err}", replica.id);
                             err
                         }
+                        // The leader could not commit it in time (no majority, or it stepped
+                        // down): the order may still commit, and the same request id finds it.
+                        Err(Error::Unavailable(m)) if m.contains(RESEND) => {
+                            warn!("order replica {}: {m}", replica.id);
+                            Error::Unavailable(m)
+                        }
                         answer => return answer,
                     }
                 }
@@ -246,7 +253,8 @@ impl Service {
             attempts += 1;
             if attempts >= MAX_FORWARD_ATTEMPTS || Instant::now() >= deadline {
                 return Err(Error::Unavailable(format!(
-                    "no order replica reachable (after {attempts} attempts; last: {failure})"
+                    "no order replica reachable (after {attempts} attempts; last: {failure}); \
+                     {RESEND}"
                 )));
             }
             if view.leader.is_some() {

@@ -1,23 +1,20 @@
-//! Crash points for the fault-injection tests.
+//! Fail points for the fault-injection tests.
 //!
 //! `BAZAAR_FAILPOINT=<name>` (or `<name>:<k>`) in a replica's environment makes it
-//! `std::process::abort()` the first (k-th) time an order reaches that point of the leader's
-//! order path. The points are [`AFTER_CATALOG_TRADE`], [`AFTER_LOG_APPEND`],
-//! [`AFTER_REPLICATE_ONE`] and [`BEFORE_REPLY`]. Without the variable every check is one
-//! relaxed load of an already parsed value.
+//! `std::process::abort()` the first (k-th) time it reaches that point of its order path:
+//! [`AFTER_LOG_APPEND`] (a sync that wrote entries), [`AFTER_REPLICATE_ONE`] (a follower
+//! stored entries), [`AFTER_CATALOG_TRADE`] (the catalog applied a batch) and
+//! [`BEFORE_REPLY`] (an order is about to be answered). [`FAIL_SYNC`] is not a crash: that
+//! sync fails (see `store`). Without the variable every check is one load of a parsed value.
 //!
-//! Caveats: counting is per order reaching the point; for [`AFTER_REPLICATE_ONE`] it is per
-//! order first stored by a follower. While that point is armed, sends to followers are
-//! serialized ([`serial`]) so that "exactly one follower stored it" holds when the process
-//! aborts; that slows replication, which only tests ever see.
+//! Caveats: counting is per reach of the point, not per order (a batch reaches it once).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use log::error;
-use parking_lot::{Mutex, MutexGuard};
 
-/// The catalog traded, nothing is logged.
+/// The catalog applied a batch; the orders in it are not answered yet.
 pub const AFTER_CATALOG_TRADE: &str = "after-catalog-trade";
 /// The leader's own fsync is done, nothing is replicated.
 pub const AFTER_LOG_APPEND: &str = "after-log-append";
@@ -25,6 +22,8 @@ pub const AFTER_LOG_APPEND: &str = "after-log-append";
 pub const AFTER_REPLICATE_ONE: &str = "after-replicate-one";
 /// Replicated everywhere, not answered.
 pub const BEFORE_REPLY: &str = "before-reply";
+/// Not a crash: the k-th log sync with entries to write fails (see `store`).
+pub const FAIL_SYNC: &str = "fail-sync";
 
 struct Armed {
     name: String,
@@ -71,12 +70,11 @@ pub fn hit(name: &str) {
     }
 }
 
-/// While [`AFTER_REPLICATE_ONE`] is armed, a guard that serializes sends to followers.
-pub fn serial() -> Option<MutexGuard<'static, ()>> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    armed()
-        .filter(|a| a.name == AFTER_REPLICATE_ONE)
-        .map(|_| SERIAL.lock())
+/// True exactly the k-th time the armed point `name` is reached (a fault to inject, not a
+/// crash).
+pub fn fails(name: &str) -> bool {
+    let Some(armed) = armed() else { return false };
+    armed.name == name && armed.hits.fetch_add(1, Ordering::SeqCst) + 1 == armed.at
 }
 
 #[cfg(test)]

@@ -18,10 +18,14 @@ use std::time::Duration;
 
 use ::log::{debug, warn};
 
-use super::recovery::take_leadership;
-use super::{Node, Role};
-use crate::election::{Command, MAX_LINE_BYTES};
+use crate::election::{Command, Reply, MAX_LINE_BYTES};
 use crate::error::Result;
+
+/// What the replica answers to one parsed line (the core decides; see `order::Shared::line`).
+pub(crate) type Answerer = dyn Fn(Command) -> Reply + Send + Sync;
+
+/// True once the replica is stopping.
+pub(crate) type Stopped = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// How long a line connection may take to send its line.
 pub const LINE_READ_TIMEOUT: Duration = Duration::from_millis(500);
@@ -42,10 +46,16 @@ pub enum Port {
 }
 
 /// Starts the accepting thread for `port`.
-pub fn spawn(node: Arc<Node>, listener: TcpListener, port: Port) -> Result<JoinHandle<()>> {
+pub(crate) fn spawn(
+    id: u32,
+    answer: Arc<Answerer>,
+    listener: TcpListener,
+    port: Port,
+    stopped: Stopped,
+) -> Result<JoinHandle<()>> {
     let name = format!(
         "order-{}-{}",
-        node.id,
+        id,
         if port == Port::Broadcast {
             "broadcast"
         } else {
@@ -54,7 +64,7 @@ pub fn spawn(node: Arc<Node>, listener: TcpListener, port: Port) -> Result<JoinH
     );
     Ok(std::thread::Builder::new()
         .name(name)
-        .spawn(move || listen_loop(node, listener, port))?)
+        .spawn(move || listen_loop(id, answer, listener, port, stopped))?)
 }
 
 /// Unblocks the accepting threads after `Node::stop` (they notice the flag on the next accept).
@@ -65,70 +75,61 @@ pub fn wake(addrs: &[SocketAddr]) {
 }
 
 /// Accepts connections and hands each to its own short-lived thread.
-fn listen_loop(node: Arc<Node>, listener: TcpListener, port: Port) {
+fn listen_loop(
+    id: u32,
+    answer: Arc<Answerer>,
+    listener: TcpListener,
+    port: Port,
+    stopped: Stopped,
+) {
     let active = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
-        if node.stopped() {
+        if stopped() {
             return;
         }
         let stream = match stream {
             Ok(stream) => stream,
             Err(e) => {
-                warn!("replica {}: accept on the {port:?} port: {e}", node.id);
+                warn!("replica {}: accept on the {port:?} port: {e}", id);
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
         };
         if active.fetch_add(1, Ordering::SeqCst) >= MAX_LINE_CONNECTIONS {
             active.fetch_sub(1, Ordering::SeqCst);
-            debug!(
-                "replica {}: too many line connections, closing one",
-                node.id
-            );
+            debug!("replica {}: too many line connections, closing one", id);
             continue;
         }
-        let (node2, active2) = (node.clone(), active.clone());
+        let (answer2, active2) = (answer.clone(), active.clone());
         let spawned = std::thread::Builder::new()
-            .name(format!("order-{}-line", node.id))
+            .name(format!("order-{}-line", id))
             .spawn(move || {
-                serve_connection(&node2, stream, port);
+                serve_connection(id, &*answer2, stream, port);
                 active2.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
             active.fetch_sub(1, Ordering::SeqCst);
-            warn!("replica {}: cannot start a line thread: {e}", node.id);
+            warn!("replica {}: cannot start a line thread: {e}", id);
         }
     }
 }
 
 /// Reads one line, answers one line.
-fn serve_connection(node: &Node, stream: TcpStream, port: Port) {
+fn serve_connection(id: u32, answer: &Answerer, stream: TcpStream, port: Port) {
     let result = (|| -> std::io::Result<()> {
         stream.set_read_timeout(Some(LINE_READ_TIMEOUT))?;
         stream.set_write_timeout(Some(LINE_WRITE_TIMEOUT))?;
         stream.set_nodelay(true)?;
         let mut line = String::new();
         BufReader::new((&stream).take(MAX_LINE_BYTES)).read_line(&mut line)?;
-        let answer = answer(node, port, &line);
-        (&stream).write_all(format!("{answer}\n").as_bytes())
+        let reply = match (port, Command::parse(&line)) {
+            (_, Some(Command::Ping)) => Reply::Ok,
+            (Port::Broadcast, Some(command)) => answer(command),
+            _ => Reply::Error("unknown command".into()),
+        };
+        (&stream).write_all(format!("{reply}\n").as_bytes())
     })();
     if let Err(e) = result {
-        debug!("replica {}: line connection: {e}", node.id);
-    }
-}
-
-/// The answer to one line.
-fn answer(node: &Node, port: Port, line: &str) -> String {
-    let ready = node.role() != Role::Recovering;
-    match (port, Command::parse(line)) {
-        (_, Some(Command::Ping)) => if ready { "OK" } else { "WAIT" }.into(),
-        (Port::Broadcast, Some(Command::YouWin(hint))) => take_leadership(node, hint),
-        (Port::Broadcast, Some(Command::Leader { id, epoch })) => {
-            match node.heard_leader(id, epoch) {
-                Ok(()) => "OK".into(),
-                Err(e) => format!("ERR {e}"),
-            }
-        }
-        _ => "ERR unknown command".into(),
+        debug!("replica {}: line connection: {e}", id);
     }
 }

@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use log::{info, warn};
@@ -211,6 +211,50 @@ impl OrderLog {
             entries: mem.entries[start..end].to_vec(),
             latest: mem.latest(),
         }
+    }
+
+    /// Appends already numbered entries that continue the log: one write, one fsync, then
+    /// visible to readers. On an error nothing is published; [`OrderLog::reload`] then makes
+    /// memory agree with whatever the file holds.
+    pub(crate) fn append(&self, entries: Vec<LogEntry>) -> Result<()> {
+        let mut file = self.file.lock();
+        if let Some(first) = entries.first() {
+            let expected = (self.latest() + 1) as u64;
+            if first.number != expected {
+                return Err(Error::Internal(format!(
+                    "append of {} where {expected} comes next",
+                    first.number
+                )));
+            }
+        }
+        self.write_entries(&mut file, entries)
+    }
+
+    /// Removes entries `from..` from the file (synced) and then from memory.
+    pub(crate) fn truncate(&self, from: u64) -> Result<()> {
+        let mut file = self.file.lock();
+        self.truncate_locked(&mut file, usize::try_from(from).unwrap_or(usize::MAX))
+    }
+
+    /// Re-reads the file into memory, after a failed write or fsync left them unsure.
+    pub(crate) fn reload(&self) -> Result<()> {
+        let mut file = self.file.lock();
+        let mut bytes = Vec::new();
+        file.seek(std::io::SeekFrom::Start(0))?;
+        file.read_to_end(&mut bytes)?;
+        if !bytes.starts_with(HEADER.as_bytes()) {
+            return Err(Error::Internal(format!(
+                "{}: the header is gone",
+                self.path.display()
+            )));
+        }
+        let (mem, torn_at) = parse(&bytes, &self.path)?;
+        if let Some(at) = torn_at {
+            file.set_len(at)?;
+            file.sync_all()?;
+        }
+        *self.mem.write() = mem;
+        Ok(())
     }
 
     /// The leader's append: gives each order the next number in `epoch`, except an order whose

@@ -3,315 +3,197 @@
 //! A replica serves (SPEC §4):
 //!
 //! - HTTP: `POST /orders` (leader only; else 421), `GET /orders/<n>`, `GET /orders?since=N
-//!   [&limit=M]` (pages of the log for a catching-up peer), `GET /synchronize`, `POST
-//!   /propagate` (leader → follower), `GET /health`.
-//! - TCP lines ([`lines`], protocol in [`crate::election`]): `Ping`, `You win`, `<id> <epoch>`
-//!   on the leader-broadcast port; `Ping` on the health port.
+//!   [&limit=M]` (pages of the log), `GET /synchronize`, `GET /health`, and, with the
+//!   deployment secret, `POST /propagate` (leader → follower) and `POST /vote` (candidate →
+//!   peer).
+//! - TCP lines ([`lines`], protocol in [`crate::election`]): `Ping`, `You win <hint>`,
+//!   `<id> <epoch>` on the leader-broadcast port; `Ping` on the health port.
 //!
-//! Roles: a replica starts **recovering** (answers `WAIT` to `Ping`, so it is never chosen),
-//! becomes a **follower** once it has heard from a peer and caught up ([`recovery`]), and a
-//! **leader** when the front-end tells it `You win` (it catches up from its peers first and
-//! takes a new epoch above every epoch it knows). A leader steps down when any replica shows it
-//! a higher epoch; a replica that was frozen (`kill -STOP`) goes back to recovering.
+//! Every rule lives in [`core`]: a single-owner state machine that takes events and returns
+//! effects. This module is the driver around it, and its threads only move bytes:
 //!
-//! The leader's order path ([`replication`]): a handler thread validates the order and hands it
-//! to the single `commit_loop`, which takes a whole batch, has the catalog trade it in one
-//! request (`POST /trades`: applied in order, deduplicated by request id), numbers the traded
-//! orders in that same order, appends them with one fsync ([`log`]), waits until every *live*
-//! follower has stored them (one `replicate_loop` thread per peer pushes the log), and then
-//! answers every waiter. A retried order (same request id) is answered with its first number.
+//! - the **core thread** drains every event that arrived (HTTP handlers, line connections,
+//!   peer and catalog answers, a tick every [`TICK`]), steps the core with each, flushes it
+//!   (one fsync for all appends of the batch: group commit) and dispatches the effects;
+//! - one **peer thread** per other replica sends what the core wants sent to it (propagate,
+//!   vote, log page) and feeds the answer back as an event;
+//! - the **catalog thread** does the same for `POST /leader` and `POST /apply`;
+//! - HTTP handlers and line connections turn requests into events and wait for the answer
+//!   with a deadline; reads (`GET /orders/..`, `/health`) never go through the core.
 //!
-//! Threads, each with one job: the HTTP server's, two line listeners (plus one short-lived
-//! thread per line connection), `commit_loop`, one `replicate_loop` per peer, `recover_loop`
-//! and `pause_watchdog`.
-//!
-//! Caveats: see `docs/replication.md` for what the protocol cannot save (acknowledged orders
-//! held only by a replica that never comes back, network partitions between replicas, a
-//! catalog trade whose order is never retried). An order the catalog traded but the leader
-//! could not log (it crashed, or stepped down) is completed by the front-end's retry with the
-//! same request id; if nobody retries, the catalog holds a trade that no log records.
+//! Caveats: see `docs/replication.md` (what the protocol cannot save: a majority of disks
+//! lost for good). An order still uncommitted when its caller's deadline passes is answered
+//! 503 "re-send with the same request_id": it may still commit, and the retry finds it.
 
-pub mod epoch;
-pub mod failpoint;
-pub mod lines;
+pub(crate) mod core;
+mod epoch;
+mod failpoint;
+mod lines;
 pub mod log;
-pub mod recovery;
-pub mod replication;
+mod store;
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ::log::{info, warn};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::RwLock;
 
-use crate::api::{Order, OrderAck, OrderRequest, ReplicaHealth, SyncState};
+use self::core::{
+    Answer, CatalogMessage, Core, Effect, Event, PeerMessage, PeerReply, Status, Token,
+};
+use self::log::OrderLog;
+use self::store::FileStore;
+use crate::api::{
+    CatalogState, LogPage, Order, OrderAck, OrderRequest, PropagateAck, ReplicaHealth, SyncState,
+    VoteReply,
+};
 use crate::config::{Config, ReplicaConfig};
 use crate::error::{Error, Result};
 use crate::http::{Client, Handler, Request, Response, Server, ServerOptions};
 
-use self::epoch::Epoch;
-use self::log::OrderLog;
-use self::replication::{PeerProgress, Pending};
+/// How often the core checks heartbeats, leases and retries.
+pub const TICK: Duration = Duration::from_millis(20);
 
-/// How long the leader waits for the catalog to trade; an unreachable catalog must turn into a
-/// clear 503, never a hang.
+/// How long `POST /orders` waits for its order to be committed and applied before answering
+/// 503 "re-send": below the front-end's forward timeout, so the front-end hears why.
+pub const ORDER_WAIT: Duration = Duration::from_millis(2500);
+
+/// How long a peer's `/propagate` or `/vote` waits for the core (it answers at once unless
+/// the disk is slow).
+pub const PEER_WAIT: Duration = Duration::from_secs(2);
+
+/// How long `You win` waits for the candidacy's outcome: below `election::YOU_WIN_TIMEOUT`.
+pub const YOU_WIN_WAIT: Duration = Duration::from_secs(4);
+
+/// How long a propagate or vote to a peer may take: a frozen peer must not stall the leader's
+/// thread for that peer much longer than a lease.
+pub const PEER_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// How long one page of a peer's log may take to arrive.
+pub const PAGE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long the catalog may take to apply a batch (it invalidates every front-end first).
 pub const CATALOG_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Most events the core thread takes in one batch (one fsync).
+const MAX_DRAIN: usize = 4096;
 
 /// Most entries in one `GET /orders?since=` page.
 pub const MAX_PAGE: usize = 1000;
 
-/// A replica's role.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// Not caught up yet (or woken from a freeze): answers `WAIT`, never leads.
-    Recovering,
-    Follower,
-    Leader,
+/// An event and, for a request, where its answer goes.
+struct Input {
+    event: Event,
+    reply: Option<(Token, SyncSender<Answer>)>,
 }
 
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Recovering => "recovering",
-            Role::Follower => "follower",
-            Role::Leader => "leader",
-        }
-    }
-}
-
-/// Role and replication progress, under one lock with one condvar ([`Node::changed`]) that is
-/// notified on every change: the commit path and the replicate loops wait on it.
-struct State {
-    role: Role,
-    /// The leader as last heard (ourselves while leading).
-    leader: Option<u32>,
-    /// While leading: the epoch of this leadership.
-    lead_epoch: u64,
-    /// Per peer, in the order of [`Node::peers`]; meaningful while leading.
-    peers: Vec<PeerProgress>,
-    /// While leading: the highest number at least one follower stored (for the failpoint).
-    replicated_once: i64,
-}
-
-/// Everything a replica's threads share.
-pub struct Node {
+/// What the replica's threads share.
+struct Shared {
     id: u32,
     config: Config,
-    /// Every other replica.
-    peers: Vec<ReplicaConfig>,
-    log: OrderLog,
-    epoch: Epoch,
-    client: Client,
-    state: Mutex<State>,
-    changed: Condvar,
-    /// Orders waiting for `commit_loop`.
-    queue: Mutex<Vec<Pending>>,
-    queued: Condvar,
-    /// One catch-up-and-take-leadership at a time.
-    election: Mutex<()>,
-    /// A `/propagate` checks the epoch and applies under this, so that an old leader's batch
-    /// cannot land after a newer leader's batch was applied.
-    apply_gate: Mutex<()>,
+    log: Arc<OrderLog>,
+    status: RwLock<Status>,
+    events: Sender<Input>,
+    next_token: AtomicU64,
     stopped: AtomicBool,
     /// For request ids the replica has to make up (a client that talks to it directly).
     boot_nanos: u128,
-    made_up_ids: AtomicU64,
 }
 
-impl Node {
-    fn new(config: Config, id: u32, log: OrderLog, epoch: Epoch) -> Node {
-        let peers: Vec<ReplicaConfig> = config
-            .order
-            .replicas
-            .iter()
-            .filter(|r| r.id != id)
-            .cloned()
-            .collect();
-        let progress = peers.iter().map(|_| PeerProgress::default()).collect();
-        Node {
-            id,
-            peers,
-            config,
-            log,
-            epoch,
-            client: Client::new(),
-            state: Mutex::new(State {
-                role: Role::Recovering,
-                leader: None,
-                lead_epoch: 0,
-                peers: progress,
-                replicated_once: -1,
-            }),
-            changed: Condvar::new(),
-            queue: Mutex::new(Vec::new()),
-            queued: Condvar::new(),
-            election: Mutex::new(()),
-            apply_gate: Mutex::new(()),
-            stopped: AtomicBool::new(false),
-            boot_nanos: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-            made_up_ids: AtomicU64::new(0),
-        }
-    }
-
-    pub fn id(&self) -> u32 {
-        self.id
-    }
-
-    pub fn role(&self) -> Role {
-        self.state.lock().role
-    }
-
+impl Shared {
     fn stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
     }
 
-    /// The epoch of our leadership, if we lead.
-    fn leading_epoch(&self) -> Option<u64> {
-        let st = self.state.lock();
-        (st.role == Role::Leader).then_some(st.lead_epoch)
+    /// Sends a request event to the core and waits for its answer until `wait` passes.
+    fn ask(&self, make: impl FnOnce(Token) -> Event, wait: Duration) -> Option<Answer> {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::sync_channel(1);
+        let input = Input {
+            event: make(token),
+            reply: Some((token, tx)),
+        };
+        self.events.send(input).ok()?;
+        rx.recv_timeout(wait).ok()
     }
 
-    fn not_leader(&self) -> Error {
-        let st = self.state.lock();
-        match st.leader {
-            Some(l) if l != self.id => Error::NotLeader(format!(
-                "replica {} is not the leader (replica {l} is)",
-                self.id
-            )),
-            _ => Error::NotLeader(format!("replica {} is not the leader", self.id)),
-        }
+    fn tell(&self, event: Event) {
+        let _ = self.events.send(Input { event, reply: None });
     }
 
-    /// Starts leading in `epoch` (already persisted). Refused if a higher epoch arrived in the
-    /// meantime or the replica fell back to recovering.
-    fn become_leader(&self, epoch: u64) -> bool {
-        let mut st = self.state.lock();
-        if self.epoch.get() != epoch || st.role == Role::Recovering {
-            return false;
-        }
-        st.role = Role::Leader;
-        st.leader = Some(self.id);
-        st.lead_epoch = epoch;
-        // Until a follower answers, assume it is live: the first orders wait for it (at most
-        // one propagate timeout) rather than being acknowledged with fewer copies.
-        for p in &mut st.peers {
-            *p = PeerProgress {
-                live: true,
-                matched: -1,
-            };
-        }
-        st.replicated_once = self.log.latest();
-        info!(
-            "replica {} leads in epoch {epoch} (log latest {})",
-            self.id,
-            self.log.latest()
-        );
-        self.changed.notify_all();
-        true
+    fn status(&self) -> Status {
+        *self.status.read()
     }
 
-    /// Stops leading (if leading in `epoch`, or in any epoch when `None`), to `role`.
-    fn step_down(&self, epoch: Option<u64>, role: Role, why: &str) {
-        let mut st = self.state.lock();
-        let leading = st.role == Role::Leader && epoch.is_none_or(|e| e == st.lead_epoch);
-        if leading || (role == Role::Recovering && st.role != Role::Recovering) {
-            info!(
-                "replica {} {} -> {}: {why}",
-                self.id,
-                st.role.as_str(),
-                role.as_str()
-            );
-            st.role = role;
-            if st.leader == Some(self.id) {
-                st.leader = None;
-            }
-            self.changed.notify_all();
-        }
-    }
-
-    /// Adopts `epoch` if it is higher than ours (persisting it first) and stops leading an
-    /// older epoch.
-    fn adopt_epoch(&self, epoch: u64) -> Result<()> {
-        self.epoch.raise_to(epoch)?;
-        let lead_epoch = self.leading_epoch();
-        if let Some(lead) = lead_epoch.filter(|&lead| lead < epoch) {
-            self.step_down(
-                Some(lead),
-                Role::Follower,
-                &format!("epoch {epoch} is newer than ours ({lead})"),
-            );
-        }
-        Ok(())
-    }
-
-    /// `<id> [<epoch>]` from the front-end: replica `id` leads.
-    fn heard_leader(&self, id: u32, epoch: Option<u64>) -> Result<()> {
-        if let Some(epoch) = epoch {
-            self.adopt_epoch(epoch)?;
-        }
-        if id != self.id {
-            let lead = self.leading_epoch();
-            if lead.is_some() && epoch.is_none_or(|e| Some(e) >= lead) {
-                self.step_down(
-                    lead,
-                    Role::Follower,
-                    &format!("replica {id} was announced leader"),
-                );
-            }
-        }
-        let mut st = self.state.lock();
-        if id != self.id || st.role == Role::Leader {
-            st.leader = Some(id);
-        }
-        Ok(())
-    }
-
-    fn sync_state(&self) -> SyncState {
-        self.log.sync_state(self.epoch.get())
-    }
-
-    /// `GET /health`.
-    pub fn health(&self) -> ReplicaHealth {
+    fn health(&self) -> ReplicaHealth {
+        let s = self.status();
         ReplicaHealth {
             status: "ok".into(),
             id: self.id,
-            role: self.role().as_str().into(),
-            epoch: self.epoch.get(),
-            leader: None,
-            latest: self.log.latest(),
-            commit: -1,
-            applied: -1,
+            role: s.role.as_str().into(),
+            epoch: s.epoch,
+            leader: s.leader,
+            latest: s.latest,
+            commit: s.commit,
+            applied: s.applied,
         }
     }
 
-    /// `POST /orders`: hand the order to `commit_loop`, which trades and logs it.
+    fn sync_state(&self) -> SyncState {
+        let s = self.status();
+        SyncState {
+            latest: s.latest,
+            epoch: s.epoch,
+            log_epoch: s.log_epoch,
+        }
+    }
+
+    /// `POST /orders`.
     fn place_order(&self, req: &Request) -> Result<Response> {
         let mut order = OrderRequest::parse(&req.body)?;
-        let epoch = self.leading_epoch().ok_or_else(|| self.not_leader())?;
         let request_id = order
             .request_id
             .get_or_insert_with(|| {
-                let n = self.made_up_ids.fetch_add(1, Ordering::Relaxed);
+                let n = self.next_token.fetch_add(1, Ordering::Relaxed);
                 format!("order-{}-{}-{n}", self.id, self.boot_nanos)
             })
             .clone();
-        if let Some(number) = self.log.lookup(&request_id) {
-            // A retry of a logged order: answer its number once it is as safe as a new one.
-            self.wait_replicated(number, epoch, Instant::now() + replication::COMMIT_TIMEOUT)?;
-            info!("request {request_id} repeated: order {number}");
-            return Ok(Response::ok(OrderAck {
-                transaction_number: number,
-            }));
+        match self.ask(|token| Event::Order { token, order }, ORDER_WAIT) {
+            Some(Answer::Order(Ok(number))) => {
+                failpoint::hit(failpoint::BEFORE_REPLY);
+                Ok(Response::ok(OrderAck {
+                    transaction_number: number,
+                }))
+            }
+            Some(Answer::Order(Err(e))) => Err(e),
+            _ => Err(Error::Unavailable(format!(
+                "order {request_id} not committed in time; {}",
+                crate::api::RESEND
+            ))),
         }
-        let number = self.commit(order)?;
-        Ok(Response::ok(OrderAck {
-            transaction_number: number,
-        }))
+    }
+
+    fn propagate(&self, req: &Request) -> Result<Response> {
+        req.require_secret(&self.config.secret)?;
+        let msg = req.json()?;
+        match self.ask(|token| Event::Propagate { token, msg }, PEER_WAIT) {
+            Some(Answer::Propagate(answer)) => answer.map(Response::ok),
+            _ => Err(Error::Unavailable("replica busy".into())),
+        }
+    }
+
+    fn vote(&self, req: &Request) -> Result<Response> {
+        req.require_secret(&self.config.secret)?;
+        let vote = req.json()?;
+        match self.ask(|token| Event::Vote { token, req: vote }, PEER_WAIT) {
+            Some(Answer::Vote(answer)) => answer.map(Response::ok),
+            _ => Err(Error::Unavailable("replica busy".into())),
+        }
     }
 
     /// `GET /orders/<n>`.
@@ -337,12 +219,26 @@ impl Node {
         Ok(Response::ok(self.log.since(since, limit)))
     }
 
-    /// Asks every thread to stop and wakes the ones waiting.
-    fn stop(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
-        self.step_down(None, Role::Recovering, "shutting down");
-        self.changed.notify_all();
-        self.queued.notify_all();
+    /// The answer to one line on the leader-broadcast (or health) port.
+    fn line(&self, command: crate::election::Command) -> crate::election::Reply {
+        use crate::election::{Command, Reply};
+        match command {
+            Command::Ping => Reply::Ok,
+            Command::YouWin(hint) => {
+                let hint = hint.unwrap_or(0);
+                match self.ask(|token| Event::YouWin { token, hint }, YOU_WIN_WAIT) {
+                    Some(Answer::Lead(Some(epoch))) => Reply::OkEpoch(epoch),
+                    _ => Reply::Wait,
+                }
+            }
+            Command::Leader { id, epoch } => {
+                self.tell(Event::Announce {
+                    id,
+                    epoch: epoch.unwrap_or(0),
+                });
+                Reply::Ok
+            }
+        }
     }
 }
 
@@ -358,17 +254,19 @@ fn parse_number(s: &str, what: &str) -> Result<u64> {
 }
 
 /// The replica's one router.
-pub fn route(node: &Node, req: &Request) -> Result<Response> {
+fn route(shared: &Shared, req: &Request) -> Result<Response> {
     match (req.method.as_str(), req.segments().as_slice()) {
-        ("POST", ["orders"]) => node.place_order(req),
-        ("GET", ["orders"]) => node.log_page(req),
-        ("GET", ["orders", n]) => node.get_order(n),
-        ("GET", ["synchronize"]) => Ok(Response::ok(node.sync_state())),
-        ("POST", ["propagate"]) => Ok(Response::ok(node.propagate(req.json()?)?)),
-        ("GET", ["health"]) => Ok(Response::ok(node.health())),
-        (_, ["orders"] | ["orders", _] | ["synchronize"] | ["propagate"] | ["health"]) => {
-            Err(Error::MethodNotAllowed)
-        }
+        ("POST", ["orders"]) => shared.place_order(req),
+        ("GET", ["orders"]) => shared.log_page(req),
+        ("GET", ["orders", n]) => shared.get_order(n),
+        ("GET", ["synchronize"]) => Ok(Response::ok(shared.sync_state())),
+        ("POST", ["propagate"]) => shared.propagate(req),
+        ("POST", ["vote"]) => shared.vote(req),
+        ("GET", ["health"]) => Ok(Response::ok(shared.health())),
+        (
+            _,
+            ["orders"] | ["orders", _] | ["synchronize"] | ["propagate"] | ["vote"] | ["health"],
+        ) => Err(Error::MethodNotAllowed),
         _ => Err(Error::NotFound(format!("no route {}", req.path))),
     }
 }
@@ -395,21 +293,10 @@ impl Listeners {
 
 /// A running replica.
 pub struct Replica {
-    node: Arc<Node>,
+    shared: Arc<Shared>,
     server: Server,
     threads: Vec<JoinHandle<()>>,
     line_addrs: Vec<std::net::SocketAddr>,
-}
-
-/// Asks a running replica to stop; `Replica::join` then returns. Cheap to clone, usable from a
-/// signal-handling thread.
-#[derive(Clone)]
-pub struct StopHandle(Arc<Node>);
-
-impl StopHandle {
-    pub fn stop(&self) {
-        self.0.stop();
-    }
 }
 
 /// Starts replica `id` of `config` on the addresses the config names.
@@ -418,130 +305,267 @@ pub fn start(config: Config, id: u32) -> Result<Replica> {
     start_on(config, id, listeners)
 }
 
-/// Starts replica `id` on already bound listeners: loads its log and epoch, serves HTTP and
-/// the line ports (answering `WAIT` until recovered), starts the background threads.
+/// Starts replica `id` on already bound listeners: loads its log and hard state, starts the
+/// core, peer and catalog threads, serves HTTP and the line ports.
 pub fn start_on(config: Config, id: u32, listeners: Listeners) -> Result<Replica> {
     config.replica(id)?;
-    let log = OrderLog::open(&config.order_log_path(id))?;
-    let epoch = Epoch::open(&config.order_state_path(id))?;
-    info!(
-        "replica {id} starting: {} orders, epoch {}",
-        log.latest() + 1,
-        epoch.get()
+    let log = Arc::new(OrderLog::open(&config.order_log_path(id))?);
+    let store = FileStore::new(log.clone(), config.order_state_path(id))?;
+    let peers: Vec<ReplicaConfig> = config
+        .order
+        .replicas
+        .iter()
+        .filter(|r| r.id != id)
+        .cloned()
+        .collect();
+    let core = Core::new(
+        id,
+        peers.iter().map(|p| p.id).collect(),
+        store,
+        Instant::now(),
     );
-    let options = ServerOptions::new(&format!("order-{id}"), config.order.threads, &config.http);
-    let node = Arc::new(Node::new(config, id, log, epoch));
+    let status = core.status();
+    info!(
+        "replica {id} starting: {} orders, epoch {}, log epoch {}",
+        status.latest + 1,
+        status.epoch,
+        status.log_epoch
+    );
+    let (events, inbox) = mpsc::channel();
+    let shared = Arc::new(Shared {
+        id,
+        config: config.clone(),
+        log,
+        status: RwLock::new(status),
+        events,
+        next_token: AtomicU64::new(0),
+        stopped: AtomicBool::new(false),
+        boot_nanos: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    });
+
+    let mut threads = Vec::new();
+    let mut outboxes = HashMap::new();
+    for peer in peers {
+        let (tx, rx) = mpsc::channel();
+        outboxes.insert(peer.id, tx);
+        let s = shared.clone();
+        threads.push(spawn(&format!("order-{id}-peer-{}", peer.id), move || {
+            peer_loop(&s, &peer, rx)
+        })?);
+    }
+    let (catalog_tx, catalog_rx) = mpsc::channel();
+    let s = shared.clone();
+    threads.push(spawn(&format!("order-{id}-catalog"), move || {
+        catalog_loop(&s, catalog_rx)
+    })?);
+    let s = shared.clone();
+    threads.push(spawn(&format!("order-{id}-core"), move || {
+        core_loop(&s, core, inbox, outboxes, catalog_tx)
+    })?);
 
     let line_addrs = vec![
         listeners.broadcast.local_addr()?,
         listeners.health.local_addr()?,
     ];
-    let mut threads = vec![
-        lines::spawn(node.clone(), listeners.broadcast, lines::Port::Broadcast)?,
-        lines::spawn(node.clone(), listeners.health, lines::Port::Health)?,
-    ];
-    let router = node.clone();
+    let answer = shared.clone();
+    let answer: Arc<lines::Answerer> = Arc::new(move |command| answer.line(command));
+    threads.push(lines::spawn(
+        id,
+        answer.clone(),
+        listeners.broadcast,
+        lines::Port::Broadcast,
+        shared_stop(&shared),
+    )?);
+    threads.push(lines::spawn(
+        id,
+        answer,
+        listeners.health,
+        lines::Port::Health,
+        shared_stop(&shared),
+    )?);
+    let options = ServerOptions::new(&format!("order-{id}"), config.order.threads, &config.http);
+    let router = shared.clone();
     let handler: Arc<dyn Handler> = Arc::new(move |req: &Request| route(&router, req));
     let server = match Server::start(listeners.http, options, handler) {
         Ok(server) => server,
         Err(e) => {
-            node.stop();
+            shared.stopped.store(true, Ordering::SeqCst);
             lines::wake(&line_addrs);
             return Err(e);
         }
     };
-    threads.push(spawn(&node, "commit", replication::commit_loop)?);
-    for index in 0..node.peers.len() {
-        let name = format!("replicate-{}", node.peers[index].id);
-        threads.push(spawn(&node, &name, move |n| {
-            replication::replicate_loop(n, index)
-        })?);
-    }
-    threads.push(spawn(&node, "recover", recovery::recover_loop)?);
-    threads.push(spawn(&node, "watchdog", recovery::pause_watchdog)?);
     Ok(Replica {
-        node,
+        shared,
         server,
         threads,
         line_addrs,
     })
 }
 
-fn spawn(
-    node: &Arc<Node>,
-    job: &str,
-    run: impl FnOnce(Arc<Node>) + Send + 'static,
-) -> Result<JoinHandle<()>> {
-    let node = node.clone();
-    let name = format!("order-{}-{job}", node.id);
-    Ok(std::thread::Builder::new()
-        .name(name)
-        .spawn(move || run(node))?)
+fn shared_stop(shared: &Arc<Shared>) -> Arc<dyn Fn() -> bool + Send + Sync> {
+    let s = shared.clone();
+    Arc::new(move || s.stopped())
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    Ok(std::thread::Builder::new().name(name.into()).spawn(f)?)
 }
 
 impl Replica {
-    pub fn id(&self) -> u32 {
-        self.node.id
-    }
-
-    /// The replica's state, as `GET /health` shows it.
-    pub fn health(&self) -> ReplicaHealth {
-        self.node.health()
-    }
-
     pub fn http_addr(&self) -> std::net::SocketAddr {
         self.server.local_addr()
     }
 
-    pub fn stop_handle(&self) -> StopHandle {
-        StopHandle(self.node.clone())
-    }
-
-    /// Blocks until a [`StopHandle`] asks the replica to stop, then shuts it down.
+    /// Blocks until the replica stops.
     pub fn join(self) {
-        {
-            let mut st = self.node.state.lock();
-            while !self.node.stopped() {
-                self.node
-                    .changed
-                    .wait_for(&mut st, Duration::from_millis(500));
-            }
-        }
-        self.shutdown();
+        self.server.join();
     }
 
-    /// Stops serving and waits for every thread: afterwards nothing touches the replica's files.
+    /// Stops every thread and waits for them.
     pub fn shutdown(self) {
-        info!("replica {} stopping", self.node.id);
-        self.node.stop();
-        self.server.shutdown();
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        self.shared.tell(Event::Tick);
         lines::wake(&self.line_addrs);
-        for thread in self.threads {
-            if thread.join().is_err() {
-                warn!("a replica thread panicked");
-            }
+        self.server.shutdown();
+        for t in self.threads {
+            let _ = t.join();
         }
-        info!("replica {} stopped", self.node.id);
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parse_number_table() {
-        let cases = [
-            ("0", Some(0)),
-            ("42", Some(42)),
-            ("+5", None),
-            ("-1", None),
-            ("", None),
-            ("1.0", None),
-            ("99999999999999999999999", None),
-        ];
-        for (s, want) in cases {
-            assert_eq!(parse_number(s, "n").ok(), want, "{s:?}");
+/// Steps the core with every event that arrived, flushes it (one fsync), dispatches effects.
+fn core_loop(
+    shared: &Shared,
+    mut core: Core<FileStore>,
+    inbox: Receiver<Input>,
+    peers: HashMap<u32, Sender<PeerMessage>>,
+    catalog: Sender<CatalogMessage>,
+) {
+    let mut waiting: HashMap<Token, SyncSender<Answer>> = HashMap::new();
+    let mut next_tick = Instant::now();
+    while !shared.stopped() {
+        let mut batch = Vec::new();
+        match inbox.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
+            Ok(input) => batch.push(input),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
         }
+        while batch.len() < MAX_DRAIN {
+            match inbox.try_recv() {
+                Ok(input) => batch.push(input),
+                Err(_) => break,
+            }
+        }
+        let now = Instant::now();
+        for input in batch {
+            if let Some((token, tx)) = input.reply {
+                waiting.insert(token, tx);
+            }
+            core.step(now, input.event);
+        }
+        if now >= next_tick {
+            core.step(now, Event::Tick);
+            next_tick = now + TICK;
+        }
+        let effects = core.flush();
+        *shared.status.write() = core.status();
+        for effect in effects {
+            match effect {
+                Effect::Send { to, msg } => {
+                    if let Some(tx) = peers.get(&to) {
+                        let _ = tx.send(msg);
+                    }
+                }
+                Effect::Catalog(msg) => {
+                    let _ = catalog.send(msg);
+                }
+                Effect::Answer { token, answer } => {
+                    if let Some(tx) = waiting.remove(&token) {
+                        // A caller that gave up has dropped its receiver: nothing to do.
+                        let _ = tx.try_send(answer);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends what the core wants sent to one peer, one message at a time, and feeds the answers
+/// back as events.
+fn peer_loop(shared: &Shared, peer: &ReplicaConfig, outbox: Receiver<PeerMessage>) {
+    let client = Client::with_secret(&shared.config.secret);
+    let addr = peer.http_addr();
+    while !shared.stopped() {
+        let msg = match outbox.recv_timeout(Duration::from_millis(200)) {
+            Ok(msg) => msg,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let reply = match msg {
+            PeerMessage::Propagate(p) => {
+                let first = p.prev.map_or(0, |prev| prev.number as i64 + 1);
+                let sent_last = first + p.entries.len() as i64 - 1;
+                let carried = !p.entries.is_empty();
+                let result: Result<PropagateAck> =
+                    client.post(&addr, "/propagate", &p, PEER_TIMEOUT);
+                if carried && result.as_ref().is_ok_and(|a| a.accepted) {
+                    failpoint::hit(failpoint::AFTER_REPLICATE_ONE);
+                }
+                PeerReply::Propagate {
+                    epoch: p.epoch,
+                    sent_last,
+                    result,
+                }
+            }
+            PeerMessage::Vote(v) => PeerReply::Vote {
+                epoch: v.epoch,
+                result: client.post::<_, VoteReply>(&addr, "/vote", &v, PEER_TIMEOUT),
+            },
+            PeerMessage::FetchPage { since, limit } => PeerReply::Page {
+                since,
+                result: client.get::<LogPage>(
+                    &addr,
+                    &format!("/orders?since={since}&limit={limit}"),
+                    PAGE_TIMEOUT,
+                ),
+            },
+        };
+        shared.tell(Event::PeerReply {
+            from: peer.id,
+            reply,
+        });
+    }
+}
+
+/// Sends the core's messages to the catalog and feeds the answers back.
+fn catalog_loop(shared: &Shared, outbox: Receiver<CatalogMessage>) {
+    let client = Client::with_secret(&shared.config.secret);
+    let addr = shared.config.catalog_addr();
+    while !shared.stopped() {
+        let msg = match outbox.recv_timeout(Duration::from_millis(200)) {
+            Ok(msg) => msg,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let (epoch, result) = match msg {
+            CatalogMessage::Hello(hello) => (
+                hello.epoch,
+                client.post::<_, CatalogState>(&addr, "/leader", &hello, CATALOG_TIMEOUT),
+            ),
+            CatalogMessage::Apply(batch) => {
+                let result =
+                    client.post::<_, CatalogState>(&addr, "/apply", &batch, CATALOG_TIMEOUT);
+                if result.is_ok() && !batch.entries.is_empty() {
+                    failpoint::hit(failpoint::AFTER_CATALOG_TRADE);
+                }
+                (batch.epoch, result)
+            }
+        };
+        if let Err(e) = &result {
+            warn!("replica {}: catalog: {e}", shared.id);
+        }
+        shared.tell(Event::CatalogReply { epoch, result });
     }
 }

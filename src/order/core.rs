@@ -1,0 +1,1412 @@
+//! The replica's protocol core: every rule of leadership, replication, commit and the catalog's
+//! apply path, in one single-owner state machine without I/O.
+//!
+//! The core takes [`Event`]s (a client's order, a peer's request, the answer to something it
+//! sent, a clock tick) through [`Core::step`] and produces [`Effect`]s (send this to a peer,
+//! send that to the catalog, answer that caller), collected by [`Core::flush`]. Its only
+//! dependency is a [`Store`]: the log and the small persisted [`HardState`]. `flush` first makes
+//! the store durable (one fsync for everything the drained events appended), and only then
+//! hands out the effects, so nothing leaves the replica that a crash could take back. The
+//! driver (`order::mod`) owns the threads that move bytes; the scripted tests at the end of this
+//! file drive three cores by hand, with no sockets and no clock.
+//!
+//! # The protocol
+//!
+//! **Epochs are granted by a majority.** `You win` (from any front-end) makes a follower a
+//! candidate for `epoch = max(own, hint) + 1`: it persists its vote for itself and asks each
+//! peer to grant the epoch ([`VoteRequest`]). A voter grants an epoch at most once (the grant
+//! is persisted before the answer), refuses lower epochs from then on, and refuses any
+//! candidate while it hears from a live leader ([`LEADER_LEASE`]), so a front-end that cannot
+//! see the leader cannot depose it. With a majority of grants (itself included) the candidate
+//! takes the most up-to-date log among them (pulling it page by page if another granter's is
+//! better), and only then leads. Any two majorities share a replica, so no two leaders ever
+//! share an epoch, and the new leader holds every committed order.
+//!
+//! **"More up to date" is `(log_epoch, latest)`.** `log_epoch` is persisted: the epoch of the
+//! leader whose log ours is known to be a prefix of. A leader's is its own epoch; a follower
+//! takes the leader's epoch only once it holds the leader's log up to `base` (the leader's last
+//! number when its leadership began), and then drops anything after the entries it was sent
+//! that carries an older epoch. This is what makes the Raft paper's Figure 8 harmless without
+//! writing no-op entries into the order log: an entry of an earlier epoch counts as committed
+//! only through followers whose `log_epoch` is the current one, and such a follower outranks,
+//! at election time, every replica that might still hold a conflicting older suffix.
+//!
+//! **Commit needs a majority of the current epoch.** The leader's commit point is the highest
+//! number held durably by a majority: itself (after fsync) and the followers that hold its log
+//! through `base`. A slow or unreachable follower is never dropped from the count: without a
+//! majority nothing commits and orders wait. A leader that has not heard from a majority for
+//! [`LEADER_LEASE`] steps down, so a leader cut off from its followers stops taking orders.
+//!
+//! **The log decides, the catalog applies.** A new leader announces itself to the catalog
+//! ([`LeaderHello`], which raises the catalog's epoch fence) and learns the catalog's stocks at
+//! its last applied number. It decides each order against that state plus every order after it
+//! in its log (404 unknown stock, 409 not enough to buy), numbers and appends it, replicates,
+//! and once the order is committed has the catalog apply the committed log in number order
+//! ([`ApplyBatch`]). The order is answered when the catalog has applied it. A request id
+//! already in the log (the whole log, however old) is answered with its number.
+//!
+//! # Caveats
+//!
+//! - Orders held in a leader's log but not yet committed when it steps down are answered 503
+//!   with "re-send with the same request_id": they may still commit under the next leader.
+//! - A voter's stickiness ([`LEADER_LEASE`]) delays a fail-over by up to that long after the
+//!   leader's last heartbeat.
+//! - The whole log is kept in memory by the store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use serde::{Deserialize, Serialize};
+
+use crate::api::RESEND;
+use crate::api::{
+    ApplyBatch, CatalogState, LeaderHello, LogEntry, LogPage, LogPosition, OrderRequest, OrderType,
+    Propagate, PropagateAck, SyncState, VoteReply, VoteRequest,
+};
+use crate::error::{Error, Result};
+
+/// Between heartbeats (empty propagates) to an idle follower.
+pub(crate) const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A follower that heard from its leader this recently refuses to vote for anyone else, and a
+/// leader that has not heard from a majority for this long steps down.
+pub(crate) const LEADER_LEASE: Duration = Duration::from_millis(800);
+
+/// How long a candidacy (votes and pulling the best log) may take before it gives up; well
+/// inside the front-end's `election::YOU_WIN_TIMEOUT`, so `You win` gets an answer.
+pub(crate) const CANDIDACY_TIMEOUT: Duration = Duration::from_millis(2500);
+
+/// How long a failed call to a peer or the catalog waits before it is tried again.
+pub(crate) const RETRY_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Most entries in one propagate, apply batch or log page: 128 entries of the longest name and
+/// request id fit the 64 KiB request body limit (a unit test checks it).
+pub(crate) const MAX_BATCH: usize = 128;
+
+/// Most orders a leader holds while it waits for the catalog's state; more get 503.
+pub(crate) const MAX_QUEUED: usize = 10_000;
+
+/// What a replica persists besides its log, always before acting on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct HardState {
+    /// The highest epoch granted (to itself or another) or seen.
+    pub epoch: u64,
+    /// Whom `epoch` was granted to.
+    #[serde(default)]
+    pub voted_for: Option<u32>,
+    /// The epoch of the leader whose log this log is a prefix of.
+    #[serde(default)]
+    pub log_epoch: u64,
+}
+
+/// The log and hard state as the core sees them. Appends may be buffered until [`Store::sync`];
+/// the core never lets an effect out before `sync` succeeded.
+pub(crate) trait Store {
+    /// Highest number held (synced or not), −1 when empty.
+    fn latest(&self) -> i64;
+    fn entry(&self, number: u64) -> Option<LogEntry>;
+    /// Up to `limit` entries from `from` on.
+    fn entries(&self, from: u64, limit: usize) -> Vec<LogEntry>;
+    fn lookup(&self, request_id: &str) -> Option<u64>;
+    fn append(&mut self, entries: Vec<LogEntry>) -> Result<()>;
+    /// Removes entries `from..`, durably, before returning.
+    fn truncate(&mut self, from: u64) -> Result<()>;
+    /// Makes every append durable and visible to readers.
+    fn sync(&mut self) -> Result<()>;
+    /// After a failed write or sync: forget what is not in the file.
+    fn reload(&mut self) -> Result<()>;
+    fn hard_state(&self) -> HardState;
+    /// Writes the hard state durably before returning.
+    fn save_hard_state(&mut self, state: HardState) -> Result<()>;
+
+    fn position(&self, number: u64) -> Option<LogPosition> {
+        self.entry(number).map(|e| LogPosition {
+            number: e.number,
+            epoch: e.epoch,
+        })
+    }
+}
+
+/// Identifies a caller waiting for an [`Answer`]; chosen by the driver.
+pub(crate) type Token = u64;
+
+/// Something that happened to the replica.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// Time passed: heartbeats, retries, leases and timeouts are checked.
+    Tick,
+    /// A client's order (`request_id` filled in).
+    Order { token: Token, order: OrderRequest },
+    /// A front-end's `You win`, with the highest epoch it has seen.
+    YouWin { token: Token, hint: u64 },
+    /// A front-end's `<id> <epoch>` announcement.
+    Announce { id: u32, epoch: u64 },
+    /// A leader's `POST /propagate`.
+    Propagate { token: Token, msg: Propagate },
+    /// A candidate's `POST /vote`.
+    Vote { token: Token, req: VoteRequest },
+    /// The answer (or failure) of something this replica sent to a peer.
+    PeerReply { from: u32, reply: PeerReply },
+    /// The answer (or failure) of something this replica sent to the catalog.
+    CatalogReply {
+        epoch: u64,
+        result: Result<CatalogState>,
+    },
+}
+
+/// What came back from a peer.
+#[derive(Debug)]
+pub(crate) enum PeerReply {
+    Propagate {
+        epoch: u64,
+        /// The last entry number the propagate carried (its `prev` if it carried none).
+        sent_last: i64,
+        result: Result<PropagateAck>,
+    },
+    Vote {
+        epoch: u64,
+        result: Result<VoteReply>,
+    },
+    Page {
+        since: u64,
+        result: Result<LogPage>,
+    },
+}
+
+/// What the core wants done.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Effect {
+    Send { to: u32, msg: PeerMessage },
+    Catalog(CatalogMessage),
+    Answer { token: Token, answer: Answer },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum PeerMessage {
+    Propagate(Propagate),
+    Vote(VoteRequest),
+    /// `GET /orders?since=&limit=` on the peer.
+    FetchPage {
+        since: u64,
+        limit: usize,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum CatalogMessage {
+    Hello(LeaderHello),
+    Apply(ApplyBatch),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Answer {
+    Order(Result<u64>),
+    /// To `You win`: leading in this epoch, or `None` for `WAIT`.
+    Lead(Option<u64>),
+    Propagate(Result<PropagateAck>),
+    Vote(Result<VoteReply>),
+}
+
+/// A snapshot for `/health` and the line ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Status {
+    pub role: RoleName,
+    pub epoch: u64,
+    pub leader: Option<u32>,
+    pub latest: i64,
+    pub commit: i64,
+    pub applied: i64,
+    pub log_epoch: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RoleName {
+    Follower,
+    Candidate,
+    Leader,
+}
+
+impl RoleName {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RoleName::Follower => "follower",
+            RoleName::Candidate => "candidate",
+            RoleName::Leader => "leader",
+        }
+    }
+}
+
+enum Role {
+    Follower(Follower),
+    Candidate(Candidacy),
+    Leader(Box<Leadership>),
+}
+
+#[derive(Default)]
+struct Follower {
+    /// When the leader we follow last reached us.
+    heard: Option<Instant>,
+    /// `You win` callers told while our leader still seemed alive, with the highest hint:
+    /// we campaign for them once [`LEADER_LEASE`] passes without word from it, and answer
+    /// `WAIT` if the leader speaks first (it is alive; the caller just cannot reach it).
+    deferred: Vec<Token>,
+    hint: u64,
+}
+
+struct Candidacy {
+    epoch: u64,
+    started: Instant,
+    /// Granters (ourselves included) and their logs when they granted.
+    grants: BTreeMap<u32, SyncState>,
+    /// `You win` callers waiting for the outcome.
+    waiting: Vec<Token>,
+    /// Once a majority granted and another granter's log is better: pulling it.
+    pull: Option<Pull>,
+    /// When vote requests last went out: peers that have not granted are asked again every
+    /// [`HEARTBEAT_INTERVAL`] (a voter refuses while its own lease on the old leader runs).
+    votes_sent: Instant,
+}
+
+struct Pull {
+    from: u32,
+    /// Our entry that the next page must start with (`None`: from order 0).
+    anchor: Option<u64>,
+}
+
+struct Leadership {
+    epoch: u64,
+    /// Our last number when we started leading.
+    base: i64,
+    started: Instant,
+    peers: BTreeMap<u32, Progress>,
+    catalog: CatalogLink,
+    /// Quantity of each stock after every order in our log; `None` until the catalog answered.
+    projection: Option<HashMap<String, u64>>,
+    /// Orders that arrived before the projection.
+    queued: Vec<(Token, OrderRequest)>,
+}
+
+#[derive(Default)]
+struct Progress {
+    /// The next number to send.
+    next: u64,
+    /// Synced through (holds our log at least to `base`, and this far).
+    matched: Option<i64>,
+    in_flight: bool,
+    last_sent: Option<Instant>,
+    last_heard: Option<Instant>,
+    /// After a failed send: not before this.
+    retry_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct CatalogLink {
+    /// The catalog's last applied number, once it answered.
+    applied: Option<i64>,
+    in_flight: bool,
+    retry_at: Option<Instant>,
+}
+
+/// One replica's protocol state.
+pub(crate) struct Core<S: Store> {
+    id: u32,
+    peers: Vec<u32>,
+    store: S,
+    hard: HardState,
+    role: Role,
+    /// The leader as last heard (ourselves while leading).
+    leader: Option<u32>,
+    /// Highest number held durably by a majority, as far as we know.
+    commit: i64,
+    /// Highest number the catalog applied, as far as we know.
+    applied: i64,
+    /// Callers waiting for an order number to be applied.
+    waiters: BTreeMap<u64, Vec<Token>>,
+    effects: Vec<Effect>,
+    now: Instant,
+}
+
+impl<S: Store> Core<S> {
+    pub(crate) fn new(id: u32, peers: Vec<u32>, store: S, now: Instant) -> Core<S> {
+        let hard = store.hard_state();
+        Core {
+            id,
+            peers,
+            store,
+            hard,
+            role: Role::Follower(Follower::default()),
+            leader: None,
+            commit: -1,
+            applied: -1,
+            waiters: BTreeMap::new(),
+            effects: Vec::new(),
+            now,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn majority(&self) -> usize {
+        let replicas = self.peers.len() + 1;
+        replicas / 2 + 1
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        Status {
+            role: match self.role {
+                Role::Follower(_) => RoleName::Follower,
+                Role::Candidate(_) => RoleName::Candidate,
+                Role::Leader(_) => RoleName::Leader,
+            },
+            epoch: self.hard.epoch,
+            leader: self.leader,
+            latest: self.store.latest(),
+            commit: self.commit,
+            applied: self.applied,
+            log_epoch: self.hard.log_epoch,
+        }
+    }
+
+    fn sync_state(&self) -> SyncState {
+        SyncState {
+            latest: self.store.latest(),
+            epoch: self.hard.epoch,
+            log_epoch: self.hard.log_epoch,
+        }
+    }
+
+    /// Handles one event at time `now`. A storage failure inside is handled here: the replica
+    /// stops leading and reloads its log from the file.
+    pub(crate) fn step(&mut self, now: Instant, event: Event) {
+        self.now = now;
+        if let Err(e) = self.handle(event) {
+            self.storage_failed(&e);
+        }
+    }
+
+    /// Makes the store durable, then hands out the effects of every event since the last
+    /// flush. If the sync fails, nothing acts on it: callers get 503 and peers get nothing.
+    pub(crate) fn flush(&mut self) -> Vec<Effect> {
+        if let Err(e) = self.store.sync() {
+            self.storage_failed(&e);
+            return self.take_failed_effects();
+        }
+        if let Role::Leader(_) = self.role {
+            // Our own log is durable now: it counts towards the commit point.
+            self.advance_commit();
+        }
+        std::mem::take(&mut self.effects)
+    }
+
+    fn handle(&mut self, event: Event) -> Result<()> {
+        match event {
+            Event::Tick => self.tick(),
+            Event::Order { token, order } => self.order(token, order),
+            Event::YouWin { token, hint } => self.you_win(token, hint),
+            Event::Announce { id, epoch } => {
+                if id != self.id && epoch >= self.hard.epoch && !self.is_leader() {
+                    self.leader = Some(id);
+                }
+                Ok(())
+            }
+            Event::Propagate { token, msg } => {
+                let answer = self.propagate(msg);
+                self.answer(token, Answer::Propagate(answer.clone()));
+                answer.map(|_| ()).or_else(|e| match e {
+                    Error::Internal(_) => Err(e),
+                    _ => Ok(()),
+                })
+            }
+            Event::Vote { token, req } => {
+                let answer = self.vote(req)?;
+                self.answer(token, Answer::Vote(Ok(answer)));
+                Ok(())
+            }
+            Event::PeerReply { from, reply } => match reply {
+                PeerReply::Propagate {
+                    epoch,
+                    sent_last,
+                    result,
+                } => self.propagate_reply(from, epoch, sent_last, result),
+                PeerReply::Vote { epoch, result } => self.vote_reply(from, epoch, result),
+                PeerReply::Page { since, result } => self.page(from, since, result),
+            },
+            Event::CatalogReply { epoch, result } => self.catalog_reply(epoch, result),
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        matches!(self.role, Role::Leader(_))
+    }
+
+    fn answer(&mut self, token: Token, answer: Answer) {
+        self.effects.push(Effect::Answer { token, answer });
+    }
+
+    fn send(&mut self, to: u32, msg: PeerMessage) {
+        self.effects.push(Effect::Send { to, msg });
+    }
+
+    fn not_leader(&self) -> Error {
+        match self.leader {
+            Some(l) if l != self.id => Error::NotLeader(format!(
+                "replica {} is not the leader (replica {l} is)",
+                self.id
+            )),
+            _ => Error::NotLeader(format!("replica {} is not the leader", self.id)),
+        }
+    }
+
+    fn save_hard(&mut self, hard: HardState) -> Result<()> {
+        if hard != self.hard {
+            self.store.save_hard_state(hard)?;
+            self.hard = hard;
+        }
+        Ok(())
+    }
+
+    // ---- Leader selection ------------------------------------------------------------------
+
+    fn you_win(&mut self, token: Token, hint: u64) -> Result<()> {
+        match &mut self.role {
+            Role::Leader(l) => {
+                // Re-confirming the sitting leader keeps its epoch, unless it has lost its
+                // majority (then another replica must be tried).
+                let epoch = l.epoch;
+                let answer = self.lease_holds().then_some(epoch);
+                self.answer(token, Answer::Lead(answer));
+                Ok(())
+            }
+            Role::Candidate(c) => {
+                c.waiting.push(token);
+                Ok(())
+            }
+            Role::Follower(f) => {
+                if self.leader.is_some() && within(f.heard, self.now, LEADER_LEASE) {
+                    // Our leader seemed alive a moment ago: campaigning now would depose a
+                    // live leader, so wait until its lease runs out.
+                    debug!(
+                        "replica {}: You win deferred, replica {:?} led a moment ago",
+                        self.id, self.leader
+                    );
+                    f.deferred.push(token);
+                    f.hint = f.hint.max(hint);
+                    return Ok(());
+                }
+                self.campaign(vec![token], hint)
+            }
+        }
+    }
+
+    fn campaign(&mut self, waiting: Vec<Token>, hint: u64) -> Result<()> {
+        let epoch = self.hard.epoch.max(hint) + 1;
+        self.save_hard(HardState {
+            epoch,
+            voted_for: Some(self.id),
+            ..self.hard
+        })?;
+        info!("replica {} campaigns for epoch {epoch}", self.id);
+        let mut grants = BTreeMap::new();
+        grants.insert(self.id, self.sync_state());
+        self.role = Role::Candidate(Candidacy {
+            epoch,
+            started: self.now,
+            grants,
+            waiting,
+            pull: None,
+            votes_sent: self.now,
+        });
+        self.leader = None;
+        for peer in self.peers.clone() {
+            self.send(
+                peer,
+                PeerMessage::Vote(VoteRequest {
+                    epoch,
+                    candidate: self.id,
+                }),
+            );
+        }
+        self.count_votes()
+    }
+
+    fn vote(&mut self, req: VoteRequest) -> Result<VoteReply> {
+        let refuse = |core: &Self, why: &str| {
+            debug!(
+                "replica {} refuses epoch {} to replica {}: {why}",
+                core.id, req.epoch, req.candidate
+            );
+            Ok(VoteReply {
+                granted: false,
+                state: core.sync_state(),
+            })
+        };
+        if req.epoch < self.hard.epoch {
+            return refuse(self, "a higher epoch was granted");
+        }
+        if req.epoch == self.hard.epoch && self.hard.voted_for != Some(req.candidate) {
+            return refuse(self, "this epoch was granted to another replica");
+        }
+        match &self.role {
+            Role::Leader(_) if self.lease_holds() => {
+                return refuse(self, "this replica leads with a majority")
+            }
+            Role::Follower(f)
+                if self.leader.is_some_and(|l| l != req.candidate)
+                    && within(f.heard, self.now, LEADER_LEASE) =>
+            {
+                return refuse(self, "its leader is alive")
+            }
+            _ => {}
+        }
+        if req.epoch > self.hard.epoch {
+            self.become_follower(None, "granted a newer epoch");
+        }
+        self.save_hard(HardState {
+            epoch: req.epoch,
+            voted_for: Some(req.candidate),
+            ..self.hard
+        })?;
+        info!(
+            "replica {} grants epoch {} to replica {}",
+            self.id, req.epoch, req.candidate
+        );
+        Ok(VoteReply {
+            granted: true,
+            state: self.sync_state(),
+        })
+    }
+
+    fn vote_reply(&mut self, from: u32, epoch: u64, result: Result<VoteReply>) -> Result<()> {
+        let Role::Candidate(c) = &mut self.role else {
+            return Ok(());
+        };
+        if c.epoch != epoch {
+            return Ok(());
+        }
+        match result {
+            Ok(reply) if reply.granted => {
+                c.grants.insert(from, reply.state);
+                self.count_votes()
+            }
+            Ok(reply) if reply.state.epoch > epoch => {
+                let hard = HardState {
+                    epoch: reply.state.epoch,
+                    voted_for: None,
+                    ..self.hard
+                };
+                self.save_hard(hard)?;
+                self.give_up(&format!("replica {from} is in epoch {}", reply.state.epoch));
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                debug!("replica {}: vote from replica {from}: {e}", self.id);
+                Ok(())
+            }
+        }
+    }
+
+    /// With a majority of grants: lead, or first pull the best log among the granters.
+    fn count_votes(&mut self) -> Result<()> {
+        let majority = self.majority();
+        let id = self.id;
+        let Role::Candidate(c) = &mut self.role else {
+            return Ok(());
+        };
+        if c.pull.is_some() || c.grants.len() < majority {
+            return Ok(());
+        }
+        let ours = c.grants[&id].rank();
+        let best = c
+            .grants
+            .iter()
+            .filter(|(_, s)| s.rank() > ours)
+            .max_by_key(|(_, s)| s.rank())
+            .map(|(&peer, _)| peer);
+        match best {
+            None => self.lead(),
+            Some(from) => {
+                info!(
+                    "replica {id} won epoch {}; taking the more up-to-date log of replica {from}",
+                    c.epoch
+                );
+                let anchor = u64::try_from(self.store.latest()).ok();
+                c.pull = Some(Pull { from, anchor });
+                self.fetch(from, anchor);
+                Ok(())
+            }
+        }
+    }
+
+    fn fetch(&mut self, from: u32, anchor: Option<u64>) {
+        self.send(
+            from,
+            PeerMessage::FetchPage {
+                since: anchor.unwrap_or(0),
+                limit: MAX_BATCH,
+            },
+        );
+    }
+
+    /// A page of the log we are pulling as a candidate.
+    fn page(&mut self, from: u32, since: u64, result: Result<LogPage>) -> Result<()> {
+        let Role::Candidate(Candidacy {
+            pull: Some(pull), ..
+        }) = &mut self.role
+        else {
+            return Ok(());
+        };
+        if pull.from != from || pull.anchor.unwrap_or(0) != since {
+            return Ok(());
+        }
+        let page = match result {
+            Ok(page) => page,
+            Err(e) => {
+                self.give_up(&format!("cannot read the log of replica {from}: {e}"));
+                return Ok(());
+            }
+        };
+        let anchor = pull.anchor;
+        let (prev, rest) = match (anchor, page.entries.split_first()) {
+            (None, _) => (None, &page.entries[..]),
+            (Some(a), Some((first, rest))) if first.number == a => (
+                Some(LogPosition {
+                    number: first.number,
+                    epoch: first.epoch,
+                }),
+                rest,
+            ),
+            (Some(_), _) => {
+                // The source is shorter than our anchor: agree on its last entry first.
+                let back = u64::try_from(page.latest).ok();
+                return self.pull_again(from, back);
+            }
+        };
+        match self.apply_entries(prev, rest)? {
+            Applied::Accepted => {
+                let end = page.entries.last().map_or(-1, |e| e.number as i64);
+                if end >= page.latest {
+                    // Their log ends here; ours must too.
+                    if self.store.latest() > page.latest {
+                        self.truncate((page.latest + 1) as u64)?;
+                    }
+                    info!(
+                        "replica {} took the log of replica {from} (latest {})",
+                        self.id, page.latest
+                    );
+                    self.lead()
+                } else {
+                    self.pull_again(from, page.entries.last().map(|e| e.number))
+                }
+            }
+            Applied::Mismatch { hint } => {
+                let back = u64::try_from(hint).ok();
+                if back >= anchor {
+                    self.give_up(&format!("replica {from}'s log does not move back"));
+                    return Ok(());
+                }
+                self.pull_again(from, back)
+            }
+        }
+    }
+
+    fn pull_again(&mut self, from: u32, anchor: Option<u64>) -> Result<()> {
+        if let Role::Candidate(Candidacy {
+            pull: Some(pull), ..
+        }) = &mut self.role
+        {
+            pull.anchor = anchor;
+        }
+        self.fetch(from, anchor);
+        Ok(())
+    }
+
+    fn give_up(&mut self, why: &str) {
+        if let Role::Candidate(c) = &self.role {
+            info!(
+                "replica {} gives up its candidacy for epoch {}: {why}",
+                self.id, c.epoch
+            );
+        }
+        self.become_follower(None, why);
+    }
+
+    fn lead(&mut self) -> Result<()> {
+        let Role::Candidate(c) =
+            std::mem::replace(&mut self.role, Role::Follower(Follower::default()))
+        else {
+            return Ok(());
+        };
+        let epoch = c.epoch;
+        self.save_hard(HardState {
+            log_epoch: epoch,
+            ..self.hard
+        })?;
+        let latest = self.store.latest();
+        info!(
+            "replica {} leads epoch {epoch} (log latest {latest})",
+            self.id
+        );
+        let next = (latest + 1) as u64;
+        let peers = self
+            .peers
+            .iter()
+            .map(|&p| {
+                (
+                    p,
+                    Progress {
+                        next,
+                        ..Progress::default()
+                    },
+                )
+            })
+            .collect();
+        self.role = Role::Leader(Box::new(Leadership {
+            epoch,
+            base: latest,
+            started: self.now,
+            peers,
+            catalog: CatalogLink::default(),
+            projection: None,
+            queued: Vec::new(),
+        }));
+        self.leader = Some(self.id);
+        for token in c.waiting {
+            self.answer(token, Answer::Lead(Some(epoch)));
+        }
+        self.effects
+            .push(Effect::Catalog(CatalogMessage::Hello(LeaderHello {
+                epoch,
+                leader: self.id,
+            })));
+        if let Role::Leader(l) = &mut self.role {
+            l.catalog.in_flight = true;
+        }
+        self.replicate();
+        Ok(())
+    }
+
+    /// Leaves any role for following. Orders a leader was holding get their answer: 503 with
+    /// "re-send" for numbered ones (they may still commit), 421 for queued ones.
+    fn become_follower(&mut self, leader: Option<u32>, why: &str) {
+        let old = std::mem::replace(&mut self.role, Role::Follower(Follower::default()));
+        match old {
+            Role::Leader(l) => {
+                info!("replica {} stops leading epoch {}: {why}", self.id, l.epoch);
+                for (token, _) in l.queued {
+                    let e = self.not_leader();
+                    self.answer(token, Answer::Order(Err(e)));
+                }
+                let waiters = std::mem::take(&mut self.waiters);
+                for token in waiters.into_values().flatten() {
+                    let e = Error::Unavailable(format!(
+                        "replica {} stopped leading before the order committed; {RESEND}",
+                        self.id
+                    ));
+                    self.answer(token, Answer::Order(Err(e)));
+                }
+            }
+            Role::Candidate(c) => {
+                for token in c.waiting {
+                    self.answer(token, Answer::Lead(None));
+                }
+            }
+            Role::Follower(mut f) => {
+                if leader.is_some() && leader == self.leader {
+                    self.role = Role::Follower(f);
+                } else {
+                    for token in std::mem::take(&mut f.deferred) {
+                        self.answer(token, Answer::Lead(None));
+                    }
+                }
+            }
+        }
+        self.leader = leader;
+    }
+
+    // ---- Replication -----------------------------------------------------------------------
+
+    /// Sends each idle follower what it lacks, or a heartbeat when one is due.
+    fn replicate(&mut self) {
+        let latest = self.store.latest();
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let mut sends = Vec::new();
+        for (&peer, p) in l.peers.iter_mut() {
+            if p.in_flight || p.retry_at.is_some_and(|t| self.now < t) {
+                continue;
+            }
+            let behind = (p.next as i64) <= latest;
+            let due = !within(p.last_sent, self.now, HEARTBEAT_INTERVAL);
+            if !behind && !due {
+                continue;
+            }
+            p.in_flight = true;
+            p.last_sent = Some(self.now);
+            sends.push((peer, p.next));
+        }
+        let (epoch, base) = (l.epoch, l.base);
+        for (peer, next) in sends {
+            let prev = next.checked_sub(1).and_then(|n| self.store.position(n));
+            let entries = self.store.entries(next, MAX_BATCH);
+            let msg = Propagate {
+                epoch,
+                leader: self.id,
+                prev,
+                entries,
+                base,
+                commit: self.commit,
+            };
+            self.send(peer, PeerMessage::Propagate(msg));
+        }
+    }
+
+    fn propagate_reply(
+        &mut self,
+        from: u32,
+        epoch: u64,
+        sent_last: i64,
+        result: Result<PropagateAck>,
+    ) -> Result<()> {
+        let latest = self.store.latest();
+        let now = self.now;
+        let Role::Leader(l) = &mut self.role else {
+            return Ok(());
+        };
+        if l.epoch != epoch {
+            return Ok(());
+        }
+        let base = l.base;
+        let Some(p) = l.peers.get_mut(&from) else {
+            return Ok(());
+        };
+        p.in_flight = false;
+        match result {
+            Ok(ack) if ack.accepted => {
+                p.last_heard = Some(now);
+                p.next = (sent_last + 1) as u64;
+                if sent_last >= base {
+                    p.matched = Some(p.matched.unwrap_or(-1).max(sent_last));
+                }
+                self.advance_commit();
+            }
+            Ok(ack) => {
+                p.last_heard = Some(now);
+                let resume = (ack.latest + 1).clamp(0, latest + 1) as u64;
+                p.next = if resume >= p.next && p.next > 0 {
+                    warn!(
+                        "replica {from} gave hint {} at {}; resending all",
+                        ack.latest, p.next
+                    );
+                    0
+                } else {
+                    resume
+                };
+                // Resend at once rather than at the next heartbeat.
+                p.last_sent = None;
+            }
+            Err(Error::Conflict(why)) => {
+                self.become_follower(None, &format!("replica {from} refused: {why}"));
+                return Ok(());
+            }
+            Err(e) => {
+                debug!("replica {from}: propagate failed: {e}");
+                p.retry_at = Some(now + RETRY_INTERVAL);
+            }
+        }
+        self.replicate();
+        Ok(())
+    }
+
+    /// Follower side of `POST /propagate`.
+    fn propagate(&mut self, p: Propagate) -> Result<PropagateAck> {
+        if p.epoch < self.hard.epoch {
+            return Err(Error::Conflict(format!(
+                "stale epoch {} from replica {}: replica {} is in epoch {}",
+                p.epoch, p.leader, self.id, self.hard.epoch
+            )));
+        }
+        if p.leader == self.id {
+            return Err(Error::BadRequest("a propagate from ourselves".into()));
+        }
+        match &self.role {
+            Role::Leader(l) if l.epoch == p.epoch => {
+                // Cannot happen: an epoch is granted by a majority once.
+                return Err(Error::Conflict(format!(
+                    "replica {} also leads epoch {}",
+                    self.id, p.epoch
+                )));
+            }
+            Role::Follower(_) if self.leader == Some(p.leader) => {}
+            _ => self.become_follower(Some(p.leader), &format!("replica {} leads", p.leader)),
+        }
+        self.leader = Some(p.leader);
+        let mut alive = Vec::new();
+        if let Role::Follower(f) = &mut self.role {
+            f.heard = Some(self.now);
+            alive = std::mem::take(&mut f.deferred);
+        }
+        for token in alive {
+            // The leader is alive: whoever asked us to win cannot reach it, but it leads.
+            self.answer(token, Answer::Lead(None));
+        }
+        if p.epoch > self.hard.epoch {
+            self.save_hard(HardState {
+                epoch: p.epoch,
+                voted_for: Some(p.leader),
+                ..self.hard
+            })?;
+        }
+        let first = p.prev.map_or(0, |prev| prev.number + 1);
+        if p.entries
+            .iter()
+            .enumerate()
+            .any(|(i, e)| e.number != first + i as u64)
+        {
+            return Err(Error::BadRequest(format!(
+                "entries must be consecutive from {first}"
+            )));
+        }
+        if let Applied::Mismatch { hint } = self.apply_entries(p.prev, &p.entries)? {
+            return Ok(PropagateAck {
+                accepted: false,
+                latest: hint,
+            });
+        }
+        let sent_last = first as i64 + p.entries.len() as i64 - 1;
+        if sent_last >= p.base {
+            // We hold the leader's log through its base: anything after what it sent that
+            // carries an older epoch is in no log that can win.
+            let from = (sent_last + 1) as u64;
+            if self.store.entry(from).is_some_and(|e| e.epoch < p.epoch) {
+                self.truncate(from)?;
+            }
+            self.save_hard(HardState {
+                log_epoch: p.epoch,
+                ..self.hard
+            })?;
+            self.commit = self.commit.max(p.commit.min(sent_last));
+        }
+        Ok(PropagateAck {
+            accepted: true,
+            latest: sent_last,
+        })
+    }
+
+    /// Makes our log agree with a sender whose log holds `prev` followed by `entries`: skips
+    /// what we hold with the same epoch, replaces a conflicting suffix, appends the rest.
+    fn apply_entries(
+        &mut self,
+        prev: Option<LogPosition>,
+        entries: &[LogEntry],
+    ) -> Result<Applied> {
+        if let Some(prev) = prev {
+            match self.store.position(prev.number) {
+                None => {
+                    return Ok(Applied::Mismatch {
+                        hint: self.store.latest(),
+                    })
+                }
+                Some(ours) if ours.epoch != prev.epoch => {
+                    // Resume before our run of the mismatching epoch.
+                    let mut n = prev.number;
+                    while n > 0
+                        && self
+                            .store
+                            .position(n - 1)
+                            .is_some_and(|p| p.epoch == ours.epoch)
+                    {
+                        n -= 1;
+                    }
+                    return Ok(Applied::Mismatch { hint: n as i64 - 1 });
+                }
+                Some(_) => {}
+            }
+        }
+        let mut fresh = entries.len();
+        for (i, e) in entries.iter().enumerate() {
+            match self.store.position(e.number) {
+                Some(ours) if ours.epoch == e.epoch => continue,
+                Some(_) => {
+                    self.truncate(e.number)?;
+                    fresh = i;
+                    break;
+                }
+                None => {
+                    fresh = i;
+                    break;
+                }
+            }
+        }
+        if fresh < entries.len() {
+            self.store.append(entries[fresh..].to_vec())?;
+        }
+        Ok(Applied::Accepted)
+    }
+
+    fn truncate(&mut self, from: u64) -> Result<()> {
+        let removed: Vec<String> = self
+            .store
+            .entries(from, usize::MAX)
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}:{} {} {} (epoch {}, request {})",
+                    e.number,
+                    e.name,
+                    e.kind.as_str(),
+                    e.quantity,
+                    e.epoch,
+                    e.request_id
+                )
+            })
+            .collect();
+        self.store.truncate(from)?;
+        warn!(
+            "replica {}: removed {} order(s) that the leading log does not have: {}",
+            self.id,
+            removed.len(),
+            removed.join("; ")
+        );
+        Ok(())
+    }
+
+    /// The leader's commit point: the highest number durable on a majority of this epoch.
+    fn advance_commit(&mut self) {
+        let majority = self.majority();
+        let latest = self.store.latest();
+        let Role::Leader(l) = &self.role else {
+            return;
+        };
+        let mut held: Vec<i64> = l.peers.values().filter_map(|p| p.matched).collect();
+        held.push(latest);
+        held.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(&point) = held.get(majority - 1) else {
+            return;
+        };
+        if point > self.commit {
+            debug!("replica {} commits through {point}", self.id);
+            self.commit = point;
+            self.apply_to_catalog();
+        }
+    }
+
+    /// True while a majority (ourselves included) answered within [`LEADER_LEASE`].
+    fn lease_holds(&self) -> bool {
+        let Role::Leader(l) = &self.role else {
+            return false;
+        };
+        if within(Some(l.started), self.now, LEADER_LEASE) {
+            return true;
+        }
+        let heard = l
+            .peers
+            .values()
+            .filter(|p| within(p.last_heard, self.now, LEADER_LEASE))
+            .count();
+        heard + 1 >= self.majority()
+    }
+
+    fn tick(&mut self) -> Result<()> {
+        match &self.role {
+            Role::Leader(_) => {
+                if !self.lease_holds() {
+                    self.become_follower(None, "no majority answered within the lease");
+                    return Ok(());
+                }
+                self.replicate();
+                self.apply_to_catalog();
+            }
+            Role::Candidate(c) => {
+                if !within(Some(c.started), self.now, CANDIDACY_TIMEOUT) {
+                    self.give_up("no majority in time");
+                } else if c.pull.is_none()
+                    && !within(Some(c.votes_sent), self.now, HEARTBEAT_INTERVAL)
+                {
+                    let req = VoteRequest {
+                        epoch: c.epoch,
+                        candidate: self.id,
+                    };
+                    let ask: Vec<u32> = self
+                        .peers
+                        .iter()
+                        .copied()
+                        .filter(|p| !c.grants.contains_key(p))
+                        .collect();
+                    if let Role::Candidate(c) = &mut self.role {
+                        c.votes_sent = self.now;
+                    }
+                    for peer in ask {
+                        self.send(peer, PeerMessage::Vote(req));
+                    }
+                }
+            }
+            Role::Follower(f) => {
+                if !f.deferred.is_empty() && !within(f.heard, self.now, LEADER_LEASE) {
+                    let hint = f.hint;
+                    let waiting = match &mut self.role {
+                        Role::Follower(f) => std::mem::take(&mut f.deferred),
+                        _ => Vec::new(),
+                    };
+                    info!(
+                        "replica {}: no word from replica {:?} within the lease",
+                        self.id, self.leader
+                    );
+                    return self.campaign(waiting, hint);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- Orders and the catalog ------------------------------------------------------------
+
+    fn order(&mut self, token: Token, order: OrderRequest) -> Result<()> {
+        let Role::Leader(l) = &mut self.role else {
+            let e = self.not_leader();
+            self.answer(token, Answer::Order(Err(e)));
+            return Ok(());
+        };
+        if l.projection.is_none() {
+            if l.queued.len() >= MAX_QUEUED {
+                let e = Error::Unavailable("the catalog has not answered the new leader".into());
+                self.answer(token, Answer::Order(Err(e)));
+            } else {
+                l.queued.push((token, order));
+            }
+            return Ok(());
+        }
+        self.decide(token, order)
+    }
+
+    /// Numbers an order (or answers a repeat or a refusal). Needs the projection.
+    fn decide(&mut self, token: Token, order: OrderRequest) -> Result<()> {
+        let Some(request_id) = order.request_id.clone() else {
+            let e = Error::Internal("an order reached the core without a request id".into());
+            self.answer(token, Answer::Order(Err(e)));
+            return Ok(());
+        };
+        if let Some(number) = self.store.lookup(&request_id) {
+            let same = self.store.entry(number).is_some_and(|e| {
+                e.name == order.name && e.kind == order.kind && e.quantity == order.quantity
+            });
+            if !same {
+                let e = Error::Conflict(format!(
+                    "request_id {request_id:?} was already used for another order ({number})"
+                ));
+                self.answer(token, Answer::Order(Err(e)));
+            } else if number as i64 <= self.applied {
+                self.answer(token, Answer::Order(Ok(number)));
+            } else {
+                self.waiters.entry(number).or_default().push(token);
+            }
+            return Ok(());
+        }
+        let latest = self.store.latest();
+        let Role::Leader(l) = &mut self.role else {
+            return Ok(());
+        };
+        let Some(projection) = l.projection.as_mut() else {
+            return Ok(());
+        };
+        let Some(quantity) = projection.get_mut(&order.name) else {
+            let e = Error::NotFound(format!("no such stock: {}", order.name));
+            self.answer(token, Answer::Order(Err(e)));
+            return Ok(());
+        };
+        let after = match order.kind {
+            OrderType::Buy => quantity.checked_sub(order.quantity).ok_or_else(|| {
+                Error::Conflict(format!(
+                    "not enough stock: {} has {quantity} left, cannot buy {}",
+                    order.name, order.quantity
+                ))
+            }),
+            OrderType::Sell => quantity
+                .checked_add(order.quantity)
+                .ok_or_else(|| Error::BadRequest("quantity too large".into())),
+        };
+        let after = match after {
+            Ok(after) => after,
+            Err(e) => {
+                self.answer(token, Answer::Order(Err(e)));
+                return Ok(());
+            }
+        };
+        *quantity = after;
+        let number = (latest + 1) as u64;
+        let entry = LogEntry {
+            number,
+            name: order.name,
+            kind: order.kind,
+            quantity: order.quantity,
+            epoch: l.epoch,
+            request_id,
+        };
+        self.store.append(vec![entry])?;
+        self.waiters.entry(number).or_default().push(token);
+        self.replicate();
+        Ok(())
+    }
+
+    /// Sends the catalog the next committed orders it lacks, if nothing is in flight.
+    fn apply_to_catalog(&mut self) {
+        let commit = self.commit;
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        if l.catalog.in_flight || l.catalog.retry_at.is_some_and(|t| self.now < t) {
+            return;
+        }
+        let msg = match l.catalog.applied {
+            None => CatalogMessage::Hello(LeaderHello {
+                epoch: l.epoch,
+                leader: self.id,
+            }),
+            Some(applied) if applied < commit => {
+                let from = (applied + 1) as u64;
+                let count = ((commit - applied) as usize).min(MAX_BATCH);
+                let entries = self.store.entries(from, count);
+                CatalogMessage::Apply(ApplyBatch {
+                    epoch: l.epoch,
+                    leader: self.id,
+                    entries,
+                })
+            }
+            Some(_) => return,
+        };
+        l.catalog.in_flight = true;
+        self.effects.push(Effect::Catalog(msg));
+    }
+
+    fn catalog_reply(&mut self, epoch: u64, result: Result<CatalogState>) -> Result<()> {
+        let latest = self.store.latest();
+        let now = self.now;
+        let Role::Leader(l) = &mut self.role else {
+            return Ok(());
+        };
+        if l.epoch != epoch {
+            return Ok(());
+        }
+        l.catalog.in_flight = false;
+        let state = match result {
+            Ok(state) => state,
+            Err(Error::Conflict(why)) => {
+                self.become_follower(None, &format!("the catalog refused our epoch: {why}"));
+                return Ok(());
+            }
+            Err(e) => {
+                debug!("catalog: {e}");
+                l.catalog.retry_at = Some(now + RETRY_INTERVAL);
+                return Ok(());
+            }
+        };
+        if state.applied > latest {
+            warn!(
+                "the catalog applied up to {} but this log ends at {latest}: not taking orders",
+                state.applied
+            );
+            l.catalog.retry_at = Some(now + LEADER_LEASE);
+            return Ok(());
+        }
+        l.catalog.retry_at = None;
+        l.catalog.applied = Some(state.applied);
+        self.applied = self.applied.max(state.applied);
+        if l.projection.is_none() && !state.stocks.is_empty() {
+            let mut projection: HashMap<String, u64> = state
+                .stocks
+                .iter()
+                .map(|s| (s.name.clone(), s.quantity))
+                .collect();
+            let from = (state.applied + 1) as u64;
+            for e in self.store.entries(from, usize::MAX) {
+                if let Some(q) = projection.get_mut(&e.name) {
+                    *q = match e.kind {
+                        OrderType::Buy => q.saturating_sub(e.quantity),
+                        OrderType::Sell => q.saturating_add(e.quantity),
+                    };
+                }
+            }
+            l.projection = Some(projection);
+            let queued = std::mem::take(&mut l.queued);
+            for (token, order) in queued {
+                self.decide(token, order)?;
+            }
+        }
+        self.answer_applied();
+        self.apply_to_catalog();
+        Ok(())
+    }
+
+    /// Answers every order the catalog has applied.
+    fn answer_applied(&mut self) {
+        let rest = self.waiters.split_off(&((self.applied + 1) as u64));
+        let done = std::mem::replace(&mut self.waiters, rest);
+        for (number, tokens) in done {
+            for token in tokens {
+                self.answer(token, Answer::Order(Ok(number)));
+            }
+        }
+    }
+
+    // ---- Failures --------------------------------------------------------------------------
+
+    fn storage_failed(&mut self, e: &Error) {
+        log::error!(
+            "replica {}: storage failed: {e}; re-syncing from the file",
+            self.id
+        );
+        self.become_follower(None, "storage failed");
+        if let Err(e) = self.store.reload() {
+            log::error!("replica {}: cannot reload the log: {e}", self.id);
+        }
+        self.hard = self.store.hard_state();
+    }
+
+    /// After a failed sync: only answers leave, and none of them claims success.
+    fn take_failed_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+            .into_iter()
+            .filter_map(|effect| match effect {
+                Effect::Answer { token, answer } => {
+                    let failed = Error::Unavailable(format!(
+                        "replica {}: storage failed; {RESEND}",
+                        self.id
+                    ));
+                    let answer = match answer {
+                        Answer::Order(Err(e)) => Answer::Order(Err(e)),
+                        Answer::Order(Ok(_)) => Answer::Order(Err(failed)),
+                        Answer::Lead(_) => Answer::Lead(None),
+                        Answer::Propagate(_) => Answer::Propagate(Err(failed)),
+                        Answer::Vote(_) => Answer::Vote(Err(failed)),
+                    };
+                    Some(Effect::Answer { token, answer })
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// The result of [`Core::apply_entries`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Applied {
+    Accepted,
+    /// We lack `prev` or hold it with another epoch: resend after `hint`.
+    Mismatch {
+        hint: i64,
+    },
+}
+
+/// True if `at` is less than `within` before `now`.
+fn within(at: Option<Instant>, now: Instant, within: Duration) -> bool {
+    at.is_some_and(|t| now.saturating_duration_since(t) < within)
+}
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

@@ -1,0 +1,878 @@
+//! Scripted tests of the protocol core: three cores, an in-memory store each, a fake catalog
+//! and a hand-driven network, with no sockets, threads or real clock. Each test reads as the
+//! scenario it checks; [`Net::check`] asserts the safety invariants after every scenario.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::api::StockRecord;
+
+/// An in-memory [`Store`]: what is synced survives a crash, the rest does not.
+#[derive(Default)]
+struct MemStore {
+    entries: Vec<LogEntry>,
+    synced: usize,
+    hard: HardState,
+    /// The next sync fails (an fsync error).
+    fail_next_sync: bool,
+}
+
+impl Store for MemStore {
+    fn latest(&self) -> i64 {
+        self.entries.len() as i64 - 1
+    }
+    fn entry(&self, number: u64) -> Option<LogEntry> {
+        self.entries.get(number as usize).cloned()
+    }
+    fn entries(&self, from: u64, limit: usize) -> Vec<LogEntry> {
+        self.entries
+            .iter()
+            .skip(from as usize)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+    fn lookup(&self, request_id: &str) -> Option<u64> {
+        self.entries
+            .iter()
+            .find(|e| e.request_id == request_id)
+            .map(|e| e.number)
+    }
+    fn append(&mut self, entries: Vec<LogEntry>) -> Result<()> {
+        for e in entries {
+            assert_eq!(
+                e.number as i64,
+                self.latest() + 1,
+                "appends continue the log"
+            );
+            self.entries.push(e);
+        }
+        Ok(())
+    }
+    fn truncate(&mut self, from: u64) -> Result<()> {
+        self.entries.truncate(from as usize);
+        self.synced = self.synced.min(self.entries.len());
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<()> {
+        if std::mem::take(&mut self.fail_next_sync) && self.synced < self.entries.len() {
+            return Err(Error::Internal("injected fsync failure".into()));
+        }
+        self.synced = self.entries.len();
+        Ok(())
+    }
+    fn reload(&mut self) -> Result<()> {
+        self.entries.truncate(self.synced);
+        Ok(())
+    }
+    fn hard_state(&self) -> HardState {
+        self.hard
+    }
+    fn save_hard_state(&mut self, state: HardState) -> Result<()> {
+        self.hard = state;
+        Ok(())
+    }
+}
+
+/// The catalog as the replicas see it: fenced by epoch, applying in number order.
+struct FakeCatalog {
+    epoch: u64,
+    applied: i64,
+    applied_epoch: u64,
+    stocks: BTreeMap<String, u64>,
+    /// Every entry applied, in order.
+    history: Vec<LogEntry>,
+    down: bool,
+}
+
+impl FakeCatalog {
+    fn new() -> FakeCatalog {
+        FakeCatalog {
+            epoch: 0,
+            applied: -1,
+            applied_epoch: 0,
+            stocks: [("GameStart".to_string(), 100), ("FishCo".to_string(), 100)].into(),
+            history: Vec::new(),
+            down: false,
+        }
+    }
+
+    fn state(&self) -> CatalogState {
+        CatalogState {
+            epoch: self.epoch,
+            applied: self.applied,
+            applied_epoch: self.applied_epoch,
+            stocks: self
+                .stocks
+                .iter()
+                .map(|(name, &quantity)| StockRecord {
+                    name: name.clone(),
+                    price: 1.0,
+                    quantity,
+                    volume: 0,
+                })
+                .collect(),
+        }
+    }
+
+    fn handle(&mut self, msg: CatalogMessage) -> Result<CatalogState> {
+        if self.down {
+            return Err(Error::Unreachable("catalog down".into()));
+        }
+        let epoch = match &msg {
+            CatalogMessage::Hello(h) => h.epoch,
+            CatalogMessage::Apply(a) => a.epoch,
+        };
+        if epoch < self.epoch {
+            return Err(Error::Conflict(format!("epoch {epoch} < {}", self.epoch)));
+        }
+        self.epoch = epoch;
+        if let CatalogMessage::Apply(batch) = msg {
+            for e in batch.entries {
+                if e.number as i64 <= self.applied {
+                    continue;
+                }
+                if e.number as i64 != self.applied + 1 {
+                    break;
+                }
+                let q = self.stocks.get_mut(&e.name).expect("known stock");
+                *q = match e.kind {
+                    OrderType::Buy => q.checked_sub(e.quantity).expect("never negative"),
+                    OrderType::Sell => *q + e.quantity,
+                };
+                self.applied = e.number as i64;
+                self.applied_epoch = batch.epoch;
+                self.history.push(e);
+            }
+        }
+        Ok(self.state())
+    }
+}
+
+/// A message on its way.
+struct Envelope {
+    from: u32,
+    to: u32,
+    msg: PeerMessage,
+}
+
+/// Three replicas and a catalog, delivered to by hand.
+struct Net {
+    nodes: BTreeMap<u32, Core<MemStore>>,
+    /// Stores of crashed replicas (what survived the crash).
+    crashed: BTreeMap<u32, MemStore>,
+    now: Instant,
+    queue: VecDeque<Envelope>,
+    /// Directed links that drop everything.
+    cut: BTreeSet<(u32, u32)>,
+    catalog: FakeCatalog,
+    catalog_queue: VecDeque<(u32, CatalogMessage)>,
+    answers: HashMap<Token, Answer>,
+    next_token: Token,
+    /// Every (number → order) a client was told.
+    acknowledged: BTreeMap<u64, LogEntry>,
+    /// Tokens of orders, to record what they were told.
+    orders: HashMap<Token, OrderRequest>,
+    /// Every (epoch, leader) ever seen.
+    leaders: BTreeSet<(u64, u32)>,
+}
+
+const IDS: [u32; 3] = [1, 2, 3];
+
+impl Net {
+    fn new() -> Net {
+        let now = Instant::now();
+        let nodes = IDS
+            .iter()
+            .map(|&id| (id, Core::new(id, peers_of(id), MemStore::default(), now)))
+            .collect();
+        Net {
+            nodes,
+            crashed: BTreeMap::new(),
+            now,
+            queue: VecDeque::new(),
+            cut: BTreeSet::new(),
+            catalog: FakeCatalog::new(),
+            catalog_queue: VecDeque::new(),
+            answers: HashMap::new(),
+            next_token: 1,
+            acknowledged: BTreeMap::new(),
+            orders: HashMap::new(),
+            leaders: BTreeSet::new(),
+        }
+    }
+
+    fn node(&mut self, id: u32) -> &mut Core<MemStore> {
+        self.nodes.get_mut(&id).expect("replica is up")
+    }
+
+    fn status(&self, id: u32) -> Status {
+        self.nodes[&id].status()
+    }
+
+    /// Steps one replica and routes what it produced.
+    fn step(&mut self, id: u32, event: Event) {
+        let now = self.now;
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        node.step(now, event);
+        let effects = node.flush();
+        let status = node.status();
+        if status.role == RoleName::Leader {
+            self.leaders.insert((status.epoch, id));
+        }
+        for effect in effects {
+            match effect {
+                Effect::Send { to, msg } => self.queue.push_back(Envelope { from: id, to, msg }),
+                Effect::Catalog(msg) => self.catalog_queue.push_back((id, msg)),
+                Effect::Answer { token, answer } => {
+                    if let (Answer::Order(Ok(n)), Some(order)) = (&answer, self.orders.get(&token))
+                    {
+                        let entry = self.nodes[&id].store().entry(*n).expect("told number");
+                        assert_eq!(
+                            (entry.name.as_str(), entry.quantity),
+                            (order.name.as_str(), order.quantity),
+                            "acknowledged number {n} holds another order"
+                        );
+                        if let Some(before) = self.acknowledged.insert(*n, entry.clone()) {
+                            assert_eq!(before, entry, "number {n} acknowledged twice differently");
+                        }
+                    }
+                    self.answers.insert(token, answer);
+                }
+            }
+        }
+    }
+
+    /// Delivers one message; a cut link or a down replica makes it fail at the sender.
+    fn deliver(&mut self, env: Envelope) {
+        let reachable = self.nodes.contains_key(&env.to) && !self.cut.contains(&(env.from, env.to));
+        let back = reachable && !self.cut.contains(&(env.to, env.from));
+        let unreachable = || Error::Unreachable("no answer".into());
+        let reply = match env.msg {
+            PeerMessage::Propagate(p) => {
+                let first = p.prev.map_or(0, |prev| prev.number as i64 + 1);
+                let sent_last = first + p.entries.len() as i64 - 1;
+                let epoch = p.epoch;
+                let result = if reachable {
+                    let token = self.token();
+                    self.step(env.to, Event::Propagate { token, msg: p });
+                    match self.answers.remove(&token) {
+                        Some(Answer::Propagate(r)) if back => r,
+                        _ => Err(unreachable()),
+                    }
+                } else {
+                    Err(unreachable())
+                };
+                PeerReply::Propagate {
+                    epoch,
+                    sent_last,
+                    result,
+                }
+            }
+            PeerMessage::Vote(req) => {
+                let result = if reachable {
+                    let token = self.token();
+                    self.step(env.to, Event::Vote { token, req });
+                    match self.answers.remove(&token) {
+                        Some(Answer::Vote(r)) if back => r,
+                        _ => Err(unreachable()),
+                    }
+                } else {
+                    Err(unreachable())
+                };
+                PeerReply::Vote {
+                    epoch: req.epoch,
+                    result,
+                }
+            }
+            PeerMessage::FetchPage { since, limit } => {
+                let result = if back {
+                    let store = self.nodes[&env.to].store();
+                    Ok(LogPage {
+                        entries: store.entries(since, limit),
+                        latest: store.latest(),
+                    })
+                } else {
+                    Err(unreachable())
+                };
+                PeerReply::Page { since, result }
+            }
+        };
+        self.step(
+            env.from,
+            Event::PeerReply {
+                from: env.to,
+                reply,
+            },
+        );
+    }
+
+    fn token(&mut self) -> Token {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    /// Delivers everything in flight, and what that causes, until the network is quiet.
+    fn run(&mut self) {
+        for _ in 0..100_000 {
+            if let Some(env) = self.queue.pop_front() {
+                self.deliver(env);
+            } else if let Some((from, msg)) = self.catalog_queue.pop_front() {
+                let epoch = match &msg {
+                    CatalogMessage::Hello(h) => h.epoch,
+                    CatalogMessage::Apply(a) => a.epoch,
+                };
+                let result = self.catalog.handle(msg);
+                self.step(from, Event::CatalogReply { epoch, result });
+            } else {
+                return;
+            }
+        }
+        panic!("the network never went quiet");
+    }
+
+    /// Lets time pass in small ticks, running the network after each.
+    fn wait(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += Duration::from_millis(50);
+            for id in self.nodes.keys().copied().collect::<Vec<_>>() {
+                self.step(id, Event::Tick);
+            }
+            self.run();
+        }
+    }
+
+    /// `You win <hint>` to `id`, without running the network.
+    fn you_win(&mut self, id: u32, hint: u64) -> Token {
+        let token = self.token();
+        self.step(id, Event::YouWin { token, hint });
+        token
+    }
+
+    /// `You win` to `id`, run to the end: the epoch it leads, or `None` for WAIT.
+    fn elect(&mut self, id: u32) -> Option<u64> {
+        let hint = self.leaders.iter().map(|l| l.0).max().unwrap_or(0);
+        let token = self.you_win(id, hint);
+        self.run();
+        for _ in 0..100 {
+            match self.answers.remove(&token) {
+                Some(Answer::Lead(epoch)) => return epoch,
+                Some(other) => panic!("You win answered {other:?}"),
+                None => self.wait(Duration::from_millis(50)),
+            }
+        }
+        panic!("You win was never answered");
+    }
+
+    /// An order with a request id, sent to `id`, without running the network.
+    fn order(&mut self, id: u32, name: &str, kind: OrderType, quantity: u64, rid: &str) -> Token {
+        let token = self.token();
+        let order = OrderRequest {
+            name: name.into(),
+            quantity,
+            kind,
+            request_id: Some(rid.into()),
+        };
+        self.orders.insert(token, order.clone());
+        self.step(id, Event::Order { token, order });
+        token
+    }
+
+    /// An order, run to the end, with its answer.
+    fn place(&mut self, id: u32, kind: OrderType, quantity: u64, rid: &str) -> Option<Answer> {
+        let token = self.order(id, "GameStart", kind, quantity, rid);
+        self.run();
+        self.answers.remove(&token)
+    }
+
+    fn answer(&mut self, token: Token) -> Option<Answer> {
+        self.answers.remove(&token)
+    }
+
+    fn isolate(&mut self, id: u32) {
+        for other in IDS.into_iter().filter(|&o| o != id) {
+            self.cut.insert((id, other));
+            self.cut.insert((other, id));
+        }
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Kills a replica: what it had not synced is lost.
+    fn crash(&mut self, id: u32) {
+        if let Some(node) = self.nodes.remove(&id) {
+            let mut store = node.store;
+            store.reload().expect("memory store");
+            self.crashed.insert(id, store);
+        }
+    }
+
+    fn restart(&mut self, id: u32) {
+        let store = self.crashed.remove(&id).expect("replica was crashed");
+        self.nodes
+            .insert(id, Core::new(id, peers_of(id), store, self.now));
+    }
+
+    fn log(&self, id: u32) -> Vec<(u64, String, u64)> {
+        self.nodes[&id]
+            .store()
+            .entries
+            .iter()
+            .map(|e| (e.epoch, e.request_id.clone(), e.quantity))
+            .collect()
+    }
+
+    /// The safety invariants: one leader per epoch; every acknowledged order in every log
+    /// long enough to hold it, unchanged, once caught up; the catalog equals a prefix of the
+    /// log, each entry applied once.
+    fn check(&self) {
+        let mut per_epoch: BTreeMap<u64, u32> = BTreeMap::new();
+        for &(epoch, id) in &self.leaders {
+            if let Some(other) = per_epoch.insert(epoch, id) {
+                panic!("two leaders in epoch {epoch}: {other} and {id}");
+            }
+        }
+        for (id, node) in &self.nodes {
+            let entries = &node.store().entries;
+            for (n, acked) in &self.acknowledged {
+                if let Some(e) = entries.get(*n as usize) {
+                    if node.status().log_epoch >= acked.epoch {
+                        assert_eq!(e, acked, "replica {id} holds another order at {n}");
+                    }
+                }
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for e in &self.catalog.history {
+            assert!(
+                seen.insert(e.request_id.clone()),
+                "{} applied twice",
+                e.request_id
+            );
+        }
+        for (n, e) in self.catalog.history.iter().enumerate() {
+            assert_eq!(e.number, n as u64, "applied in order");
+            if let Some(acked) = self.acknowledged.get(&e.number) {
+                assert_eq!(acked, e, "the catalog applied another order at {n}");
+            }
+        }
+        for (n, acked) in &self.acknowledged {
+            assert!(
+                (*n as i64) <= self.catalog.applied,
+                "order {n} acknowledged before the catalog applied it"
+            );
+            assert_eq!(&self.catalog.history[*n as usize], acked);
+        }
+    }
+}
+
+fn peers_of(id: u32) -> Vec<u32> {
+    IDS.into_iter().filter(|&p| p != id).collect()
+}
+
+fn number(answer: Option<Answer>) -> u64 {
+    match answer {
+        Some(Answer::Order(Ok(n))) => n,
+        other => panic!("expected a number, got {other:?}"),
+    }
+}
+
+fn refused(answer: Option<Answer>) -> Error {
+    match answer {
+        Some(Answer::Order(Err(e))) => e,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+use OrderType::{Buy, Sell};
+
+#[test]
+fn a_majority_elects_and_orders_commit_through_the_catalog() {
+    let mut net = Net::new();
+    assert_eq!(net.elect(3), Some(1));
+    assert_eq!(net.status(3).role, RoleName::Leader);
+    assert_eq!(net.status(1).leader, Some(3));
+    assert_eq!(number(net.place(3, Buy, 5, "r0")), 0);
+    assert_eq!(number(net.place(3, Sell, 2, "r1")), 1);
+    assert_eq!(net.catalog.stocks["GameStart"], 97);
+    assert_eq!(net.catalog.applied, 1);
+    // 404 and 409 are decided by the leader, before numbering: nothing is logged.
+    let token = net.order(3, "Nope", Buy, 1, "r2");
+    net.run();
+    assert!(matches!(refused(net.answer(token)), Error::NotFound(_)));
+    assert!(matches!(
+        refused(net.place(3, Buy, 98, "r3")),
+        Error::Conflict(_)
+    ));
+    assert_eq!(net.status(3).latest, 1);
+    // Followers are not leaders.
+    assert!(matches!(
+        refused(net.place(1, Buy, 1, "r4")),
+        Error::NotLeader(_)
+    ));
+    net.wait(Duration::from_millis(500));
+    assert_eq!(net.log(1), net.log(3));
+    net.check();
+}
+
+#[test]
+fn no_majority_no_leader() {
+    let mut net = Net::new();
+    net.crash(1);
+    net.crash(2);
+    assert_eq!(
+        net.elect(3),
+        None,
+        "one replica cannot grant itself an epoch"
+    );
+    assert_eq!(net.status(3).role, RoleName::Follower);
+    net.restart(2);
+    assert!(net.elect(3).is_some(), "two of three can");
+    net.check();
+}
+
+#[test]
+fn nothing_is_acknowledged_by_one_copy() {
+    let mut net = Net::new();
+    net.elect(3);
+    net.crash(1);
+    net.crash(2);
+    let token = net.order(3, "GameStart", Buy, 1, "alone");
+    net.wait(LEADER_LEASE / 2);
+    assert_eq!(net.answer(token), None, "waits while no follower holds it");
+    net.wait(LEADER_LEASE);
+    let e = refused(net.answer(token));
+    assert!(
+        matches!(&e, Error::Unavailable(m) if m.contains(RESEND)),
+        "{e:?}"
+    );
+    assert_eq!(net.catalog.applied, -1, "the catalog never saw it");
+    net.check();
+}
+
+#[test]
+fn two_candidates_for_one_epoch_make_at_most_one_leader() {
+    let mut net = Net::new();
+    // Two front-ends tell two replicas at once, with the same hint: both ask for epoch 1.
+    let a = net.you_win(3, 0);
+    let b = net.you_win(2, 0);
+    net.run();
+    net.wait(CANDIDACY_TIMEOUT);
+    let won: Vec<_> = [a, b]
+        .into_iter()
+        .filter_map(|t| match net.answer(t) {
+            Some(Answer::Lead(Some(e))) => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert!(won.len() <= 1, "both won: {won:?}");
+    net.check();
+    // Whoever lost can be re-selected later without two leaders in any epoch.
+    net.wait(LEADER_LEASE * 2);
+    let leader = [3, 2, 1].into_iter().find(|&id| net.elect(id).is_some());
+    assert!(leader.is_some());
+    net.check();
+}
+
+#[test]
+fn re_confirming_the_leader_keeps_its_epoch_and_a_live_leader_is_not_deposed() {
+    let mut net = Net::new();
+    assert_eq!(net.elect(3), Some(1));
+    assert_eq!(net.elect(3), Some(1), "the sitting leader keeps its epoch");
+    // Another front-end that cannot see replica 3 asks replica 2: it refuses while 3 is alive.
+    assert_eq!(net.elect(2), None);
+    assert_eq!(net.status(3).role, RoleName::Leader);
+    assert_eq!(net.status(3).epoch, 1);
+    net.check();
+}
+
+#[test]
+fn you_win_right_after_the_leader_died_campaigns_once_its_lease_ran_out() {
+    let mut net = Net::new();
+    net.elect(3);
+    net.crash(3);
+    // The front-end noticed at once; replica 2 heard from 3 a moment ago.
+    let token = net.you_win(2, 1);
+    net.run();
+    assert_eq!(net.answer(token), None, "deferred, not refused");
+    net.wait(LEADER_LEASE + HEARTBEAT_INTERVAL * 3);
+    assert_eq!(net.answer(token), Some(Answer::Lead(Some(2))));
+    net.check();
+}
+
+#[test]
+fn a_slow_follower_is_never_dropped_from_the_quorum() {
+    let mut net = Net::new();
+    net.elect(3);
+    // Replica 2 is slow (its link drops), replica 1 carries the majority.
+    net.cut.insert((3, 2));
+    assert_eq!(number(net.place(3, Buy, 1, "a")), 0);
+    // Now replica 1 is slow too: nothing commits, nothing is acknowledged.
+    net.cut.insert((3, 1));
+    let token = net.order(3, "GameStart", Buy, 1, "b");
+    net.wait(LEADER_LEASE / 2);
+    assert_eq!(net.answer(token), None);
+    // Before the lease runs out, the followers answer again: the order commits.
+    net.heal();
+    net.wait(Duration::from_millis(300));
+    assert_eq!(number(net.answer(token)), 1);
+    net.check();
+}
+
+#[test]
+fn a_leader_that_loses_its_majority_steps_down_and_another_takes_over() {
+    let mut net = Net::new();
+    net.elect(3);
+    assert_eq!(number(net.place(3, Buy, 1, "a")), 0);
+    net.isolate(3);
+    let token = net.order(3, "GameStart", Buy, 1, "b");
+    net.wait(LEADER_LEASE + Duration::from_millis(200));
+    assert_eq!(net.status(3).role, RoleName::Follower, "stepped down");
+    let e = refused(net.answer(token));
+    assert!(matches!(&e, Error::Unavailable(m) if m.contains(RESEND)));
+    // The front-end still reaches 3 but it cannot win; 2 can.
+    assert_eq!(net.elect(3), None);
+    assert!(net.elect(2).is_some());
+    // The retry of "b" goes to the new leader; 3's unreplicated copy is replaced on healing.
+    assert_eq!(number(net.place(2, Buy, 1, "b")), 1);
+    net.heal();
+    net.wait(Duration::from_millis(500));
+    assert_eq!(net.log(3), net.log(2));
+    assert_eq!(net.log(1), net.log(2));
+    net.check();
+}
+
+#[test]
+fn conflicting_suffixes_are_replaced_and_logs_converge() {
+    let mut net = Net::new();
+    net.elect(3);
+    assert_eq!(number(net.place(3, Buy, 1, "a")), 0);
+    // Replica 3 appends two orders nobody else gets, then dies.
+    net.isolate(3);
+    net.order(3, "GameStart", Buy, 2, "lost-1");
+    net.order(3, "GameStart", Buy, 3, "lost-2");
+    net.run();
+    net.crash(3);
+    net.heal();
+    net.wait(LEADER_LEASE);
+    assert!(net.elect(2).is_some());
+    assert_eq!(number(net.place(2, Sell, 4, "c")), 1);
+    net.restart(3);
+    net.wait(Duration::from_millis(500));
+    assert_eq!(net.log(3), net.log(2));
+    assert_eq!(net.log(3).len(), 2);
+    assert!(net
+        .log(3)
+        .iter()
+        .all(|(_, rid, _)| !rid.starts_with("lost")));
+    net.check();
+}
+
+#[test]
+fn a_replica_that_missed_many_orders_catches_up() {
+    let mut net = Net::new();
+    net.elect(3);
+    net.crash(1);
+    for i in 0..(MAX_BATCH * 2 + 5) {
+        let kind = if i % 2 == 0 { Buy } else { Sell };
+        number(net.place(3, kind, 1, &format!("o{i}")));
+    }
+    net.restart(1);
+    net.wait(Duration::from_millis(500));
+    assert_eq!(net.log(1), net.log(3));
+    assert_eq!(net.status(1).log_epoch, net.status(3).epoch);
+    net.check();
+}
+
+#[test]
+fn a_candidate_behind_takes_the_best_log_of_its_majority() {
+    let mut net = Net::new();
+    net.elect(3);
+    net.crash(1);
+    for i in 0..(MAX_BATCH + 3) {
+        number(net.place(3, Sell, 1, &format!("o{i}")));
+    }
+    net.restart(1);
+    net.crash(3);
+    // Replica 1 missed everything; 2 has it all. 1 wins and must pull first.
+    net.wait(LEADER_LEASE);
+    let epoch = net.elect(1).expect("1 and 2 are a majority");
+    assert_eq!(net.log(1), net.log(2));
+    assert_eq!(net.status(1).log_epoch, epoch);
+    // The retry of an acknowledged order gets its number, not a new one.
+    assert_eq!(number(net.place(1, Sell, 1, "o5")), 5);
+    net.check();
+}
+
+/// The Raft paper's Figure 8, in three replicas. An order of epoch 1 is held only by replica
+/// 1; epoch 2's leader (2) writes a conflicting order at the same number and dies; replica 1
+/// leads epoch 3 with its epoch-1 order, which commits once replica 3 holds epoch 3's log.
+/// Then 2 (whose conflicting order has the HIGHER entry epoch, 2 > 1) must not win with it:
+/// ranking by `log_epoch` (3 beats 2), not by the epoch of the last entry, keeps the
+/// committed order. Ranked by the last entry's epoch, 2 would overwrite an applied order.
+#[test]
+fn figure_8_an_older_order_committed_by_a_newer_leader_survives() {
+    let mut net = Net::new();
+    net.elect(1);
+    net.isolate(1);
+    let a = net.order(1, "GameStart", Buy, 1, "A");
+    net.run();
+    net.crash(1);
+    net.heal();
+    net.wait(LEADER_LEASE);
+    // Epoch 2: replica 2 leads with 3's grant, but 3 never hears from it afterwards.
+    let t = net.you_win(2, 1);
+    while let Some(env) = net.queue.pop_front() {
+        if matches!(env.msg, PeerMessage::Vote(_)) {
+            net.deliver(env);
+        }
+    }
+    assert!(matches!(net.answer(t), Some(Answer::Lead(Some(2)))));
+    net.cut.insert((2, 3));
+    net.cut.insert((3, 2));
+    net.run();
+    net.order(2, "GameStart", Buy, 7, "B");
+    net.run();
+    net.crash(2);
+    assert_eq!(net.crashed[&2].entries[0].epoch, 2);
+    net.heal();
+    // Epoch 3: replica 1 returns and leads with its order A (3 has nothing better).
+    net.restart(1);
+    net.wait(LEADER_LEASE);
+    assert_eq!(net.elect(1), Some(3));
+    net.wait(Duration::from_millis(300));
+    assert_eq!(net.catalog.applied, 0, "A committed and applied in epoch 3");
+    assert_eq!(net.answer(a), None, "its first caller died with replica 1");
+    assert_eq!(number(net.place(1, Buy, 1, "A")), 0, "A's retry finds it");
+    // Epoch 4: replica 1 dies; 2 returns holding B at number 0 with entry epoch 2 > 1.
+    net.crash(1);
+    net.restart(2);
+    net.wait(LEADER_LEASE);
+    assert_eq!(net.elect(2), Some(4));
+    assert_eq!(
+        net.log(2)[0].1,
+        "A",
+        "2 took 3's log, which outranks its own"
+    );
+    assert_eq!(number(net.place(2, Buy, 1, "A")), 0);
+    net.check();
+}
+
+#[test]
+fn the_catalog_applies_in_order_once_and_fences_an_old_leader() {
+    let mut net = Net::new();
+    net.elect(3);
+    assert_eq!(number(net.place(3, Buy, 1, "a")), 0);
+    // The catalog stalls: orders commit on the replicas but are not acknowledged.
+    net.catalog.down = true;
+    let b = net.order(3, "GameStart", Buy, 2, "b");
+    net.wait(Duration::from_millis(300));
+    assert_eq!(net.status(3).commit, 1);
+    assert_eq!(net.answer(b), None);
+    net.catalog.down = false;
+    net.wait(Duration::from_millis(200));
+    assert_eq!(number(net.answer(b)), 1);
+    // An old leader's late apply is refused once a newer leader said hello; the old leader
+    // steps down on that answer.
+    net.isolate(3);
+    net.wait(LEADER_LEASE);
+    net.heal();
+    let stale = CatalogMessage::Apply(ApplyBatch {
+        epoch: 1,
+        leader: 3,
+        entries: net.nodes[&3].store().entries(0, 2),
+    });
+    assert!(net.elect(2).is_some());
+    assert!(matches!(net.catalog.handle(stale), Err(Error::Conflict(_))));
+    assert_eq!(net.catalog.applied, 1);
+    net.check();
+}
+
+#[test]
+fn a_request_id_trades_once_across_leaderships() {
+    let mut net = Net::new();
+    net.elect(3);
+    assert_eq!(number(net.place(3, Buy, 3, "once")), 0);
+    for i in 0..50 {
+        number(net.place(3, Sell, 1, &format!("x{i}")));
+    }
+    net.crash(3);
+    net.wait(LEADER_LEASE);
+    assert!(net.elect(2).is_some());
+    assert_eq!(number(net.place(2, Buy, 3, "once")), 0, "a late retry");
+    // The same id with other contents is refused rather than traded.
+    assert!(matches!(
+        refused(net.place(2, Buy, 4, "once")),
+        Error::Conflict(_)
+    ));
+    assert_eq!(net.status(2).latest, 50);
+    net.check();
+}
+
+#[test]
+fn a_failed_fsync_steps_down_and_acknowledges_nothing() {
+    let mut net = Net::new();
+    net.elect(3);
+    assert_eq!(number(net.place(3, Buy, 1, "a")), 0);
+    net.node(3).store.fail_next_sync = true;
+    let token = net.order(3, "GameStart", Buy, 1, "b");
+    net.run();
+    let e = refused(net.answer(token));
+    assert!(matches!(&e, Error::Unavailable(m) if m.contains(RESEND)));
+    assert_eq!(net.status(3).role, RoleName::Follower);
+    assert_eq!(net.status(3).latest, 0, "memory agrees with the file");
+    net.wait(LEADER_LEASE);
+    let leader = [3, 2, 1].into_iter().find(|&id| net.elect(id).is_some());
+    let leader = leader.expect("a new leader");
+    assert_eq!(number(net.place(leader, Buy, 1, "b")), 1);
+    net.check();
+}
+
+#[test]
+fn a_vote_is_granted_once_per_epoch_and_survives_a_restart() {
+    let mut net = Net::new();
+    let req = VoteRequest {
+        epoch: 5,
+        candidate: 2,
+    };
+    let token = net.token();
+    net.step(1, Event::Vote { token, req });
+    assert!(matches!(net.answer(token), Some(Answer::Vote(Ok(r))) if r.granted));
+    net.crash(1);
+    net.restart(1);
+    for (epoch, candidate, granted) in [(5, 3, false), (5, 2, true), (4, 3, false), (6, 3, true)] {
+        let token = net.token();
+        let req = VoteRequest { epoch, candidate };
+        net.step(1, Event::Vote { token, req });
+        let got = matches!(net.answer(token), Some(Answer::Vote(Ok(r))) if r.granted);
+        assert_eq!(got, granted, "epoch {epoch} to {candidate}");
+    }
+}
+
+#[test]
+fn propagates_fit_the_request_body_limit() {
+    let entry = LogEntry {
+        number: u64::MAX,
+        name: "N".repeat(crate::config::MAX_STOCK_NAME_LEN),
+        kind: OrderType::Sell,
+        quantity: u64::MAX,
+        epoch: u64::MAX,
+        request_id: "\"".repeat(crate::api::MAX_REQUEST_ID_LEN),
+    };
+    let body = Propagate {
+        epoch: u64::MAX,
+        leader: u32::MAX,
+        prev: None,
+        entries: vec![entry; MAX_BATCH],
+        base: i64::MAX,
+        commit: i64::MAX,
+    };
+    let bytes = serde_json::to_vec(&body).expect("encodes").len();
+    assert!(bytes <= crate::http::MAX_BODY_BYTES, "{bytes} bytes");
+}

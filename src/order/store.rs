@@ -1,0 +1,139 @@
+//! The core's [`Store`] on disk: the order log file plus the hard-state file.
+//!
+//! Appends are buffered in `pending` while the core thread drains a batch of events, and
+//! written with one `write` and one `fdatasync` by [`Store::sync`] (group commit): the core
+//! hands out no effect before that returned. Readers on other threads (`GET /orders/<n>`, log
+//! pages for peers) read the [`OrderLog`]'s memory, which shows only synced entries.
+//!
+//! The fail point `fail-sync:k` (`BAZAAR_FAILPOINT`) makes the k-th sync that has entries to
+//! write fail after the bytes reached the file but before they count as durable, which is
+//! what a failed fsync looks like; the core then reloads memory from the file.
+//!
+//! Caveats: the pending buffer is only as large as one drained batch of events.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::core::{HardState, Store};
+use super::failpoint;
+use super::log::OrderLog;
+use crate::api::LogEntry;
+use crate::error::{Error, Result};
+
+pub(crate) struct FileStore {
+    log: Arc<OrderLog>,
+    pending: Vec<LogEntry>,
+    pending_ids: HashMap<String, u64>,
+    state_path: PathBuf,
+    hard: HardState,
+}
+
+impl FileStore {
+    pub(crate) fn new(log: Arc<OrderLog>, state_path: PathBuf) -> Result<FileStore> {
+        let hard = super::epoch::load(&state_path)?;
+        Ok(FileStore {
+            log,
+            pending: Vec::new(),
+            pending_ids: HashMap::new(),
+            state_path,
+            hard,
+        })
+    }
+
+    fn first_pending(&self) -> Option<u64> {
+        self.pending.first().map(|e| e.number)
+    }
+}
+
+impl Store for FileStore {
+    fn latest(&self) -> i64 {
+        self.pending
+            .last()
+            .map_or_else(|| self.log.latest(), |e| e.number as i64)
+    }
+
+    fn entry(&self, number: u64) -> Option<LogEntry> {
+        match self.first_pending() {
+            Some(first) if number >= first => self
+                .pending
+                .get(usize::try_from(number - first).ok()?)
+                .cloned(),
+            _ => self.log.get(number),
+        }
+    }
+
+    fn entries(&self, from: u64, limit: usize) -> Vec<LogEntry> {
+        let mut out = match self.first_pending() {
+            Some(first) if from >= first => Vec::new(),
+            _ => self.log.since(from, limit).entries,
+        };
+        if let Some(first) = self.first_pending() {
+            let skip = usize::try_from(from.saturating_sub(first)).unwrap_or(usize::MAX);
+            let room = limit.saturating_sub(out.len());
+            out.extend(self.pending.iter().skip(skip).take(room).cloned());
+        }
+        out
+    }
+
+    fn lookup(&self, request_id: &str) -> Option<u64> {
+        self.pending_ids
+            .get(request_id)
+            .copied()
+            .or_else(|| self.log.lookup(request_id))
+    }
+
+    fn append(&mut self, entries: Vec<LogEntry>) -> Result<()> {
+        for e in entries {
+            if e.number as i64 != self.latest() + 1 {
+                return Err(Error::Internal(format!(
+                    "append of {} after {}",
+                    e.number,
+                    self.latest()
+                )));
+            }
+            self.pending_ids.insert(e.request_id.clone(), e.number);
+            self.pending.push(e);
+        }
+        Ok(())
+    }
+
+    fn truncate(&mut self, from: u64) -> Result<()> {
+        self.sync()?;
+        self.log.truncate(from)
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let entries = std::mem::take(&mut self.pending);
+        self.pending_ids.clear();
+        if failpoint::fails(failpoint::FAIL_SYNC) {
+            // The bytes reach the file; the sync "fails" before they count as durable.
+            let _ = self.log.append(entries);
+            return Err(Error::Internal("fail point fail-sync: fsync failed".into()));
+        }
+        self.log.append(entries)?;
+        failpoint::hit(failpoint::AFTER_LOG_APPEND);
+        Ok(())
+    }
+
+    fn reload(&mut self) -> Result<()> {
+        self.pending.clear();
+        self.pending_ids.clear();
+        self.log.reload()?;
+        self.hard = super::epoch::load(&self.state_path)?;
+        Ok(())
+    }
+
+    fn hard_state(&self) -> HardState {
+        self.hard
+    }
+
+    fn save_hard_state(&mut self, state: HardState) -> Result<()> {
+        super::epoch::save(&self.state_path, &state)?;
+        self.hard = state;
+        Ok(())
+    }
+}
