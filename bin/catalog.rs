@@ -2,7 +2,7 @@
 
 use argh::FromArgs;
 
-/// Serve the stock catalog (lookups and trades) from data/catalog.json.
+/// Serve the stock catalog (lookups; committed orders applied for the leader) from data/catalog.json.
 #[derive(FromArgs)]
 struct Args {
     /// deployment config (default $BAZAAR_CONFIG, else conf/bazaar.yaml)

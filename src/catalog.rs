@@ -1,213 +1,146 @@
-//! The catalog: every stock's price, remaining quantity and traded volume (SPEC §2).
+//! The catalog: every stock's price, remaining quantity and traded volume (SPEC §2), kept as
+//! the **view of the committed order log**. The order replicas decide every trade (404/409
+//! before an order is numbered); the catalog only applies committed orders, strictly in
+//! transaction-number order, each exactly once, and only from the current leader.
 //!
-//! Protocol: `GET /stocks/<name>` → `StockRecord` (404 unknown), `GET /stocks` → every
-//! `StockRecord` in catalog order, `POST /trades` with a `TradeBatch` (the leading order
-//! replica's batch, applied in its order) → one `TradeOutcome` per order, `POST /orders` with
-//! one `OrderRequest` → `TradeResult` (a batch of one, for hand use), `GET /health` →
-//! `{"status":"ok"}`.
+//! Protocol (every body JSON; errors are `{"error":{"code":C,"message":".."}}`):
 //!
-//! State lives in `catalog.json`, `{"stocks":[StockRecord..],"recent_trades":[{"request_id":..,
-//! "result":TradeResult}..]}`, created from `catalog.stocks` of the config only when it is
-//! missing and replaced atomically after trades: temp file, fsync, rename, fsync of the
-//! directory. A kill at any instant leaves the old or the new file, never a torn one; a
-//! leftover temp file is removed at start, and a catalog.json that cannot be read or parsed
-//! stops the catalog with an error instead of being replaced.
+//! | request | answer |
+//! |---|---|
+//! | `GET /stocks/<name>` | `StockRecord`; 404 unknown stock |
+//! | `GET /stocks` | every `StockRecord`, in catalog order |
+//! | `GET /state` | `CatalogState` with the stocks (public, read-only) |
+//! | `GET /health` | `{"status":"ok"}` |
+//! | `POST /leader` `LeaderHello` (secret) | `CatalogState` with the stocks; 409 if its epoch is below the fence |
+//! | `POST /apply` `ApplyBatch` (secret) | `CatalogState` with **`stocks: []`**; 409 below the fence; 400 entries not consecutive; 500 the batch cannot be applied |
 //!
-//! In memory there are two views. The *ledger* (a `Mutex`) is where trades are decided and
-//! applied, one at a time: a buy succeeds only while the quantity covers it (else 409), a sell
-//! adds; both add to the volume; the result is remembered under its request id. The *durable*
-//! stocks (a `parking_lot::RwLock`) are what lookups read: only what catalog.json holds. A trade
-//! is answered only once a write covering it is done, and those writes are a group commit: the
-//! first trade to take the writer's lock writes the whole ledger, covering every trade applied
-//! meanwhile, and the trades queued behind it return without writing again. Lookups never wait
-//! for a write. The last [`RECENT_TRADES`] results are kept by request id in the same file, so
-//! they survive a crash: an order retried after a fail-over (same request id) gets the first
-//! result back with `repeated: true` and is not traded twice (after that first trade is
-//! written, like any other answer).
+//! Wrong method on a known path: 405; any other path (the old `POST /trades` and `POST /orders`
+//! included): 404. `/leader` and `/apply` need the deployment secret (`Authorization: Bearer`),
+//! else 401 and nothing changes.
 //!
-//! After the lock is released and before the reply, the catalog tells the front-end to drop
-//! the stock from its cache (`POST /invalidation/<name>`, [`INVALIDATION_TIMEOUT`]); a failure
-//! is logged and the trade still succeeds. Invalidating before replying is what lets the
-//! front-end promise that a lookup starting after an acknowledged trade never sees the old
-//! quantity. Repeats invalidate again: the first attempt may have died before it did.
+//! **Fencing.** The catalog keeps `epoch`, the highest leader epoch it has seen. `POST /leader`
+//! with a lower epoch is refused (409, naming both epochs); otherwise the fence rises to the
+//! hello's epoch, is persisted, and the answer tells the new leader where the catalog stands
+//! (`applied`, and the stocks after it). `POST /apply` from a lower epoch is refused (409) and
+//! changes nothing; from a higher one it raises the fence (persisted with the batch). So an old
+//! leader woken from a freeze cannot apply anything once a newer one has said hello.
+//!
+//! **In order, exactly once.** `applied` is the last order number applied (-1 before the first)
+//! and `applied_epoch` the epoch of the leader that applied it. A batch's entries must be
+//! consecutive numbers (else 400). Entries at or below `applied` are skipped; if the first
+//! remaining entry is past `applied + 1`, nothing is applied and the answer's `applied` says
+//! where to resume (the leader re-sends from `applied + 1`). Each entry is applied in order: a
+//! sell adds its quantity, a buy subtracts it, both add it to the volume. An unknown stock, a
+//! buy below zero or an overflow means the log and the catalog disagree (the leader decided
+//! 404/409 before numbering): the **whole batch** is refused with 500 naming the entry, and
+//! nothing of it (not even a fence raise) is kept, so no read ever shows a partial or negative
+//! state.
+//!
+//! **State file.** `catalog.json` is `{"epoch":E,"applied":N,"applied_epoch":A,"stocks":[..]}`,
+//! created from `catalog.stocks` of the config only when missing, and replaced atomically (temp
+//! file, fsync, rename, fsync of the directory) once per hello or batch that changes it, before
+//! the answer. A leftover temp file is removed at start. A file that cannot be read or parsed
+//! (including the old format with `recent_trades`, which has no `applied`) stops the catalog
+//! with one line naming the file and what is wrong, and is never overwritten.
+//!
+//! **Concurrency.** Hellos and applies are serialized by one mutex held across decide and
+//! persist. Lookups read a separate `parking_lot::RwLock` view that is only replaced once the
+//! file holds the new state, so a lookup never shows what is not on disk and never waits for
+//! a disk write (only for the pointer swap).
+//!
+//! **Invalidation.** After persisting and publishing, and before answering an apply, the catalog
+//! tells every front-end of `config.frontend_addrs()` to drop the batch's stocks: one
+//! `POST /invalidation` with an `InvalidateBatch` (distinct names) and the secret per
+//! front-end, all front-ends in parallel (one thread each), the whole fan-out bounded by
+//! [`INVALIDATION_BUDGET`]. A front-end that is down or slower than that is logged (warn) and
+//! the apply still succeeds. The names are those of every entry the catalog holds after the
+//! batch, skipped re-sends included: the first attempt may have died before it invalidated.
 //!
 //! Caveats:
-//! - The whole file is rewritten per group of trades, including the recent-trade window (a few
-//!   hundred KB when full): simple and crash-safe, but each write costs a millisecond or two.
-//! - If catalog.json cannot be written, the catalog aborts: its ledger is ahead of the file and
-//!   the unwritten trades, none of them answered, are dropped by the restart that resumes from
-//!   the file (their retries trade again).
-//! - A request id older than the last [`RECENT_TRADES`] trades is forgotten: a retry that late
-//!   would trade again.
-//! - A request id reused for a different stock is refused with 409 rather than traded.
+//! - `/apply` answers carry no stocks (`stocks: []`), to keep the hot path small; `/leader`
+//!   and `GET /state` carry them.
+//! - The invalidation threads are detached, not scoped: the answer waits at most the budget
+//!   even when a connect hangs (the HTTP client's connect timeout is longer than the budget).
+//!   A front-end that stays slow costs one short-lived thread per batch, each ending at the
+//!   budget or at the client's own timeouts.
+//! - A front-end that missed an invalidation (down, or slower than the budget) may serve a
+//!   cached pre-trade quantity until its own post-order invalidation or an eviction; the
+//!   front-end also invalidates after every order it forwards.
+//! - If writing the temp file fails, the batch is refused (500) and nothing changes; if the
+//!   rename or the directory fsync fails, memory and file may disagree, so the catalog aborts
+//!   and the restart resumes from whichever file is there.
+//! - The whole file is rewritten per batch: simple and crash-safe, about a millisecond.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{
-    Health, Invalidated, OrderRequest, OrderType, StockRecord, TradeBatch, TradeOutcome,
-    TradeResult,
+    ApplyBatch, CatalogState, Health, InvalidateBatch, LeaderHello, LogEntry, OrderType,
+    StockRecord,
 };
 use crate::config::{Config, StockConfig};
 use crate::error::{Error, Result};
-use crate::http::{
-    decode_segment, encode_segment, Client, Request, Response, Server, ServerOptions,
-};
+use crate::http::{decode_segment, Client, Request, Response, Server, ServerOptions};
 
-/// How many trades are remembered by request id for idempotent retries.
-pub const RECENT_TRADES: usize = 4096;
+/// The most time an apply spends telling every front-end to drop the traded stocks, all
+/// front-ends together (not per name or per front-end).
+pub(crate) const INVALIDATION_BUDGET: Duration = Duration::from_millis(300);
 
-/// How long a trade waits for the front-end to confirm a cache invalidation.
-pub const INVALIDATION_TIMEOUT: Duration = Duration::from_millis(300);
-
-/// One remembered trade, as stored in catalog.json.
+/// catalog.json, as written and read.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct RecentTrade {
-    request_id: String,
-    result: TradeResult,
-    /// The ledger version this trade created; loaded trades are on disk already (0).
-    #[serde(skip)]
-    version: u64,
-    /// This entry as JSON, made once when it is remembered: every write of catalog.json
-    /// copies the whole window, and re-encoding thousands of entries per write is what the
-    /// catalog spent its time on.
-    #[serde(skip)]
-    json: String,
-}
-
-/// The file format of catalog.json, as read ([`Ledger::file_bytes`] writes the same shape).
-#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CatalogFile {
+    epoch: u64,
+    applied: i64,
+    applied_epoch: u64,
     stocks: Vec<StockRecord>,
-    #[serde(default)]
-    recent_trades: Vec<RecentTrade>,
 }
 
-/// Every trade applied so far, in order: what the next write of catalog.json will hold.
+impl From<&CatalogState> for CatalogFile {
+    fn from(s: &CatalogState) -> Self {
+        CatalogFile {
+            epoch: s.epoch,
+            applied: s.applied,
+            applied_epoch: s.applied_epoch,
+            stocks: s.stocks.clone(),
+        }
+    }
+}
+
+/// What an apply did: the state to answer and the stocks to invalidate.
 #[derive(Debug)]
-struct Ledger {
-    /// Counts the trades applied since start; a trade is durable once the write that
-    /// covered its version is done.
-    version: u64,
-    /// In catalog order, which `GET /stocks` keeps.
-    stocks: Vec<StockRecord>,
-    /// Name → position in `stocks`.
-    index: HashMap<String, usize>,
-    /// Oldest first, at most [`RECENT_TRADES`].
-    recent: VecDeque<RecentTrade>,
-    /// Request id → position of its result in `recent`, counted from `recent_base`.
-    recent_index: HashMap<String, u64>,
-    /// The absolute sequence number of `recent[0]`, so indexes survive pops at the front.
-    recent_base: u64,
-    /// Most trades remembered: [`RECENT_TRADES`] (tests use fewer).
-    window: usize,
-}
-
-impl Ledger {
-    fn from_file(file: CatalogFile, window: usize) -> Result<Ledger> {
-        let mut index = HashMap::new();
-        for (i, stock) in file.stocks.iter().enumerate() {
-            if index.insert(stock.name.clone(), i).is_some() {
-                return Err(Error::Config(format!("duplicate stock {:?}", stock.name)));
-            }
-        }
-        let mut state = Ledger {
-            version: 0,
-            stocks: file.stocks,
-            index,
-            recent: VecDeque::new(),
-            recent_index: HashMap::new(),
-            recent_base: 0,
-            window,
-        };
-        for trade in file.recent_trades {
-            state.remember(trade);
-        }
-        Ok(state)
-    }
-
-    /// catalog.json's contents: the stocks, encoded now, and the window's entries, encoded
-    /// when they were remembered.
-    fn file_bytes(&self) -> Result<Vec<u8>> {
-        let window: usize = self.recent.iter().map(|t| t.json.len() + 1).sum();
-        let mut out = Vec::with_capacity(window + 128 * self.stocks.len() + 64);
-        out.extend_from_slice(br#"{"stocks":"#);
-        serde_json::to_writer(&mut out, &self.stocks)?;
-        out.extend_from_slice(br#","recent_trades":["#);
-        let encoded = self.recent.iter().filter(|t| !t.json.is_empty());
-        for (i, trade) in encoded.enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(trade.json.as_bytes());
-        }
-        out.extend_from_slice(b"]}");
-        Ok(out)
-    }
-
-    fn recall(&self, request_id: &str) -> Option<&RecentTrade> {
-        let seq = self.recent_index.get(request_id)?;
-        let offset = usize::try_from(seq.checked_sub(self.recent_base)?).ok()?;
-        self.recent.get(offset)
-    }
-
-    /// Adds a trade to the window, dropping the oldest beyond its size.
-    fn remember(&mut self, mut trade: RecentTrade) {
-        if trade.json.is_empty() {
-            // Cannot fail for strings and numbers; if it ever did, the entry is left out of
-            // the file (its retry would trade again) rather than making the file invalid.
-            trade.json = serde_json::to_string(&trade).unwrap_or_else(|e| {
-                log::error!("cannot encode trade {}: {e}", trade.request_id);
-                String::new()
-            });
-        }
-        let seq = self.recent_base + self.recent.len() as u64;
-        self.recent_index.insert(trade.request_id.clone(), seq);
-        self.recent.push_back(trade);
-        while self.recent.len() > self.window {
-            if let Some(old) = self.recent.pop_front() {
-                if self.recent_index.get(&old.request_id) == Some(&self.recent_base) {
-                    self.recent_index.remove(&old.request_id);
-                }
-            }
-            self.recent_base += 1;
-        }
-    }
+pub(crate) struct Applied {
+    /// The catalog's state after the batch, without stocks.
+    pub(crate) state: CatalogState,
+    /// Distinct names of the batch's entries the catalog now holds (applied or re-sent).
+    pub(crate) names: Vec<String>,
 }
 
 /// The catalog's data and its file.
 #[derive(Debug)]
-pub struct Catalog {
+pub(crate) struct Catalog {
     path: PathBuf,
     /// Name → position in the stock lists (fixed once open).
     index: HashMap<String, usize>,
-    /// What lookups see: the stocks as catalog.json holds them.
-    durable: RwLock<Vec<StockRecord>>,
-    /// Trades are decided and applied here, one at a time, before they are written.
-    ledger: Mutex<Ledger>,
-    /// Held by the thread writing catalog.json; the ledger version the file holds.
-    written: Mutex<u64>,
+    /// What lookups see: exactly what catalog.json holds.
+    view: RwLock<Arc<CatalogState>>,
+    /// Hellos and applies, one at a time, held across decide and persist.
+    state: Mutex<CatalogState>,
 }
 
 impl Catalog {
     /// Opens `path`, creating it from `initial` when missing. Creates the directory if needed
-    /// and removes a temp file left by a crash mid-write.
-    pub fn open(path: &Path, initial: &[StockConfig]) -> Result<Catalog> {
-        Catalog::open_with_window(path, initial, RECENT_TRADES)
-    }
-
-    /// [`Catalog::open`] remembering at most `window` trades.
-    fn open_with_window(path: &Path, initial: &[StockConfig], window: usize) -> Result<Catalog> {
+    /// and removes a temp file left by a crash mid-write. Never overwrites an existing file.
+    pub(crate) fn open(path: &Path, initial: &[StockConfig]) -> Result<Catalog> {
         let refuse = |why: String| Error::Config(format!("catalog {}: {why}", path.display()));
         if let Some(dir) = parent_dir(path) {
             fs::create_dir_all(dir)
@@ -219,183 +152,311 @@ impl Catalog {
             fs::remove_file(&temp)
                 .map_err(|e| refuse(format!("cannot remove {}: {e}", temp.display())))?;
         }
-        let state = match fs::read(path) {
+        let (state, index) = match fs::read(path) {
             Ok(bytes) => {
-                let file: CatalogFile = serde_json::from_slice(&bytes).map_err(|e| {
-                    refuse(format!(
-                        "not a valid catalog ({e}); refusing to start rather than overwrite it"
-                    ))
-                })?;
-                let state = Ledger::from_file(file, window).map_err(|e| refuse(e.message()))?;
+                let file = parse_file(&bytes).map_err(refuse)?;
+                let index = index_of(&file.stocks).map_err(refuse)?;
                 info!(
-                    "catalog loaded from {}: {} stocks",
+                    "catalog loaded from {}: {} stocks, epoch {}, applied {}",
                     path.display(),
-                    state.stocks.len()
+                    file.stocks.len(),
+                    file.epoch,
+                    file.applied
                 );
-                state
+                (file, index)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let stocks = initial
-                    .iter()
-                    .map(|s| StockRecord {
-                        name: s.name.clone(),
-                        price: s.price,
-                        quantity: s.quantity,
-                        volume: 0,
-                    })
-                    .collect();
-                let state = Ledger::from_file(
-                    CatalogFile {
-                        stocks,
-                        recent_trades: Vec::new(),
-                    },
-                    window,
-                )
-                .map_err(|e| refuse(e.message()))?;
-                state
-                    .file_bytes()
-                    .and_then(|bytes| write_bytes_atomically(path, &bytes))
+                let file = CatalogFile {
+                    epoch: 0,
+                    applied: -1,
+                    applied_epoch: 0,
+                    stocks: initial
+                        .iter()
+                        .map(|s| StockRecord {
+                            name: s.name.clone(),
+                            price: s.price,
+                            quantity: s.quantity,
+                            volume: 0,
+                        })
+                        .collect(),
+                };
+                let index = index_of(&file.stocks).map_err(refuse)?;
+                serde_json::to_vec(&file)
+                    .map_err(Error::from)
+                    .and_then(|bytes| write_temp(path, &bytes))
+                    .and_then(|()| rename_temp(path))
                     .map_err(|e| refuse(format!("cannot create: {e}")))?;
                 info!(
                     "catalog created at {} with {} stocks",
                     path.display(),
-                    state.stocks.len()
+                    file.stocks.len()
                 );
-                state
+                (file, index)
             }
             Err(e) => return Err(refuse(format!("cannot read: {e}"))),
         };
+        let state = CatalogState {
+            epoch: state.epoch,
+            applied: state.applied,
+            applied_epoch: state.applied_epoch,
+            stocks: state.stocks,
+        };
         Ok(Catalog {
             path: path.to_path_buf(),
-            index: state.index.clone(),
-            durable: RwLock::new(state.stocks.clone()),
-            ledger: Mutex::new(state),
-            written: Mutex::new(0),
+            index,
+            view: RwLock::new(Arc::new(state.clone())),
+            state: Mutex::new(state),
         })
     }
 
-    pub fn lookup(&self, name: &str) -> Result<StockRecord> {
+    pub(crate) fn lookup(&self, name: &str) -> Result<StockRecord> {
         let i = self.index.get(name).ok_or_else(|| unknown(name))?;
-        Ok(self.durable.read()[*i].clone())
+        self.view
+            .read()
+            .stocks
+            .get(*i)
+            .cloned()
+            .ok_or_else(|| unknown(name))
     }
 
-    pub fn list(&self) -> Vec<StockRecord> {
-        self.durable.read().clone()
+    pub(crate) fn list(&self) -> Vec<StockRecord> {
+        let view = self.view.read().clone();
+        view.stocks.clone()
     }
 
-    /// Applies a trade durably, or answers the first result again for a known request id.
-    pub fn trade(&self, order: &OrderRequest) -> Result<TradeResult> {
-        let mut results = self.trade_batch(std::slice::from_ref(order));
-        results
-            .pop()
-            .unwrap_or_else(|| Err(Error::Internal("no trade result".into())))
+    /// The state as catalog.json holds it, stocks included.
+    pub(crate) fn state(&self) -> CatalogState {
+        let view = self.view.read().clone();
+        (*view).clone()
     }
 
-    /// Applies trades in the given order (the leader numbers them in the same order, so the
-    /// order log replays exactly as the catalog traded) and returns once all are written.
-    pub fn trade_batch(&self, orders: &[OrderRequest]) -> Vec<Result<TradeResult>> {
-        let mut written_up_to = 0;
-        let results: Vec<Result<TradeResult>> = {
-            let mut ledger = self.ledger.lock();
-            orders
-                .iter()
-                .map(|order| {
-                    let (result, version) = self.apply(&mut ledger, order)?;
-                    written_up_to = written_up_to.max(version);
-                    Ok(result)
-                })
-                .collect()
-        };
-        self.make_durable(written_up_to);
-        results
+    /// A leader of `hello.epoch` announces itself: refused below the fence, else the fence
+    /// rises to it (persisted before the answer) and the answer says where the catalog stands.
+    pub(crate) fn hello(&self, hello: &LeaderHello) -> Result<CatalogState> {
+        let mut state = self.state.lock();
+        if hello.epoch < state.epoch {
+            info!(
+                "refused the hello of leader {} of epoch {}: the catalog has seen epoch {}",
+                hello.leader, hello.epoch, state.epoch
+            );
+            return Err(fenced(
+                "leader hello",
+                hello.epoch,
+                hello.leader,
+                state.epoch,
+            ));
+        }
+        if hello.epoch > state.epoch {
+            let mut next = state.clone();
+            next.epoch = hello.epoch;
+            self.commit(&mut state, next)?;
+            info!(
+                "leader {} of epoch {} said hello; the catalog now refuses lower epochs (applied {})",
+                hello.leader, hello.epoch, state.applied
+            );
+        }
+        Ok(state.clone())
     }
 
-    /// Decides and applies a trade in the ledger; its result and the ledger version that holds
-    /// it (for a repeat: the first trade's).
-    fn apply(&self, ledger: &mut Ledger, order: &OrderRequest) -> Result<(TradeResult, u64)> {
-        if let Some(id) = &order.request_id {
-            if let Some(first) = ledger.recall(id) {
-                if first.result.stock.name != order.name {
-                    return Err(Error::Conflict(format!(
-                        "request id {id:?} was already used for a trade of {}",
-                        first.result.stock.name
-                    )));
+    /// Applies a batch of committed orders (see the module doc for the rules). Nothing changes
+    /// unless the whole batch is valid; a change is on disk and in the view before this returns.
+    pub(crate) fn apply(&self, batch: &ApplyBatch) -> Result<Applied> {
+        // Order numbers as the catalog counts them (`applied` is -1 before the first).
+        let mut numbers = Vec::with_capacity(batch.entries.len());
+        for e in &batch.entries {
+            let n = i64::try_from(e.number).map_err(|_| {
+                Error::BadRequest(format!("order number {} is too large", e.number))
+            })?;
+            if numbers.last().is_some_and(|prev| prev + 1 != n) {
+                return Err(Error::BadRequest(format!(
+                    "apply entries must be consecutive: {n} follows {}",
+                    numbers.last().copied().unwrap_or_default()
+                )));
+            }
+            if e.epoch > batch.epoch {
+                return Err(Error::BadRequest(format!(
+                    "entry {n} has epoch {}, above the batch's epoch {}",
+                    e.epoch, batch.epoch
+                )));
+            }
+            numbers.push(n);
+        }
+        let mut state = self.state.lock();
+        if batch.epoch < state.epoch {
+            debug!(
+                "refused an apply from leader {} of epoch {} (fence {})",
+                batch.leader, batch.epoch, state.epoch
+            );
+            return Err(fenced("apply", batch.epoch, batch.leader, state.epoch));
+        }
+        let mut next = state.clone();
+        next.epoch = batch.epoch;
+        // Skip what is applied already; the rest starts at `applied + 1` or is a gap.
+        let skip = numbers.iter().take_while(|n| **n <= state.applied).count();
+        let fresh = &batch.entries[skip..];
+        let gap = numbers.get(skip).is_some_and(|n| *n > state.applied + 1);
+        if gap {
+            debug!(
+                "apply from leader {} of epoch {}: entries resume at {}, past {}; nothing applied",
+                batch.leader,
+                batch.epoch,
+                numbers[skip],
+                state.applied + 1
+            );
+        } else if let Some(last) = numbers.last().filter(|_| !fresh.is_empty()) {
+            for entry in fresh {
+                if let Err(e) = self.apply_entry(&mut next.stocks, entry) {
+                    log::error!("refused a batch from leader {}: {e}", batch.leader);
+                    return Err(e);
                 }
-                let repeat = TradeResult {
-                    stock: first.result.stock.clone(),
-                    repeated: true,
-                };
-                return Ok((repeat, first.version));
+            }
+            next.applied = *last;
+            next.applied_epoch = batch.epoch;
+        }
+        if next != *state {
+            self.commit(&mut state, next)?;
+        }
+        if !gap && !fresh.is_empty() {
+            debug!(
+                "applied orders {}..={} ({} of {} sent) from leader {} of epoch {}",
+                numbers[skip],
+                state.applied,
+                fresh.len(),
+                batch.entries.len(),
+                batch.leader,
+                batch.epoch
+            );
+        }
+        // Every stock of the batch the catalog now holds, re-sent entries included.
+        let mut names: Vec<String> = Vec::new();
+        for (entry, n) in batch.entries.iter().zip(&numbers) {
+            if *n <= state.applied && !names.contains(&entry.name) {
+                names.push(entry.name.clone());
             }
         }
-        let i = *self
-            .index
-            .get(&order.name)
-            .ok_or_else(|| unknown(&order.name))?;
-        let before = &ledger.stocks[i];
-        let mut after = before.clone();
-        after.quantity = match order.kind {
-            OrderType::Buy => before.quantity.checked_sub(order.quantity).ok_or_else(|| {
-                Error::Conflict(format!(
-                    "not enough stock: {} has {} left, cannot buy {}",
-                    before.name, before.quantity, order.quantity
-                ))
-            })?,
-            OrderType::Sell => before
-                .quantity
-                .checked_add(order.quantity)
-                .ok_or_else(|| Error::BadRequest("quantity too large".into()))?,
-        };
-        after.volume = before
-            .volume
-            .checked_add(order.quantity)
-            .ok_or_else(|| Error::BadRequest("quantity too large".into()))?;
-        ledger.version += 1;
-        let version = ledger.version;
-        let result = TradeResult {
-            stock: after.clone(),
-            repeated: false,
-        };
-        ledger.stocks[i] = after;
-        if let Some(id) = &order.request_id {
-            ledger.remember(RecentTrade {
-                json: String::new(),
-                request_id: id.clone(),
-                result: result.clone(),
-                version,
-            });
-        }
-        Ok((result, version))
+        Ok(Applied {
+            state: CatalogState {
+                stocks: Vec::new(),
+                ..state.clone()
+            },
+            names,
+        })
     }
 
-    /// Returns once catalog.json holds ledger `version`. Group commit: the first trade to take
-    /// the writer's lock writes the ledger as it is then, which covers every trade applied so
-    /// far; the trades queued behind it find themselves written and return at once.
-    fn make_durable(&self, version: u64) {
-        let mut written = self.written.lock();
-        if *written >= version {
-            return;
-        }
-        let (bytes, stocks, covered) = {
-            let ledger = self.ledger.lock();
-            (ledger.file_bytes(), ledger.stocks.clone(), ledger.version)
+    /// One committed order applied to `stocks`; an error names the entry.
+    fn apply_entry(&self, stocks: &mut [StockRecord], entry: &LogEntry) -> Result<()> {
+        let refuse = |why: String| {
+            Error::Internal(format!(
+                "order {} ({} {} {}, epoch {}) cannot be applied: {why}; the log and the \
+                 catalog disagree, nothing of this batch was applied",
+                entry.number,
+                entry.kind.as_str(),
+                entry.quantity,
+                entry.name,
+                entry.epoch
+            ))
         };
-        if let Err(e) = bytes.and_then(|b| write_bytes_atomically(&self.path, &b)) {
-            // The ledger is now ahead of the file and its trades cannot be taken back one by
-            // one: stop. None of them was acknowledged, and a restart resumes from the file.
+        let stock = self
+            .index
+            .get(&entry.name)
+            .and_then(|i| stocks.get_mut(*i))
+            .ok_or_else(|| refuse("no such stock".into()))?;
+        let quantity = match entry.kind {
+            OrderType::Buy => stock.quantity.checked_sub(entry.quantity).ok_or_else(|| {
+                refuse(format!(
+                    "only {} left, the quantity would go negative",
+                    stock.quantity
+                ))
+            })?,
+            OrderType::Sell => stock
+                .quantity
+                .checked_add(entry.quantity)
+                .ok_or_else(|| refuse("the quantity would overflow".into()))?,
+        };
+        let volume = stock
+            .volume
+            .checked_add(entry.quantity)
+            .ok_or_else(|| refuse("the volume would overflow".into()))?;
+        stock.quantity = quantity;
+        stock.volume = volume;
+        Ok(())
+    }
+
+    /// Writes `next` to catalog.json, then publishes it to lookups and makes it the state.
+    /// The caller holds the state mutex (`state`).
+    fn commit(&self, state: &mut CatalogState, next: CatalogState) -> Result<()> {
+        let bytes = serde_json::to_vec(&CatalogFile::from(&next))?;
+        if let Err(e) = write_temp(&self.path, &bytes) {
+            // Nothing on disk changed: refuse this request, keep going.
+            let _ = fs::remove_file(temp_path(&self.path));
+            return Err(Error::Internal(format!(
+                "cannot write {}: {e}",
+                temp_path(&self.path).display()
+            )));
+        }
+        if let Err(e) = rename_temp(&self.path) {
+            // The file may now hold `next` while memory holds the old state: stop, and let
+            // the restart resume from whichever file is there.
             log::error!(
-                "cannot write {}: {e}; stopping the catalog",
+                "cannot replace {}: {e}; stopping the catalog",
                 self.path.display()
             );
             std::process::abort();
         }
-        *self.durable.write() = stocks;
-        *written = covered;
+        *self.view.write() = Arc::new(next.clone());
+        *state = next;
+        Ok(())
     }
+}
+
+/// Parses catalog.json, naming what is wrong with it.
+fn parse_file(bytes: &[u8]) -> std::result::Result<CatalogFile, String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| format!("not valid JSON ({e}); refusing to start rather than overwrite it"))?;
+    let old = value
+        .as_object()
+        .is_some_and(|o| o.contains_key("recent_trades") || !o.contains_key("applied"));
+    if old {
+        return Err(
+            "written by the old catalog (recent_trades, no \"applied\"), which this catalog \
+             cannot resume from; run `./run.sh reset` to start over"
+                .into(),
+        );
+    }
+    let file: CatalogFile = serde_json::from_value(value).map_err(|e| {
+        format!("not a valid catalog ({e}); refusing to start rather than overwrite it")
+    })?;
+    if file.applied < -1 {
+        return Err(format!("applied is {}, below -1", file.applied));
+    }
+    if file.applied_epoch > file.epoch {
+        return Err(format!(
+            "applied_epoch {} is above epoch {}",
+            file.applied_epoch, file.epoch
+        ));
+    }
+    Ok(file)
+}
+
+fn index_of(stocks: &[StockRecord]) -> std::result::Result<HashMap<String, usize>, String> {
+    let mut index = HashMap::new();
+    for (i, stock) in stocks.iter().enumerate() {
+        if index.insert(stock.name.clone(), i).is_some() {
+            return Err(format!("duplicate stock {:?}", stock.name));
+        }
+    }
+    Ok(index)
 }
 
 fn unknown(name: &str) -> Error {
     Error::NotFound(format!("no such stock: {name}"))
+}
+
+fn fenced(what: &str, epoch: u64, leader: u32, fence: u64) -> Error {
+    Error::Conflict(format!(
+        "{what} from leader {leader} of epoch {epoch} refused: the catalog has seen epoch \
+         {fence}"
+    ))
 }
 
 fn parent_dir(path: &Path) -> Option<&Path> {
@@ -411,115 +472,133 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Replaces `path` with `value` so that a crash at any instant leaves the old or the new file.
-/// Replaces `path` with `bytes` so that a crash at any instant leaves the old or the new file.
-fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let temp = temp_path(path);
-    let mut file = File::create(&temp)?;
+/// Writes `bytes` to the temp file next to `path` and fsyncs it.
+fn write_temp(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = File::create(temp_path(path))?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    drop(file);
-    fs::rename(&temp, path)?;
+    Ok(())
+}
+
+/// Renames the temp file over `path` and fsyncs the directory, so that a crash at any instant
+/// leaves the old or the new file.
+fn rename_temp(path: &Path) -> Result<()> {
+    fs::rename(temp_path(path), path)?;
     // The rename is durable only once the directory entry is.
     File::open(parent_dir(path).unwrap_or(Path::new(".")))?.sync_all()?;
     Ok(())
 }
 
-/// The catalog's HTTP face: the data plus the front-end to invalidate.
-pub struct Service {
+/// The catalog's HTTP face: the data plus the front-ends to invalidate.
+pub(crate) struct Service {
     catalog: Catalog,
+    /// Carries the secret: the front-ends' invalidation endpoints require it.
     client: Client,
-    frontend_addr: String,
+    frontends: Vec<String>,
+    secret: String,
 }
 
 impl Service {
-    pub fn new(catalog: Catalog, frontend_addr: String) -> Service {
+    pub(crate) fn new(catalog: Catalog, frontends: Vec<String>, secret: &str) -> Service {
         Service {
             catalog,
-            client: Client::new(),
-            frontend_addr,
+            client: Client::with_secret(secret),
+            frontends,
+            secret: secret.to_string(),
         }
     }
 
     /// The one router of the catalog.
-    pub fn route(&self, req: &Request) -> Result<Response> {
+    pub(crate) fn route(&self, req: &Request) -> Result<Response> {
         match (req.method.as_str(), req.segments().as_slice()) {
             ("GET", ["stocks"]) => Ok(Response::ok(self.catalog.list())),
             ("GET", ["stocks", name]) => {
                 self.catalog.lookup(&decode_segment(name)).map(Response::ok)
             }
-            ("POST", ["orders"]) => {
-                let order = OrderRequest::parse(&req.body)?;
-                let mut outcomes = self.trade(std::slice::from_ref(&order));
-                let outcome = outcomes
-                    .pop()
-                    .unwrap_or_else(|| Err(Error::Internal("no outcome".into())));
-                outcome.map(Response::ok)
-            }
-            ("POST", ["trades"]) => {
-                let batch: TradeBatch = req.json()?;
-                for order in &batch.orders {
-                    order.validate()?;
-                }
-                let outcomes: Vec<TradeOutcome> = self
-                    .trade(&batch.orders)
-                    .into_iter()
-                    .map(TradeOutcome::from)
-                    .collect();
-                Ok(Response::ok(outcomes))
-            }
+            ("GET", ["state"]) => Ok(Response::ok(self.catalog.state())),
             ("GET", ["health"]) => Ok(Response::ok(Health {
                 status: "ok".into(),
             })),
-            (_, ["stocks"] | ["stocks", _] | ["orders"] | ["trades"] | ["health"]) => {
+            ("POST", ["leader"]) => {
+                req.require_secret(&self.secret)?;
+                let hello: LeaderHello = req.json()?;
+                self.catalog.hello(&hello).map(Response::ok)
+            }
+            ("POST", ["apply"]) => {
+                req.require_secret(&self.secret)?;
+                let batch: ApplyBatch = req.json()?;
+                let applied = self.catalog.apply(&batch)?;
+                self.invalidate(applied.names);
+                Ok(Response::ok(applied.state))
+            }
+            (_, ["stocks"] | ["stocks", _] | ["state"] | ["health"] | ["leader"] | ["apply"]) => {
                 Err(Error::MethodNotAllowed)
             }
             _ => Err(Error::NotFound(format!("no such route: {}", req.path))),
         }
     }
 
-    /// Trades, then invalidates the front-end's cache entry of every stock traded (repeats
-    /// too: the first attempt may have died before it did) before the caller hears back.
-    fn trade(&self, orders: &[OrderRequest]) -> Vec<Result<TradeResult>> {
-        let results = self.catalog.trade_batch(orders);
-        let mut traded: Vec<&str> = Vec::new();
-        for (order, result) in orders.iter().zip(&results) {
-            let Ok(result) = result else { continue };
-            if !result.repeated {
-                info!(
-                    "{} {} {} (request {}): quantity {}, volume {}",
-                    order.kind.as_str(),
-                    order.quantity,
-                    order.name,
-                    order.request_id.as_deref().unwrap_or("-"),
-                    result.stock.quantity,
-                    result.stock.volume
-                );
-            }
-            if !traded.contains(&order.name.as_str()) {
-                traded.push(&order.name);
+    /// Tells every front-end, in parallel, to drop `names`, waiting at most
+    /// [`INVALIDATION_BUDGET`] in all; failures and late answers are logged, never returned.
+    fn invalidate(&self, names: Vec<String>) {
+        if names.is_empty() || self.frontends.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let deadline = started + INVALIDATION_BUDGET;
+        let batch = Arc::new(InvalidateBatch { names });
+        let (done, answers) = mpsc::channel();
+        let mut waiting = vec![false; self.frontends.len()];
+        for (i, addr) in self.frontends.iter().enumerate() {
+            let (client, batch, done, to) = (
+                self.client.clone(),
+                batch.clone(),
+                done.clone(),
+                addr.clone(),
+            );
+            let spawned = std::thread::Builder::new()
+                .name("invalidate".into())
+                .spawn(move || {
+                    let timeout = deadline.saturating_duration_since(Instant::now());
+                    let answer: Result<InvalidateBatch> =
+                        client.post(&to, "/invalidation", &*batch, timeout);
+                    // The receiver is gone once the budget is spent: nothing to tell then.
+                    let _ = done.send((i, answer.map(|_| ())));
+                });
+            match spawned {
+                Ok(_) => waiting[i] = true,
+                Err(e) => warn!("cannot start invalidating front-end {addr}: {e}"),
             }
         }
-        for name in traded {
-            self.invalidate(name);
+        drop(done);
+        while waiting.contains(&true) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match answers.recv_timeout(left) {
+                Ok((i, answer)) => {
+                    waiting[i] = false;
+                    if let Err(e) = answer {
+                        warn!(
+                            "could not invalidate {:?} at front-end {}: {e}",
+                            batch.names, self.frontends[i]
+                        );
+                    }
+                }
+                Err(_) => break,
+            }
         }
-        results
-    }
-
-    fn invalidate(&self, name: &str) {
-        let path = format!("/invalidation/{}", encode_segment(name));
-        let answer: Result<Invalidated> = self.client.post(
-            &self.frontend_addr,
-            &path,
-            &serde_json::json!({}),
-            INVALIDATION_TIMEOUT,
-        );
-        if let Err(e) = answer {
+        for (addr, _) in self.frontends.iter().zip(&waiting).filter(|(_, w)| **w) {
             warn!(
-                "could not invalidate {name} at the front-end {}: {e}",
-                self.frontend_addr
+                "front-end {addr} did not confirm invalidating {:?} within {} ms; answering anyway",
+                batch.names,
+                INVALIDATION_BUDGET.as_millis()
             );
         }
+        debug!(
+            "invalidated {:?} at {} front-ends in {:?}",
+            batch.names,
+            self.frontends.len(),
+            started.elapsed()
+        );
     }
 }
 
@@ -533,11 +612,19 @@ pub fn start(config: Config) -> Result<Server> {
 /// `127.0.0.1:0`).
 pub fn start_with_listener(config: Config, listener: TcpListener) -> Result<Server> {
     let catalog = Catalog::open(&config.catalog_path(), &config.catalog.stocks)?;
-    let service = Arc::new(Service::new(catalog, config.frontend_addr()));
+    let service = Arc::new(Service::new(
+        catalog,
+        config.frontend_addrs(),
+        &config.secret,
+    ));
     let handler = move |req: &Request| service.route(req);
     let options = ServerOptions::new("catalog", config.catalog.threads, &config.http);
     let server = Server::start(listener, options, Arc::new(handler))?;
-    info!("catalog listening on {}", server.local_addr());
+    info!(
+        "catalog listening on {}, invalidating {:?}",
+        server.local_addr(),
+        config.frontend_addrs()
+    );
     Ok(server)
 }
 
@@ -545,7 +632,12 @@ pub fn start_with_listener(config: Config, listener: TcpListener) -> Result<Serv
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use parking_lot::Condvar;
+
     use super::*;
+    use crate::api::OrderType::{Buy, Sell};
+
+    const SECRET: &str = "test-secret";
 
     /// A fresh directory under the system temp dir, removed on drop.
     struct TempDir(PathBuf);
@@ -587,94 +679,240 @@ mod tests {
         ]
     }
 
-    fn order(name: &str, kind: OrderType, quantity: u64, id: Option<&str>) -> OrderRequest {
-        OrderRequest {
+    fn entry(number: u64, name: &str, kind: OrderType, quantity: u64) -> LogEntry {
+        LogEntry {
+            number,
             name: name.into(),
-            quantity,
             kind,
-            request_id: id.map(String::from),
+            quantity,
+            epoch: 1,
+            request_id: format!("r{number}"),
         }
     }
 
-    use OrderType::{Buy, Sell};
-
-    #[test]
-    fn trade_table() {
-        // Each case runs its trades in order on a fresh catalog:
-        // (trade, expected (quantity, volume, repeated) or error status).
-        type Step = (OrderRequest, std::result::Result<(u64, u64, bool), u16>);
-        let cases: Vec<(&str, Vec<Step>)> = vec![
-            (
-                "buy",
-                vec![(order("A", Buy, 10, None), Ok((90, 10, false)))],
-            ),
-            (
-                "sell adds",
-                vec![(order("A", Sell, 5, None), Ok((105, 5, false)))],
-            ),
-            (
-                "buy all",
-                vec![(order("B", Buy, 3, None), Ok((0, 3, false)))],
-            ),
-            (
-                "oversell refused, nothing changes",
-                vec![
-                    (order("B", Buy, 4, None), Err(409)),
-                    (order("B", Buy, 1, None), Ok((2, 1, false))),
-                ],
-            ),
-            ("unknown stock", vec![(order("Z", Buy, 1, None), Err(404))]),
-            (
-                "repeat answers the first result",
-                vec![
-                    (order("A", Buy, 10, Some("r1")), Ok((90, 10, false))),
-                    (order("A", Sell, 7, Some("r2")), Ok((97, 17, false))),
-                    (order("A", Buy, 10, Some("r1")), Ok((90, 10, true))),
-                    (order("A", Buy, 1, None), Ok((96, 18, false))),
-                ],
-            ),
-            (
-                "refused trade is not remembered",
-                vec![
-                    (order("B", Buy, 9, Some("r")), Err(409)),
-                    (order("B", Buy, 1, Some("r")), Ok((2, 1, false))),
-                ],
-            ),
-            (
-                "request id reused for another stock",
-                vec![
-                    (order("A", Buy, 1, Some("r")), Ok((99, 1, false))),
-                    (order("B", Buy, 1, Some("r")), Err(409)),
-                ],
-            ),
-            (
-                "overflow",
-                vec![(order("A", Sell, u64::MAX, None), Err(400))],
-            ),
-        ];
-        for (name, steps) in cases {
-            let dir = TempDir::new();
-            let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
-            for (i, (req, want)) in steps.iter().enumerate() {
-                let got = catalog
-                    .trade(req)
-                    .map(|r| (r.stock.quantity, r.stock.volume, r.repeated))
-                    .map_err(|e| e.status());
-                assert_eq!(got, *want, "{name}: step {i}");
-            }
+    fn batch(epoch: u64, entries: Vec<LogEntry>) -> ApplyBatch {
+        ApplyBatch {
+            epoch,
+            leader: 3,
+            entries: entries
+                .into_iter()
+                .map(|e| LogEntry {
+                    epoch: e.epoch.min(epoch),
+                    ..e
+                })
+                .collect(),
         }
     }
 
+    fn hello(epoch: u64) -> LeaderHello {
+        LeaderHello { epoch, leader: 3 }
+    }
+
+    /// (quantity, volume) of every stock, in catalog order, as lookups see it.
+    fn holdings(catalog: &Catalog) -> Vec<(u64, u64)> {
+        catalog
+            .list()
+            .iter()
+            .map(|s| (s.quantity, s.volume))
+            .collect()
+    }
+
+    /// The catalog's (epoch, applied, applied_epoch).
+    fn position(catalog: &Catalog) -> (u64, i64, u64) {
+        let s = catalog.state();
+        (s.epoch, s.applied, s.applied_epoch)
+    }
+
     #[test]
-    fn trades_survive_a_reopen() {
+    fn a_new_catalog_is_created_from_the_config() {
         let dir = TempDir::new();
         let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
-        catalog.trade(&order("A", Buy, 10, Some("r1"))).unwrap();
-        catalog.trade(&order("B", Sell, 2, Some("r2"))).unwrap();
+        assert_eq!(position(&catalog), (0, -1, 0));
+        assert_eq!(holdings(&catalog), [(100, 0), (3, 0)]);
+        let file: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.file()).unwrap()).unwrap();
+        assert_eq!(
+            file,
+            serde_json::json!({"epoch":0,"applied":-1,"applied_epoch":0,"stocks":[
+                {"name":"A","price":1.5,"quantity":100,"volume":0},
+                {"name":"B","price":2.0,"quantity":3,"volume":0}]})
+        );
+        assert_eq!(catalog.lookup("Z").unwrap_err().status(), 404);
+    }
+
+    #[test]
+    fn lower_epochs_are_fenced_and_change_nothing_even_after_a_restart() {
+        let dir = TempDir::new();
+        let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
+        assert_eq!(catalog.hello(&hello(2)).unwrap().epoch, 2);
+        catalog
+            .apply(&batch(2, vec![entry(0, "A", Buy, 10)]))
+            .unwrap();
+        let before = fs::read(dir.file()).unwrap();
+
+        // The old leader of epoch 1, woken from a freeze, re-sends and says hello.
+        let err = catalog
+            .apply(&batch(
+                1,
+                vec![entry(0, "A", Buy, 10), entry(1, "A", Buy, 5)],
+            ))
+            .unwrap_err();
+        assert_eq!(err.status(), 409, "{err}");
+        let err = catalog.hello(&hello(1)).unwrap_err();
+        assert_eq!(err.status(), 409);
+        assert!(
+            err.message().contains("epoch 1") && err.message().contains("epoch 2"),
+            "{err}"
+        );
+        assert_eq!(position(&catalog), (2, 0, 2));
+        assert_eq!(holdings(&catalog), [(90, 10), (3, 0)]);
+        assert_eq!(fs::read(dir.file()).unwrap(), before);
+
+        // The fence survives a restart.
+        drop(catalog);
+        let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
+        let err = catalog
+            .apply(&batch(1, vec![entry(1, "A", Buy, 5)]))
+            .unwrap_err();
+        assert_eq!(err.status(), 409);
+        assert_eq!(position(&catalog), (2, 0, 2));
+        assert_eq!(fs::read(dir.file()).unwrap(), before);
+
+        // An apply from a higher epoch raises the fence by itself.
+        let applied = catalog
+            .apply(&batch(3, vec![entry(1, "B", Sell, 1)]))
+            .unwrap();
+        assert_eq!((applied.state.epoch, applied.state.applied), (3, 1));
+        assert!(applied.state.stocks.is_empty());
+        assert_eq!(catalog.hello(&hello(2)).unwrap_err().status(), 409);
+        // The same epoch says hello again: fine, and the answer carries the stocks.
+        let state = catalog.hello(&hello(3)).unwrap();
+        assert_eq!((state.epoch, state.applied, state.applied_epoch), (3, 1, 3));
+        assert_eq!(state.stocks[1].quantity, 4);
+    }
+
+    #[test]
+    fn entries_apply_in_order_exactly_once() {
+        let dir = TempDir::new();
+        let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
+        let first = batch(1, vec![entry(0, "A", Buy, 10), entry(1, "A", Sell, 4)]);
+        let applied = catalog.apply(&first).unwrap();
+        assert_eq!(applied.state.applied, 1);
+        assert_eq!(applied.names, ["A"]);
+        assert_eq!(holdings(&catalog), [(94, 14), (3, 0)]);
+        let after_first = fs::read(dir.file()).unwrap();
+
+        // Re-sent whole: nothing changes (no write either), but the stocks are invalidated
+        // again, since the first attempt may have died before it did.
+        let again = catalog.apply(&first).unwrap();
+        assert_eq!(again.state.applied, 1);
+        assert_eq!(again.names, ["A"]);
+        assert_eq!(holdings(&catalog), [(94, 14), (3, 0)]);
+        assert_eq!(fs::read(dir.file()).unwrap(), after_first);
+
+        // Overlapping: only the new entry applies.
+        let overlap = batch(1, vec![entry(1, "A", Sell, 4), entry(2, "B", Buy, 3)]);
+        let applied = catalog.apply(&overlap).unwrap();
+        assert_eq!(applied.state.applied, 2);
+        assert_eq!(applied.names, ["A", "B"]);
+        assert_eq!(holdings(&catalog), [(94, 14), (0, 3)]);
+
+        // A gap: nothing applies; the answer says where to resume.
+        let after_overlap = fs::read(dir.file()).unwrap();
+        let gap = catalog
+            .apply(&batch(
+                1,
+                vec![entry(4, "A", Buy, 1), entry(5, "A", Buy, 1)],
+            ))
+            .unwrap();
+        assert_eq!((gap.state.applied, gap.names.len()), (2, 0));
+        assert_eq!(holdings(&catalog), [(94, 14), (0, 3)]);
+        assert_eq!(fs::read(dir.file()).unwrap(), after_overlap);
+
+        // Entries that are not consecutive: 400, nothing applies.
+        let err = catalog
+            .apply(&batch(
+                1,
+                vec![entry(3, "A", Buy, 1), entry(5, "A", Buy, 1)],
+            ))
+            .unwrap_err();
+        assert_eq!(err.status(), 400, "{err}");
+        assert_eq!(position(&catalog), (1, 2, 1));
+        let err = catalog
+            .apply(&batch(1, vec![entry(u64::MAX, "A", Buy, 1)]))
+            .unwrap_err();
+        assert_eq!(err.status(), 400, "{err}");
+        let mut higher = entry(3, "A", Buy, 1);
+        higher.epoch = 2;
+        let err = catalog
+            .apply(&ApplyBatch {
+                epoch: 1,
+                leader: 3,
+                entries: vec![higher],
+            })
+            .unwrap_err();
+        assert_eq!(err.status(), 400, "{err}");
+        assert_eq!(position(&catalog), (1, 2, 1));
+
+        // Resuming at applied + 1 works.
+        let resumed = catalog
+            .apply(&batch(
+                1,
+                vec![entry(3, "A", Buy, 1), entry(4, "A", Buy, 1)],
+            ))
+            .unwrap();
+        assert_eq!(resumed.state.applied, 4);
+        assert_eq!(holdings(&catalog), [(92, 16), (0, 3)]);
+    }
+
+    #[test]
+    fn a_batch_that_cannot_apply_is_refused_whole() {
+        let cases: &[(&str, Vec<LogEntry>, &str)] = &[
+            (
+                "buy below zero",
+                vec![entry(0, "A", Sell, 1), entry(1, "B", Buy, 4)],
+                "order 1 (buy 4 B",
+            ),
+            (
+                "unknown stock",
+                vec![entry(0, "A", Buy, 1), entry(1, "Z", Sell, 1)],
+                "no such stock",
+            ),
+            (
+                "quantity overflow",
+                vec![entry(0, "A", Buy, 1), entry(1, "A", Sell, u64::MAX)],
+                "overflow",
+            ),
+        ];
+        for (name, entries, part) in cases {
+            let dir = TempDir::new();
+            let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
+            let before = fs::read(dir.file()).unwrap();
+            let err = catalog.apply(&batch(5, entries.clone())).unwrap_err();
+            assert_eq!(err.status(), 500, "{name}: {err}");
+            assert!(err.message().contains(part), "{name}: {err}");
+            // Not even the fence moved: the file and the view are as before.
+            assert_eq!(position(&catalog), (0, -1, 0), "{name}");
+            assert_eq!(holdings(&catalog), [(100, 0), (3, 0)], "{name}");
+            assert_eq!(fs::read(dir.file()).unwrap(), before, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_restart_resumes_from_the_file() {
+        let dir = TempDir::new();
+        let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
+        catalog.hello(&hello(4)).unwrap();
+        catalog
+            .apply(&batch(
+                4,
+                vec![entry(0, "A", Buy, 10), entry(1, "B", Sell, 2)],
+            ))
+            .unwrap();
         drop(catalog);
         // Different initial stocks: an existing file wins over the config.
         let catalog = Catalog::open(&dir.file(), &[]).unwrap();
-        assert_eq!(catalog.lookup("A").unwrap().quantity, 90);
+        assert_eq!(position(&catalog), (4, 1, 4));
         assert_eq!(
             catalog.lookup("B").unwrap(),
             StockRecord {
@@ -684,198 +922,223 @@ mod tests {
                 volume: 2
             }
         );
-        let names: Vec<String> = catalog.list().into_iter().map(|s| s.name).collect();
-        assert_eq!(names, ["A", "B"]);
-        // The idempotency window survived too.
-        let again = catalog.trade(&order("A", Buy, 10, Some("r1"))).unwrap();
-        assert!(again.repeated);
-        assert_eq!(again.stock.quantity, 90);
-        assert_eq!(catalog.lookup("A").unwrap().quantity, 90);
+        // The leader re-sends from 0 after the restart: only 2 is new.
+        let applied = catalog
+            .apply(&batch(
+                4,
+                vec![
+                    entry(0, "A", Buy, 10),
+                    entry(1, "B", Sell, 2),
+                    entry(2, "A", Buy, 1),
+                ],
+            ))
+            .unwrap();
+        assert_eq!(applied.state.applied, 2);
+        assert_eq!(holdings(&catalog), [(89, 11), (5, 2)]);
     }
 
-    /// Group commit: concurrent trades all land, each answered only once written, and the
-    /// file read back holds every one of them.
     #[test]
-    fn concurrent_trades_are_all_written() {
-        let dir = TempDir::new();
-        let catalog = Arc::new(Catalog::open(&dir.file(), &stocks()).unwrap());
-        let traders: Vec<_> = (0..8)
-            .map(|t| {
-                let catalog = catalog.clone();
-                std::thread::spawn(move || {
-                    for i in 0..20 {
-                        let id = format!("t{t}-{i}");
-                        let result = catalog.trade(&order("A", Sell, 1, Some(&id))).unwrap();
-                        // Answered means written: the durable view already shows it.
-                        assert!(catalog.lookup("A").unwrap().quantity >= result.stock.quantity);
-                    }
-                })
-            })
-            .collect();
-        for t in traders {
-            t.join().unwrap();
+    fn bad_or_old_files_refuse_to_start_and_are_kept() {
+        let valid = r#"{"epoch":1,"applied":0,"applied_epoch":1,"stocks":[{"name":"A","price":1.0,"quantity":1,"volume":0}]}"#;
+        let cases: &[(&str, &str, &str)] = &[
+            ("torn", r#"{"epoch":1,"applied":0,"sto"#, "not valid JSON"),
+            (
+                "old format",
+                r#"{"stocks":[{"name":"A","price":1.0,"quantity":1,"volume":0}],"recent_trades":[]}"#,
+                "./run.sh reset",
+            ),
+            (
+                "old format without recent_trades",
+                r#"{"stocks":[{"name":"A","price":1.0,"quantity":1,"volume":0}]}"#,
+                "./run.sh reset",
+            ),
+            (
+                "negative quantity",
+                r#"{"epoch":1,"applied":0,"applied_epoch":1,"stocks":[{"name":"A","price":1.0,"quantity":-1,"volume":0}]}"#,
+                "not a valid catalog",
+            ),
+            (
+                "unknown key",
+                r#"{"epoch":1,"applied":0,"applied_epoch":1,"stocks":[],"extra":1}"#,
+                "not a valid catalog",
+            ),
+            (
+                "applied below -1",
+                r#"{"epoch":1,"applied":-2,"applied_epoch":1,"stocks":[]}"#,
+                "below -1",
+            ),
+            (
+                "applied_epoch above epoch",
+                r#"{"epoch":1,"applied":0,"applied_epoch":2,"stocks":[]}"#,
+                "above epoch",
+            ),
+            (
+                "duplicate stock",
+                r#"{"epoch":1,"applied":0,"applied_epoch":1,"stocks":[{"name":"A","price":1.0,"quantity":1,"volume":0},{"name":"A","price":1.0,"quantity":1,"volume":0}]}"#,
+                "duplicate",
+            ),
+        ];
+        for (name, text, part) in cases {
+            let dir = TempDir::new();
+            let path = dir.file();
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, text).unwrap();
+            match Catalog::open(&path, &stocks()) {
+                Err(Error::Config(msg)) => {
+                    assert!(msg.contains(part), "{name}: {msg}");
+                    assert!(msg.contains(&path.display().to_string()), "{name}: {msg}");
+                    assert!(!msg.contains('\n'), "{name}: one line: {msg}");
+                }
+                other => panic!("{name}: accepted: {other:?}"),
+            }
+            assert_eq!(
+                fs::read_to_string(&path).unwrap(),
+                *text,
+                "{name}: overwritten"
+            );
         }
-        assert_eq!(catalog.lookup("A").unwrap().quantity, 260);
-        drop(catalog);
-        let reopened = Catalog::open(&dir.file(), &stocks()).unwrap();
-        assert_eq!(reopened.lookup("A").unwrap().quantity, 260);
-        assert_eq!(reopened.lookup("A").unwrap().volume, 160);
-        let again = reopened.trade(&order("A", Sell, 1, Some("t3-7"))).unwrap();
-        assert!(
-            again.repeated,
-            "a request id from before the reopen is remembered"
-        );
-    }
-
-    #[test]
-    fn leftover_temp_file_is_removed_and_corrupt_file_refused() {
+        // A valid file with a torn temp file next to it: the temp file goes, the file stays.
         let dir = TempDir::new();
         let path = dir.file();
-        Catalog::open(&path, &stocks()).unwrap();
-        let before = fs::read(&path).unwrap();
-        fs::write(temp_path(&path), b"{\"stocks\":[{\"na").unwrap();
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, valid).unwrap();
+        fs::write(temp_path(&path), b"{\"epoch\":2,\"appl").unwrap();
         let catalog = Catalog::open(&path, &stocks()).unwrap();
         assert!(!temp_path(&path).exists());
-        assert_eq!(catalog.lookup("A").unwrap().quantity, 100);
-
-        fs::write(&path, b"{\"stocks\":[{\"name\":\"A\"").unwrap();
-        match Catalog::open(&path, &stocks()) {
-            Err(Error::Config(msg)) => assert!(msg.contains("not a valid catalog"), "{msg}"),
-            other => panic!("corrupt catalog accepted: {other:?}"),
-        }
-        // Refusing never overwrites.
-        assert_eq!(fs::read(&path).unwrap(), b"{\"stocks\":[{\"name\":\"A\"");
-        fs::write(&path, &before).unwrap();
-        fs::write(
-            &path,
-            br#"{"stocks":[{"name":"A","price":1.0,"quantity":-1,"volume":0}]}"#,
-        )
-        .unwrap();
-        assert!(
-            Catalog::open(&path, &stocks()).is_err(),
-            "negative quantity accepted"
-        );
+        assert_eq!(position(&catalog), (1, 0, 1));
+        assert_eq!(fs::read_to_string(&path).unwrap(), valid);
     }
 
+    /// Two leaders at once: the new one (epoch 2) applies while the old one (epoch 1) keeps
+    /// re-sending its own, different, entries. Every old batch is refused and changes nothing.
     #[test]
-    fn recent_window_is_bounded_and_keeps_the_newest() {
-        const WINDOW: usize = 8;
+    fn racing_leaders_only_the_higher_epoch_applies() {
         let dir = TempDir::new();
-        let catalog = Catalog::open_with_window(&dir.file(), &stocks(), WINDOW).unwrap();
-        for i in 0..WINDOW + 2 {
-            catalog
-                .trade(&order("A", Sell, 1, Some(&format!("r{i}"))))
-                .unwrap();
-        }
-        {
-            let state = catalog.ledger.lock();
-            assert_eq!(state.recent.len(), WINDOW);
-            assert_eq!(state.recent_index.len(), WINDOW);
-        }
-        // The oldest ids are forgotten (they would trade again), the newest are not.
-        assert!(
-            !catalog
-                .trade(&order("A", Sell, 1, Some("r0")))
-                .unwrap()
-                .repeated
-        );
-        let last = format!("r{}", WINDOW + 1);
-        assert!(
-            catalog
-                .trade(&order("A", Sell, 1, Some(&last)))
-                .unwrap()
-                .repeated
-        );
-        drop(catalog);
-        let text = fs::read_to_string(dir.file()).unwrap();
-        let file: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(file["recent_trades"].as_array().unwrap().len(), WINDOW);
-        assert_eq!(file["recent_trades"][WINDOW - 1]["request_id"], "r0");
-        let catalog = Catalog::open_with_window(&dir.file(), &stocks(), WINDOW).unwrap();
-        assert!(
-            catalog
-                .trade(&order("A", Sell, 1, Some(&last)))
-                .unwrap()
-                .repeated
-        );
-        assert!(
-            catalog
-                .trade(&order("A", Sell, 1, Some("r0")))
-                .unwrap()
-                .repeated
-        );
-        assert_eq!(catalog.ledger.lock().recent.len(), WINDOW);
-        // A file with more trades than the window keeps the newest.
-        drop(catalog);
-        let catalog = Catalog::open_with_window(&dir.file(), &stocks(), 1).unwrap();
-        assert_eq!(catalog.ledger.lock().recent.len(), 1);
-        assert!(
-            catalog
-                .trade(&order("A", Sell, 1, Some("r0")))
-                .unwrap()
-                .repeated
-        );
-        assert!(
-            !catalog
-                .trade(&order("A", Sell, 1, Some(&last)))
-                .unwrap()
-                .repeated
-        );
+        let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
+        catalog.hello(&hello(2)).unwrap();
+        std::thread::scope(|s| {
+            let old = s.spawn(|| {
+                for i in 0..50 {
+                    let err = catalog
+                        .apply(&batch(1, vec![entry(i, "A", Buy, 1)]))
+                        .unwrap_err();
+                    assert_eq!(err.status(), 409);
+                }
+            });
+            for i in 0..50 {
+                catalog
+                    .apply(&batch(2, vec![entry(i, "A", Sell, 2)]))
+                    .unwrap();
+            }
+            old.join().unwrap();
+        });
+        assert_eq!(position(&catalog), (2, 49, 2));
+        assert_eq!(holdings(&catalog), [(200, 100), (3, 0)]);
+    }
+
+    fn with_secret(mut req: Request) -> Request {
+        req.headers
+            .push(("authorization".into(), format!("Bearer {SECRET}")));
+        req
     }
 
     #[test]
     fn route_table() {
         let dir = TempDir::new();
         let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
-        // Nothing listens on port 9 of localhost: invalidations fail fast and are only logged.
-        let service = Service::new(catalog, "127.0.0.1:9".into());
-        let cases: &[(&str, &str, &str, u16, &str)] = &[
+        let service = Service::new(catalog, Vec::new(), SECRET);
+        let apply = r#"{"epoch":1,"leader":3,"entries":[{"number":0,"name":"A","type":"buy","quantity":2,"epoch":1,"request_id":"x"}]}"#;
+        // (method, target, body, with the secret, status, part of the answer)
+        let cases: &[(&str, &str, &str, bool, u16, &str)] = &[
             (
                 "GET",
                 "/stocks/A",
                 "",
+                false,
                 200,
                 r#"{"data":{"name":"A","price":1.5,"quantity":100,"volume":0}}"#,
             ),
-            ("GET", "/stocks/Z", "", 404, "no such stock"),
+            ("GET", "/stocks/Z", "", false, 404, "no such stock"),
+            ("POST", "/apply", apply, false, 401, "secret"),
             (
                 "POST",
-                "/orders",
-                r#"{"name":"A","quantity":2,"type":"buy","request_id":"x"}"#,
+                "/leader",
+                r#"{"epoch":1,"leader":3}"#,
+                false,
+                401,
+                "secret",
+            ),
+            (
+                "GET",
+                "/state",
+                "",
+                false,
                 200,
-                r#""quantity":98"#,
+                r#"{"data":{"epoch":0,"applied":-1,"applied_epoch":0,"stocks":[{"name":"A""#,
             ),
             (
                 "POST",
-                "/orders",
-                r#"{"name":"A","quantity":2,"type":"buy","request_id":"x"}"#,
+                "/leader",
+                r#"{"epoch":1,"leader":3}"#,
+                true,
                 200,
-                r#""repeated":true"#,
+                r#"{"data":{"epoch":1,"applied":-1,"applied_epoch":0,"stocks":[{"name":"A""#,
             ),
             (
                 "POST",
-                "/orders",
-                r#"{"name":"B","quantity":5,"type":"buy"}"#,
+                "/apply",
+                apply,
+                true,
+                200,
+                r#"{"data":{"epoch":1,"applied":0,"applied_epoch":1,"stocks":[]}}"#,
+            ),
+            ("GET", "/stocks/A", "", false, 200, r#""quantity":98"#),
+            ("POST", "/apply", "{", true, 400, "malformed JSON"),
+            (
+                "POST",
+                "/leader",
+                r#"{"epoch":0,"leader":1}"#,
+                true,
                 409,
-                "not enough stock",
+                "epoch 0",
+            ),
+            ("GET", "/stocks", "", false, 200, r#"{"name":"B""#),
+            (
+                "GET",
+                "/health",
+                "",
+                false,
+                200,
+                r#"{"data":{"status":"ok"}}"#,
+            ),
+            ("DELETE", "/stocks/A", "", false, 405, "method"),
+            ("GET", "/apply", "", false, 405, "method"),
+            ("GET", "/leader", "", false, 405, "method"),
+            ("POST", "/state", "", false, 405, "method"),
+            (
+                "POST",
+                "/trades",
+                r#"{"orders":[]}"#,
+                true,
+                404,
+                "no such route",
             ),
             (
                 "POST",
                 "/orders",
-                r#"{"name":"B","quantity":"5","type":"buy"}"#,
-                400,
-                "positive integer",
+                r#"{"name":"A","quantity":1,"type":"buy"}"#,
+                true,
+                404,
+                "no such route",
             ),
-            ("GET", "/stocks", "", 200, r#"{"name":"B""#),
-            ("GET", "/health", "", 200, r#"{"data":{"status":"ok"}}"#),
-            ("DELETE", "/stocks/A", "", 405, "method"),
-            ("GET", "/orders", "", 405, "method"),
-            ("GET", "/elsewhere", "", 404, "no such route"),
+            ("GET", "/elsewhere", "", false, 404, "no such route"),
         ];
-        for (method, target, body, want, part) in cases {
-            let resp: Response = service
-                .route(&Request::new(method, target, body.as_bytes().to_vec()))
-                .into();
+        for (method, target, body, secret, want, part) in cases {
+            let mut req = Request::new(method, target, body.as_bytes().to_vec());
+            if *secret {
+                req = with_secret(req);
+            }
+            let resp: Response = service.route(&req).into();
             let text = String::from_utf8_lossy(&resp.body);
             assert_eq!(resp.status, *want, "{method} {target}: {text}");
             assert!(
@@ -883,5 +1146,148 @@ mod tests {
                 "{method} {target}: {text} lacks {part}"
             );
         }
+        // The refused (401) apply changed nothing: only the one with the secret applied.
+        assert_eq!(service.catalog.state().applied, 0);
+        assert_eq!(service.catalog.lookup("A").unwrap().volume, 2);
+    }
+
+    /// A fake front-end's record of `POST /invalidation` calls.
+    #[derive(Default)]
+    struct Seen {
+        calls: Mutex<Vec<(Vec<String>, Option<String>)>>,
+        arrived: Condvar,
+    }
+
+    /// How long a fake front-end waits for its peer's request before giving up (only reached
+    /// when the invalidations are not sent in parallel).
+    const PEER_WAIT: Duration = Duration::from_secs(2);
+
+    /// A fake front-end: records each invalidation and its Authorization header. With
+    /// `peer`, it answers only once the peer fake has a request too (so both must be in
+    /// flight at once); with `release`, it holds every answer until the test sends on it.
+    fn fake_frontend(
+        seen: Arc<Seen>,
+        peer: Option<Arc<Seen>>,
+        release: Option<Mutex<mpsc::Receiver<()>>>,
+    ) -> Server {
+        let handler = move |req: &Request| {
+            let names = req.json::<InvalidateBatch>()?.names;
+            let auth = req.header("authorization").map(String::from);
+            seen.calls.lock().push((names.clone(), auth));
+            seen.arrived.notify_all();
+            if let Some(peer) = &peer {
+                let mut calls = peer.calls.lock();
+                if calls.is_empty() {
+                    peer.arrived.wait_for(&mut calls, PEER_WAIT);
+                }
+                if calls.is_empty() {
+                    return Err(Error::Internal("the peer front-end got nothing".into()));
+                }
+            }
+            if let Some(release) = &release {
+                let _ = release.lock().recv_timeout(PEER_WAIT);
+            }
+            Ok(Response::ok(InvalidateBatch { names }))
+        };
+        let config = Config::from_yaml(include_str!("../conf/bazaar.yaml"), &|_| None).unwrap();
+        Server::start(
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            ServerOptions::new("fake-frontend", 1, &config.http),
+            Arc::new(handler),
+        )
+        .unwrap()
+    }
+
+    fn apply_request(epoch: u64, entries: Vec<LogEntry>) -> Request {
+        with_secret(Request::new(
+            "POST",
+            "/apply",
+            serde_json::to_vec(&batch(epoch, entries)).unwrap(),
+        ))
+    }
+
+    #[test]
+    fn invalidation_reaches_every_frontend_in_parallel() {
+        let (one, two) = (Arc::new(Seen::default()), Arc::new(Seen::default()));
+        // Each fake answers only once the other has its request: sequential calls would fail.
+        let fe1 = fake_frontend(one.clone(), Some(two.clone()), None);
+        let fe2 = fake_frontend(two.clone(), Some(one.clone()), None);
+        let dir = TempDir::new();
+        let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
+        let addrs = vec![fe1.local_addr().to_string(), fe2.local_addr().to_string()];
+        let service = Service::new(catalog, addrs, SECRET);
+        let resp = service
+            .route(&apply_request(
+                1,
+                vec![
+                    entry(0, "A", Buy, 1),
+                    entry(1, "B", Buy, 1),
+                    entry(2, "A", Sell, 1),
+                ],
+            ))
+            .unwrap();
+        assert_eq!(resp.status, 200);
+        let want = (
+            vec!["A".to_string(), "B".to_string()],
+            Some(format!("Bearer {SECRET}")),
+        );
+        for seen in [&one, &two] {
+            // One call per front-end, with the distinct names and the secret; answered
+            // after both arrived, so the apply waited for both before answering.
+            assert_eq!(*seen.calls.lock(), std::slice::from_ref(&want));
+        }
+        fe1.shutdown();
+        fe2.shutdown();
+    }
+
+    #[test]
+    fn a_dead_or_slow_frontend_does_not_hold_the_answer_past_the_budget() {
+        let (fast, slow) = (Arc::new(Seen::default()), Arc::new(Seen::default()));
+        let (release, held) = mpsc::channel();
+        let fe_fast = fake_frontend(fast.clone(), None, None);
+        let fe_slow = fake_frontend(slow.clone(), None, Some(Mutex::new(held)));
+        let dead = {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().to_string()
+        };
+        let dir = TempDir::new();
+        let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
+        let addrs = vec![
+            dead,
+            fe_slow.local_addr().to_string(),
+            fe_fast.local_addr().to_string(),
+        ];
+        let service = Service::new(catalog, addrs, SECRET);
+        let started = Instant::now();
+        let resp = service
+            .route(&apply_request(
+                1,
+                vec![
+                    entry(0, "A", Buy, 1),
+                    entry(1, "B", Buy, 1),
+                    entry(2, "A", Sell, 2),
+                ],
+            ))
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(resp.status, 200);
+        // One budget for the whole fan-out (two names, three front-ends), plus slack for a
+        // busy machine and the fsync: well under the slow fake's hold (PEER_WAIT), two
+        // budgets (per name or per front-end) and the HTTP client's connect timeout.
+        assert!(
+            took < INVALIDATION_BUDGET + Duration::from_millis(250),
+            "the apply took {took:?}"
+        );
+        assert_eq!(
+            *fast.calls.lock(),
+            [(
+                vec!["A".to_string(), "B".to_string()],
+                Some(format!("Bearer {SECRET}"))
+            )]
+        );
+        assert_eq!(holdings(&service.catalog), [(101, 3), (2, 1)]);
+        let _ = release.send(());
+        fe_fast.shutdown();
+        fe_slow.shutdown();
     }
 }

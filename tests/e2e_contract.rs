@@ -152,11 +152,17 @@ fn rest_contract_including_every_error() {
     assert_eq!(status, 200);
     assert_eq!(body["data"]["status"], "ok");
     assert_eq!(body["data"]["leader"], 3);
-    let (status, body) = raw(fe, "POST", "/invalidation/GameStart", "");
-    assert_eq!(
-        (status, body),
-        (200, json!({"data": {"invalidated": "GameStart"}}))
+    // Invalidation is for the catalog: 401 without the deployment secret.
+    assert_error(
+        "invalidation without the secret",
+        &raw(fe, "POST", "/invalidation/GameStart", ""),
+        401,
     );
+    let secret = bazaar::config::Config::load(&b.config_path).unwrap().secret;
+    let invalidated: bazaar::api::Invalidated = bazaar::http::Client::with_secret(&secret)
+        .post(fe, "/invalidation/GameStart", &json!({}), CALL_TIMEOUT)
+        .unwrap();
+    assert_eq!(invalidated.invalidated, "GameStart");
 
     // Unknown paths, wrong methods, oversized bodies.
     assert_error("unknown path", &raw(fe, "GET", "/nope", ""), 404);

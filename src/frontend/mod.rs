@@ -2,8 +2,9 @@
 //!
 //! Lookups (`GET /stocks/<name>`) are served from the LRU [`cache`] when caching is on; a miss
 //! takes an invalidation ticket, asks the catalog and inserts the answer only if no
-//! invalidation of that stock happened meanwhile. The catalog calls `POST /invalidation/<name>`
-//! after every trade, before it answers the trade, and the front-end also invalidates the
+//! invalidation of that stock happened meanwhile. The catalog calls `POST /invalidation` (an
+//! `InvalidateBatch` of names; `POST /invalidation/<name>` for one name is kept) after every
+//! apply, before it answers the apply, and the front-end also invalidates the
 //! stock itself after every order it forwards, before answering the client. Together these
 //! make "a lookup that starts after an acknowledged trade never shows the pre-trade quantity"
 //! hold (see the cache's module doc for the race this closes).
@@ -27,7 +28,8 @@
 //! separators); the order's query parameters are turned into the same JSON object the JSON
 //! route takes and validated by the same `OrderRequest::parse`, so every 400 matches.
 //!
-//! The catalog's `POST /invalidation/<name>` is answered on its connection's thread, not the
+//! Both invalidation routes require the deployment secret (401 without it) and are answered on
+//! their connection's thread, not the
 //! handler pool ([`Handler::runs_inline`]): every pool thread may be busy forwarding an order
 //! whose trade is waiting for exactly that invalidation.
 //!
@@ -49,8 +51,8 @@ use parking_lot::{Condvar, Mutex};
 use serde_json::Value;
 
 use crate::api::{
-    CacheView, FrontendHealth, Invalidated, Order, OrderAck, OrderRequest, Stock, StockRecord,
-    RESEND,
+    CacheView, FrontendHealth, InvalidateBatch, Invalidated, Order, OrderAck, OrderRequest, Stock,
+    StockRecord, RESEND,
 };
 use crate::config::Config;
 use crate::election;
@@ -93,6 +95,8 @@ pub struct Service {
     /// Start time in nanoseconds: makes assigned request ids unique across restarts.
     boot_nanos: u128,
     next_request: AtomicU64,
+    /// The deployment secret, required on the catalog's invalidation calls.
+    secret: String,
 }
 
 impl Handler for Service {
@@ -137,6 +141,7 @@ impl Service {
             leader,
             boot_nanos,
             next_request: AtomicU64::new(0),
+            secret: config.secret.clone(),
         })
     }
 
@@ -151,7 +156,16 @@ impl Service {
             ("GET", ["orders", n]) => self.query_order(parse_order_number(n)?).map(Response::ok),
             ("GET", ["cache"]) => Ok(Response::ok(self.cache_view())),
             ("GET", ["health"]) => Ok(Response::ok(self.health())),
+            ("POST", ["invalidation"]) => {
+                req.require_secret(&self.secret)?;
+                let batch: InvalidateBatch = req.json()?;
+                for name in &batch.names {
+                    self.invalidate(name);
+                }
+                Ok(Response::ok(batch))
+            }
             ("POST", ["invalidation", name]) => {
+                req.require_secret(&self.secret)?;
                 Ok(Response::ok(self.invalidate(&decode_segment(name))))
             }
             ("GET", ["lookup"]) => self
@@ -170,6 +184,7 @@ impl Service {
                 | ["orders", _]
                 | ["cache"]
                 | ["health"]
+                | ["invalidation"]
                 | ["invalidation", _]
                 | ["lookup"]
                 | ["order"],
@@ -483,6 +498,7 @@ fn health_check_loop(service: Arc<Service>, interval: Duration, stop: Arc<StopSi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::CatalogState;
     use crate::election::Leadership;
 
     const SHIPPED: &str = include_str!("../../conf/bazaar.yaml");
@@ -640,9 +656,25 @@ mod tests {
             cache,
             serde_json::json!({"data":{"enabled":true,"capacity":10,"items":[]}})
         );
-        let inv = call(&s, "POST", "/invalidation/Fish%43o", "").unwrap();
+        // Invalidations are for the catalog only: without the secret, 401 and nothing happens.
+        let secret = Config::from_yaml(SHIPPED, &|_| None).unwrap().secret;
+        let with_secret = |target: &str, body: &str| {
+            let mut req = Request::new("POST", target, body.as_bytes().to_vec());
+            req.headers
+                .push(("authorization".into(), format!("Bearer {secret}")));
+            s.route(&req)
+        };
+        assert_eq!(status(call(&s, "POST", "/invalidation/X", "")), 401);
+        let batch = r#"{"names":["A","B"]}"#;
+        assert_eq!(status(call(&s, "POST", "/invalidation", batch)), 401);
+        assert!(s.runs_inline(&Request::new("POST", "/invalidation", Vec::new())));
+        let inv = with_secret("/invalidation/Fish%43o", "").unwrap();
         assert_eq!(inv.body, br#"{"data":{"invalidated":"FishCo"}}"#);
-        assert_eq!(status(call(&s, "POST", "/invalidation/X", "{}")), 200);
+        assert_eq!(status(with_secret("/invalidation/X", "{}")), 200);
+        let inv = with_secret("/invalidation", batch).unwrap();
+        assert_eq!(inv.body, br#"{"data":{"names":["A","B"]}}"#);
+        assert_eq!(status(with_secret("/invalidation", "{")), 400);
+        assert_eq!(status(call(&s, "GET", "/invalidation", "")), 405);
     }
 
     #[test]
@@ -689,6 +721,28 @@ mod tests {
         (catalog, frontend, config, dir)
     }
 
+    /// `POST /apply` with the one committed order `number`, as a leader of `epoch` sends it.
+    fn apply_batch(
+        epoch: u64,
+        number: u64,
+        name: &str,
+        kind: crate::api::OrderType,
+        quantity: u64,
+    ) -> crate::api::ApplyBatch {
+        crate::api::ApplyBatch {
+            epoch,
+            leader: 3,
+            entries: vec![crate::api::LogEntry {
+                number,
+                name: name.into(),
+                kind,
+                quantity,
+                epoch,
+                request_id: format!("r{number}"),
+            }],
+        }
+    }
+
     /// The real catalog and front-end in this process, talking HTTP on 127.0.0.1 ports chosen
     /// at run time. No order replica runs: only lookups, the cache and invalidation.
     #[test]
@@ -711,20 +765,35 @@ mod tests {
         assert_eq!(lookup("/stocks/GameStart").unwrap().quantity, 100); // a hit
         assert_eq!(items(), ["GameStart", "FishCo"]);
 
-        // A trade as the leader would send it: the catalog invalidates before it answers, so
-        // the very next lookup reads the new quantity.
-        let buy = OrderRequest {
-            name: "GameStart".into(),
-            quantity: 5,
-            kind: crate::api::OrderType::Buy,
-            request_id: Some("t1".into()),
+        // A committed order as the leader would apply it: the catalog invalidates before it
+        // answers, so the very next lookup reads the new quantity.
+        let leader = Client::with_secret(&config.secret);
+        let hello = crate::api::LeaderHello {
+            epoch: 1,
+            leader: 3,
         };
-        let traded: crate::api::TradeResult = client.post(&cat, "/orders", &buy, wait).unwrap();
-        assert_eq!((traded.stock.quantity, traded.repeated), (95, false));
+        let state: CatalogState = leader.post(&cat, "/leader", &hello, wait).unwrap();
+        assert_eq!((state.epoch, state.applied), (1, -1));
+        let buy = apply_batch(1, 0, "GameStart", crate::api::OrderType::Buy, 5);
+        let applied: CatalogState = leader.post(&cat, "/apply", &buy, wait).unwrap();
+        assert_eq!(applied.applied, 0);
         assert_eq!(items(), ["FishCo"]);
-        let again: crate::api::TradeResult = client.post(&cat, "/orders", &buy, wait).unwrap();
-        assert_eq!((again.stock.quantity, again.repeated), (95, true));
+        // Re-sent: applied once only.
+        let again: CatalogState = leader.post(&cat, "/apply", &buy, wait).unwrap();
+        assert_eq!(again.applied, 0);
         assert_eq!(lookup("/stocks/GameStart").unwrap().quantity, 95);
+        // Without the secret: 401, and nothing changes.
+        let err = client
+            .post::<_, CatalogState>(
+                &cat,
+                "/apply",
+                &apply_batch(1, 1, "GameStart", crate::api::OrderType::Buy, 5),
+                wait,
+            )
+            .unwrap_err();
+        assert_eq!(err.status(), 401, "{err}");
+        let state: CatalogState = client.get(&cat, "/state", wait).unwrap();
+        assert_eq!(state.applied, 0);
 
         // Capacity 2: a third stock evicts the least recently used.
         assert_eq!(lookup("/stocks/BoarCo").unwrap().quantity, 100);
@@ -765,9 +834,9 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// SPEC §5.4 under concurrency: while trades (sells, so the quantity only grows) hit the
+    /// SPEC §5.4 under concurrency: while applies (sells, so the quantity only grows) hit the
     /// catalog, lookups through the caching front-end never return less than the quantity of
-    /// the last trade acknowledged before the lookup started.
+    /// the last apply acknowledged before the lookup started.
     #[test]
     fn no_stale_lookup_after_an_acknowledged_trade() {
         use std::sync::atomic::AtomicBool;
@@ -796,17 +865,15 @@ mod tests {
                 })
             })
             .collect();
-        let client = Client::new();
+        let leader = Client::with_secret(&config.secret);
         for i in 0..60 {
-            let sell = OrderRequest {
-                name: "GameStart".into(),
-                quantity: 1,
-                kind: crate::api::OrderType::Sell,
-                request_id: Some(format!("race-{i}")),
-            };
-            let r: crate::api::TradeResult = client.post(&cat, "/orders", &sell, wait).unwrap();
-            acked.store(r.stock.quantity, Ordering::SeqCst);
+            let sell = apply_batch(1, i, "GameStart", crate::api::OrderType::Sell, 1);
+            let r: CatalogState = leader.post(&cat, "/apply", &sell, wait).unwrap();
+            assert_eq!(r.applied, i as i64);
+            acked.store(100 + i + 1, Ordering::SeqCst);
         }
+        let stock: StockRecord = leader.get(&cat, "/stocks/GameStart", wait).unwrap();
+        assert_eq!((stock.quantity, stock.volume), (160, 60));
         done.store(true, Ordering::SeqCst);
         let lookups: u64 = readers.into_iter().map(|t| t.join().unwrap()).sum();
         assert!(lookups > 0);
