@@ -122,17 +122,25 @@ fn double_failover_then_both_return() {
     let mut b = common::start(Options::default());
     let run = load(&b, 4, 80, 13);
     wait_logged(&b, 3, 15);
+    // One fault at a time, twice: the leader dies, comes back as a follower, then the new
+    // leader dies. (Two replicas down at once stop all orders: e2e_sequences tests that.)
     b.kill(Service::Order(3));
-    b.kill(Service::Order(2));
     let t = Instant::now();
-    wait_for("replica 1 to lead", Duration::from_secs(20), || {
-        (b.frontend_health().ok()?.leader == Some(1)).then_some(())
+    wait_for("replica 2 to lead", Duration::from_secs(20), || {
+        (b.frontend_health().ok()?.leader == Some(2)).then_some(())
     });
-    let n = logged(&b, 1);
-    wait_logged(&b, 1, n + 10);
-    eprintln!("replica 1 took over after {:?}", t.elapsed());
-    restart_and_check_catch_up(&mut b, 3, 1);
-    restart_and_check_catch_up(&mut b, 2, 1);
+    let n = logged(&b, 2);
+    wait_logged(&b, 2, n + 10);
+    eprintln!("replica 2 took over after {:?}", t.elapsed());
+    restart_and_check_catch_up(&mut b, 3, 2);
+    b.kill(Service::Order(2));
+    wait_for("a second new leader", Duration::from_secs(20), || {
+        matches!(b.frontend_health().ok()?.leader, Some(l) if l != 2).then_some(())
+    });
+    let leader = b.frontend_health().unwrap().leader.unwrap();
+    let n = logged(&b, leader);
+    wait_logged(&b, leader, n + 10);
+    restart_and_check_catch_up(&mut b, 2, leader);
     finish(&b, run);
 }
 
@@ -243,6 +251,11 @@ fn catalog_down_gives_a_clear_503_and_cached_lookups_keep_working() {
         &raw(&fe, "GET", "/stocks/FishCo", ""),
         503,
     );
+    assert!(
+        got.1.to_string().contains(bazaar::api::RESEND),
+        "the 503 says the order may still commit: {}",
+        got.1
+    );
     b.start_service(Service::Catalog).unwrap();
     let got = raw(
         &fe,
@@ -251,8 +264,10 @@ fn catalog_down_gives_a_clear_503_and_cached_lookups_keep_working() {
         r#"{"name":"GameStart","quantity":1,"type":"buy"}"#,
     );
     assert_eq!(got.0, 200, "{}", got.1);
+    // The first order was committed while the catalog was away: the catalog applies it (once)
+    // when it returns, so the log and the catalog agree either way.
     let log = common::assert_invariants(&b, &[]);
-    assert_eq!(log.len(), 1, "the refused order left no trace");
+    assert!((1..=2).contains(&log.len()), "{} orders logged", log.len());
 }
 
 /// Crash points inside the leader's order path (SPEC §4, issue 3 scenario 4). Replica 3 leads

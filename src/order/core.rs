@@ -218,6 +218,9 @@ pub(crate) struct Status {
     pub commit: i64,
     pub applied: i64,
     pub log_epoch: u64,
+    /// Answers `Ping` with `OK`: not a follower still catching up with a live leader, nor one
+    /// that started less than a lease ago and has not heard from a leader yet.
+    pub ready: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,6 +250,8 @@ enum Role {
 struct Follower {
     /// When the leader we follow last reached us.
     heard: Option<Instant>,
+    /// Our log reached the leader's commit point at its last propagate.
+    caught_up: bool,
     /// `You win` callers told while our leader still seemed alive, with the highest hint:
     /// we campaign for them once [`LEADER_LEASE`] passes without word from it, and answer
     /// `WAIT` if the leader speaks first (it is alive; the caller just cannot reach it).
@@ -325,6 +330,7 @@ pub(crate) struct Core<S: Store> {
     waiters: BTreeMap<u64, Vec<Token>>,
     effects: Vec<Effect>,
     now: Instant,
+    started: Instant,
 }
 
 impl<S: Store> Core<S> {
@@ -342,6 +348,7 @@ impl<S: Store> Core<S> {
             waiters: BTreeMap::new(),
             effects: Vec::new(),
             now,
+            started: now,
         }
     }
 
@@ -368,6 +375,11 @@ impl<S: Store> Core<S> {
             commit: self.commit,
             applied: self.applied,
             log_epoch: self.hard.log_epoch,
+            ready: match &self.role {
+                Role::Follower(f) if within(f.heard, self.now, LEADER_LEASE) => f.caught_up,
+                Role::Follower(_) => !within(Some(self.started), self.now, LEADER_LEASE),
+                _ => true,
+            },
         }
     }
 
@@ -973,6 +985,9 @@ impl<S: Store> Core<S> {
             )));
         }
         if let Applied::Mismatch { hint } = self.apply_entries(p.prev, &p.entries)? {
+            if let Role::Follower(f) = &mut self.role {
+                f.caught_up = false;
+            }
             return Ok(PropagateAck {
                 accepted: false,
                 latest: hint,
@@ -991,6 +1006,10 @@ impl<S: Store> Core<S> {
                 ..self.hard
             })?;
             self.commit = self.commit.max(p.commit.min(sent_last));
+        }
+        let caught_up = sent_last >= p.base && sent_last >= p.commit;
+        if let Role::Follower(f) = &mut self.role {
+            f.caught_up = caught_up;
         }
         Ok(PropagateAck {
             accepted: true,

@@ -123,7 +123,7 @@ fn serve_connection(id: u32, answer: &Answerer, stream: TcpStream, port: Port) {
         let mut line = String::new();
         BufReader::new((&stream).take(MAX_LINE_BYTES)).read_line(&mut line)?;
         let reply = match (port, Command::parse(&line)) {
-            (_, Some(Command::Ping)) => Reply::Ok,
+            (_, Some(Command::Ping)) => answer(Command::Ping),
             (Port::Broadcast, Some(command)) => answer(command),
             _ => Reply::Error("unknown command".into()),
         };

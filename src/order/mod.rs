@@ -223,7 +223,8 @@ impl Shared {
     fn line(&self, command: crate::election::Command) -> crate::election::Reply {
         use crate::election::{Command, Reply};
         match command {
-            Command::Ping => Reply::Ok,
+            Command::Ping if self.status().ready => Reply::Ok,
+            Command::Ping => Reply::Wait,
             Command::YouWin(hint) => {
                 let hint = hint.unwrap_or(0);
                 match self.ask(|token| Event::YouWin { token, hint }, YOU_WIN_WAIT) {
