@@ -5,18 +5,24 @@
 //!
 //! Protocol (every body JSON; errors are `{"error":{"code":C,"message":".."}}`):
 //!
-//! | request | answer |
-//! |---|---|
-//! | `GET /stocks/<name>` | `StockRecord`; 404 unknown stock |
-//! | `GET /stocks` | every `StockRecord`, in catalog order |
-//! | `GET /state` | `CatalogState` with the stocks (public, read-only) |
-//! | `GET /health` | `{"status":"ok"}` |
-//! | `POST /leader` `LeaderHello` (secret) | `CatalogState` with the stocks; 409 if its epoch is below the fence |
-//! | `POST /apply` `ApplyBatch` (secret) | `CatalogState` with **`stocks: []`**; 409 below the fence; 400 entries not consecutive; 500 the batch cannot be applied |
+//! | request | 200 answer | errors |
+//! |---|---|---|
+//! | `GET /stocks/<name>` | `StockRecord` | 404 unknown stock |
+//! | `GET /stocks` | every `StockRecord`, in catalog order | |
+//! | `GET /state` | `CatalogState` with the stocks (public, read-only) | |
+//! | `GET /health` | `{"status":"ok"}` | |
+//! | `POST /leader` `LeaderHello` | `CatalogState` with the stocks | 401, 400, 409 |
+//! | `POST /apply` `ApplyBatch` | `CatalogState` with **`stocks: []`** | 401, 400, 409, 500 |
 //!
-//! Wrong method on a known path: 405; any other path (the old `POST /trades` and `POST /orders`
-//! included): 404. `/leader` and `/apply` need the deployment secret (`Authorization: Bearer`),
-//! else 401 and nothing changes.
+//! - 401: the deployment secret (`Authorization: Bearer ..`) is missing or wrong; checked
+//!   first, nothing changes.
+//! - 400: malformed JSON; for `/apply` also entries that are not consecutive numbers, a number
+//!   above `i64::MAX`, or an entry whose epoch is above the batch's. Nothing changes.
+//! - 409: the epoch is below the fence (the message names both epochs). Nothing changes.
+//! - 500: the batch cannot be applied (unknown stock, quantity below zero, overflow; the
+//!   message names the entry), or the temp file cannot be written. Nothing changes.
+//! - Wrong method on one of these paths: 405; any other path (the old `POST /trades` and
+//!   `POST /orders` included): 404.
 //!
 //! **Fencing.** The catalog keeps `epoch`, the highest leader epoch it has seen. `POST /leader`
 //! with a lower epoch is refused (409, naming both epochs); otherwise the fence rises to the
@@ -52,9 +58,10 @@
 //! tells every front-end of `config.frontend_addrs()` to drop the batch's stocks: one
 //! `POST /invalidation` with an `InvalidateBatch` (distinct names) and the secret per
 //! front-end, all front-ends in parallel (one thread each), the whole fan-out bounded by
-//! [`INVALIDATION_BUDGET`]. A front-end that is down or slower than that is logged (warn) and
-//! the apply still succeeds. The names are those of every entry the catalog holds after the
-//! batch, skipped re-sends included: the first attempt may have died before it invalidated.
+//! `INVALIDATION_BUDGET` (300 ms). A front-end that is down or slower than that is logged
+//! (warn) and the apply still succeeds. The names are those of every entry the catalog holds
+//! after the batch, skipped re-sends included: the first attempt may have died before it
+//! invalidated.
 //!
 //! Caveats:
 //! - `/apply` answers carry no stocks (`stocks: []`), to keep the hot path small; `/leader`
@@ -63,9 +70,11 @@
 //!   even when a connect hangs (the HTTP client's connect timeout is longer than the budget).
 //!   A front-end that stays slow costs one short-lived thread per batch, each ending at the
 //!   budget or at the client's own timeouts.
-//! - A front-end that missed an invalidation (down, or slower than the budget) may serve a
-//!   cached pre-trade quantity until its own post-order invalidation or an eviction; the
-//!   front-end also invalidates after every order it forwards.
+//! - A front-end that is down starts again with an empty cache, but one that is only paused or
+//!   slower than the budget keeps what it cached before the trade: after it resumes, a lookup
+//!   it serves before the late invalidation request is handled can show the pre-trade quantity
+//!   (SPEC §5.5 on that front-end). Closing this needs the front-end to check freshness
+//!   itself (e.g. against the catalog's `applied`); it is not done here.
 //! - If writing the temp file fails, the batch is refused (500) and nothing changes; if the
 //!   rename or the directory fsync fails, memory and file may disagree, so the catalog aborts
 //!   and the restart resumes from whichever file is there.
