@@ -548,10 +548,11 @@ impl Service {
     }
 
     /// Tells every front-end, in parallel, to drop `names`, waiting at most
-    /// [`INVALIDATION_BUDGET`] in all; failures and late answers are logged, never returned.
-    fn invalidate(&self, names: Vec<String>) {
+    /// [`INVALIDATION_BUDGET`] in all; failures and late answers are logged, not returned.
+    /// Returns how many front-ends confirmed in time.
+    fn invalidate(&self, names: Vec<String>) -> usize {
         if names.is_empty() || self.frontends.is_empty() {
-            return;
+            return 0;
         }
         let started = Instant::now();
         let deadline = started + INVALIDATION_BUDGET;
@@ -580,11 +581,13 @@ impl Service {
             }
         }
         drop(done);
+        let mut confirmed = 0;
         while waiting.contains(&true) {
             let left = deadline.saturating_duration_since(Instant::now());
             match answers.recv_timeout(left) {
                 Ok((i, answer)) => {
                     waiting[i] = false;
+                    confirmed += usize::from(answer.is_ok());
                     if let Err(e) = answer {
                         warn!(
                             "could not invalidate {:?} at front-end {}: {e}",
@@ -603,11 +606,12 @@ impl Service {
             );
         }
         debug!(
-            "invalidated {:?} at {} front-ends in {:?}",
+            "invalidated {:?} at {confirmed} of {} front-ends in {:?}",
             batch.names,
             self.frontends.len(),
             started.elapsed()
         );
+        confirmed
     }
 }
 
@@ -1182,15 +1186,20 @@ mod tests {
         let handler = move |req: &Request| {
             let names = req.json::<InvalidateBatch>()?.names;
             let auth = req.header("authorization").map(String::from);
-            seen.calls.lock().push((names.clone(), auth));
+            let mine = {
+                let mut calls = seen.calls.lock();
+                calls.push((names.clone(), auth));
+                calls.len()
+            };
             seen.arrived.notify_all();
             if let Some(peer) = &peer {
+                // The n-th call answers only once the peer has its n-th call too.
+                let give_up = Instant::now() + PEER_WAIT;
                 let mut calls = peer.calls.lock();
-                if calls.is_empty() {
-                    peer.arrived.wait_for(&mut calls, PEER_WAIT);
-                }
-                if calls.is_empty() {
-                    return Err(Error::Internal("the peer front-end got nothing".into()));
+                while calls.len() < mine {
+                    if peer.arrived.wait_until(&mut calls, give_up).timed_out() {
+                        return Err(Error::Internal("the peer front-end got nothing".into()));
+                    }
                 }
             }
             if let Some(release) = &release {
@@ -1218,7 +1227,7 @@ mod tests {
     #[test]
     fn invalidation_reaches_every_frontend_in_parallel() {
         let (one, two) = (Arc::new(Seen::default()), Arc::new(Seen::default()));
-        // Each fake answers only once the other has its request: sequential calls would fail.
+        // Each fake answers only once the other has its request too.
         let fe1 = fake_frontend(one.clone(), Some(two.clone()), None);
         let fe2 = fake_frontend(two.clone(), Some(one.clone()), None);
         let dir = TempDir::new();
@@ -1241,10 +1250,14 @@ mod tests {
             Some(format!("Bearer {SECRET}")),
         );
         for seen in [&one, &two] {
-            // One call per front-end, with the distinct names and the secret; answered
-            // after both arrived, so the apply waited for both before answering.
+            // One call per front-end, with the distinct names and the secret.
             assert_eq!(*seen.calls.lock(), std::slice::from_ref(&want));
         }
+        // Both confirm in time only if both calls are in flight at once: each fake holds its
+        // answer until the other has the request (a one-after-the-other fan-out gets one
+        // confirmation at most).
+        assert_eq!(service.invalidate(vec!["A".into()]), 2);
+        assert_eq!(one.calls.lock().len(), 2);
         fe1.shutdown();
         fe2.shutdown();
     }
