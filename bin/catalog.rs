@@ -2,7 +2,8 @@
 
 use argh::FromArgs;
 
-/// Serve the stock catalog (lookups; committed orders applied for the leader) from data/catalog.json.
+/// Serve the stock catalog from data/catalog.json: lookups, and the committed orders the
+/// leader applies.
 #[derive(FromArgs)]
 struct Args {
     /// deployment config (default $BAZAAR_CONFIG, else conf/bazaar.yaml)

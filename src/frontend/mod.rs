@@ -764,6 +764,15 @@ mod tests {
         assert_eq!(items(), ["FishCo", "GameStart"]);
         assert_eq!(lookup("/stocks/GameStart").unwrap().quantity, 100); // a hit
         assert_eq!(items(), ["GameStart", "FishCo"]);
+        // Invalidation without the secret: 401, and the cache keeps the stock.
+        let names = InvalidateBatch {
+            names: vec!["GameStart".into()],
+        };
+        let err = client
+            .post::<_, InvalidateBatch>(&fe, "/invalidation", &names, wait)
+            .unwrap_err();
+        assert_eq!(err.status(), 401, "{err}");
+        assert_eq!(items(), ["GameStart", "FishCo"]);
 
         // A committed order as the leader would apply it: the catalog invalidates before it
         // answers, so the very next lookup reads the new quantity.
