@@ -223,56 +223,6 @@ impl From<&LogEntry> for Order {
     }
 }
 
-/// The catalog's answer to a trade (`POST /orders` on the catalog).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TradeResult {
-    /// The stock after the trade.
-    pub stock: StockRecord,
-    /// True when this request id had already been traded and this is the first result again.
-    pub repeated: bool,
-}
-
-/// `POST /trades` on the catalog: the leader's batch of orders, applied in this order, which is
-/// the order the leader then numbers them in.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TradeBatch {
-    pub orders: Vec<OrderRequest>,
-}
-
-/// The catalog's answer for one order of a [`TradeBatch`]: the trade, or why it was refused.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TradeOutcome {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traded: Option<TradeResult>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorDetail>,
-}
-
-impl From<Result<TradeResult>> for TradeOutcome {
-    fn from(result: Result<TradeResult>) -> Self {
-        match result {
-            Ok(traded) => TradeOutcome {
-                traded: Some(traded),
-                error: None,
-            },
-            Err(e) => TradeOutcome {
-                traded: None,
-                error: Some(ErrorBody::from(&e).error),
-            },
-        }
-    }
-}
-
-impl From<TradeOutcome> for Result<TradeResult> {
-    fn from(outcome: TradeOutcome) -> Self {
-        match (outcome.traded, outcome.error) {
-            (Some(traded), None) => Ok(traded),
-            (_, Some(e)) => Err(Error::from_status(e.code, e.message)),
-            (None, None) => Err(Error::Internal("empty trade outcome".into())),
-        }
-    }
-}
-
 /// `GET /cache` on the front-end.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheView {

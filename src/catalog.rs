@@ -70,11 +70,11 @@
 //!   even when a connect hangs (the HTTP client's connect timeout is longer than the budget).
 //!   A front-end that stays slow costs one short-lived thread per batch, each ending at the
 //!   budget or at the client's own timeouts.
-//! - A front-end that is down starts again with an empty cache, but one that is only paused or
-//!   slower than the budget keeps what it cached before the trade: after it resumes, a lookup
-//!   it serves before the late invalidation request is handled can show the pre-trade quantity
-//!   (SPEC §5.5 on that front-end). Closing this needs the front-end to check freshness
-//!   itself (e.g. against the catalog's `applied`); it is not done here.
+//! - A front-end that is down (connection refused) starts again with an empty cache. One that
+//!   is only paused or slower than the budget may keep what it cached before the trade, so the
+//!   catalog then holds back its answer until one cache lease (`frontend::cache::CACHE_LEASE`)
+//!   after the change became visible: the front-end serves no entry older than that. While a
+//!   front-end stays paused, every apply that changes stocks costs up to that long.
 //! - If writing the temp file fails, the batch is refused (500) and nothing changes; if the
 //!   rename or the directory fsync fails, memory and file may disagree, so the catalog aborts
 //!   and the restart resumes from whichever file is there.
@@ -98,6 +98,8 @@ use crate::api::{
 };
 use crate::config::{Config, StockConfig};
 use crate::error::{Error, Result};
+use crate::frontend::cache::CACHE_LEASE;
+use crate::http::client::is_refused;
 use crate::http::{decode_segment, Client, Request, Response, Server, ServerOptions};
 
 /// The most time an apply spends telling every front-end to drop the traded stocks, all
@@ -144,6 +146,9 @@ pub(crate) struct Catalog {
     view: RwLock<Arc<CatalogState>>,
     /// Hellos and applies, one at a time, held across decide and persist.
     state: Mutex<CatalogState>,
+    /// When lookups last started to see a change of stocks (the front-ends' cache lease is
+    /// counted from there when one of them cannot confirm an invalidation).
+    changed_at: Mutex<Instant>,
 }
 
 impl Catalog {
@@ -215,6 +220,7 @@ impl Catalog {
             index,
             view: RwLock::new(Arc::new(state.clone())),
             state: Mutex::new(state),
+            changed_at: Mutex::new(Instant::now()),
         })
     }
 
@@ -412,7 +418,11 @@ impl Catalog {
             );
             std::process::abort();
         }
+        let changed = next.stocks != state.stocks;
         *self.view.write() = Arc::new(next.clone());
+        if changed {
+            *self.changed_at.lock() = Instant::now();
+        }
         *state = next;
         Ok(())
     }
@@ -537,7 +547,12 @@ impl Service {
                 req.require_secret(&self.secret)?;
                 let batch: ApplyBatch = req.json()?;
                 let applied = self.catalog.apply(&batch)?;
-                self.invalidate(applied.names);
+                if !self.invalidate(applied.names) {
+                    // A running front-end did not confirm (paused, or cut off): whatever it
+                    // cached before this change expires one cache lease after the change.
+                    let until = *self.catalog.changed_at.lock() + CACHE_LEASE;
+                    std::thread::sleep(until.saturating_duration_since(Instant::now()));
+                }
                 Ok(Response::ok(applied.state))
             }
             (_, ["stocks"] | ["stocks", _] | ["state"] | ["health"] | ["leader"] | ["apply"]) => {
@@ -548,11 +563,11 @@ impl Service {
     }
 
     /// Tells every front-end, in parallel, to drop `names`, waiting at most
-    /// [`INVALIDATION_BUDGET`] in all; failures and late answers are logged, not returned.
-    /// Returns how many front-ends confirmed in time.
-    fn invalidate(&self, names: Vec<String>) -> usize {
+    /// [`INVALIDATION_BUDGET`] in all; failures and late answers are logged. True if every
+    /// front-end confirmed or is not running (connection refused: no process, no cache).
+    fn invalidate(&self, names: Vec<String>) -> bool {
         if names.is_empty() || self.frontends.is_empty() {
-            return 0;
+            return true;
         }
         let started = Instant::now();
         let deadline = started + INVALIDATION_BUDGET;
@@ -587,8 +602,9 @@ impl Service {
             match answers.recv_timeout(left) {
                 Ok((i, answer)) => {
                     waiting[i] = false;
-                    confirmed += usize::from(answer.is_ok());
-                    if let Err(e) = answer {
+                    let gone = answer.as_ref().is_err_and(is_refused);
+                    confirmed += usize::from(answer.is_ok() || gone);
+                    if let (Err(e), false) = (&answer, gone) {
                         warn!(
                             "could not invalidate {:?} at front-end {}: {e}",
                             batch.names, self.frontends[i]
@@ -611,7 +627,7 @@ impl Service {
             self.frontends.len(),
             started.elapsed()
         );
-        confirmed
+        confirmed == self.frontends.len()
     }
 }
 
@@ -1256,14 +1272,14 @@ mod tests {
         // Both confirm in time only if both calls are in flight at once: each fake holds its
         // answer until the other has the request (a one-after-the-other fan-out gets one
         // confirmation at most).
-        assert_eq!(service.invalidate(vec!["A".into()]), 2);
+        assert!(service.invalidate(vec!["A".into()]));
         assert_eq!(one.calls.lock().len(), 2);
         fe1.shutdown();
         fe2.shutdown();
     }
 
     #[test]
-    fn a_dead_or_slow_frontend_does_not_hold_the_answer_past_the_budget() {
+    fn a_dead_frontend_costs_nothing_and_a_silent_one_one_cache_lease() {
         let (fast, slow) = (Arc::new(Seen::default()), Arc::new(Seen::default()));
         let (release, held) = mpsc::channel();
         let fe_fast = fake_frontend(fast.clone(), None, None);
@@ -1274,6 +1290,7 @@ mod tests {
         };
         let dir = TempDir::new();
         let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
+        let dead_addr = dead.clone();
         let addrs = vec![
             dead,
             fe_slow.local_addr().to_string(),
@@ -1293,11 +1310,10 @@ mod tests {
             .unwrap();
         let took = started.elapsed();
         assert_eq!(resp.status, 200);
-        // One budget for the whole fan-out (two names, three front-ends), plus slack for a
-        // busy machine and the fsync: well under the slow fake's hold (PEER_WAIT), two
-        // budgets (per name or per front-end) and the HTTP client's connect timeout.
+        // The silent front-end may still serve what it cached before the trade: the answer
+        // waits until that has expired (one cache lease), and not much longer.
         assert!(
-            took < INVALIDATION_BUDGET + Duration::from_millis(250),
+            took >= CACHE_LEASE && took < CACHE_LEASE + INVALIDATION_BUDGET,
             "the apply took {took:?}"
         );
         assert_eq!(
@@ -1309,6 +1325,21 @@ mod tests {
         );
         assert_eq!(holdings(&service.catalog), [(101, 3), (2, 1)]);
         let _ = release.send(());
+        // Without the silent one: a front-end that is not running has no cache to drop, so
+        // the fan-out costs one budget at most, well under the lease.
+        let addrs = vec![dead_addr, fe_fast.local_addr().to_string()];
+        let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
+        let service = Service::new(catalog, addrs, SECRET);
+        let started = Instant::now();
+        let resp = service
+            .route(&apply_request(2, vec![entry(3, "A", Buy, 1)]))
+            .unwrap();
+        assert_eq!(resp.status, 200);
+        let took = started.elapsed();
+        assert!(
+            took < INVALIDATION_BUDGET + Duration::from_millis(250),
+            "the apply took {took:?}"
+        );
         fe_fast.shutdown();
         fe_slow.shutdown();
     }

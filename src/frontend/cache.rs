@@ -25,6 +25,11 @@
 //! `{"ts_ms":..,"event":"hit","key":"X","items":[MRU..LRU]}`, written while the lock is held so
 //! the lines are in the order the changes happened.
 //!
+//! A paused front-end may miss the catalog's invalidation altogether, so every entry also has
+//! a lease: it is served for at most [`CACHE_LEASE`] after the lookup that fetched it began,
+//! and the catalog holds back the answer to a trade that some front-end did not confirm until
+//! that lease is over (an `expire` trace line marks an entry dropped for age).
+//!
 //! Caveats:
 //! - Generations are striped: [`GENERATION_SLOTS`] counters indexed by a hash of the key, not
 //!   one per key, so that invalidations of arbitrary names cannot grow memory. Two keys sharing
@@ -39,7 +44,7 @@ use std::fs::{File, OpenOptions};
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::warn;
 use parking_lot::Mutex;
@@ -47,6 +52,12 @@ use serde::Serialize;
 
 use crate::api::{CacheView, Stock};
 use crate::error::Result;
+
+/// How long a cached stock may be served, counted from before the catalog was asked. The
+/// catalog relies on it: when a front-end does not confirm an invalidation (it may be paused),
+/// the catalog answers the trade only once this much time has passed since the trade became
+/// visible, so whatever that front-end cached before the trade has expired by then.
+pub const CACHE_LEASE: Duration = Duration::from_secs(1);
 
 /// Number of invalidation-generation counters (see the Caveats of the module doc).
 pub const GENERATION_SLOTS: usize = 1024;
@@ -204,6 +215,8 @@ pub struct Ticket {
     key: String,
     slot: usize,
     generation: u64,
+    /// Before the catalog was asked: the entry expires [`CACHE_LEASE`] after this.
+    taken: Instant,
 }
 
 /// What a lookup found.
@@ -225,7 +238,7 @@ struct TraceLine<'a> {
 
 /// Everything the lock protects.
 struct Inner {
-    lru: Lru<Stock>,
+    lru: Lru<(Stock, Instant)>,
     generations: Vec<u64>,
     /// The open trace, `None` when dump is off (or after a write error).
     trace: Option<File>,
@@ -272,16 +285,25 @@ impl Cache {
     pub fn lookup(&self, key: &str) -> Lookup {
         let slot = generation_slot(key);
         let mut inner = self.inner.lock();
+        let now = Instant::now();
         if self.enabled {
-            if let Some(stock) = inner.lru.get(key).cloned() {
-                inner.record("hit", key);
-                return Lookup::Hit(stock);
+            match inner.lru.get(key).cloned() {
+                Some((stock, expires)) if now < expires => {
+                    inner.record("hit", key);
+                    return Lookup::Hit(stock);
+                }
+                Some(_) => {
+                    inner.lru.remove(key);
+                    inner.record("expire", key);
+                }
+                None => {}
             }
         }
         Lookup::Miss(Ticket {
             key: key.to_string(),
             slot,
             generation: inner.generations[slot],
+            taken: now,
         })
     }
 
@@ -295,7 +317,8 @@ impl Cache {
         if inner.generations[ticket.slot] != ticket.generation {
             return false;
         }
-        if let Some(evicted) = inner.lru.put(ticket.key.clone(), stock) {
+        let expires = ticket.taken + CACHE_LEASE;
+        if let Some(evicted) = inner.lru.put(ticket.key.clone(), (stock, expires)) {
             inner.record("evict", &evicted);
         }
         inner.record("insert", &ticket.key);
@@ -536,6 +559,17 @@ mod tests {
         let t = ticket(cache.lookup("A"));
         cache.invalidate(&other);
         assert!(cache.insert(t, stock("A", 5)));
+    }
+
+    #[test]
+    fn an_entry_expires_one_lease_after_its_lookup_began() {
+        let cache = Cache::new(true, 4, None).unwrap();
+        let mut old = ticket(cache.lookup("A"));
+        old.taken -= CACHE_LEASE;
+        assert!(cache.insert(old, stock("A", 1)));
+        assert!(matches!(cache.lookup("A"), Lookup::Miss(_)), "expired");
+        assert!(cache.insert(ticket(cache.lookup("A")), stock("A", 2)));
+        assert_eq!(cache.lookup("A"), Lookup::Hit(stock("A", 2)));
     }
 
     #[test]

@@ -26,6 +26,15 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// The agent-wide default wait for a response; callers can pass a tighter one per call.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The end of an [`Error::Unreachable`] message when nothing listens at the address (the
+/// process is not running), as opposed to a peer that is silent or slow.
+pub const REFUSED: &str = "connection refused";
+
+/// True if `err` says nothing listens at the address: that process is not running.
+pub fn is_refused(err: &Error) -> bool {
+    matches!(err, Error::Unreachable(m) if m.ends_with(REFUSED))
+}
+
 /// A cheap-to-clone handle on the process's agent.
 #[derive(Clone)]
 pub struct Client {
@@ -111,7 +120,12 @@ fn decode<T: DeserializeOwned>(
     url: &str,
     resp: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
 ) -> Result<T> {
-    let mut resp = resp.map_err(|e| Error::Unreachable(format!("{url}: {e}")))?;
+    let mut resp = resp.map_err(|e| match e {
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Error::Unreachable(format!("{url}: {REFUSED}"))
+        }
+        e => Error::Unreachable(format!("{url}: {e}")),
+    })?;
     let status = resp.status().as_u16();
     let body = resp
         .body_mut()

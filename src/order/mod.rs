@@ -6,10 +6,10 @@
 //!   [&limit=M]` (pages of the log), `GET /synchronize`, `GET /health`, and, with the
 //!   deployment secret, `POST /propagate` (leader → follower) and `POST /vote` (candidate →
 //!   peer).
-//! - TCP lines ([`lines`], protocol in [`crate::election`]): `Ping`, `You win <hint>`,
+//! - TCP lines (`lines`, protocol in [`crate::election`]): `Ping`, `You win <hint>`,
 //!   `<id> <epoch>` on the leader-broadcast port; `Ping` on the health port.
 //!
-//! Every rule lives in [`core`]: a single-owner state machine that takes events and returns
+//! Every rule lives in `core`: a single-owner state machine that takes events and returns
 //! effects. This module is the driver around it, and its threads only move bytes:
 //!
 //! - the **core thread** drains every event that arrived (HTTP handlers, line connections,
@@ -78,7 +78,7 @@ pub const PEER_TIMEOUT: Duration = Duration::from_millis(800);
 pub const PAGE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long the catalog may take to apply a batch (it invalidates every front-end first).
-pub const CATALOG_TIMEOUT: Duration = Duration::from_secs(1);
+pub const CATALOG_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Most events the core thread takes in one batch (one fsync).
 const MAX_DRAIN: usize = 4096;
