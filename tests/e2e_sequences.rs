@@ -127,7 +127,7 @@ impl Load {
                     let mut i = 0usize;
                     while !stop.load(Ordering::SeqCst) && limit.is_none_or(|l| i < l) {
                         let rid = format!("{tag}-{t}-{i}");
-                        let kind = if i % 2 == 0 {
+                        let kind = if i.is_multiple_of(2) {
                             OrderType::Sell
                         } else {
                             OrderType::Buy
