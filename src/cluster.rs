@@ -776,10 +776,10 @@ pub fn catalog_prefix_violation(
         let values: Vec<(i64, i64)> = sample.values().copied().collect();
         if !prefixes.contains_key(&values) {
             return Some(format!(
-                "catalog sample {i} of {} is initial + no prefix of the {}-entry log: {}",
+                "catalog sample {i} of {} is initial + no prefix of the {}-entry log; {}",
                 samples.len(),
                 log.len(),
-                describe(sample)
+                closest_prefix(initial, log, &values)
             ));
         }
     }
@@ -794,6 +794,47 @@ pub fn catalog_prefix_violation(
         }
     }
     None
+}
+
+/// Which prefix of `log` comes closest to `sample` (fewest shares apart), and how the two
+/// differ: the diagnosis of a sample that matches none.
+fn closest_prefix(initial: &CatalogView, log: &[LogEntry], sample: &[(i64, i64)]) -> String {
+    let names: Vec<&String> = initial.keys().collect();
+    let mut state: Vec<(i64, i64)> = initial.values().copied().collect();
+    let distance = |state: &[(i64, i64)]| -> i64 {
+        state
+            .iter()
+            .zip(sample)
+            .map(|(a, b)| (a.0 - b.0).abs() + (a.1 - b.1).abs())
+            .sum()
+    };
+    let mut best = (distance(&state), 0, state.clone());
+    for (k, entry) in log.iter().enumerate() {
+        if let Some(i) = names.iter().position(|n| **n == entry.name) {
+            let q = entry.quantity as i64;
+            state[i].0 += match entry.kind {
+                OrderType::Buy => -q,
+                OrderType::Sell => q,
+            };
+            state[i].1 += q;
+        }
+        let d = distance(&state);
+        if d < best.0 {
+            best = (d, k + 1, state.clone());
+        }
+    }
+    let diff: Vec<String> = names
+        .iter()
+        .zip(best.2.iter().zip(sample))
+        .filter(|(_, (want, got))| want != got)
+        .map(|(name, (want, got))| format!("{name} (quantity, volume) {got:?}, the log {want:?}"))
+        .collect();
+    format!(
+        "closest: the first {} entries, {} shares apart: {}",
+        best.1,
+        best.0,
+        diff.join("; ")
+    )
 }
 
 /// SPEC §5.8 read off the files: two replica files that hold the same number in the same

@@ -216,8 +216,14 @@ impl Load {
         t.acked.iter().filter(|a| a.at >= since).cloned().collect()
     }
 
+    /// Stops the load and returns what it saw.
     fn finish(self) -> Tally {
         self.stop.store(true, Ordering::SeqCst);
+        self.join()
+    }
+
+    /// Waits for a load with a `limit` to place all its orders.
+    fn join(self) -> Tally {
         for h in self.handles {
             let _ = h.join();
         }
@@ -557,20 +563,22 @@ fn two_slow_followers_then_the_leader_dies() {
     finish_and_check(&b, orders(&tally.acked), sampler, Some(probe), findings);
 }
 
-/// c. Orders without request ids (like curl); the catalog paused 1.8 s; the catalog must never
-/// hold a trade the log lacks.
+/// c. Orders without request ids (like curl); the catalog paused 1.8 s, later 3.5 s; the
+/// catalog must never hold a trade the log lacks.
 #[test]
 fn catalog_stall_without_request_ids() {
     let (b, sampler) = start(Options::default());
     let load = Load::start(&b.frontend, 4, false, "c", None);
-    assert!(
-        load.wait_more(30, PROGRESS_TIMEOUT),
-        "no progress before the stall"
-    );
-    b.signal(Service::Catalog, "STOP").unwrap();
-    thread::sleep(Duration::from_millis(1800));
-    b.signal(Service::Catalog, "CONT").unwrap();
     let mut findings = Findings::default();
+    // The issue's 1.8 s, then one past the front-end's forward timeout (3 s).
+    for stall in [Duration::from_millis(1800), Duration::from_millis(3500)] {
+        findings.check(load.wait_more(30, PROGRESS_TIMEOUT), || {
+            format!("no progress before the {stall:?} stall")
+        });
+        b.signal(Service::Catalog, "STOP").unwrap();
+        thread::sleep(stall);
+        b.signal(Service::Catalog, "CONT").unwrap();
+    }
     findings.check(load.wait_more(30, PROGRESS_TIMEOUT), || {
         "no progress after the catalog woke".into()
     });
@@ -602,7 +610,7 @@ fn late_retry_after_4200_orders() {
     .expect("the first order X");
     let burst = Load::start(&b.frontend, THREADS, true, "d", Some(OTHERS / THREADS));
     let started = Instant::now();
-    let tally = burst.finish();
+    let tally = burst.join();
     eprintln!(
         "d: {} other orders acknowledged in {:?} ({} failed)",
         tally.acked.len(),
@@ -766,17 +774,22 @@ fn leader_cut_from_both_followers() {
     b.isolate(old).unwrap();
     let cut = Instant::now();
     let mut findings = Findings::default();
-    let mut checked = 0;
+    let (mut checked, mut held_by_one) = (0, 0);
     let mut took_over = None;
     while cut.elapsed() < CUT {
+        // The newest acknowledgement, once per round: each check may wait for replication.
         let fresh = load.acked_since(cut);
-        for a in fresh.iter().skip(checked) {
-            let held = b.wait_majority_holds(&a.order, MAJORITY_HOLD_TIMEOUT);
-            findings.check(held.is_ok(), || {
-                format!("acknowledged while order-{old} was cut off: {held:?}")
-            });
+        if let Some(a) = fresh.last().filter(|_| fresh.len() > checked) {
+            checked = fresh.len();
+            if let Err(e) = b.wait_majority_holds(&a.order, MAJORITY_HOLD_TIMEOUT) {
+                held_by_one += 1;
+                if held_by_one <= 3 {
+                    findings.check(false, || {
+                        format!("acknowledged while order-{old} was cut off: {e}")
+                    });
+                }
+            }
         }
-        checked = fresh.len();
         if took_over.is_none() {
             took_over = b
                 .leading_replica()
@@ -785,7 +798,10 @@ fn leader_cut_from_both_followers() {
         }
         thread::sleep(bazaar::cluster::SAMPLE_INTERVAL);
     }
-    eprintln!("h: {checked} orders acknowledged during the cut; takeover {took_over:?}");
+    eprintln!(
+        "h: {checked} orders acknowledged during the cut, {held_by_one} of those checked held \
+         by fewer than two replicas; takeover {took_over:?}"
+    );
     findings.check(took_over.is_some(), || {
         format!("no new leader took over within {CUT:?} of cutting order-{old} off")
     });
