@@ -303,7 +303,8 @@ fn inject_fault(cluster: &mut Cluster, rng: &mut fastrand::Rng, round: u32) -> R
             thread::sleep(down);
             cluster.start_service(Service::Order(leader))?;
             format!(
-                "kill -STOP order-{} and order-{} for {} ms, then kill -9 order-{leader} (leader),                  restarted after {} ms",
+                "kill -STOP order-{} and order-{} for {} ms, then kill -9 order-{leader} (leader), \
+                 restarted after {} ms",
                 followers[0],
                 followers[1],
                 paused.as_millis(),

@@ -654,7 +654,11 @@ impl Cluster {
                 (last.len() >= 2).then(|| last.clone())
             },
         )
-        .map_err(|e| Error::Internal(format!("{e}; held by {last:?} only")))
+        .map_err(|_| {
+            Error::Unavailable(format!(
+                "acknowledged order {order:?} held by replicas {last:?} only after {timeout:?}"
+            ))
+        })
     }
 
     /// Every reachable replica's `/health`.
