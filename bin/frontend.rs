@@ -8,6 +8,10 @@ struct Args {
     /// deployment config (default $BAZAAR_CONFIG, else conf/bazaar.yaml)
     #[argh(option)]
     config: Option<String>,
+    /// which front-end of the config to serve: 0 (default) is `frontend`, N is the Nth entry
+    /// of `frontend.others`
+    #[argh(option, default = "0")]
+    index: usize,
     /// append every cache change to the cache trace (also DUMP=1)
     #[argh(switch)]
     dump: bool,
@@ -19,6 +23,9 @@ struct Args {
 fn main() {
     let args: Args = argh::from_env();
     let mut config = bazaar::cli::load_config_or_exit(args.config);
+    if let Err(e) = config.serve_frontend(args.index) {
+        bazaar::cli::exit_with(&e);
+    }
     config.frontend.dump |= args.dump;
     bazaar::cli::init_logging(args.log_level);
     bazaar::cli::exit_on_signals("frontend");

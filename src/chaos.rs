@@ -9,18 +9,25 @@
 //! - `stale_read_probe`: trades one share of [`PROBE_STOCK`] (which the clients never trade) at
 //!   a time and looks the stock up right after each acknowledgement. Since nothing else trades
 //!   it, the expected quantity is exact, so any stale lookup (SPEC §5.5) is caught.
-//! - the fault loop (this thread): one fault per round, the leader at least every other round:
-//!   SIGKILL a replica and restart it after a pause, or SIGSTOP it for longer than the health
-//!   check interval and SIGCONT it. Before the next round it waits until the replica answers
-//!   `Ping` again (has caught up), so there is never more than one replica down: that is the
-//!   case in which clients must see no error (SPEC §5.6).
+//! - the fault loop (this thread): one fault per round ([`Fault`]). Even rounds hit the leader:
+//!   SIGKILL it and restart it after a pause, SIGSTOP it for longer than the health check
+//!   interval, or pause both followers and kill the leader the moment they wake (issue 6's
+//!   sequence). Odd rounds hit anything: a random replica killed or frozen, the catalog or the
+//!   front-end killed and restarted or frozen, two replicas frozen at once. Before the next
+//!   round it waits until every replica answers `Ping` again (has caught up).
+//! - a [`Sampler`]: the catalog's `/stocks` and every replica's `/health` every
+//!   [`crate::cluster::SAMPLE_INTERVAL`], so that invariant 4 is checked at every sampled
+//!   moment (each sample = initial + a prefix of the final log) and no epoch is seen led by
+//!   two replicas.
 //!
 //! Then the load stops, the run waits for quiet and prints one line per invariant and the
 //! totals (orders, fail-overs, retries, longest pause a client saw).
 //!
-//! Caveats: faults hit replicas only (the catalog and front-end restarts have their own
-//! end-to-end tests); the seed fixes the fault schedule and the clients' choices, not the
-//! interleaving, so two runs with the same seed are alike, not identical.
+//! Caveats: the seed fixes the fault schedule and the clients' choices, not the interleaving,
+//! so two runs with the same seed are alike, not identical. Two replicas frozen at once, or the
+//! catalog or the front-end down, are not single faults: clients may wait, and retry, but the
+//! "no error" line still holds them to their 15 s retry deadline, which these faults stay well
+//! under.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,7 +36,10 @@ use std::time::{Duration, Instant};
 
 use crate::api::{OrderAck, OrderRequest, OrderType, Stock};
 use crate::client::{self, ClientOptions, Summary};
-use crate::cluster::{Binaries, Cluster, ClusterOptions, Invariant, Service, CALL_TIMEOUT, STOCKS};
+use crate::cluster::{
+    two_leaders_in_one_epoch, Binaries, Cluster, ClusterOptions, Invariant, Sampler, Service,
+    CALL_TIMEOUT, STOCKS,
+};
 use crate::error::{Error, Result};
 use crate::http::Client;
 
@@ -43,6 +53,11 @@ pub const MAX_DOWNTIME: Duration = Duration::from_millis(2000);
 /// interval, so that the front-end notices, and over the replicas' pause threshold.
 pub const MIN_FREEZE: Duration = Duration::from_millis(2500);
 pub const MAX_FREEZE: Duration = Duration::from_millis(4000);
+
+/// How long the catalog or the front-end stays frozen, at most, and two replicas frozen at
+/// once; and how long both followers are paused before the leader is killed.
+pub const MAX_SHORT_FREEZE: Duration = Duration::from_millis(2500);
+pub const MIN_SHORT_FREEZE: Duration = Duration::from_millis(800);
 
 /// Quiet time between two faults.
 pub const BETWEEN_ROUNDS: Duration = Duration::from_millis(700);
@@ -117,6 +132,7 @@ pub fn run(options: &ChaosOptions) -> Result<ChaosReport> {
     )?;
     let deadline = Instant::now() + options.duration;
     let stop = Arc::new(AtomicBool::new(false));
+    let sampler = Sampler::start(&cluster);
 
     let (host, port) = split_addr(&cluster.frontend)?;
     let client_options = ClientOptions {
@@ -165,7 +181,14 @@ pub fn run(options: &ChaosOptions) -> Result<ChaosReport> {
         .join()
         .map_err(|_| Error::Internal("probe panicked".into()))?;
     let health = cluster.frontend_health()?;
-    let (log, mut invariants) = cluster.check_invariants(&summary.acknowledged);
+    // Quiet first, so that the last samples are of the quiet catalog.
+    let _ = cluster.wait_logs_identical(crate::cluster::QUIET_TIMEOUT);
+    let (samples, leaders) = sampler.finish();
+    let (log, mut invariants) = cluster.check_all(&summary.acknowledged, &samples);
+    invariants.push(Invariant {
+        name: "no epoch led by two replicas (sampled /health)",
+        violation: two_leaders_in_one_epoch(&leaders),
+    });
     invariants.push(Invariant {
         name: "no stale lookup after an acknowledged trade",
         violation: stale,
@@ -192,39 +215,159 @@ pub fn run(options: &ChaosOptions) -> Result<ChaosReport> {
     Ok(report)
 }
 
-/// One round: kill or freeze a replica (the leader on even rounds), bring it back and wait until
-/// it has caught up. Returns what was done.
+/// The kinds of fault a round injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    KillReplica,
+    FreezeReplica,
+    /// Both followers paused, woken, and the leader killed at once.
+    PauseFollowersThenKillLeader,
+    KillCatalog,
+    FreezeCatalog,
+    KillFrontend,
+    FreezeFrontend,
+    /// Two replicas frozen at the same time.
+    FreezeTwoReplicas,
+}
+
+/// Faults of the leader's rounds, and of the other rounds.
+const LEADER_FAULTS: &[Fault] = &[
+    Fault::KillReplica,
+    Fault::FreezeReplica,
+    Fault::PauseFollowersThenKillLeader,
+];
+const OTHER_FAULTS: &[Fault] = &[
+    Fault::KillReplica,
+    Fault::FreezeReplica,
+    Fault::KillCatalog,
+    Fault::FreezeCatalog,
+    Fault::KillFrontend,
+    Fault::FreezeFrontend,
+    Fault::FreezeTwoReplicas,
+];
+
+fn millis_between(rng: &mut fastrand::Rng, low: Duration, high: Duration) -> Duration {
+    Duration::from_millis(rng.u64(low.as_millis() as u64..=high.as_millis() as u64))
+}
+
+/// One round: a fault of [`LEADER_FAULTS`] on even rounds (aimed at the leader), of
+/// [`OTHER_FAULTS`] on odd ones; then everything back up and every replica caught up.
+/// Returns what was done.
 fn inject_fault(cluster: &mut Cluster, rng: &mut fastrand::Rng, round: u32) -> Result<String> {
     let leader = cluster.wait_leader()?;
-    let target = if round.is_multiple_of(2) {
-        leader
+    let on_leader = round.is_multiple_of(2);
+    let fault = if on_leader {
+        LEADER_FAULTS[rng.usize(..LEADER_FAULTS.len())]
     } else {
-        rng.u32(1..=3)
+        OTHER_FAULTS[rng.usize(..OTHER_FAULTS.len())]
     };
-    let role = if target == leader { " (leader)" } else { "" };
-    let service = Service::Order(target);
-    let what = if rng.bool() {
-        let down = Duration::from_millis(rng.u64(200..=MAX_DOWNTIME.as_millis() as u64));
-        cluster.kill(service);
-        thread::sleep(down);
-        cluster.start_service(service)?;
-        format!(
-            "kill -9 order-{target}{role}, restarted after {} ms",
-            down.as_millis()
-        )
-    } else {
-        let frozen = Duration::from_millis(
-            rng.u64(MIN_FREEZE.as_millis() as u64..=MAX_FREEZE.as_millis() as u64),
-        );
-        cluster.signal(service, "STOP")?;
-        thread::sleep(frozen);
-        cluster.signal(service, "CONT")?;
-        format!(
-            "kill -STOP order-{target}{role} for {} ms",
-            frozen.as_millis()
-        )
+    let target = if on_leader { leader } else { rng.u32(1..=3) };
+    let role = |id: u32| if id == leader { " (leader)" } else { "" };
+    let followers: Vec<u32> = (1..=3).filter(|&id| id != leader).collect();
+    let what = match fault {
+        Fault::KillReplica => {
+            let down = millis_between(rng, Duration::from_millis(200), MAX_DOWNTIME);
+            let service = Service::Order(target);
+            cluster.kill(service);
+            thread::sleep(down);
+            cluster.start_service(service)?;
+            format!(
+                "kill -9 order-{target}{}, restarted after {} ms",
+                role(target),
+                down.as_millis()
+            )
+        }
+        Fault::FreezeReplica => {
+            let frozen = millis_between(rng, MIN_FREEZE, MAX_FREEZE);
+            let service = Service::Order(target);
+            cluster.signal(service, "STOP")?;
+            thread::sleep(frozen);
+            cluster.signal(service, "CONT")?;
+            format!(
+                "kill -STOP order-{target}{} for {} ms",
+                role(target),
+                frozen.as_millis()
+            )
+        }
+        Fault::PauseFollowersThenKillLeader => {
+            let paused = millis_between(rng, MIN_SHORT_FREEZE, MAX_SHORT_FREEZE);
+            let down = millis_between(rng, Duration::from_millis(200), MAX_DOWNTIME);
+            for id in &followers {
+                cluster.signal(Service::Order(*id), "STOP")?;
+            }
+            thread::sleep(paused);
+            for id in &followers {
+                cluster.signal(Service::Order(*id), "CONT")?;
+            }
+            cluster.kill(Service::Order(leader));
+            thread::sleep(down);
+            cluster.start_service(Service::Order(leader))?;
+            format!(
+                "kill -STOP order-{} and order-{} for {} ms, then kill -9 order-{leader} (leader), \
+                 restarted after {} ms",
+                followers[0],
+                followers[1],
+                paused.as_millis(),
+                down.as_millis()
+            )
+        }
+        Fault::FreezeTwoReplicas => {
+            let frozen = millis_between(rng, MIN_SHORT_FREEZE, MAX_SHORT_FREEZE);
+            let spared = rng.u32(1..=3);
+            let pair: Vec<u32> = (1..=3).filter(|&id| id != spared).collect();
+            for id in &pair {
+                cluster.signal(Service::Order(*id), "STOP")?;
+            }
+            thread::sleep(frozen);
+            for id in &pair {
+                cluster.signal(Service::Order(*id), "CONT")?;
+            }
+            format!(
+                "kill -STOP order-{}{} and order-{}{} together for {} ms",
+                pair[0],
+                role(pair[0]),
+                pair[1],
+                role(pair[1]),
+                frozen.as_millis()
+            )
+        }
+        Fault::KillCatalog | Fault::KillFrontend => {
+            let service = if fault == Fault::KillCatalog {
+                Service::Catalog
+            } else {
+                Service::FRONTEND
+            };
+            let down = millis_between(rng, Duration::from_millis(200), MAX_DOWNTIME);
+            cluster.kill(service);
+            thread::sleep(down);
+            cluster.start_service(service)?;
+            format!(
+                "kill -9 {}, restarted after {} ms",
+                service.name(),
+                down.as_millis()
+            )
+        }
+        Fault::FreezeCatalog | Fault::FreezeFrontend => {
+            let service = if fault == Fault::FreezeCatalog {
+                Service::Catalog
+            } else {
+                Service::FRONTEND
+            };
+            let frozen = millis_between(rng, MIN_SHORT_FREEZE, MAX_SHORT_FREEZE);
+            cluster.signal(service, "STOP")?;
+            thread::sleep(frozen);
+            cluster.signal(service, "CONT")?;
+            format!(
+                "kill -STOP {} for {} ms",
+                service.name(),
+                frozen.as_millis()
+            )
+        }
     };
-    cluster.wait_ready(target)?;
+    for id in 1..=3 {
+        cluster.wait_ready(id)?;
+    }
+    cluster.wait_leader()?;
     Ok(what)
 }
 

@@ -11,18 +11,25 @@
 //! take one in between; on a shared machine that shows up as a start failure naming the
 //! service, not as a wrong result.
 
-use std::collections::{BTreeMap, HashSet};
+mod proxy;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::api::{FrontendHealth, LogEntry, Order, OrderType, ReplicaHealth, StockRecord};
+use crate::api::{
+    FrontendHealth, LogEntry, Order, OrderAck, OrderRequest, OrderType, ReplicaHealth, StockRecord,
+};
 use crate::error::{Error, Result};
 use crate::http::Client;
+
+pub use proxy::{LinkProxy, LinkState};
 
 /// How long a service may take to answer `/health` after it was spawned.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -36,6 +43,10 @@ pub const START_ATTEMPTS: u32 = 3;
 pub const POLL: Duration = Duration::from_millis(50);
 /// Timeout of one HTTP call made by the harness.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Timeout of one health or order read from a replica by the harness.
+pub const REPLICA_READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Interval between two samples of the catalog (or of the replicas' roles) during a run.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The stocks of a test bazaar (the shipped config's), each starting at quantity 100.
 pub use crate::client::DEFAULT_STOCKS as STOCKS;
@@ -66,15 +77,21 @@ pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
 pub enum Service {
     Catalog,
     Order(u32),
-    Frontend,
+    /// Front-end `i`: 0 is the config's default one, `i >= 1` serves `frontend.others[i-1]`
+    /// (`frontend --index i`).
+    Frontend(usize),
 }
 
 impl Service {
+    /// The default front-end.
+    pub const FRONTEND: Service = Service::Frontend(0);
+
     pub fn name(self) -> String {
         match self {
             Service::Catalog => "catalog".into(),
             Service::Order(id) => format!("order-{id}"),
-            Service::Frontend => "frontend".into(),
+            Service::Frontend(0) => "frontend".into(),
+            Service::Frontend(i) => format!("frontend-{i}"),
         }
     }
 }
@@ -112,6 +129,12 @@ pub struct ClusterOptions {
     pub replica_env: BTreeMap<u32, Vec<(String, String)>>,
     /// Log level of the services.
     pub log_level: String,
+    /// How many front-ends run (at least 1); the extra ones are listed in the config under
+    /// `frontend.others` and started as `frontend --index i`.
+    pub frontends: usize,
+    /// Route every directed replica→replica HTTP link through a [`LinkProxy`] owned by this
+    /// process, so that tests can [`Cluster::cut`] and [`Cluster::heal`] single links.
+    pub proxied_links: bool,
 }
 
 impl Default for ClusterOptions {
@@ -122,6 +145,8 @@ impl Default for ClusterOptions {
             health_check_interval: 0.25,
             replica_env: BTreeMap::new(),
             log_level: "debug".into(),
+            frontends: 1,
+            proxied_links: false,
         }
     }
 }
@@ -140,12 +165,17 @@ pub struct Cluster {
     pub config_path: PathBuf,
     pub options: ClusterOptions,
     pub binaries: Binaries,
+    /// The default front-end's address (`frontends[0]`).
     pub frontend: String,
+    /// Every front-end's address, by index.
+    pub frontends: Vec<String>,
     pub catalog: String,
     /// Replica id → (HTTP, leader-broadcast, health) address.
     pub replicas: BTreeMap<u32, (String, String, String)>,
     pub client: Client,
     children: BTreeMap<Service, Child>,
+    /// (from, to) → the proxy replica `from` reaches replica `to` through (proxied links only).
+    links: BTreeMap<(u32, u32), LinkProxy>,
     /// Keep the directory even when not panicking (chaos keeps its evidence).
     pub keep_dir: bool,
 }
@@ -180,7 +210,9 @@ impl Cluster {
         for id in 1..=3 {
             cluster.wait_ready(id)?;
         }
-        cluster.start_service(Service::Frontend)?;
+        for i in 0..cluster.frontends.len() {
+            cluster.start_service(Service::Frontend(i))?;
+        }
         cluster.wait_leader()?;
         cluster.keep_dir = false;
         Ok(cluster)
@@ -195,7 +227,9 @@ impl Cluster {
         ));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("logs"))?;
-        let ports = free_ports(11)?;
+        let extra_frontends = options.frontends.max(1) - 1;
+        let ports = free_ports(11 + extra_frontends)?;
+        let other_ports = &ports[11..];
         let stocks: String = STOCKS
             .iter()
             .map(|s| format!("    - {{name: {s}, price: 10.5}}\n"))
@@ -211,10 +245,19 @@ impl Cluster {
             let addr = |p: u16| format!("127.0.0.1:{p}");
             replicas.insert(id, (addr(http), addr(bcast), addr(health)));
         }
+        let others: String = if other_ports.is_empty() {
+            String::new()
+        } else {
+            let list: String = other_ports
+                .iter()
+                .map(|p| format!("    - {{host: 127.0.0.1, port: {p}}}\n"))
+                .collect();
+            format!("  others:\n{list}")
+        };
         let config = format!(
             "output_dir: {data}\nhealth_check_interval: {hci}\nsecret: cluster-test-secret\n\
              catalog:\n  host: 127.0.0.1\n  port: {cat}\n  threads: 8\n  stocks:\n{stocks}\
-             frontend:\n  host: 127.0.0.1\n  port: {fe}\n  threads: 8\n  cache: {cache}\n  cache_size: {size}\n  dump: false\n\
+             frontend:\n  host: 127.0.0.1\n  port: {fe}\n  threads: 8\n  cache: {cache}\n  cache_size: {size}\n  dump: false\n{others}\
              order:\n  threads: 8\n  replicas:\n{replica_yaml}",
             data = dir.join("data").display(),
             hci = options.health_check_interval,
@@ -225,8 +268,22 @@ impl Cluster {
         );
         let config_path = dir.join("bazaar.yaml");
         fs::write(&config_path, config)?;
+        let mut links = BTreeMap::new();
+        if options.proxied_links {
+            for from in 1..=3u32 {
+                for to in (1..=3u32).filter(|&to| to != from) {
+                    let proxy = LinkProxy::start("127.0.0.1:0", &replicas[&to].0)?;
+                    links.insert((from, to), proxy);
+                }
+            }
+        }
+        let frontends: Vec<String> = std::iter::once(ports[1])
+            .chain(other_ports.iter().copied())
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
         Ok(Cluster {
-            frontend: format!("127.0.0.1:{}", ports[1]),
+            frontend: frontends[0].clone(),
+            frontends,
             catalog: format!("127.0.0.1:{}", ports[0]),
             dir,
             config_path,
@@ -235,6 +292,7 @@ impl Cluster {
             replicas,
             client: Client::new(),
             children: BTreeMap::new(),
+            links,
             keep_dir: false,
         })
     }
@@ -250,7 +308,7 @@ impl Cluster {
     pub fn http_addr(&self, service: Service) -> String {
         match service {
             Service::Catalog => self.catalog.clone(),
-            Service::Frontend => self.frontend.clone(),
+            Service::Frontend(i) => self.frontends[i].clone(),
             Service::Order(id) => self.replicas[&id].0.clone(),
         }
     }
@@ -271,7 +329,11 @@ impl Cluster {
         let (exe, args): (&Path, Vec<String>) = match service {
             Service::Catalog => (&self.binaries.catalog, vec![]),
             Service::Order(id) => (&self.binaries.order, vec!["--id".into(), id.to_string()]),
-            Service::Frontend => (&self.binaries.frontend, vec![]),
+            Service::Frontend(0) => (&self.binaries.frontend, vec![]),
+            Service::Frontend(i) => (
+                &self.binaries.frontend,
+                vec!["--index".into(), i.to_string()],
+            ),
         };
         let log = fs::OpenOptions::new().create(true).append(true).open(
             self.dir
@@ -300,6 +362,13 @@ impl Cluster {
                 .unwrap_or_default()
             {
                 cmd.env(k, v);
+            }
+            // This replica reaches each peer through the proxy of that directed link; its own
+            // port is left alone, so it still binds the real one.
+            for ((from, to), proxy) in &self.links {
+                if *from == id {
+                    cmd.env(format!("ORDER_PORT{to}"), proxy.port().to_string());
+                }
             }
         }
         let child = cmd
@@ -461,7 +530,415 @@ impl Cluster {
             name: "quantity = 100 - buys + sells for every stock",
             violation: quantities,
         });
+        let whole = match self.catalog_view() {
+            Ok(view) => catalog_prefix_violation(&initial_view(), &log, &[view], true),
+            Err(e) => Some(format!("cannot read the catalog: {e}")),
+        };
+        verdicts.push(Invariant {
+            name: "catalog (quantity and volume) = initial + the whole log",
+            violation: whole,
+        });
+        let files: Vec<(u32, Vec<LogEntry>)> = (1..=3)
+            .map(|id| {
+                let bytes = fs::read(self.log_path(id)).unwrap_or_default();
+                (id, parse_log(&bytes).unwrap_or_default())
+            })
+            .collect();
+        verdicts.push(Invariant {
+            name: "same number and epoch, same entry, in every file",
+            violation: same_epoch_conflict(&files),
+        });
         (log, verdicts)
+    }
+}
+
+/// One front-end order body: `request_id: None` is a bare `POST /orders` like curl's.
+pub fn order_request(
+    name: &str,
+    quantity: u64,
+    kind: OrderType,
+    request_id: Option<&str>,
+) -> OrderRequest {
+    OrderRequest {
+        name: name.into(),
+        quantity,
+        kind,
+        request_id: request_id.map(str::to_string),
+    }
+}
+
+/// Links, direct reads of replicas, orders through a chosen front-end, and the run-wide checks
+/// that need samples taken during the run.
+impl Cluster {
+    /// The proxy of the directed link `from → to`.
+    fn link(&self, from: u32, to: u32) -> Result<&LinkProxy> {
+        self.links.get(&(from, to)).ok_or_else(|| {
+            Error::Internal(format!(
+                "no proxied link {from}→{to} (start with ClusterOptions::proxied_links)"
+            ))
+        })
+    }
+
+    /// Cuts the link `from → to` so that `to` looks silent to `from` (calls time out).
+    pub fn cut(&self, from: u32, to: u32) -> Result<()> {
+        self.cut_with(from, to, LinkState::Silent)
+    }
+
+    /// Cuts the link `from → to`: [`LinkState::Silent`] or [`LinkState::Refused`].
+    pub fn cut_with(&self, from: u32, to: u32, how: LinkState) -> Result<()> {
+        log::info!("cutting link order-{from} → order-{to} ({how:?})");
+        self.link(from, to)?.set(how);
+        Ok(())
+    }
+
+    /// Heals the link `from → to`.
+    pub fn heal(&self, from: u32, to: u32) -> Result<()> {
+        log::info!("healing link order-{from} → order-{to}");
+        self.link(from, to)?.set(LinkState::Open);
+        Ok(())
+    }
+
+    /// Cuts replica `id` from both peers, both directions (silent); the front-end still
+    /// reaches it.
+    pub fn isolate(&self, id: u32) -> Result<()> {
+        for peer in (1..=3).filter(|&p| p != id) {
+            self.cut(id, peer)?;
+            self.cut(peer, id)?;
+        }
+        Ok(())
+    }
+
+    /// Heals every link.
+    pub fn heal_all(&self) {
+        for proxy in self.links.values() {
+            proxy.set(LinkState::Open);
+        }
+    }
+
+    /// Front-end `i`'s `/health`.
+    pub fn frontend_health_of(&self, i: usize) -> Result<FrontendHealth> {
+        self.client.get(&self.frontends[i], "/health", CALL_TIMEOUT)
+    }
+
+    /// Places one order through front-end `frontend` (an index into [`Cluster::frontends`]).
+    pub fn place_order(&self, frontend: usize, order: &OrderRequest) -> Result<OrderAck> {
+        self.client
+            .post(&self.frontends[frontend], "/orders", order, CALL_TIMEOUT)
+    }
+
+    /// Order `n` as replica `id` holds it (`GET /orders/<n>` on the replica itself).
+    pub fn replica_order(&self, id: u32, n: u64) -> Result<Order> {
+        self.client.get(
+            &self.replicas[&id].0,
+            &format!("/orders/{n}"),
+            REPLICA_READ_TIMEOUT,
+        )
+    }
+
+    /// The replicas that hold `order` with these contents right now.
+    pub fn holders(&self, order: &Order) -> Vec<u32> {
+        (1..=3)
+            .filter(|&id| self.replica_order(id, order.number).ok().as_ref() == Some(order))
+            .collect()
+    }
+
+    /// Waits until a majority (2 of 3) of the replicas hold `order`, as an acknowledged order
+    /// must (SPEC §4: nothing is acknowledged by one copy); `Err` names who holds it.
+    pub fn wait_majority_holds(&self, order: &Order, timeout: Duration) -> Result<Vec<u32>> {
+        let mut last = Vec::new();
+        poll(
+            &format!("a majority to hold acknowledged order {order:?}"),
+            timeout,
+            || {
+                last = self.holders(order);
+                (last.len() >= 2).then(|| last.clone())
+            },
+        )
+        .map_err(|_| {
+            Error::Unavailable(format!(
+                "acknowledged order {order:?} held by replicas {last:?} only after {timeout:?}"
+            ))
+        })
+    }
+
+    /// Every reachable replica's `/health`.
+    pub fn replica_healths(&self) -> BTreeMap<u32, ReplicaHealth> {
+        (1..=3)
+            .filter_map(|id| self.replica_health(id).ok().map(|h| (id, h)))
+            .collect()
+    }
+
+    /// The replica that says it leads with the highest epoch, if any.
+    pub fn leading_replica(&self) -> Option<ReplicaHealth> {
+        self.replica_healths()
+            .into_values()
+            .filter(|h| h.role == "leader")
+            .max_by_key(|h| h.epoch)
+    }
+
+    /// The catalog as a [`CatalogView`] (signed, so that a negative quantity shows).
+    pub fn catalog_view(&self) -> Result<CatalogView> {
+        let list: Vec<SampledStock> = self.client.get(&self.catalog, "/stocks", CALL_TIMEOUT)?;
+        Ok(list
+            .into_iter()
+            .map(|s| (s.name, (s.quantity, s.volume)))
+            .collect())
+    }
+
+    /// [`Cluster::check_invariants`], plus invariant 4 at every moment sampled: each catalog
+    /// sample equals the initial stocks plus a prefix of the final log.
+    pub fn check_all(
+        &self,
+        acknowledged: &[Order],
+        catalog_samples: &[CatalogView],
+    ) -> (Vec<LogEntry>, Vec<Invariant>) {
+        let (log, mut verdicts) = self.check_invariants(acknowledged);
+        verdicts.push(Invariant {
+            name: "every catalog sample = initial + a prefix of the log",
+            violation: catalog_prefix_violation(&initial_view(), &log, catalog_samples, false),
+        });
+        (log, verdicts)
+    }
+}
+
+/// A stock in `GET /stocks`, read with signed numbers so that a negative quantity is seen.
+#[derive(serde::Deserialize)]
+struct SampledStock {
+    name: String,
+    quantity: i64,
+    volume: i64,
+}
+
+/// The catalog as the checks see it: stock → (quantity, volume).
+pub type CatalogView = BTreeMap<String, (i64, i64)>;
+
+/// The initial catalog of a test bazaar: every stock at quantity 100, volume 0.
+pub fn initial_view() -> CatalogView {
+    STOCKS
+        .iter()
+        .map(|s| (s.to_string(), (INITIAL_QUANTITY, 0)))
+        .collect()
+}
+
+/// SPEC §5.4 at every sampled moment: each sample must equal `initial` plus some prefix of
+/// `log` (quantity − buys + sells, volume + traded quantities), never negative; with
+/// `whole_at_end`, the last sample must be the whole log. Returns the first violation.
+pub fn catalog_prefix_violation(
+    initial: &CatalogView,
+    log: &[LogEntry],
+    samples: &[CatalogView],
+    whole_at_end: bool,
+) -> Option<String> {
+    let names: Vec<&String> = initial.keys().collect();
+    let index: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    let mut state: Vec<(i64, i64)> = initial.values().copied().collect();
+    let mut prefixes: HashMap<Vec<(i64, i64)>, usize> = HashMap::new();
+    prefixes.entry(state.clone()).or_insert(0);
+    for (k, entry) in log.iter().enumerate() {
+        let Some(&i) = index.get(entry.name.as_str()) else {
+            return Some(format!(
+                "log entry {} trades unknown stock {}",
+                k, entry.name
+            ));
+        };
+        let q = entry.quantity as i64;
+        state[i].0 += match entry.kind {
+            OrderType::Buy => -q,
+            OrderType::Sell => q,
+        };
+        state[i].1 += q;
+        prefixes.entry(state.clone()).or_insert(k + 1);
+    }
+    let whole = state;
+    let describe = |sample: &CatalogView| -> String {
+        names
+            .iter()
+            .zip(&whole)
+            .filter_map(|(name, want)| {
+                let got = sample.get(*name).copied();
+                (got != Some(*want)).then(|| {
+                    format!("{name} (quantity, volume) {got:?} where the whole log gives {want:?}")
+                })
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    for (i, sample) in samples.iter().enumerate() {
+        if sample.keys().ne(initial.keys()) {
+            return Some(format!(
+                "catalog sample {i} lists stocks {:?}",
+                sample.keys().collect::<Vec<_>>()
+            ));
+        }
+        if let Some((name, (q, _))) = sample.iter().find(|(_, (q, _))| *q < 0) {
+            return Some(format!("catalog sample {i}: {name} has quantity {q} < 0"));
+        }
+        let values: Vec<(i64, i64)> = sample.values().copied().collect();
+        if !prefixes.contains_key(&values) {
+            return Some(format!(
+                "catalog sample {i} of {} is initial + no prefix of the {}-entry log; {}",
+                samples.len(),
+                log.len(),
+                closest_prefix(initial, log, &values)
+            ));
+        }
+    }
+    if whole_at_end {
+        if let Some(last) = samples.last() {
+            if last.values().copied().ne(whole.iter().copied()) {
+                return Some(format!(
+                    "the final catalog is not initial + the whole log: {}",
+                    describe(last)
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Which prefix of `log` comes closest to `sample` (fewest shares apart), and how the two
+/// differ: the diagnosis of a sample that matches none.
+fn closest_prefix(initial: &CatalogView, log: &[LogEntry], sample: &[(i64, i64)]) -> String {
+    let names: Vec<&String> = initial.keys().collect();
+    let mut state: Vec<(i64, i64)> = initial.values().copied().collect();
+    let distance = |state: &[(i64, i64)]| -> i64 {
+        state
+            .iter()
+            .zip(sample)
+            .map(|(a, b)| (a.0 - b.0).abs() + (a.1 - b.1).abs())
+            .sum()
+    };
+    let mut best = (distance(&state), 0, state.clone());
+    for (k, entry) in log.iter().enumerate() {
+        if let Some(i) = names.iter().position(|n| **n == entry.name) {
+            let q = entry.quantity as i64;
+            state[i].0 += match entry.kind {
+                OrderType::Buy => -q,
+                OrderType::Sell => q,
+            };
+            state[i].1 += q;
+        }
+        let d = distance(&state);
+        if d < best.0 {
+            best = (d, k + 1, state.clone());
+        }
+    }
+    let diff: Vec<String> = names
+        .iter()
+        .zip(best.2.iter().zip(sample))
+        .filter(|(_, (want, got))| want != got)
+        .map(|(name, (want, got))| format!("{name} (quantity, volume) {got:?}, the log {want:?}"))
+        .collect();
+    format!(
+        "closest: the first {} entries, {} shares apart: {}",
+        best.1,
+        best.0,
+        diff.join("; ")
+    )
+}
+
+/// SPEC §5.8 read off the files: two replica files that hold the same number in the same
+/// epoch hold the same entry there (two leaders of one epoch would number differently).
+pub fn same_epoch_conflict(files: &[(u32, Vec<LogEntry>)]) -> Option<String> {
+    for (a, (ida, la)) in files.iter().enumerate() {
+        for (idb, lb) in &files[a + 1..] {
+            for (x, y) in la.iter().zip(lb) {
+                if x.epoch == y.epoch && x != y {
+                    return Some(format!(
+                        "order {} in epoch {}: replica {ida} holds {x:?}, replica {idb} holds {y:?}",
+                        x.number, x.epoch
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Replicas that said they lead, as sampled: id → the epochs they led in.
+pub type LeaderSamples = BTreeMap<u32, HashSet<u64>>;
+
+/// SPEC §5.8 on samples of `/health`: no epoch led by two replicas.
+pub fn two_leaders_in_one_epoch(samples: &LeaderSamples) -> Option<String> {
+    let mut by_epoch: BTreeMap<u64, u32> = BTreeMap::new();
+    for (&id, epochs) in samples {
+        for &epoch in epochs {
+            if let Some(other) = by_epoch.insert(epoch, id) {
+                if other != id {
+                    return Some(format!("replicas {other} and {id} both led epoch {epoch}"));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Samples, on a thread of its own until [`Sampler::finish`], the catalog's `/stocks` and the
+/// replicas' `/health` (who says it leads in which epoch). Samples that fail (a service down or
+/// frozen) are skipped.
+pub struct Sampler {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<(Vec<CatalogView>, LeaderSamples)>>,
+}
+
+impl Sampler {
+    pub fn start(cluster: &Cluster) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (catalog, replicas, client) = (
+            cluster.catalog.clone(),
+            cluster.replicas.clone(),
+            cluster.client.clone(),
+        );
+        let flag = stop.clone();
+        let handle = thread::Builder::new()
+            .name("sampler".into())
+            .spawn(move || {
+                let mut views = Vec::new();
+                let mut leaders = LeaderSamples::new();
+                while !flag.load(Ordering::SeqCst) {
+                    let list: Result<Vec<SampledStock>> =
+                        client.get(&catalog, "/stocks", REPLICA_READ_TIMEOUT);
+                    if let Ok(list) = list {
+                        views.push(
+                            list.into_iter()
+                                .map(|s| (s.name, (s.quantity, s.volume)))
+                                .collect(),
+                        );
+                    }
+                    for (id, (http, _, _)) in &replicas {
+                        let health: Result<ReplicaHealth> =
+                            client.get(http, "/health", SAMPLE_INTERVAL);
+                        if let Ok(h) = health {
+                            if h.role == "leader" {
+                                leaders.entry(*id).or_default().insert(h.epoch);
+                            }
+                        }
+                    }
+                    thread::sleep(SAMPLE_INTERVAL);
+                }
+                (views, leaders)
+            })
+            .ok();
+        Sampler { stop, handle }
+    }
+
+    /// Stops sampling; returns the catalog samples and who led which epoch.
+    pub fn finish(mut self) -> (Vec<CatalogView>, LeaderSamples) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 }
 
@@ -591,6 +1068,62 @@ mod tests {
             epoch: 1,
             request_id: rid.into(),
         }
+    }
+
+    fn view(pairs: &[(&str, i64, i64)]) -> CatalogView {
+        pairs
+            .iter()
+            .map(|(n, q, v)| (n.to_string(), (*q, *v)))
+            .collect()
+    }
+
+    #[test]
+    fn every_catalog_sample_must_be_a_prefix_of_the_log() {
+        let initial = view(&[("A", 100, 0), ("B", 100, 0)]);
+        let log = vec![
+            entry(0, "A", Buy, 5, "r0"),
+            entry(1, "B", Sell, 2, "r1"),
+            entry(2, "A", Sell, 1, "r2"),
+        ];
+        let prefix0 = initial.clone();
+        let prefix2 = view(&[("A", 95, 5), ("B", 102, 2)]);
+        let whole = view(&[("A", 96, 6), ("B", 102, 2)]);
+        let good = [prefix0.clone(), prefix2.clone(), whole.clone()];
+        assert_eq!(catalog_prefix_violation(&initial, &log, &good, true), None);
+        // Order 1 applied without order 0: a state no prefix of the log reaches.
+        let skipped = view(&[("A", 100, 0), ("B", 102, 2)]);
+        let bad = [prefix0.clone(), skipped, whole.clone()];
+        let v = catalog_prefix_violation(&initial, &log, &bad, true).unwrap();
+        assert!(v.contains("sample 1 of 3"), "{v}");
+        // A trade the log lacks (the catalog-stall case): quantity right, volume off.
+        let extra = view(&[("A", 96, 8), ("B", 102, 2)]);
+        assert!(catalog_prefix_violation(&initial, &log, &[extra], false).is_some());
+        // A valid prefix, but not the whole log once quiet.
+        let v = catalog_prefix_violation(&initial, &log, &[prefix0, prefix2], true).unwrap();
+        assert!(v.contains("whole log"), "{v}");
+        let negative = view(&[("A", -1, 101), ("B", 100, 0)]);
+        let v = catalog_prefix_violation(&initial, &log, &[negative], false).unwrap();
+        assert!(v.contains("< 0"), "{v}");
+    }
+
+    #[test]
+    fn two_leaders_of_one_epoch_are_caught_in_files_and_samples() {
+        let mut other = entry(1, "B", Buy, 1, "x");
+        other.epoch = 1;
+        let a = vec![entry(0, "A", Buy, 5, "r0"), entry(1, "A", Sell, 2, "r1")];
+        let b = vec![entry(0, "A", Buy, 5, "r0"), other];
+        assert_eq!(same_epoch_conflict(&[(1, a.clone()), (2, a.clone())]), None);
+        let v = same_epoch_conflict(&[(1, a), (3, b)]).unwrap();
+        assert!(v.contains("order 1 in epoch 1"), "{v}");
+
+        let mut leaders = LeaderSamples::new();
+        leaders.entry(3).or_default().extend([1, 2]);
+        leaders.entry(2).or_default().insert(3);
+        assert_eq!(two_leaders_in_one_epoch(&leaders), None);
+        leaders.entry(1).or_default().insert(2);
+        assert!(two_leaders_in_one_epoch(&leaders)
+            .unwrap()
+            .contains("epoch 2"));
     }
 
     #[test]

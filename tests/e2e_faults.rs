@@ -216,8 +216,8 @@ fn a_restarted_frontend_reselects_and_loses_nothing() {
     let mut b = common::start(Options::default());
     let run = load(&b, 3, 60, 16);
     wait_logged(&b, 3, 10);
-    b.kill(Service::Frontend);
-    b.start_service(Service::Frontend).unwrap();
+    b.kill(Service::FRONTEND);
+    b.start_service(Service::FRONTEND).unwrap();
     b.wait_leader().unwrap();
     finish(&b, run);
 }
