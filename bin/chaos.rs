@@ -1,4 +1,5 @@
-//! `chaos`: kill, freeze and restart replicas under load, then check every invariant.
+//! `chaos`: kill, freeze and restart replicas, the catalog and the front-end under load, then
+//! check every invariant.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use bazaar::chaos::{run, ChaosOptions};
 use bazaar::cluster::Binaries;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-/// Run clients against a fresh local bazaar while replicas are killed, frozen and restarted;
+/// Run clients against a fresh local bazaar while replicas (two at once too), the catalog and
+/// the front-end are killed, frozen and restarted;
 /// print one line per invariant and the totals; exit 1 on any violation.
 #[derive(FromArgs)]
 struct Args {
