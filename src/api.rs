@@ -341,6 +341,10 @@ pub struct PropagateAck {
 pub struct VoteRequest {
     pub epoch: u64,
     pub candidate: u32,
+    /// A pre-vote: "would you grant it?", answered without changing or persisting anything,
+    /// so that a replica cut off from its peers does not raise its epoch in vain.
+    #[serde(default)]
+    pub pre: bool,
 }
 
 /// The answer to [`VoteRequest`]: granted or not, and how far the voter's log goes, so that the

@@ -166,6 +166,7 @@ pub(crate) enum PeerReply {
     },
     Vote {
         epoch: u64,
+        pre: bool,
         result: Result<VoteReply>,
     },
     Page {
@@ -261,6 +262,8 @@ struct Follower {
 
 struct Candidacy {
     epoch: u64,
+    /// Still asking for pre-votes: nothing is persisted until a majority would grant `epoch`.
+    pre: bool,
     started: Instant,
     /// Granters (ourselves included) and their logs when they granted.
     grants: BTreeMap<u32, SyncState>,
@@ -444,7 +447,7 @@ impl<S: Store> Core<S> {
                     sent_last,
                     result,
                 } => self.propagate_reply(from, epoch, sent_last, result),
-                PeerReply::Vote { epoch, result } => self.vote_reply(from, epoch, result),
+                PeerReply::Vote { epoch, pre, result } => self.vote_reply(from, epoch, pre, result),
                 PeerReply::Page { since, result } => self.page(from, since, result),
             },
             Event::CatalogReply { epoch, result } => self.catalog_reply(epoch, result),
@@ -514,18 +517,16 @@ impl<S: Store> Core<S> {
         }
     }
 
+    /// Starts a candidacy with a pre-vote round: only when a majority would grant the epoch
+    /// does the candidate persist it and ask for real.
     fn campaign(&mut self, waiting: Vec<Token>, hint: u64) -> Result<()> {
         let epoch = self.hard.epoch.max(hint) + 1;
-        self.save_hard(HardState {
-            epoch,
-            voted_for: Some(self.id),
-            ..self.hard
-        })?;
-        info!("replica {} campaigns for epoch {epoch}", self.id);
+        debug!("replica {} asks for pre-votes for epoch {epoch}", self.id);
         let mut grants = BTreeMap::new();
         grants.insert(self.id, self.sync_state());
         self.role = Role::Candidate(Candidacy {
             epoch,
+            pre: true,
             started: self.now,
             grants,
             waiting,
@@ -533,16 +534,24 @@ impl<S: Store> Core<S> {
             votes_sent: self.now,
         });
         self.leader = None;
-        for peer in self.peers.clone() {
-            self.send(
-                peer,
-                PeerMessage::Vote(VoteRequest {
-                    epoch,
-                    candidate: self.id,
-                }),
-            );
-        }
+        self.ask_votes(self.peers.clone());
         self.count_votes()
+    }
+
+    /// Sends the candidacy's vote request (pre or real) to `peers`.
+    fn ask_votes(&mut self, peers: Vec<u32>) {
+        let Role::Candidate(c) = &mut self.role else {
+            return;
+        };
+        c.votes_sent = self.now;
+        let req = VoteRequest {
+            epoch: c.epoch,
+            candidate: self.id,
+            pre: c.pre,
+        };
+        for peer in peers {
+            self.send(peer, PeerMessage::Vote(req));
+        }
     }
 
     fn vote(&mut self, req: VoteRequest) -> Result<VoteReply> {
@@ -574,6 +583,12 @@ impl<S: Store> Core<S> {
             }
             _ => {}
         }
+        if req.pre {
+            return Ok(VoteReply {
+                granted: true,
+                state: self.sync_state(),
+            });
+        }
         if req.epoch > self.hard.epoch {
             self.become_follower(None, "granted a newer epoch");
         }
@@ -592,11 +607,17 @@ impl<S: Store> Core<S> {
         })
     }
 
-    fn vote_reply(&mut self, from: u32, epoch: u64, result: Result<VoteReply>) -> Result<()> {
+    fn vote_reply(
+        &mut self,
+        from: u32,
+        epoch: u64,
+        pre: bool,
+        result: Result<VoteReply>,
+    ) -> Result<()> {
         let Role::Candidate(c) = &mut self.role else {
             return Ok(());
         };
-        if c.epoch != epoch {
+        if c.epoch != epoch || c.pre != pre {
             return Ok(());
         }
         match result {
@@ -631,6 +652,24 @@ impl<S: Store> Core<S> {
         };
         if c.pull.is_some() || c.grants.len() < majority {
             return Ok(());
+        }
+        if c.pre {
+            // A majority would grant it: now persist our own vote and ask for real.
+            let epoch = c.epoch;
+            c.pre = false;
+            c.grants.clear();
+            self.save_hard(HardState {
+                epoch,
+                voted_for: Some(id),
+                ..self.hard
+            })?;
+            info!("replica {id} campaigns for epoch {epoch}");
+            let ours = self.sync_state();
+            if let Role::Candidate(c) = &mut self.role {
+                c.grants.insert(id, ours);
+            }
+            self.ask_votes(self.peers.clone());
+            return self.count_votes();
         }
         let ours = c.grants[&id].rank();
         let best = c
@@ -1147,22 +1186,13 @@ impl<S: Store> Core<S> {
                 } else if c.pull.is_none()
                     && !within(Some(c.votes_sent), self.now, HEARTBEAT_INTERVAL)
                 {
-                    let req = VoteRequest {
-                        epoch: c.epoch,
-                        candidate: self.id,
-                    };
                     let ask: Vec<u32> = self
                         .peers
                         .iter()
                         .copied()
                         .filter(|p| !c.grants.contains_key(p))
                         .collect();
-                    if let Role::Candidate(c) = &mut self.role {
-                        c.votes_sent = self.now;
-                    }
-                    for peer in ask {
-                        self.send(peer, PeerMessage::Vote(req));
-                    }
+                    self.ask_votes(ask);
                 }
             }
             Role::Follower(f) => {

@@ -285,6 +285,7 @@ impl Net {
                 };
                 PeerReply::Vote {
                     epoch: req.epoch,
+                    pre: req.pre,
                     result,
                 }
             }
@@ -607,6 +608,27 @@ fn you_win_right_after_the_leader_died_campaigns_once_its_lease_ran_out() {
 }
 
 #[test]
+fn a_replica_cut_off_does_not_raise_its_epoch_and_rejoins_without_disruption() {
+    let mut net = Net::new();
+    assert_eq!(net.elect(3), Some(1));
+    net.isolate(1);
+    net.wait(LEADER_LEASE);
+    // A front-end that only reaches replica 1 keeps telling it to win: pre-votes fail, and
+    // nothing is persisted.
+    for _ in 0..3 {
+        assert_eq!(net.elect(1), None);
+    }
+    assert_eq!(net.status(1).epoch, 1, "no epoch raised in vain");
+    net.heal();
+    assert_eq!(number(net.place(3, Buy, 1, "a")), 0);
+    net.wait(Duration::from_millis(300));
+    assert_eq!(net.status(3).role, RoleName::Leader, "the leader was not deposed");
+    assert_eq!(net.status(3).epoch, 1);
+    assert_eq!(net.log(1), net.log(3));
+    net.check();
+}
+
+#[test]
 fn a_slow_follower_is_never_dropped_from_the_quorum() {
     let mut net = Net::new();
     net.elect(3);
@@ -840,6 +862,7 @@ fn a_vote_is_granted_once_per_epoch_and_survives_a_restart() {
     let req = VoteRequest {
         epoch: 5,
         candidate: 2,
+        pre: false,
     };
     let token = net.token();
     net.step(1, Event::Vote { token, req });
@@ -848,7 +871,11 @@ fn a_vote_is_granted_once_per_epoch_and_survives_a_restart() {
     net.restart(1);
     for (epoch, candidate, granted) in [(5, 3, false), (5, 2, true), (4, 3, false), (6, 3, true)] {
         let token = net.token();
-        let req = VoteRequest { epoch, candidate };
+        let req = VoteRequest {
+            epoch,
+            candidate,
+            pre: false,
+        };
         net.step(1, Event::Vote { token, req });
         let got = matches!(net.answer(token), Some(Answer::Vote(Ok(r))) if r.granted);
         assert_eq!(got, granted, "epoch {epoch} to {candidate}");

@@ -522,6 +522,7 @@ fn peer_loop(shared: &Shared, peer: &ReplicaConfig, outbox: Receiver<PeerMessage
             }
             PeerMessage::Vote(v) => PeerReply::Vote {
                 epoch: v.epoch,
+                pre: v.pre,
                 result: client.post::<_, VoteReply>(&addr, "/vote", &v, PEER_TIMEOUT),
             },
             PeerMessage::FetchPage { since, limit } => PeerReply::Page {
