@@ -31,11 +31,15 @@
 //! handler pool ([`Handler::runs_inline`]): every pool thread may be busy forwarding an order
 //! whose trade is waiting for exactly that invalidation.
 //!
+//! `GET /` is a live page of the whole bazaar and `GET /cluster` the JSON behind it; both live
+//! in `dashboard`.
+//!
 //! Caveats:
 //! - Stock names in paths are percent-decoded here and percent-encoded on the way out
 //!   (`http::encode_segment`, `http::decode_segment`) so that odd names reach the catalog intact.
 
 pub mod cache;
+mod dashboard;
 pub mod leader;
 
 use std::net::{SocketAddr, TcpListener};
@@ -92,6 +96,8 @@ pub struct Service {
     /// Start time in nanoseconds: makes assigned request ids unique across restarts.
     boot_nanos: u128,
     next_request: AtomicU64,
+    /// Lookups and orders per second, for the live page.
+    traffic: dashboard::Traffic,
 }
 
 impl Handler for Service {
@@ -136,6 +142,7 @@ impl Service {
             leader,
             boot_nanos,
             next_request: AtomicU64::new(0),
+            traffic: dashboard::Traffic::default(),
         })
     }
 
@@ -150,6 +157,8 @@ impl Service {
             ("GET", ["orders", n]) => self.query_order(parse_order_number(n)?).map(Response::ok),
             ("GET", ["cache"]) => Ok(Response::ok(self.cache_view())),
             ("GET", ["health"]) => Ok(Response::ok(self.health())),
+            ("GET", []) => Ok(dashboard::page()),
+            ("GET", ["cluster"]) => Ok(Response::ok(dashboard::gather(self))),
             ("POST", ["invalidation", name]) => {
                 Ok(Response::ok(self.invalidate(&decode_segment(name))))
             }
@@ -171,7 +180,9 @@ impl Service {
                 | ["health"]
                 | ["invalidation", _]
                 | ["lookup"]
-                | ["order"],
+                | ["order"]
+                | []
+                | ["cluster"],
             ) => Err(Error::MethodNotAllowed),
             _ => Err(Error::NotFound(format!("no such route: {}", req.path))),
         }
@@ -179,6 +190,7 @@ impl Service {
 
     /// A stock, from the cache or else from the catalog.
     fn lookup(&self, name: &str) -> Result<Stock> {
+        self.traffic.count_lookup();
         let ticket = match self.cache.lookup(name) {
             Lookup::Hit(stock) => return Ok(stock),
             Lookup::Miss(ticket) => ticket,
@@ -205,6 +217,7 @@ impl Service {
         if order.request_id.is_none() {
             order.request_id = Some(self.next_request_id());
         }
+        self.traffic.count_order();
         let result =
             self.forward(|addr, timeout| self.client.post(addr, "/orders", &order, timeout));
         // The catalog invalidated before it answered; doing it here as well keeps lookups
@@ -580,7 +593,6 @@ mod tests {
             ("DELETE", "/health", "", 405, "method"),
             ("POST", "/lookup?stock=A", "", 405, "method"),
             ("DELETE", "/order", "", 405, "method"),
-            ("GET", "/", "", 404, "no such route"),
             ("GET", "/stocks/A/B", "", 404, "no such route"),
             ("GET", "/nope", "", 404, "no such route"),
         ];
