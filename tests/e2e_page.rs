@@ -41,7 +41,15 @@ struct Browser {
 impl Browser {
     /// The first candidate that renders a trivial page, or why none did.
     fn find() -> Result<Browser, String> {
-        let dir = std::env::temp_dir().join(format!("bazaar-browser-{}", std::process::id()));
+        // The profile on tmpfs when there is one: Chromium's disk writes would otherwise slow
+        // the replicas' fsyncs on a small machine.
+        let shm = PathBuf::from("/dev/shm");
+        let base = if shm.is_dir() {
+            shm
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!("bazaar-browser-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let names: Vec<String> = match std::env::var("BAZAAR_CHROMIUM") {
