@@ -4,6 +4,12 @@
 //! Chromium is found as `$BAZAAR_CHROMIUM`, else `chromium`, `chromium-browser`,
 //! `google-chrome` on the PATH. When none can render a page the test is skipped with a message
 //! on stderr, unless `BAZAAR_REQUIRE_BROWSER=1` (set by `.ci/run`), which makes it fail instead.
+//!
+//! Caveats:
+//! - The DOM is read as text (ids and `data-` attributes the page sets on purpose), not with
+//!   an HTML parser: a change of the page's markup may need a change here.
+//! - Each check starts a fresh Chromium (a second or two on a small machine), so "shows it down
+//!   within a few seconds" is measured with that overhead included.
 
 mod common;
 

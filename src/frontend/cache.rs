@@ -26,7 +26,7 @@
 //! the lines are in the order the changes happened.
 //!
 //! The cache also counts its hits and misses (every lookup is one or the other; with caching
-//! off every lookup misses) for the front-end's live page ([`Cache::stats`]).
+//! off every lookup misses) for the front-end's live page (`Cache::stats`).
 //!
 //! Caveats:
 //! - Generations are striped: [`GENERATION_SLOTS`] counters indexed by a hash of the key, not
@@ -333,7 +333,7 @@ impl Cache {
 
 impl Cache {
     /// The view of `GET /cache` plus the hit and miss counters, taken under one lock.
-    pub fn stats(&self) -> CacheStats {
+    pub(crate) fn stats(&self) -> CacheStats {
         let inner = self.inner.lock();
         CacheStats {
             enabled: self.enabled,

@@ -49,13 +49,13 @@ use super::Service;
 
 /// How long `/cluster` waits for one replica's `/health`: short, because a replica that takes
 /// longer is as good as down for someone watching, and the page refreshes every second.
-pub const REPLICA_PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+pub(crate) const REPLICA_PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// How long `/cluster` waits for the catalog's `/stocks` (a longer answer than a health check).
-pub const CATALOG_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+pub(crate) const CATALOG_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Seconds of request rates kept and shown in the chart.
-pub const RATE_WINDOW_S: u64 = 60;
+pub(crate) const RATE_WINDOW_S: u64 = 60;
 
 /// The page, compiled into the binary.
 const PAGE: &str = include_str!("page/index.html");

@@ -21,8 +21,8 @@
 //! [`LeaderTracker::count_retry`]) and `failovers` (selections that moved leadership to a
 //! different replica than the last one known; the first selection is not a failover).
 //!
-//! The last [`LEADER_CHANGES_KEPT`] changes of leader (including "no leader") are kept with
-//! their time for the front-end's live page ([`LeaderTracker::changes`]).
+//! The last few changes of leader (including "no leader") are kept with their time for the
+//! front-end's live page (`LeaderTracker::changes`, at most `LEADER_CHANGES_KEPT`).
 //!
 //! Caveats: a selection that finds no replica sets the leader to none; requests then retry
 //! until their deadline, each wave of retries running at most one selection at a time.
@@ -43,7 +43,7 @@ use crate::election::{self, Leadership};
 pub type Selector = dyn Fn(&[ReplicaConfig], u64) -> Option<Leadership> + Send + Sync;
 
 /// How many leader changes [`LeaderTracker::changes`] remembers: enough for a screen.
-pub const LEADER_CHANGES_KEPT: usize = 10;
+pub(crate) const LEADER_CHANGES_KEPT: usize = 10;
 
 /// A consistent snapshot: the leader and the selection it came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,7 +103,7 @@ impl LeaderTracker {
     }
 
     /// Every configured replica, in config order.
-    pub fn replicas(&self) -> &[ReplicaConfig] {
+    pub(crate) fn replicas(&self) -> &[ReplicaConfig] {
         &self.replicas
     }
 
@@ -125,7 +125,7 @@ impl LeaderTracker {
     }
 
     /// The last changes of leader, oldest first.
-    pub fn changes(&self) -> Vec<LeaderChange> {
+    pub(crate) fn changes(&self) -> Vec<LeaderChange> {
         self.state.lock().changes.iter().copied().collect()
     }
 

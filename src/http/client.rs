@@ -71,7 +71,7 @@ impl Client {
 
     /// [`Client::get`] whose connect is bounded by `timeout` as well, for probes that must not
     /// wait out [`CONNECT_TIMEOUT`] on an unreachable host (the front-end's live page).
-    pub fn probe<T: DeserializeOwned>(
+    pub(crate) fn probe<T: DeserializeOwned>(
         &self,
         addr: &str,
         path: &str,

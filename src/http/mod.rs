@@ -162,7 +162,7 @@ impl Response {
     }
 
     /// 200 with a static body of another type (the front-end's HTML page).
-    pub fn static_body(content_type: &'static str, body: &[u8]) -> Response {
+    pub(crate) fn static_body(content_type: &'static str, body: &[u8]) -> Response {
         Response {
             status: 200,
             body: body.to_vec(),
