@@ -25,6 +25,8 @@
 //! - The figures are the front-end's view: "leader" is the replica this front-end forwards to,
 //!   and the rates count the requests this front-end handled (other front-ends have their own
 //!   page). A replica's own `role` is shown next to it, so a disagreement is visible.
+//! - The probes run at the same time but are not one snapshot: a follower asked a moment before
+//!   the leader may show as one or two orders behind under load.
 //! - Every request to `/cluster` probes every process; it is meant for a few viewers at about
 //!   one request a second, not for monitoring at scale. It runs on the front-end's handler pool
 //!   and holds one pool thread for at most about one probe timeout.
