@@ -155,6 +155,7 @@ cmd_up() {
   echo
   echo "Stock Bazaar is up (config $BAZAAR_CONFIG, data in $(data_dir)/):"
   echo "  front-end  http://$(frontend_addr)   (try: curl http://$(frontend_addr)/stocks/GameStart)"
+  echo "  live page  http://$(frontend_addr)/   (open it in a browser: replicas, cache, rates, fail-overs)"
   echo "  catalog    http://${CATALOG_HOST:-$(conf_value catalog host)}:${CATALOG_PORT:-$(conf_value catalog port)}"
   echo "  replicas   http://127.0.0.1:$(replica_port 1) :$(replica_port 2) :$(replica_port 3)"
   echo "  health     $(health)"

@@ -275,6 +275,114 @@ pub struct ReplicaHealth {
     pub applied: i64,
 }
 
+/// An order replica's `GET /health` as the front-end's live page reads it: lenient, so that
+/// replicas with and without the majority-commit fields can both be shown. `commit` (highest
+/// committed number) and `applied` (highest number the catalog applied) are `None` when the
+/// replica does not report them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaHealthSeen {
+    pub role: String,
+    pub epoch: u64,
+    pub latest: i64,
+    #[serde(default)]
+    pub commit: Option<i64>,
+    #[serde(default)]
+    pub applied: Option<i64>,
+}
+
+/// `GET /cluster` on the front-end: everything the live page at `/` draws, gathered in one go.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// When this was gathered, milliseconds since the Unix epoch.
+    pub now_ms: u64,
+    /// The leading replica as this front-end sees it, `null` while none leads.
+    pub leader: Option<u32>,
+    /// The leader's epoch, `null` while none leads.
+    pub epoch: Option<u64>,
+    /// Forwards retried after a failure, and selections that changed the leader.
+    pub retries: u64,
+    pub failovers: u64,
+    /// Every configured replica, in config order.
+    pub replicas: Vec<ReplicaView>,
+    pub catalog: CatalogView,
+    pub cache: CacheStats,
+    pub traffic: Traffic,
+    /// The most recent leader changes, oldest first.
+    pub leader_changes: Vec<LeaderChange>,
+}
+
+/// One replica on the live page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaView {
+    pub id: u32,
+    /// Its HTTP address.
+    pub addr: String,
+    /// False when its `/health` did not answer in time.
+    pub up: bool,
+    /// `"leader"`, `"follower"`, `"recovering"` as it reports itself, or `"down"`.
+    pub role: String,
+    /// True for the replica this front-end forwards orders to.
+    pub is_leader: bool,
+    pub epoch: Option<u64>,
+    pub latest: Option<i64>,
+    pub commit: Option<i64>,
+    pub applied: Option<i64>,
+    /// How many orders it holds fewer than the leader (`null` when either is unknown).
+    pub behind: Option<i64>,
+    /// Why it shows as down.
+    pub error: Option<String>,
+}
+
+/// The catalog on the live page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CatalogView {
+    pub up: bool,
+    pub stocks: Vec<StockRecord>,
+    pub error: Option<String>,
+}
+
+/// The front-end's cache with its counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheStats {
+    pub enabled: bool,
+    pub capacity: usize,
+    /// Most recently used first.
+    pub items: Vec<String>,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// Requests the front-end handled: totals since it started and the last seconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub orders: u64,
+    pub lookups: u64,
+    /// One sample per whole second, oldest first, ending with the last complete second.
+    pub per_second: Vec<RateSample>,
+}
+
+/// Requests in one second.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateSample {
+    /// The second, in seconds since the Unix epoch.
+    pub t: u64,
+    pub orders: u64,
+    pub lookups: u64,
+}
+
+/// A change of leader as the front-end saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderChange {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The leader before, `null` when there was none.
+    pub from: Option<u32>,
+    /// The new leader, `null` when no replica answered the selection.
+    pub to: Option<u32>,
+    /// The new leader's epoch (`null` with `to`).
+    pub epoch: Option<u64>,
+}
+
 /// `GET /synchronize` on an order replica: how far its log goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncState {

@@ -130,6 +130,8 @@ pub fn run(options: &ChaosOptions) -> Result<ChaosReport> {
             ..ClusterOptions::default()
         },
     )?;
+    // Its ports are chosen at run time, so say where to watch it.
+    eprintln!("chaos: live page at http://{}/", cluster.frontend);
     let deadline = Instant::now() + options.duration;
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = Sampler::start(&cluster);

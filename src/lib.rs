@@ -16,8 +16,8 @@
 //! - [`http`]: the blocking HTTP server (thread per connection, fixed handler pool) and the
 //!   shared keep-alive HTTP client.
 //! - [`catalog`]: stocks and trades, persisted atomically, trades idempotent by request id.
-//! - [`frontend`]: the REST API, the LRU cache with race-free invalidation, leader tracking and
-//!   retried forwarding of orders.
+//! - [`frontend`]: the REST API, the LRU cache with race-free invalidation, leader tracking,
+//!   retried forwarding of orders, and the live page of the whole bazaar at `/`.
 //! - [`election`]: the TCP line protocol of leader selection (front-end and replica sides).
 //! - [`order`]: an order replica: the fsynced CSV log, group commit, replication, catch-up.
 //! - [`client`]: the load generator and verifier.

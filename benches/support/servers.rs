@@ -54,6 +54,7 @@ fn start_bazaar(listener: TcpListener, body: &str) -> Running {
         Ok(Response {
             status: 200,
             body: body.clone(),
+            content_type: bazaar::http::JSON,
         })
     };
     let options = ServerOptions::new("bench", POOL_THREADS, &HttpConfig::default());

@@ -30,6 +30,9 @@
 //! and the catalog holds back the answer to a trade that some front-end did not confirm until
 //! that lease is over (an `expire` trace line marks an entry dropped for age).
 //!
+//! The cache also counts its hits and misses (every lookup is one or the other; with caching
+//! off every lookup misses) for the front-end's live page (`Cache::stats`).
+//!
 //! Caveats:
 //! - Generations are striped: [`GENERATION_SLOTS`] counters indexed by a hash of the key, not
 //!   one per key, so that invalidations of arbitrary names cannot grow memory. Two keys sharing
@@ -50,7 +53,7 @@ use log::warn;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::api::{CacheView, Stock};
+use crate::api::{CacheStats, CacheView, Stock};
 use crate::error::Result;
 
 /// How long a cached stock may be served, counted from before the catalog was asked. The
@@ -242,6 +245,8 @@ struct Inner {
     generations: Vec<u64>,
     /// The open trace, `None` when dump is off (or after a write error).
     trace: Option<File>,
+    hits: u64,
+    misses: u64,
 }
 
 /// The thread-safe cache of the front-end.
@@ -271,6 +276,8 @@ impl Cache {
                 lru: Lru::new(capacity),
                 generations: vec![0; GENERATION_SLOTS],
                 trace,
+                hits: 0,
+                misses: 0,
             }),
         };
         cache.inner.lock().record("start", "");
@@ -290,6 +297,7 @@ impl Cache {
             match inner.lru.get(key).cloned() {
                 Some((stock, expires)) if now < expires => {
                     inner.record("hit", key);
+                    inner.hits += 1;
                     return Lookup::Hit(stock);
                 }
                 Some(_) => {
@@ -299,6 +307,7 @@ impl Cache {
                 None => {}
             }
         }
+        inner.misses += 1;
         Lookup::Miss(Ticket {
             key: key.to_string(),
             slot,
@@ -341,6 +350,20 @@ impl Cache {
             enabled: self.enabled,
             capacity: self.capacity,
             items: self.inner.lock().lru.keys(),
+        }
+    }
+}
+
+impl Cache {
+    /// The view of `GET /cache` plus the hit and miss counters, taken under one lock.
+    pub(crate) fn stats(&self) -> CacheStats {
+        let inner = self.inner.lock();
+        CacheStats {
+            enabled: self.enabled,
+            capacity: self.capacity,
+            items: inner.lru.keys(),
+            hits: inner.hits,
+            misses: inner.misses,
         }
     }
 }
@@ -533,6 +556,22 @@ mod tests {
         assert!(cache.insert(t, stock("A", 100)));
         assert_eq!(cache.lookup("A"), Lookup::Hit(stock("A", 100)));
         assert_eq!(cache.view().items, vec!["A"]);
+    }
+
+    #[test]
+    fn hits_and_misses_are_counted() {
+        let cache = Cache::new(true, 1, None).unwrap();
+        let t = ticket(cache.lookup("A"));
+        cache.insert(t, stock("A", 1));
+        cache.lookup("A");
+        cache.lookup("A");
+        cache.lookup("B");
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses), (2, 2));
+        assert_eq!((stats.items, stats.capacity), (vec!["A".to_string()], 1));
+        let off = Cache::new(false, 1, None).unwrap();
+        off.lookup("A");
+        assert_eq!((off.stats().hits, off.stats().misses), (0, 1));
     }
 
     #[test]

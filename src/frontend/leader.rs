@@ -21,21 +21,29 @@
 //! [`LeaderTracker::count_retry`]) and `failovers` (selections that moved leadership to a
 //! different replica than the last one known; the first selection is not a failover).
 //!
+//! The last few changes of leader (including "no leader") are kept with their time for the
+//! front-end's live page (`LeaderTracker::changes`, at most `LEADER_CHANGES_KEPT`).
+//!
 //! Caveats: a selection that finds no replica sets the leader to none; requests then retry
 //! until their deadline, each wave of retries running at most one selection at a time.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use log::{info, warn};
 use parking_lot::{Condvar, Mutex};
 
+use crate::api::LeaderChange;
 use crate::config::ReplicaConfig;
 use crate::election::{self, Leadership};
 
 /// Chooses a leader among replicas given an epoch hint: `election::select_leader` in
 /// production, a stub in tests.
 pub type Selector = dyn Fn(&[ReplicaConfig], u64) -> Option<Leadership> + Send + Sync;
+
+/// How many leader changes [`LeaderTracker::changes`] remembers: enough for a screen.
+pub(crate) const LEADER_CHANGES_KEPT: usize = 10;
 
 /// A consistent snapshot: the leader and the selection it came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +61,8 @@ struct State {
     selecting: bool,
     /// The last replica that led, kept while there is none, to tell a failover from a return.
     last_id: Option<u32>,
+    /// The last changes of `current`, oldest first, at most [`LEADER_CHANGES_KEPT`].
+    changes: VecDeque<LeaderChange>,
 }
 
 /// The front-end's knowledge of the leader.
@@ -92,6 +102,11 @@ impl LeaderTracker {
         }
     }
 
+    /// Every configured replica, in config order.
+    pub(crate) fn replicas(&self) -> &[ReplicaConfig] {
+        &self.replicas
+    }
+
     /// The replica with this id.
     pub fn replica(&self, id: u32) -> Option<&ReplicaConfig> {
         self.replicas.iter().find(|r| r.id == id)
@@ -107,6 +122,11 @@ impl LeaderTracker {
 
     pub fn failovers(&self) -> u64 {
         self.failovers.load(Ordering::Relaxed)
+    }
+
+    /// The last changes of leader, oldest first.
+    pub(crate) fn changes(&self) -> Vec<LeaderChange> {
+        self.state.lock().changes.iter().copied().collect()
     }
 
     /// Re-selects the leader because `seen` failed, unless a selection already completed
@@ -146,6 +166,20 @@ impl LeaderTracker {
     /// Records a selection's outcome; called with the lock held, before `version` moves, so
     /// nobody sees the new version with the old leader.
     fn apply(&self, state: &mut State, outcome: Option<Leadership>) {
+        if state.current != outcome {
+            if state.changes.len() >= LEADER_CHANGES_KEPT {
+                state.changes.pop_front();
+            }
+            state.changes.push_back(LeaderChange {
+                at_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                from: state.current.map(|l| l.id),
+                to: outcome.map(|l| l.id),
+                epoch: outcome.map(|l| l.epoch),
+            });
+        }
         match outcome {
             Some(new) => {
                 state.highest_epoch = state.highest_epoch.max(new.epoch);
@@ -272,6 +306,40 @@ mod tests {
             assert_eq!(*seen_hints.lock(), hints, "{outcomes:?}");
             assert_eq!(tracker.failovers(), failovers, "{outcomes:?}");
         }
+    }
+
+    #[test]
+    fn leader_changes_are_kept_in_a_bounded_ring() {
+        let mut outcomes = vec![lead(3, 1), lead(3, 1), None, lead(2, 2), lead(2, 3)];
+        let extra = LEADER_CHANGES_KEPT as u64 + 2;
+        outcomes.extend((0..extra).map(|e| lead(1 + (e % 2) as u32, 4 + e)));
+        let (tracker, _) = scripted(outcomes);
+        for _ in 0..4 {
+            let view = tracker.view();
+            tracker.reselect(view, far());
+        }
+        let seen: Vec<_> = tracker
+            .changes()
+            .iter()
+            .map(|c| (c.from, c.to, c.epoch))
+            .collect();
+        // Re-confirming 3 in epoch 1 is not a change; losing the leader is.
+        assert_eq!(
+            seen,
+            vec![
+                (None, Some(3), Some(1)),
+                (Some(3), None, None),
+                (None, Some(2), Some(2))
+            ]
+        );
+        for _ in 0..extra + 1 {
+            let view = tracker.view();
+            tracker.reselect(view, far());
+        }
+        let changes = tracker.changes();
+        assert_eq!(changes.len(), LEADER_CHANGES_KEPT);
+        assert_eq!(changes.last().and_then(|c| c.epoch), Some(4 + extra - 1));
+        assert!(changes.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
     }
 
     #[test]

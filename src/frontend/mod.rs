@@ -33,11 +33,15 @@
 //! handler pool ([`Handler::runs_inline`]): every pool thread may be busy forwarding an order
 //! whose trade is waiting for exactly that invalidation.
 //!
+//! `GET /` is a live page of the whole bazaar and `GET /cluster` the JSON behind it; both live
+//! in `dashboard`.
+//!
 //! Caveats:
 //! - Stock names in paths are percent-decoded here and percent-encoded on the way out
 //!   (`http::encode_segment`, `http::decode_segment`) so that odd names reach the catalog intact.
 
 pub mod cache;
+mod dashboard;
 pub mod leader;
 
 use std::net::{SocketAddr, TcpListener};
@@ -97,6 +101,8 @@ pub struct Service {
     next_request: AtomicU64,
     /// The deployment secret, required on the catalog's invalidation calls.
     secret: String,
+    /// Lookups and orders per second, for the live page.
+    traffic: dashboard::Traffic,
 }
 
 impl Handler for Service {
@@ -142,6 +148,7 @@ impl Service {
             boot_nanos,
             next_request: AtomicU64::new(0),
             secret: config.secret.clone(),
+            traffic: dashboard::Traffic::default(),
         })
     }
 
@@ -164,6 +171,8 @@ impl Service {
                 }
                 Ok(Response::ok(batch))
             }
+            ("GET", []) => Ok(dashboard::page()),
+            ("GET", ["cluster"]) => Ok(Response::ok(dashboard::gather(self))),
             ("POST", ["invalidation", name]) => {
                 req.require_secret(&self.secret)?;
                 Ok(Response::ok(self.invalidate(&decode_segment(name))))
@@ -187,7 +196,9 @@ impl Service {
                 | ["invalidation"]
                 | ["invalidation", _]
                 | ["lookup"]
-                | ["order"],
+                | ["order"]
+                | []
+                | ["cluster"],
             ) => Err(Error::MethodNotAllowed),
             _ => Err(Error::NotFound(format!("no such route: {}", req.path))),
         }
@@ -195,6 +206,7 @@ impl Service {
 
     /// A stock, from the cache or else from the catalog.
     fn lookup(&self, name: &str) -> Result<Stock> {
+        self.traffic.count_lookup();
         let ticket = match self.cache.lookup(name) {
             Lookup::Hit(stock) => return Ok(stock),
             Lookup::Miss(ticket) => ticket,
@@ -221,6 +233,7 @@ impl Service {
         if order.request_id.is_none() {
             order.request_id = Some(self.next_request_id());
         }
+        self.traffic.count_order();
         let result =
             self.forward(|addr, timeout| self.client.post(addr, "/orders", &order, timeout));
         // The catalog invalidated before it answered; doing it here as well keeps lookups
@@ -604,7 +617,6 @@ mod tests {
             ("DELETE", "/health", "", 405, "method"),
             ("POST", "/lookup?stock=A", "", 405, "method"),
             ("DELETE", "/order", "", 405, "method"),
-            ("GET", "/", "", 404, "no such route"),
             ("GET", "/stocks/A/B", "", 404, "no such route"),
             ("GET", "/nope", "", 404, "no such route"),
         ];

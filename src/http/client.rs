@@ -93,6 +93,27 @@ impl Client {
         decode(&url, resp)
     }
 
+    /// [`Client::get`] whose connect is bounded by `timeout` as well, for probes that must not
+    /// wait out [`CONNECT_TIMEOUT`] on an unreachable host (the front-end's live page).
+    pub(crate) fn probe<T: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<T> {
+        let url = format!("http://{addr}{path}");
+        let resp = self
+            .agent
+            .get(&url)
+            .config()
+            .timeout_connect(Some(timeout.min(CONNECT_TIMEOUT)))
+            .timeout_recv_response(Some(timeout))
+            .timeout_recv_body(Some(timeout))
+            .build()
+            .call();
+        decode(&url, resp)
+    }
+
     /// `POST http://{addr}{path}` with a JSON body, expecting `{"data": T}`.
     pub fn post<B: Serialize, T: DeserializeOwned>(
         &self,

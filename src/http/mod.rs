@@ -152,18 +152,26 @@ pub fn decode_segment(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A response ready to be written: status and JSON body.
+/// A response ready to be written: status and body (JSON, except the front-end's page).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
     pub body: Vec<u8>,
+    pub content_type: &'static str,
 }
+
+/// The content type of every API answer.
+pub const JSON: &str = "application/json";
 
 impl Response {
     /// 200 with `{"data": data}`.
     pub fn ok<T: Serialize>(data: T) -> Response {
         match serde_json::to_vec(&Data { data }) {
-            Ok(body) => Response { status: 200, body },
+            Ok(body) => Response {
+                status: 200,
+                body,
+                content_type: JSON,
+            },
             Err(e) => Response::error(&Error::Internal(format!("cannot encode response: {e}"))),
         }
     }
@@ -176,6 +184,16 @@ impl Response {
         Response {
             status: err.status(),
             body,
+            content_type: JSON,
+        }
+    }
+
+    /// 200 with a static body of another type (the front-end's HTML page).
+    pub(crate) fn static_body(content_type: &'static str, body: &[u8]) -> Response {
+        Response {
+            status: 200,
+            body: body.to_vec(),
+            content_type,
         }
     }
 }
