@@ -55,8 +55,8 @@ use parking_lot::{Condvar, Mutex};
 use serde_json::Value;
 
 use crate::api::{
-    CacheView, FrontendHealth, InvalidateBatch, Invalidated, Order, OrderAck, OrderRequest, Stock,
-    StockRecord, RESEND,
+    CacheView, FrontendHealth, InvalidateBatch, Invalidated, Order, OrderAck, OrderRequest,
+    ReplicaHealth, Stock, StockRecord, RESEND,
 };
 use crate::config::Config;
 use crate::election;
@@ -330,10 +330,18 @@ impl Service {
     /// answer or if there is no leader.
     fn check_leader(&self) {
         let view: View = self.leader.view();
+        // Alive (the health port answers) and still leading in the epoch we know: a leader
+        // that stepped down (it lost its majority, or its disk failed) answers Ping too.
         let healthy = view
             .leader
-            .and_then(|l| self.leader.replica(l.id))
-            .is_some_and(|r| election::ping(&r.health_addr(), election::PING_TIMEOUT));
+            .and_then(|l| Some((l, self.leader.replica(l.id)?)))
+            .is_some_and(|(l, r)| {
+                election::ping(&r.health_addr(), election::PING_TIMEOUT)
+                    && self
+                        .client
+                        .get::<ReplicaHealth>(&r.http_addr(), "/health", election::PING_TIMEOUT)
+                        .is_ok_and(|h| h.role == "leader" && h.epoch == l.epoch)
+            });
         if !healthy {
             if let Some(l) = view.leader {
                 warn!(

@@ -622,7 +622,11 @@ fn a_replica_cut_off_does_not_raise_its_epoch_and_rejoins_without_disruption() {
     net.heal();
     assert_eq!(number(net.place(3, Buy, 1, "a")), 0);
     net.wait(Duration::from_millis(300));
-    assert_eq!(net.status(3).role, RoleName::Leader, "the leader was not deposed");
+    assert_eq!(
+        net.status(3).role,
+        RoleName::Leader,
+        "the leader was not deposed"
+    );
     assert_eq!(net.status(3).epoch, 1);
     assert_eq!(net.log(1), net.log(3));
     net.check();
