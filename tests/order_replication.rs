@@ -101,6 +101,15 @@ impl Cluster {
         self.client.get(&self.addr(id), "/health", CALL).ok()
     }
 
+    /// Until the replica answers `Ping` with `OK`: a replica that starts with no leader to
+    /// catch up with says `WAIT` for a lease first.
+    fn wait_ping(&self, id: u32) {
+        let addr = self.config.replica(id).unwrap().broadcast_addr();
+        eventually(&format!("replica {id} answers Ping"), || {
+            election::ping(&addr, election::PING_TIMEOUT)
+        });
+    }
+
     fn wait_role(&self, id: u32, role: &str) {
         eventually(&format!("replica {id} is {role}"), || {
             self.health(id).is_some_and(|h| h.role == role)
@@ -159,6 +168,7 @@ fn orders_replicate_catch_up_and_fail_over() {
     let mut c = Cluster::new("main");
     for id in 1..=3 {
         c.wait_role(id, "follower");
+        c.wait_ping(id);
     }
     let leader = election::select_leader(&c.config.order.replicas, 0).expect("a leader");
     assert_eq!(leader.id, 3);
@@ -217,6 +227,7 @@ fn a_returning_old_leader_loses_its_unreplicated_suffix() {
     let mut c = Cluster::new("suffix");
     for id in 1..=3 {
         c.wait_role(id, "follower");
+        c.wait_ping(id);
     }
     let leader = election::select_leader(&c.config.order.replicas, 0).unwrap();
     assert_eq!(leader.id, 3);

@@ -110,9 +110,20 @@ impl Handler for Service {
         self.route(req)
     }
 
-    /// Invalidations only touch the cache, and orders in the pool may be waiting for them.
+    /// The hot routes run on the connection's thread: invalidations (orders in the pool
+    /// may be waiting for them), lookups (memory, or one catalog call) and orders (one
+    /// forward, waiting): the pool hop costs two thread hand-offs each and would cap the
+    /// orders in flight to the leader at the pool's size (`docs/http-server.md`).
     fn runs_inline(&self, req: &Request) -> bool {
-        req.method == "POST" && req.segments().first() == Some(&"invalidation")
+        matches!(
+            (req.method.as_str(), req.segments().as_slice()),
+            ("POST", ["invalidation", ..])
+                | (
+                    "GET",
+                    ["stocks", _] | ["lookup"] | ["orders", _] | ["order"]
+                )
+                | ("POST", ["orders"] | ["order"])
+        )
     }
 }
 

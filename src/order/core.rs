@@ -35,7 +35,7 @@
 //! number held durably by a majority: itself (after fsync) and the followers that hold its log
 //! through `base`. A slow or unreachable follower is never dropped from the count: without a
 //! majority nothing commits and orders wait. A leader that has not heard from a majority for
-//! [`LEADER_LEASE`] steps down, so a leader cut off from its followers stops taking orders.
+//! [`QUORUM_TIMEOUT`] steps down, so a leader cut off from its followers stops taking orders.
 //!
 //! **The log decides, the catalog applies.** A new leader announces itself to the catalog
 //! ([`LeaderHello`], which raises the catalog's epoch fence) and learns the catalog's stocks at
@@ -69,9 +69,15 @@ use crate::error::{Error, Result};
 /// Between heartbeats (empty propagates) to an idle follower.
 pub(crate) const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 
-/// A follower that heard from its leader this recently refuses to vote for anyone else, and a
-/// leader that has not heard from a majority for this long steps down.
+/// A follower that heard from its leader this recently refuses to vote for anyone else (and
+/// defers a `You win`): how long after a leader's last heartbeat a fail-over can begin.
 pub(crate) const LEADER_LEASE: Duration = Duration::from_millis(800);
+
+/// A leader that has not heard from a majority for this long steps down, so that a front-end
+/// that still reaches it selects another. Longer than [`LEADER_LEASE`] on purpose: stepping
+/// down is not needed for safety (without a majority nothing commits anyway), and on a machine
+/// starved of CPU, followers' answers arrive late; a short timeout there only adds fail-overs.
+pub(crate) const QUORUM_TIMEOUT: Duration = Duration::from_millis(2000);
 
 /// How long a candidacy (votes and pulling the best log) may take before it gives up; well
 /// inside the front-end's `election::YOU_WIN_TIMEOUT`, so `You win` gets an answer.
@@ -1154,18 +1160,18 @@ impl<S: Store> Core<S> {
         }
     }
 
-    /// True while a majority (ourselves included) answered within [`LEADER_LEASE`].
+    /// True while a majority (ourselves included) answered within [`QUORUM_TIMEOUT`].
     fn lease_holds(&self) -> bool {
         let Role::Leader(l) = &self.role else {
             return false;
         };
-        if within(Some(l.started), self.now, LEADER_LEASE) {
+        if within(Some(l.started), self.now, QUORUM_TIMEOUT) {
             return true;
         }
         let heard = l
             .peers
             .values()
-            .filter(|p| within(p.last_heard, self.now, LEADER_LEASE))
+            .filter(|p| within(p.last_heard, self.now, QUORUM_TIMEOUT))
             .count();
         heard + 1 >= self.majority()
     }

@@ -545,9 +545,9 @@ fn nothing_is_acknowledged_by_one_copy() {
     net.crash(1);
     net.crash(2);
     let token = net.order(3, "GameStart", Buy, 1, "alone");
-    net.wait(LEADER_LEASE / 2);
+    net.wait(QUORUM_TIMEOUT / 2);
     assert_eq!(net.answer(token), None, "waits while no follower holds it");
-    net.wait(LEADER_LEASE);
+    net.wait(QUORUM_TIMEOUT);
     let e = refused(net.answer(token));
     assert!(
         matches!(&e, Error::Unavailable(m) if m.contains(RESEND)),
@@ -658,7 +658,7 @@ fn a_leader_that_loses_its_majority_steps_down_and_another_takes_over() {
     assert_eq!(number(net.place(3, Buy, 1, "a")), 0);
     net.isolate(3);
     let token = net.order(3, "GameStart", Buy, 1, "b");
-    net.wait(LEADER_LEASE + Duration::from_millis(200));
+    net.wait(QUORUM_TIMEOUT + Duration::from_millis(200));
     assert_eq!(net.status(3).role, RoleName::Follower, "stepped down");
     let e = refused(net.answer(token));
     assert!(matches!(&e, Error::Unavailable(m) if m.contains(RESEND)));
