@@ -31,6 +31,9 @@ usage: ./run.sh COMMAND [ARGS]
   reset            delete the data directory (the only command that removes state)
   chaos [ARGS]     kill/freeze/restart replicas under load on a fresh private bazaar, then
                    check every invariant (--duration S, --seed N, --clients N, --prob P)
+  bench [ARGS]     the performance figures of issue 7 on private bazaars (release build,
+                   installs wrk with apt when missing; --plot PATH, default
+                   docs/performance-clients.svg); see docs/performance.md
 
 Config: $BAZAAR_CONFIG (default conf/bazaar.yaml); environment overrides as in the README.
 Logs: run/logs/SERVICE.log   PIDs: run/pids/SERVICE.pid
@@ -225,6 +228,20 @@ cmd_test() {
   return "$status"
 }
 
+# Installs wrk with apt when it is missing (the lookup figures drive it).
+ensure_wrk() {
+  command -v wrk >/dev/null && return 0
+  echo "bench: wrk is missing; installing it with apt" >&2
+  local sudo=
+  ((EUID == 0)) || sudo=sudo
+  $sudo apt-get install -y wrk >&2 || { $sudo apt-get update >&2 && $sudo apt-get install -y wrk >&2; }
+}
+
+cmd_bench() {
+  ensure_wrk
+  cargo bench --quiet --bench bazaar -- "$@"
+}
+
 main() {
   local cmd=${1:-help}
   shift || true
@@ -271,6 +288,7 @@ main() {
       build
       "$BIN/chaos" "$@"
       ;;
+    bench) cmd_bench "$@" ;;
     help | -h | --help) usage ;;
     *) usage >&2; exit 2 ;;
   esac
