@@ -32,8 +32,8 @@ usage: ./run.sh COMMAND [ARGS]
   chaos [ARGS]     kill/freeze/restart replicas under load on a fresh private bazaar, then
                    check every invariant (--duration S, --seed N, --clients N, --prob P)
   bench [ARGS]     the performance figures of issue 7 on private bazaars (release build,
-                   installs wrk with apt when missing; --plot PATH, default
-                   docs/performance-clients.svg); see docs/performance.md
+                   installs wrk with apt when missing; --only lookups|sweep|scale|failover,
+                   --plot PATH, default docs/performance-clients.svg); see docs/performance.md
 
 Config: $BAZAAR_CONFIG (default conf/bazaar.yaml); environment overrides as in the README.
 Logs: run/logs/SERVICE.log   PIDs: run/pids/SERVICE.pid
