@@ -23,6 +23,9 @@ usage: ./run.sh COMMAND [ARGS]
 
   demo             build, start everything, run 5 seeded clients (p=0.5), verify, stop
   test             the full test suite (fmt, clippy, unit and end-to-end tests)
+  bench [ARGS]     the performance figures of issue 7 on private bazaars (release build,
+                   installs wrk with apt when missing; --only lookups|sweep|scale|failover,
+                   --plot PATH, default docs/performance-clients.svg); see docs/performance.md
   up | down        start every service in the background / stop them
   status           show which services run and who leads
   start SERVICE    start one service (catalog, order-1, order-2, order-3, frontend)
@@ -31,9 +34,6 @@ usage: ./run.sh COMMAND [ARGS]
   reset            delete the data directory (the only command that removes state)
   chaos [ARGS]     kill/freeze/restart replicas under load on a fresh private bazaar, then
                    check every invariant (--duration S, --seed N, --clients N, --prob P)
-  bench [ARGS]     the performance figures of issue 7 on private bazaars (release build,
-                   installs wrk with apt when missing; --only lookups|sweep|scale|failover,
-                   --plot PATH, default docs/performance-clients.svg); see docs/performance.md
 
 Config: $BAZAAR_CONFIG (default conf/bazaar.yaml); environment overrides as in the README.
 Logs: run/logs/SERVICE.log   PIDs: run/pids/SERVICE.pid
@@ -215,19 +215,6 @@ cmd_demo() {
   return "$status"
 }
 
-cmd_test() {
-  cargo fmt --all -- --check
-  cargo clippy --all-targets --quiet -- -D warnings
-  RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
-  local out status=0
-  out=$(mktemp)
-  cargo test --release -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee "$out" || status=$?
-  # One closing line for the whole suite (cargo prints one per test binary).
-  awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$out"
-  rm -f "$out"
-  return "$status"
-}
-
 # Installs wrk with apt when it is missing (the lookup figures drive it).
 ensure_wrk() {
   command -v wrk >/dev/null && return 0
@@ -242,12 +229,26 @@ cmd_bench() {
   cargo bench --quiet --bench bazaar -- "$@"
 }
 
+cmd_test() {
+  cargo fmt --all -- --check
+  cargo clippy --all-targets --quiet -- -D warnings
+  RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+  local out status=0
+  out=$(mktemp)
+  cargo test --release -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee "$out" || status=$?
+  # One closing line for the whole suite (cargo prints one per test binary).
+  awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$out"
+  rm -f "$out"
+  return "$status"
+}
+
 main() {
   local cmd=${1:-help}
   shift || true
   case "$cmd" in
     demo) cmd_demo ;;
     test) cmd_test ;;
+    bench) cmd_bench "$@" ;;
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
@@ -288,7 +289,6 @@ main() {
       build
       "$BIN/chaos" "$@"
       ;;
-    bench) cmd_bench "$@" ;;
     help | -h | --help) usage ;;
     *) usage >&2; exit 2 ;;
   esac
