@@ -23,6 +23,9 @@ usage: ./run.sh COMMAND [ARGS]
 
   demo             build, start everything, run 5 seeded clients (p=0.5), verify, stop
   test             the full test suite (fmt, clippy, unit and end-to-end tests)
+  bench [ARGS]     the performance figures of issue 7 on private bazaars (release build,
+                   installs wrk with apt when missing; --only lookups|sweep|scale|failover,
+                   --plot PATH, default docs/performance-clients.svg); see docs/performance.md
   up | down        start every service in the background / stop them
   status           show which services run and who leads
   start SERVICE    start one service (catalog, order-1, order-2, order-3, frontend)
@@ -212,6 +215,20 @@ cmd_demo() {
   return "$status"
 }
 
+# Installs wrk with apt when it is missing (the lookup figures drive it).
+ensure_wrk() {
+  command -v wrk >/dev/null && return 0
+  echo "bench: wrk is missing; installing it with apt" >&2
+  local sudo=
+  ((EUID == 0)) || sudo=sudo
+  $sudo apt-get install -y wrk >&2 || { $sudo apt-get update >&2 && $sudo apt-get install -y wrk >&2; }
+}
+
+cmd_bench() {
+  ensure_wrk
+  cargo bench --quiet --bench bazaar -- "$@"
+}
+
 cmd_test() {
   cargo fmt --all -- --check
   cargo clippy --all-targets --quiet -- -D warnings
@@ -231,6 +248,7 @@ main() {
   case "$cmd" in
     demo) cmd_demo ;;
     test) cmd_test ;;
+    bench) cmd_bench "$@" ;;
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;

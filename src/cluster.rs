@@ -436,6 +436,11 @@ impl Cluster {
         Ok(())
     }
 
+    /// The process id of a running service (benches read its CPU time and RSS from `/proc`).
+    pub fn pid(&self, service: Service) -> Option<u32> {
+        self.children.get(&service).map(Child::id)
+    }
+
     /// True if the service's process has exited by itself (e.g. at a fail point).
     pub fn has_exited(&mut self, service: Service) -> bool {
         match self.children.get_mut(&service) {
