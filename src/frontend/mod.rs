@@ -71,10 +71,11 @@ use leader::{LeaderTracker, View};
 /// How long a lookup or a stock listing waits for the catalog.
 pub const CATALOG_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How long one forward to the leader waits for its answer. An order includes the catalog
-/// trade, an fsync and replication to the followers (which may wait out a dead follower's
-/// propagate timeout), so this is generous.
-pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one forward to the leader waits for its answer. A frozen leader (SIGSTOP) still
+/// accepts connections, so this is how long orders sent to it wait before the front-end
+/// re-selects; a healthy leader answers well within it, or says 503 "re-send" itself after
+/// `order::ORDER_WAIT`, and the retry (same request id) finds the order wherever it went.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The most time a client request spends forwarding and retrying before it gets 503.
 pub const FORWARD_DEADLINE: Duration = Duration::from_secs(6);
