@@ -25,6 +25,13 @@ DIST_DIR=dist
 DIST_TARGET=x86_64-unknown-linux-gnu
 DIST_TARGET_DIR=target/dist
 DIST_BINS=(catalog order frontend client)
+# docker-up/docker-down: one image FROM scratch (deploy/Dockerfile), five containers
+# (deploy/compose.yaml). Overridable so that tests run beside a user's own deployment.
+DOCKER_IMAGE=${BAZAAR_IMAGE:-stock-bazaar:latest}
+DOCKER_PROJECT=${BAZAAR_DOCKER_PROJECT:-bazaar}
+DOCKER_PUBLISH=${BAZAAR_PUBLISH:-8080}
+# How long docker-up waits for the containerised front-end to report a leader.
+DOCKER_UP_TIMEOUT_S=60
 
 usage() {
   cat <<'EOF'
@@ -43,6 +50,10 @@ usage: ./run.sh COMMAND [ARGS]
   eval [ARGS]      the course evaluation on private bazaars: latency CSV and plots, cache over
                    time, fail-over, report in docs/eval/ (./run.sh eval --help for the sizes)
   dist             static release binaries, a config and a README in dist/
+  docker-up        dist, then the five services as containers (deploy/compose.yaml) on a
+                   private network, front-end published on 8080 ($BAZAAR_PUBLISH); waits for
+                   a leader
+  docker-down      stop and remove those containers and their network (volumes stay)
 
 Config: $BAZAAR_CONFIG (default conf/bazaar.yaml); environment overrides as in the README.
 Logs: run/logs/SERVICE.log   PIDs: run/pids/SERVICE.pid
@@ -264,6 +275,32 @@ EOF
   echo "static binaries in $DIST_DIR/: ${DIST_BINS[*]} (+ conf/, README)"
 }
 
+compose() {
+  BAZAAR_IMAGE=$DOCKER_IMAGE BAZAAR_PUBLISH=$DOCKER_PUBLISH \
+    docker-compose --project-name "$DOCKER_PROJECT" --file deploy/compose.yaml "$@"
+}
+
+cmd_docker_up() {
+  cmd_dist
+  docker build --quiet --file deploy/Dockerfile --tag "$DOCKER_IMAGE" . >/dev/null
+  compose up --detach
+  # BAZAAR_PUBLISH is PORT or HOST:PORT.
+  local addr=$DOCKER_PUBLISH
+  [[ $addr == *:* ]] || addr=127.0.0.1:$addr
+  local deadline=$((SECONDS + DOCKER_UP_TIMEOUT_S))
+  while ((SECONDS < deadline)); do
+    if curl -s --max-time 1 "http://$addr/health" | grep -q '"leader":[0-9]'; then
+      echo "Stock Bazaar is up in containers (project $DOCKER_PROJECT): http://$addr"
+      echo "  health $(curl -s --max-time 1 "http://$addr/health")"
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "no leader after ${DOCKER_UP_TIMEOUT_S}s; last log lines:" >&2
+  compose logs --tail 5 >&2 || true
+  return 1
+}
+
 main() {
   local cmd=${1:-help}
   shift || true
@@ -307,6 +344,8 @@ main() {
       echo "deleted $dir/"
       ;;
     dist) cmd_dist ;;
+    docker-up) cmd_docker_up ;;
+    docker-down) compose down --timeout 10 ;;
     eval)
       build
       "$BIN/eval" "$@"

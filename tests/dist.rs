@@ -152,3 +152,16 @@ fn free_port() -> u16 {
         .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
         .expect("a free port")
 }
+
+#[test]
+fn shipped_configs_load() {
+    for path in [
+        "conf/bazaar.yaml",
+        "conf/multihost.yaml",
+        "deploy/bazaar.yaml",
+    ] {
+        if let Err(e) = bazaar::config::Config::load(&root().join(path)) {
+            panic!("{path}: {e}");
+        }
+    }
+}
