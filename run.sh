@@ -51,8 +51,8 @@ usage: ./run.sh COMMAND [ARGS]
                    time, fail-over, report in docs/eval/ (./run.sh eval --help for the sizes)
   dist             static release binaries, a config and a README in dist/
   docker-up        dist, then the five services as containers (deploy/compose.yaml) on a
-                   private network, front-end published on 8080 ($BAZAAR_PUBLISH); waits for
-                   a leader
+                   private network, front-end published on port 8080 ($BAZAAR_PUBLISH);
+                   waits for a leader
   docker-down      stop and remove those containers and their network (volumes stay)
 
 Config: $BAZAAR_CONFIG (default conf/bazaar.yaml); environment overrides as in the README.
@@ -284,9 +284,7 @@ cmd_docker_up() {
   cmd_dist
   docker build --quiet --file deploy/Dockerfile --tag "$DOCKER_IMAGE" . >/dev/null
   compose up --detach
-  # BAZAAR_PUBLISH is PORT or HOST:PORT.
-  local addr=$DOCKER_PUBLISH
-  [[ $addr == *:* ]] || addr=127.0.0.1:$addr
+  local addr=127.0.0.1:$DOCKER_PUBLISH
   local deadline=$((SECONDS + DOCKER_UP_TIMEOUT_S))
   while ((SECONDS < deadline)); do
     if curl -s --max-time 1 "http://$addr/health" | grep -q '"leader":[0-9]'; then
