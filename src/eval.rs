@@ -21,8 +21,9 @@
 //!    evictions and invalidations marked.
 //! 3. **Fail-over**: clients run in back-to-back `client` runs while the leader, a follower and
 //!    the leader again are killed and restarted, then two replicas at once; during the double
-//!    fault this process sends its own probe orders and counts their answers. Then the replica
-//!    files are compared with `cmp`.
+//!    fault this process sends its own probe orders and counts their answers; throughout, one
+//!    more probe places one order at a time and times it (`failover.svg`, the faults shaded).
+//!    Then the replica files are compared with `cmp`.
 //!
 //! Caveats:
 //!
@@ -82,6 +83,10 @@ const FAILOVER_CLIENT_REQUESTS: usize = 100;
 const CLIENT_RUN_TIMEOUT: Duration = Duration::from_secs(300);
 /// The front-end's leader check interval in every eval bazaar (the shipped config's).
 const HEALTH_CHECK_INTERVAL: &str = "1.0";
+/// Pause between two orders of the fail-over timeline probe.
+const TIMELINE_PAUSE: Duration = Duration::from_millis(20);
+/// Bound on the timeline probe's orders (the phase lasts about 20 s).
+const MAX_TIMELINE_SAMPLES: usize = 20_000;
 /// Attempts at starting a bazaar (a port chosen at run time may be taken before it is bound).
 const UP_ATTEMPTS: u32 = 2;
 
@@ -176,12 +181,28 @@ struct Point {
 #[derive(Clone, Debug)]
 struct Fault {
     what: String,
+    /// A few words for the timeline figure.
+    label: &'static str,
     leader_before: Option<u32>,
     leader_after: Option<u32>,
     /// From the kill until the front-end named another leader (leader kills only).
     new_leader_ms: Option<f64>,
     /// From the restart until the replica answered as leader or follower again.
     catch_up_ms: f64,
+    /// When the replica(s) went down and when they were started again, in seconds since the
+    /// phase began.
+    down_s: f64,
+    up_s: f64,
+}
+
+/// One order of the timeline probe.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    /// When it was sent, in seconds since the phase began.
+    at_s: f64,
+    ms: f64,
+    /// Answered with a number or a correct refusal (409).
+    ok: bool,
 }
 
 /// What the fail-over phase saw.
@@ -199,6 +220,7 @@ struct Failover {
     identical: bool,
     orders_in_log: usize,
     seconds: f64,
+    timeline: Vec<Sample>,
 }
 
 /// One line of the front-end's cache dump (`src/frontend/cache.rs`).
@@ -232,14 +254,16 @@ pub fn run(options: &EvalOptions) -> Result<String> {
     let failover = if options.skip_failover {
         None
     } else {
-        Some(failover_phase(options, &work)?)
+        let failover = failover_phase(options, &work)?;
+        plot_failover(&failover, &options.out_dir.join("failover.svg"))?;
+        Some(failover)
     };
     let seconds = started.elapsed().as_secs_f64();
     let readme = report(options, &points, &trace, failover.as_ref(), seconds);
     fs::write(options.out_dir.join("README.md"), readme)?;
     let _ = fs::remove_dir_all(&work);
     Ok(format!(
-        "eval: done in {seconds:.0} s; wrote {}/{{latency.csv,latency.svg,cache-trace.svg,README.md}}",
+        "eval: done in {seconds:.0} s; wrote {}/{{latency.csv,latency.svg,cache-trace.svg,failover.svg,README.md}}",
         options.out_dir.display()
     ))
 }
@@ -846,11 +870,20 @@ fn failover_phase(options: &EvalOptions, work: &Path) -> Result<Failover> {
             .name("eval-load".into())
             .spawn(move || client_bazaar.load(&client, clients, seed, &stop))?
     };
-    let faults = fault_schedule(&bazaar);
+    let probe = {
+        let (stop, frontend) = (stop.clone(), bazaar.frontend.clone());
+        thread::Builder::new()
+            .name("eval-timeline".into())
+            .spawn(move || timeline_probe(&frontend, started, &stop))?
+    };
+    let faults = fault_schedule(&bazaar, started);
     stop.store(true, Ordering::SeqCst);
     let load = load
         .join()
         .map_err(|_| Error::Internal("load thread panicked".into()))?;
+    let timeline = probe
+        .join()
+        .map_err(|_| Error::Internal("timeline thread panicked".into()))?;
     let faults = faults?;
     let (clients, client_runs, longest_ms) = load?;
     let (probes_ok, probes_503, probes_other) = faults.1;
@@ -872,6 +905,7 @@ fn failover_phase(options: &EvalOptions, work: &Path) -> Result<Failover> {
         identical,
         orders_in_log,
         seconds: started.elapsed().as_secs_f64(),
+        timeline,
     };
     eprintln!(
         "eval fail-over: {} faults, {} client runs, {} errors, {} retries, longest request {:.0} ms; \
@@ -887,6 +921,119 @@ fn failover_phase(options: &EvalOptions, work: &Path) -> Result<Failover> {
         failover.seconds
     );
     Ok(failover)
+}
+
+/// The timeline probe's orders over the phase, with the fault windows shaded.
+fn plot_failover(f: &Failover, path: &Path) -> Result<()> {
+    let root = SVGBackend::new(path, (1200, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let x_max = f
+        .timeline
+        .iter()
+        .map(|s| s.at_s)
+        .fold(f.seconds, f64::max)
+        .max(1.0);
+    let y_max = f.timeline.iter().map(|s| s.ms).fold(1.0, f64::max) * 1.2;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "One user's orders during the fail-over experiment (one dot per order)",
+            ("sans-serif", 20),
+        )
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        // Empty width on the right for the legend, clear of the fault labels and the dots.
+        .build_cartesian_2d(0f64..x_max * 1.3, 0f64..y_max)
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .light_line_style(TRANSPARENT)
+        .x_desc("seconds since the load started")
+        .y_desc("order latency, ms")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()
+        .map_err(plot_err)?;
+    chart
+        .draw_series(f.faults.iter().map(|fault| {
+            Rectangle::new(
+                [(fault.down_s, 0.0), (fault.up_s, y_max)],
+                OFF_COLOR.mix(0.12).filled(),
+            )
+        }))
+        .map_err(plot_err)?
+        .label("replica(s) down (kill -9 until restart)")
+        .legend(|(x, y)| {
+            Rectangle::new([(x, y - 5), (x + 14, y + 5)], OFF_COLOR.mix(0.25).filled())
+        });
+    chart
+        .draw_series(f.faults.iter().map(|fault| {
+            Text::new(
+                fault.label,
+                (fault.down_s, y_max * 0.97),
+                ("sans-serif", 13).into_font().color(&BLACK),
+            )
+        }))
+        .map_err(plot_err)?;
+    let answered: Vec<&Sample> = f.timeline.iter().filter(|s| s.ok).collect();
+    let failed: Vec<&Sample> = f.timeline.iter().filter(|s| !s.ok).collect();
+    chart
+        .draw_series(
+            answered
+                .iter()
+                .map(|s| Circle::new((s.at_s, s.ms), 2, ON_COLOR.filled())),
+        )
+        .map_err(plot_err)?
+        .label("order answered (a number, or 409)")
+        .legend(|(x, y)| Circle::new((x + 7, y), 3, ON_COLOR.filled()));
+    chart
+        .draw_series(
+            failed
+                .iter()
+                .map(|s| Cross::new((s.at_s, s.ms), 5, OFF_COLOR.stroke_width(2))),
+        )
+        .map_err(plot_err)?
+        .label("order failed (5xx or no answer)")
+        .legend(|(x, y)| Cross::new((x + 7, y), 5, OFF_COLOR.stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(plot_err)?;
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+/// One order at a time through the front-end for as long as the faults last, each timed: what
+/// a single user saw at each moment of the phase.
+fn timeline_probe(frontend: &str, started: Instant, stop: &AtomicBool) -> Vec<Sample> {
+    let client = Client::new();
+    let mut samples = Vec::new();
+    while !stop.load(Ordering::SeqCst) && samples.len() < MAX_TIMELINE_SAMPLES {
+        let i = samples.len();
+        let order = OrderRequest {
+            name: "FishCo".into(),
+            quantity: 1,
+            // Sell first, so that the buys always find the share the probe sold.
+            kind: if i % 2 == 0 {
+                OrderType::Sell
+            } else {
+                OrderType::Buy
+            },
+            request_id: Some(format!("eval-timeline-{}-{i}", std::process::id())),
+        };
+        let sent = Instant::now();
+        let answer = client.post::<_, OrderAck>(frontend, "/orders", &order, PROBE_TIMEOUT);
+        samples.push(Sample {
+            at_s: sent.duration_since(started).as_secs_f64(),
+            ms: ms_since(sent),
+            ok: matches!(answer, Ok(_) | Err(Error::Conflict(_))),
+        });
+        thread::sleep(TIMELINE_PAUSE);
+    }
+    samples
 }
 
 /// The load of the fail-over phase: back-to-back client runs (each verifies its own orders)
@@ -935,13 +1082,16 @@ impl ClientOnly {
 type Probes = (u64, u64, u64);
 
 /// Leader, follower, leader, then two at once. Returns the faults and the probe counts.
-fn fault_schedule(bazaar: &Bazaar) -> Result<(Vec<Fault>, Probes)> {
+fn fault_schedule(bazaar: &Bazaar, t0: Instant) -> Result<(Vec<Fault>, Probes)> {
     thread::sleep(SETTLE);
     let mut faults = Vec::new();
-    faults.push(kill_leader(bazaar, "kill -9 the leader")?);
-    faults.push(kill_follower(bazaar)?);
-    faults.push(kill_leader(bazaar, "kill -9 the (new) leader")?);
-    let (fault, probes) = kill_two(bazaar)?;
+    faults.push(kill_leader(bazaar, t0, "kill -9 the leader")?);
+    thread::sleep(SETTLE);
+    faults.push(kill_follower(bazaar, t0)?);
+    thread::sleep(SETTLE);
+    faults.push(kill_leader(bazaar, t0, "kill -9 the (new) leader")?);
+    thread::sleep(SETTLE);
+    let (fault, probes) = kill_two(bazaar, t0)?;
     faults.push(fault);
     thread::sleep(SETTLE);
     Ok((faults, probes))
@@ -951,7 +1101,11 @@ fn current_leader(bazaar: &Bazaar) -> Result<u32> {
     poll("a leader", FAILOVER_TIMEOUT, || bazaar.leader())
 }
 
-fn kill_leader(bazaar: &Bazaar, what: &str) -> Result<Fault> {
+fn secs_since(t0: Instant, at: Instant) -> f64 {
+    at.duration_since(t0).as_secs_f64()
+}
+
+fn kill_leader(bazaar: &Bazaar, t0: Instant, what: &str) -> Result<Fault> {
     let before = current_leader(bazaar)?;
     let killed = Instant::now();
     bazaar.kill(before)?;
@@ -960,11 +1114,13 @@ fn kill_leader(bazaar: &Bazaar, what: &str) -> Result<Fault> {
     })?;
     let new_leader_ms = ms_since(killed);
     sleep_until(killed + DOWN_FOR);
+    let restarted = Instant::now();
     let catch_up_ms = bazaar.restart(before)?;
     eprintln!(
         "eval fail-over: {what} (order-{before}); order-{after} led after {new_leader_ms:.0} ms"
     );
     Ok(Fault {
+        label: "leader killed",
         what: format!(
             "{what} (order-{before}), restart after {} s",
             DOWN_FOR.as_secs()
@@ -973,18 +1129,22 @@ fn kill_leader(bazaar: &Bazaar, what: &str) -> Result<Fault> {
         leader_after: Some(after),
         new_leader_ms: Some(new_leader_ms),
         catch_up_ms,
+        down_s: secs_since(t0, killed),
+        up_s: secs_since(t0, restarted),
     })
 }
 
-fn kill_follower(bazaar: &Bazaar) -> Result<Fault> {
+fn kill_follower(bazaar: &Bazaar, t0: Instant) -> Result<Fault> {
     let leader = current_leader(bazaar)?;
     let follower = (1..=3).rev().find(|&id| id != leader).unwrap_or(1);
     let killed = Instant::now();
     bazaar.kill(follower)?;
     sleep_until(killed + DOWN_FOR);
+    let restarted = Instant::now();
     let catch_up_ms = bazaar.restart(follower)?;
     eprintln!("eval fail-over: kill -9 follower order-{follower}");
     Ok(Fault {
+        label: "follower killed",
         what: format!(
             "kill -9 a follower (order-{follower}), restart after {} s",
             DOWN_FOR.as_secs()
@@ -993,11 +1153,13 @@ fn kill_follower(bazaar: &Bazaar) -> Result<Fault> {
         leader_after: bazaar.leader(),
         new_leader_ms: None,
         catch_up_ms,
+        down_s: secs_since(t0, killed),
+        up_s: secs_since(t0, restarted),
     })
 }
 
 /// The leader and a follower down together; probe orders meanwhile.
-fn kill_two(bazaar: &Bazaar) -> Result<(Fault, Probes)> {
+fn kill_two(bazaar: &Bazaar, t0: Instant) -> Result<(Fault, Probes)> {
     let leader = current_leader(bazaar)?;
     let follower = (1..=3).rev().find(|&id| id != leader).unwrap_or(1);
     let killed = Instant::now();
@@ -1029,10 +1191,12 @@ fn kill_two(bazaar: &Bazaar) -> Result<(Fault, Probes)> {
     }
     let leader_during = bazaar.leader();
     sleep_until(killed + TWO_DOWN_FOR);
+    let restarted = Instant::now();
     let catch_up_ms = bazaar.restart(follower)?.max(bazaar.restart(leader)?);
     eprintln!("eval fail-over: order-{leader} and order-{follower} down together");
     Ok((
         Fault {
+            label: "two replicas down",
             what: format!(
                 "kill -9 the leader (order-{leader}) and a follower (order-{follower}) together, restart after {} s",
                 TWO_DOWN_FOR.as_secs()
@@ -1041,6 +1205,8 @@ fn kill_two(bazaar: &Bazaar) -> Result<(Fault, Probes)> {
             leader_after: leader_during,
             new_leader_ms: None,
             catch_up_ms,
+            down_s: secs_since(t0, killed),
+            up_s: secs_since(t0, restarted),
         },
         probes,
     ))
@@ -1257,6 +1423,29 @@ fn failover_report(md: &mut String, options: &EvalOptions, f: &Failover) {
             fault.catch_up_ms
         );
     }
+    let failed = f.timeline.iter().filter(|s| !s.ok).count();
+    let slowest = f
+        .timeline
+        .iter()
+        .copied()
+        .max_by(|a, b| a.ms.total_cmp(&b.ms));
+    let _ = writeln!(md, "\n![fail-over timeline](failover.svg)\n");
+    let _ = writeln!(
+        md,
+        "Besides the clients, one probe placed one order at a time (FishCo, sell and buy in turn, \
+         {} ms apart) for the whole phase and timed each: {} orders, {failed} failed{}. Each \
+         spike is the order that was in flight at a fault; the shaded windows are the time from \
+         the kill to the restart.",
+        TIMELINE_PAUSE.as_millis(),
+        f.timeline.len(),
+        slowest
+            .map(|s| format!(
+                "; the slowest took {:.0} ms, sent {:.1} s into the phase",
+                s.ms, s.at_s
+            ))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(md, "\n{}", timeline_windows(f));
     let c = &f.clients;
     let _ = writeln!(md, "\nWhat the clients saw:\n");
     let _ = writeln!(md, "| | |\n|---|---|");
@@ -1385,6 +1574,47 @@ fn order_cache_effect(points: &[Point]) -> String {
              ({on:.2} ms) as without ({off:.2} ms, mean over p)."
         )
     }
+}
+
+/// After a restart, how long the timeline counts as "just after" it.
+const AFTER_RESTART_S: f64 = 1.0;
+
+/// The timeline's slowest order while replicas were down, just after a restart, and
+/// otherwise: where the cost of a fault actually shows.
+fn timeline_windows(f: &Failover) -> String {
+    let down = |s: &Sample| {
+        f.faults
+            .iter()
+            .any(|x| (x.down_s..x.up_s).contains(&s.at_s))
+    };
+    let after = |s: &Sample| {
+        f.faults
+            .iter()
+            .any(|x| (x.up_s..x.up_s + AFTER_RESTART_S).contains(&s.at_s))
+    };
+    let worst = |keep: &dyn Fn(&Sample) -> bool| {
+        let picked: Vec<f64> = f
+            .timeline
+            .iter()
+            .filter(|s| keep(s))
+            .map(|s| s.ms)
+            .collect();
+        let max = picked.iter().copied().fold(0.0, f64::max);
+        let mean = picked.iter().sum::<f64>() / picked.len().max(1) as f64;
+        format!(
+            "{} orders, mean {mean:.1} ms, slowest {max:.0} ms",
+            picked.len()
+        )
+    };
+    format!(
+        "| timeline orders sent | |\n|---|---|\n\
+         | while replicas were down | {} |\n\
+         | in the {AFTER_RESTART_S:.0} s after a restart | {} |\n\
+         | at any other time | {} |",
+        worst(&|s| down(s)),
+        worst(&|s| !down(s) && after(s)),
+        worst(&|s| !down(s) && !after(s)),
+    )
 }
 
 fn ratio_text(with: f64, without: f64) -> String {

@@ -64,7 +64,7 @@ fn eval_writes_csv_plots_and_report() {
             "no 0.5,{cache},{kind} row in {csv}"
         );
     }
-    for svg in ["latency.svg", "cache-trace.svg"] {
+    for svg in ["latency.svg", "cache-trace.svg", "failover.svg"] {
         let text = std::fs::read_to_string(out.join(svg)).unwrap();
         assert!(
             text.starts_with("<svg") && text.trim_end().ends_with("</svg>"),
@@ -75,6 +75,7 @@ fn eval_writes_csv_plots_and_report() {
     for needle in [
         "![latency against p](latency.svg)",
         "![cache over time](cache-trace.svg)",
+        "![fail-over timeline](failover.svg)",
     ] {
         assert!(readme.contains(needle), "README lacks {needle}");
     }
