@@ -1433,9 +1433,9 @@ fn failover_report(md: &mut String, options: &EvalOptions, f: &Failover) {
     let _ = writeln!(
         md,
         "Besides the clients, one probe placed one order at a time (FishCo, sell and buy in turn, \
-         {} ms apart) for the whole phase and timed each: {} orders, {failed} failed{}. Each \
-         spike is the order that was in flight at a fault; the shaded windows are the time from \
-         the kill to the restart.",
+         {} ms apart) for the whole phase and timed each: {} orders, {failed} failed{}. The \
+         shaded windows run from the kill to the restart; the table splits the orders by when \
+         they were sent.",
         TIMELINE_PAUSE.as_millis(),
         f.timeline.len(),
         slowest
@@ -1509,14 +1509,16 @@ fn failover_report(md: &mut String, options: &EvalOptions, f: &Failover) {
         md,
         "- A crash of the leader is not an error for the clients: the front-end notices it on \
          the failed forward (or at its next health check), selects the highest live replica, \
-         and re-sends the order with the same request id, so it is traded once. What the \
-         clients see is one slow request: the longest took {:.0} ms; the front-end named a new \
-         leader at most {slowest:.0} ms after the kill.",
+         and re-sends the order with the same request id, so it is traded once. It named a new \
+         leader at most {slowest:.0} ms after a kill. The slowest single client request, its \
+         retries included, took {:.0} ms; compare the timeline table for when such pauses \
+         happened: during the faults, or while a restarted replica catches up and the three \
+         replicas share the machine's cores again.",
         f.longest_ms
     );
     let _ = writeln!(
         md,
-        "- A follower's crash costs nothing visible: the leader goes on, and the restarted \
+        "- A follower's crash should cost nothing visible (see its window in the timeline): the leader goes on, and the restarted \
          replica catches up from its peers before it answers `Ping`, so it never leads while \
          behind."
     );
