@@ -1518,9 +1518,9 @@ fn failover_report(md: &mut String, options: &EvalOptions, f: &Failover) {
     );
     let _ = writeln!(
         md,
-        "- A follower's crash should cost nothing visible (see its window in the timeline): the leader goes on, and the restarted \
-         replica catches up from its peers before it answers `Ping`, so it never leads while \
-         behind."
+        "- A follower's crash should cost nothing visible (see its window in the timeline): the \
+         leader goes on, and the restarted replica catches up from its peers before it answers \
+         `Ping`, so it never leads while behind."
     );
     let _ = writeln!(
         md,
