@@ -1351,8 +1351,9 @@ fn report(
         "- **Orders** are the expensive request: the mean went from {} with the cache and \
          from {} without. An order passes the front-end, the leading replica, the catalog (the \
          trade and its invalidation) and the replication with its fsyncs; with more orders in \
-         flight they queue behind each other's disk writes, so the mean grows with p. {} **Order queries** are one forward to the leader, answered from memory, and \
-         cost about as much as an uncached lookup.",
+         flight they queue behind each other's disk writes, so the mean grows with p. {} \
+         **Order queries** are one forward to the leader, answered from memory, and cost about \
+         as much as an uncached lookup.",
         order_range(true),
         order_range(false),
         order_cache_effect(points)
