@@ -5,10 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 export BAZAAR_CONFIG="${BAZAAR_CONFIG:-conf/bazaar.yaml}"
-RUN_DIR=run
+# BAZAAR_RUN_DIR lets a second bazaar (e.g. `eval`'s private one) keep its PIDs and logs apart.
+RUN_DIR=${BAZAAR_RUN_DIR:-run}
 LOG_DIR=$RUN_DIR/logs
 PID_DIR=$RUN_DIR/pids
-BIN=target/release
+# BAZAAR_BIN_DIR: run prebuilt binaries from there and never build (eval and tests set it to
+# the binaries they were built with).
+BIN=${BAZAAR_BIN_DIR:-target/release}
 SERVICES=(catalog order-1 order-2 order-3 frontend)
 # How long `up` waits for the front-end to report a leader.
 UP_TIMEOUT_S=30
@@ -16,6 +19,19 @@ UP_TIMEOUT_S=30
 DOWN_TIMEOUT_S=5
 # How long `demo` waits for the replica files to become identical once the clients are done.
 QUIET_TIMEOUT_S=15
+# `dist`: static binaries built in their own target directory, so that switching between
+# `dist` and normal builds never rebuilds either from scratch.
+DIST_DIR=dist
+DIST_TARGET=x86_64-unknown-linux-gnu
+DIST_TARGET_DIR=target/dist
+DIST_BINS=(catalog order frontend client)
+# docker-up/docker-down: one image FROM scratch (deploy/Dockerfile), five containers
+# (deploy/compose.yaml). Overridable so that tests run beside a user's own deployment.
+DOCKER_IMAGE=${BAZAAR_IMAGE:-stock-bazaar:latest}
+DOCKER_PROJECT=${BAZAAR_DOCKER_PROJECT:-bazaar}
+DOCKER_PUBLISH=${BAZAAR_PUBLISH:-8080}
+# How long docker-up waits for the containerised front-end to report a leader.
+DOCKER_UP_TIMEOUT_S=60
 
 usage() {
   cat <<'EOF'
@@ -34,6 +50,13 @@ usage: ./run.sh COMMAND [ARGS]
   reset            delete the data directory (the only command that removes state)
   chaos [ARGS]     kill/freeze/restart replicas under load on a fresh private bazaar, then
                    check every invariant (--duration S, --seed N, --clients N, --prob P)
+  eval [ARGS]      the course evaluation on private bazaars: latency CSV and plots, cache over
+                   time, fail-over, report in docs/eval/ (./run.sh eval --help for the sizes)
+  dist             static release binaries, a config and a README in dist/
+  docker-up        dist, then the five services as containers (deploy/compose.yaml) on a
+                   private network, front-end published on port 8080 ($BAZAAR_PUBLISH);
+                   waits for a leader
+  docker-down      stop and remove those containers and their network (volumes stay)
 
 Config: $BAZAAR_CONFIG (default conf/bazaar.yaml); environment overrides as in the README.
 Logs: run/logs/SERVICE.log   PIDs: run/pids/SERVICE.pid
@@ -63,6 +86,7 @@ data_dir() {
 }
 
 build() {
+  [[ -n ${BAZAAR_BIN_DIR:-} ]] && return 0
   cargo build --release --quiet --bins
 }
 
@@ -242,6 +266,63 @@ cmd_test() {
   return "$status"
 }
 
+# Static (crt-static, static-pie) binaries: they run on any x86-64 Linux and in a `FROM scratch`
+# container, with nothing else installed.
+cmd_dist() {
+  RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR=$DIST_TARGET_DIR \
+    cargo build --release --quiet --target "$DIST_TARGET" --bins
+  mkdir -p "$DIST_DIR/conf"
+  local name
+  for name in "${DIST_BINS[@]}"; do
+    install -m 0755 "$DIST_TARGET_DIR/$DIST_TARGET/release/$name" "$DIST_DIR/$name"
+  done
+  cp conf/*.yaml "$DIST_DIR/conf/"
+  cat >"$DIST_DIR/README" <<'EOF'
+Stock Bazaar: static binaries (x86-64 Linux, no shared libraries needed).
+
+  catalog  --config conf/bazaar.yaml
+  order    --config conf/bazaar.yaml --id N      (N = 1, 2, 3)
+  frontend --config conf/bazaar.yaml [--dump]
+  client   --host HOST --port 8080 --clients 5 --prob 0.5 [--json]
+
+Start the catalog and the three replicas first, then the front-end. State goes to
+output_dir of the config (default ./data, relative to where you start them). Environment
+variables override single keys (CATALOG_HOST, ORDER_HOST1..3, FRONTEND_PORT, OUTPUT_DIR, ...;
+see conf/bazaar.yaml). Every binary has --help.
+EOF
+  echo "static binaries in $DIST_DIR/: ${DIST_BINS[*]} (+ conf/, README)"
+}
+
+compose() {
+  BAZAAR_IMAGE=$DOCKER_IMAGE BAZAAR_PUBLISH=$DOCKER_PUBLISH \
+    docker-compose --project-name "$DOCKER_PROJECT" --file deploy/compose.yaml "$@"
+}
+
+cmd_docker_up() {
+  cmd_dist
+  # A deployment secret of its own (unless one is given): the internal endpoints require it.
+  if [[ -z ${BAZAAR_SECRET:-} ]]; then
+    BAZAAR_SECRET=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    export BAZAAR_SECRET
+    echo "generated a deployment secret for this stack (set BAZAAR_SECRET to choose one)"
+  fi
+  docker build --quiet --file deploy/Dockerfile --tag "$DOCKER_IMAGE" . >/dev/null
+  compose up --detach
+  local addr=127.0.0.1:$DOCKER_PUBLISH
+  local deadline=$((SECONDS + DOCKER_UP_TIMEOUT_S))
+  while ((SECONDS < deadline)); do
+    if curl -s --max-time 1 "http://$addr/health" | grep -q '"leader":[0-9]'; then
+      echo "Stock Bazaar is up in containers (project $DOCKER_PROJECT): http://$addr"
+      echo "  health $(curl -s --max-time 1 "http://$addr/health")"
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "no leader after ${DOCKER_UP_TIMEOUT_S}s; last log lines:" >&2
+  compose logs --tail 5 >&2 || true
+  return 1
+}
+
 main() {
   local cmd=${1:-help}
   shift || true
@@ -284,6 +365,13 @@ main() {
       done
       rm -rf -- "$dir"
       echo "deleted $dir/"
+      ;;
+    dist) cmd_dist ;;
+    docker-up) cmd_docker_up ;;
+    docker-down) compose down --timeout 10 ;;
+    eval)
+      build
+      "$BIN/eval" "$@"
       ;;
     chaos)
       build

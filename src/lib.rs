@@ -23,6 +23,8 @@
 //! - [`client`]: the load generator and verifier.
 //! - [`cluster`]: a bazaar of real processes on one machine, for end-to-end tests and chaos.
 //! - [`chaos`]: kills, freezes and restarts replicas under load and checks the invariants.
+//! - [`eval`]: the course evaluation (`./run.sh eval`): latency, cache and fail-over figures
+//!   in `docs/eval/`, measured from the outside through `run.sh`, the client and the REST API.
 //! - [`cli`]: what every binary does before handing off (config, logging, signals).
 //!
 //! How an order flows: the front-end validates it and gives it a request id, then forwards it to
@@ -41,6 +43,7 @@ pub mod cluster;
 pub mod config;
 pub mod election;
 pub mod error;
+pub mod eval;
 pub mod frontend;
 pub mod http;
 pub mod order;
