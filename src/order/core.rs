@@ -333,6 +333,8 @@ pub(crate) struct Core<S: Store> {
     leader: Option<u32>,
     /// Highest number held durably by a majority, as far as we know.
     commit: i64,
+    /// Highest number of our own log that is synced.
+    durable: i64,
     /// Highest number the catalog applied, as far as we know.
     applied: i64,
     /// Callers waiting for an order number to be applied.
@@ -345,6 +347,7 @@ pub(crate) struct Core<S: Store> {
 impl<S: Store> Core<S> {
     pub(crate) fn new(id: u32, peers: Vec<u32>, store: S, now: Instant) -> Core<S> {
         let hard = store.hard_state();
+        let durable = store.latest();
         Core {
             id,
             peers,
@@ -353,6 +356,7 @@ impl<S: Store> Core<S> {
             role: Role::Follower(Follower::default()),
             leader: None,
             commit: -1,
+            durable,
             applied: -1,
             waiters: BTreeMap::new(),
             effects: Vec::new(),
@@ -416,11 +420,32 @@ impl<S: Store> Core<S> {
             self.storage_failed(&e);
             return self.take_failed_effects();
         }
+        self.durable = self.store.latest();
         if let Role::Leader(_) = self.role {
             // Our own log is durable now: it counts towards the commit point.
             self.advance_commit();
         }
         std::mem::take(&mut self.effects)
+    }
+
+    /// The propagates waiting to go out, before [`Core::flush`] makes our own appends
+    /// durable: the leader's fsync then overlaps the followers' round trip. Safe because the
+    /// leader counts its own copy only once it is durable (`durable`), and an order held by
+    /// the followers alone is as committed as any other (the election takes the best log).
+    pub(crate) fn take_propagates(&mut self) -> Vec<Effect> {
+        let (early, rest) = std::mem::take(&mut self.effects)
+            .into_iter()
+            .partition(|e| {
+                matches!(
+                    e,
+                    Effect::Send {
+                        msg: PeerMessage::Propagate(_),
+                        ..
+                    }
+                )
+            });
+        self.effects = rest;
+        early
     }
 
     fn handle(&mut self, event: Event) -> Result<()> {
@@ -1143,7 +1168,7 @@ impl<S: Store> Core<S> {
     /// The leader's commit point: the highest number durable on a majority of this epoch.
     fn advance_commit(&mut self) {
         let majority = self.majority();
-        let latest = self.store.latest();
+        let latest = self.durable.min(self.store.latest());
         let Role::Leader(l) = &self.role else {
             return;
         };
@@ -1420,6 +1445,7 @@ impl<S: Store> Core<S> {
             log::error!("replica {}: cannot reload the log: {e}", self.id);
         }
         self.hard = self.store.hard_state();
+        self.durable = self.store.latest();
     }
 
     /// After a failed sync: only answers leave, and none of them claims success.

@@ -218,7 +218,9 @@ impl Net {
             return;
         };
         node.step(now, event);
-        let effects = node.flush();
+        // As the driver does: propagates go out before our own fsync.
+        let mut effects = node.take_propagates();
+        effects.extend(node.flush());
         let status = node.status();
         if status.role == RoleName::Leader {
             self.leaders.insert((status.epoch, id));

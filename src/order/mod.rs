@@ -484,24 +484,40 @@ fn core_loop(
             core.step(now, Event::Tick);
             next_tick = now + TICK;
         }
+        // Propagates first, so that our fsync overlaps the followers' round trip; everything
+        // else only once our appends are durable.
+        let early = core.take_propagates();
+        for effect in early {
+            dispatch(effect, &peers, &catalog, &mut waiting);
+        }
         let effects = core.flush();
         *shared.status.write() = core.status();
         for effect in effects {
-            match effect {
-                Effect::Send { to, msg } => {
-                    if let Some(tx) = peers.get(&to) {
-                        let _ = tx.send(msg);
-                    }
-                }
-                Effect::Catalog(msg) => {
-                    let _ = catalog.send(msg);
-                }
-                Effect::Answer { token, answer } => {
-                    if let Some(tx) = waiting.remove(&token) {
-                        // A caller that gave up has dropped its receiver: nothing to do.
-                        let _ = tx.try_send(answer);
-                    }
-                }
+            dispatch(effect, &peers, &catalog, &mut waiting);
+        }
+    }
+}
+
+/// Hands one effect to the thread that carries it out.
+fn dispatch(
+    effect: Effect,
+    peers: &HashMap<u32, Sender<PeerMessage>>,
+    catalog: &Sender<CatalogMessage>,
+    waiting: &mut HashMap<Token, SyncSender<Answer>>,
+) {
+    match effect {
+        Effect::Send { to, msg } => {
+            if let Some(tx) = peers.get(&to) {
+                let _ = tx.send(msg);
+            }
+        }
+        Effect::Catalog(msg) => {
+            let _ = catalog.send(msg);
+        }
+        Effect::Answer { token, answer } => {
+            if let Some(tx) = waiting.remove(&token) {
+                // A caller that gave up has dropped its receiver: nothing to do.
+                let _ = tx.try_send(answer);
             }
         }
     }
