@@ -990,14 +990,21 @@ fn fsync_failure_on_the_leader() {
     assert!(load.wait_more(20, PROGRESS_TIMEOUT), "no progress");
     let mut findings = Findings::default();
     // Replica 3 stops leading, reloads its log from the file and may be elected again (it
-    // is the front-end's first choice): a new leadership epoch shows it stepped down.
-    let before = b.leading_replica().map_or(0, |h| h.epoch);
-    let stepped_down = bazaar::cluster::poll("a new leadership epoch", TAKEOVER_TIMEOUT, || {
-        b.leading_replica().filter(|h| h.epoch > before).map(|_| ())
+    // is the front-end's first choice, and the fail point may fire before the load even
+    // starts): its own log says it stepped down, and a leader of a later epoch leads.
+    let log = b.dir.join("logs").join("order-3.log");
+    let stepped_down = bazaar::cluster::poll("order-3 to step down", TAKEOVER_TIMEOUT, || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        let failed = text.find("storage failed")?;
+        text[failed..].contains("stops leading epoch").then_some(())
     });
     findings.check(stepped_down.is_ok(), || {
-        format!("order-3 still leads epoch {before} after its fsync failed")
+        "order-3 did not stop leading after its fsync failed".into()
     });
+    let later = bazaar::cluster::poll("a leader of a later epoch", TAKEOVER_TIMEOUT, || {
+        b.leading_replica().filter(|h| h.epoch > 1).map(|_| ())
+    });
+    findings.check(later.is_ok(), || "no leader after the fsync failure".into());
     findings.check(load.wait_more(20, PROGRESS_TIMEOUT), || {
         "no progress after the fsync failure".into()
     });
