@@ -6,8 +6,8 @@
 //!   [&limit=M]` (pages of the log), `GET /synchronize`, `GET /health`, and, with the
 //!   deployment secret, `POST /propagate` (leader → follower) and `POST /vote` (candidate →
 //!   peer).
-//! - TCP lines (`lines`, protocol in [`crate::election`]): `Ping`, `You win <hint>`,
-//!   `<id> <epoch>` on the leader-broadcast port; `Ping` on the health port.
+//! - TCP lines (`lines`, protocol in [`crate::election`]): `Ping`, `You win <hint> <secret>`,
+//!   `<id> <epoch> <secret>` on the leader-broadcast port; `Ping` on the health port.
 //!
 //! Every rule lives in `core`: a single-owner state machine that takes events and returns
 //! effects. This module is the driver around it, and its threads only move bytes:
@@ -219,20 +219,31 @@ impl Shared {
         Ok(Response::ok(self.log.since(since, limit)))
     }
 
-    /// The answer to one line on the leader-broadcast (or health) port.
+    /// The answer to one line on the leader-broadcast (or health) port. `You win` and
+    /// `<id> <epoch>` without the deployment secret get `ERR unauthorized` and change nothing.
     fn line(&self, command: crate::election::Command) -> crate::election::Reply {
         use crate::election::{Command, Reply};
+        if command != Command::Ping
+            && !crate::http::secret_matches(command.secret(), &self.config.secret)
+        {
+            warn!(
+                "replica {}: refused the line {}: missing or wrong deployment secret",
+                self.id,
+                command.redacted()
+            );
+            return Reply::Error("unauthorized".into());
+        }
         match command {
             Command::Ping if self.status().ready => Reply::Ok,
             Command::Ping => Reply::Wait,
-            Command::YouWin(hint) => {
+            Command::YouWin { hint, .. } => {
                 let hint = hint.unwrap_or(0);
                 match self.ask(|token| Event::YouWin { token, hint }, YOU_WIN_WAIT) {
                     Some(Answer::Lead(Some(epoch))) => Reply::OkEpoch(epoch),
                     _ => Reply::Wait,
                 }
             }
-            Command::Leader { id, epoch } => {
+            Command::Leader { id, epoch, .. } => {
                 self.tell(Event::Announce {
                     id,
                     epoch: epoch.unwrap_or(0),
