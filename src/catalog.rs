@@ -155,7 +155,7 @@ impl Catalog {
     /// Opens `path`, creating it from `initial` when missing. Creates the directory if needed
     /// and removes a temp file left by a crash mid-write. Never overwrites an existing file.
     pub(crate) fn open(path: &Path, initial: &[StockConfig]) -> Result<Catalog> {
-        let refuse = |why: String| Error::Config(format!("catalog {}: {why}", path.display()));
+        let refuse = |why: String| Error::State(format!("catalog {}: {why}", path.display()));
         if let Some(dir) = parent_dir(path) {
             fs::create_dir_all(dir)
                 .map_err(|e| refuse(format!("cannot create its directory: {e}")))?;
@@ -1013,7 +1013,7 @@ mod tests {
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(&path, text).unwrap();
             match Catalog::open(&path, &stocks()) {
-                Err(Error::Config(msg)) => {
+                Err(Error::State(msg)) => {
                     assert!(msg.contains(part), "{name}: {msg}");
                     assert!(msg.contains(&path.display().to_string()), "{name}: {msg}");
                     assert!(!msg.contains('\n'), "{name}: one line: {msg}");

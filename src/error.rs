@@ -43,6 +43,10 @@ pub enum Error {
     Internal(String),
     /// A bad configuration; binaries print it and exit with code 2.
     Config(String),
+    /// A state file or the data directory cannot be used at start (corrupt, truncated,
+    /// damaged, unreadable); the message names the file. Binaries print it and exit with code
+    /// 3 (`cli::EXIT_STATE`), leaving the file as it is.
+    State(String),
 }
 
 impl Error {
@@ -59,7 +63,7 @@ impl Error {
             Error::PayloadTooLarge => 413,
             Error::NotLeader(_) => 421,
             Error::Unavailable(_) | Error::Unreachable(_) => 503,
-            Error::Internal(_) | Error::Config(_) => 500,
+            Error::Internal(_) | Error::Config(_) | Error::State(_) => 500,
         }
     }
 
@@ -91,7 +95,8 @@ impl Error {
             | Error::Unavailable(m)
             | Error::Unreachable(m)
             | Error::Internal(m)
-            | Error::Config(m) => m.clone(),
+            | Error::Config(m)
+            | Error::State(m) => m.clone(),
             Error::MethodNotAllowed => "method not allowed".into(),
             Error::LengthRequired => "a request body needs a Content-Length".into(),
             Error::PayloadTooLarge => "request body too large".into(),
@@ -104,6 +109,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Config(m) => write!(f, "config: {m}"),
+            Error::State(m) => write!(f, "state: {m}"),
             other => write!(f, "{} {}", other.status(), other.message()),
         }
     }
