@@ -49,8 +49,8 @@ use self::core::{
 use self::log::OrderLog;
 use self::store::FileStore;
 use crate::api::{
-    CatalogState, LogPage, Order, OrderAck, OrderRequest, PropagateAck, ReplicaHealth, SyncState,
-    VoteReply,
+    CatalogState, LogPage, Order, OrderAck, OrderRequest, Propagate, PropagateAck, ReplicaHealth,
+    SyncState, VoteReply, VoteRequest,
 };
 use crate::config::{Config, ReplicaConfig};
 use crate::error::{Error, Result};
@@ -181,6 +181,7 @@ impl Shared {
     fn propagate(&self, req: &Request) -> Result<Response> {
         req.require_secret(&self.config.secret)?;
         let msg = req.json()?;
+        self.check_propagate(&msg)?;
         match self.ask(|token| Event::Propagate { token, msg }, PEER_WAIT) {
             Some(Answer::Propagate(answer)) => answer.map(Response::ok),
             _ => Err(Error::Unavailable("replica busy".into())),
@@ -189,11 +190,55 @@ impl Shared {
 
     fn vote(&self, req: &Request) -> Result<Response> {
         req.require_secret(&self.config.secret)?;
-        let vote = req.json()?;
+        let vote: VoteRequest = req.json()?;
+        self.check_peer(vote.candidate, "candidate")?;
         match self.ask(|token| Event::Vote { token, req: vote }, PEER_WAIT) {
             Some(Answer::Vote(answer)) => answer.map(Response::ok),
             _ => Err(Error::Unavailable("replica busy".into())),
         }
+    }
+
+    /// `id` names another replica of the config.
+    fn check_peer(&self, id: u32, what: &str) -> Result<()> {
+        if id == self.id || self.config.replica(id).is_err() {
+            return Err(Error::BadRequest(format!(
+                "{what} {id} is not another replica of this deployment"
+            )));
+        }
+        Ok(())
+    }
+
+    /// What a `/propagate` must hold before it reaches the core, so that a message that lies
+    /// (even one with the secret) changes nothing: a sender that is another replica, entries
+    /// numbered consecutively after `prev`, none from an epoch above the message's, each an
+    /// order the leader could have numbered (a known stock, a positive quantity, a request id
+    /// of 1 to 128 characters). The catalog would refuse such an entry forever.
+    fn check_propagate(&self, p: &Propagate) -> Result<()> {
+        self.check_peer(p.leader, "leader")?;
+        let bad = |why: String| Err(Error::BadRequest(format!("propagate refused: {why}")));
+        if let Some(prev) = p.prev.filter(|prev| prev.epoch > p.epoch) {
+            return bad(format!("prev is from epoch {} > {}", prev.epoch, p.epoch));
+        }
+        let first = p.prev.map_or(Some(0), |prev| prev.number.checked_add(1));
+        for (i, e) in p.entries.iter().enumerate() {
+            if first.and_then(|f| f.checked_add(i as u64)) != Some(e.number) {
+                return bad(format!("entry {i} is order {}, not consecutive", e.number));
+            }
+            if e.epoch > p.epoch {
+                return bad(format!(
+                    "order {} is from epoch {} > {}",
+                    e.number, e.epoch, p.epoch
+                ));
+            }
+            if !self.config.catalog.stocks.iter().any(|s| s.name == e.name) {
+                return bad(format!(
+                    "order {} is for unknown stock {:?}",
+                    e.number, e.name
+                ));
+            }
+            e.validate()?;
+        }
+        Ok(())
     }
 
     /// `GET /orders/<n>`.
