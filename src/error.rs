@@ -28,6 +28,11 @@ pub enum Error {
     RequestTimeout,
     /// The trade cannot be done: not enough stock to buy, or a stale epoch (409).
     Conflict(String),
+    /// A well-formed request that cannot be carried out against this service's state, through
+    /// no fault of timing: the catalog asked to apply an order for a stock it does not have,
+    /// or one that would take a quantity below zero (422). Retrying the same request does not
+    /// help; nothing changed.
+    Unprocessable(String),
     /// A request body over the limit (413).
     PayloadTooLarge,
     /// An order replica that is not the leader was asked to take an order (421). The
@@ -61,6 +66,7 @@ impl Error {
             Error::RequestTimeout => 408,
             Error::Conflict(_) => 409,
             Error::PayloadTooLarge => 413,
+            Error::Unprocessable(_) => 422,
             Error::NotLeader(_) => 421,
             Error::Unavailable(_) | Error::Unreachable(_) => 503,
             Error::Internal(_) | Error::Config(_) | Error::State(_) => 500,
@@ -78,6 +84,7 @@ impl Error {
             411 => Error::LengthRequired,
             408 => Error::RequestTimeout,
             413 => Error::PayloadTooLarge,
+            422 => Error::Unprocessable(message),
             421 => Error::NotLeader(message),
             503 => Error::Unavailable(message),
             _ => Error::Internal(format!("status {status}: {message}")),
@@ -91,6 +98,7 @@ impl Error {
             | Error::NotFound(m)
             | Error::Unauthorized(m)
             | Error::Conflict(m)
+            | Error::Unprocessable(m)
             | Error::NotLeader(m)
             | Error::Unavailable(m)
             | Error::Unreachable(m)
@@ -149,6 +157,7 @@ mod tests {
             Error::RequestTimeout,
             Error::Conflict("x".into()),
             Error::PayloadTooLarge,
+            Error::Unprocessable("x".into()),
             Error::NotLeader("x".into()),
             Error::Unavailable("x".into()),
         ];
