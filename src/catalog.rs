@@ -17,7 +17,9 @@
 //! - 401: the deployment secret (`Authorization: Bearer ..`) is missing or wrong; checked
 //!   first, nothing changes.
 //! - 400: malformed JSON; for `/apply` also entries that are not consecutive numbers, a number
-//!   above `i64::MAX`, or an entry whose epoch is above the batch's. Nothing changes.
+//!   above `i64::MAX`, an entry whose epoch is above the batch's, or one no leader could have
+//!   numbered (quantity 0, empty name, request id empty or over 128 characters). Nothing
+//!   changes.
 //! - 409: the epoch is below the fence (the message names both epochs). Nothing changes.
 //! - 422: the batch cannot be applied (unknown stock, quantity below zero, overflow; the
 //!   message names the entry). The request is what is wrong, not the catalog, and re-sending
@@ -296,6 +298,7 @@ impl Catalog {
                     e.epoch, batch.epoch
                 )));
             }
+            e.validate()?;
             numbers.push(n);
         }
         let mut state = self.state.lock();
