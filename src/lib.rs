@@ -44,3 +44,6 @@ pub mod error;
 pub mod frontend;
 pub mod http;
 pub mod order;
+
+#[cfg(test)]
+mod fuzz_tests;

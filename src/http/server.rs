@@ -376,7 +376,7 @@ fn read_request(
 
 /// Parses the request head if it is complete: the request (no body yet), the head's length and
 /// the body's length. Framing errors come back as the error to answer with.
-fn parse_head(buf: &[u8]) -> Result<Option<(usize, Request, usize)>> {
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(usize, Request, usize)>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let head_len = match parsed.parse(buf) {
