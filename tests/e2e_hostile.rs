@@ -731,6 +731,10 @@ fn overload_sheds_with_503_and_loses_nothing() {
         );
     }
     assert!(!acknowledged.is_empty(), "some orders were accepted");
+    assert!(
+        statuses.get(&503).is_some_and(|n| *n > 0),
+        "a flood of {OVERLOAD_CONNECTIONS} connections is shed with 503: {statuses:?}"
+    );
     for status in statuses.keys() {
         assert!(
             matches!(status, 200 | 409 | 503),
