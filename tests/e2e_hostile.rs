@@ -565,8 +565,8 @@ fn bad_values_on_every_post_are_json_4xx() {
         json!({"epoch":epoch,"leader":leader,"prev":{"number":0,"epoch":epoch},"entries":[entry(1,"GameStart",epoch),entry(3,"GameStart",epoch)],"base":0,"commit":0}),
         // Numbers out of order.
         json!({"epoch":epoch,"leader":leader,"prev":{"number":0,"epoch":epoch},"entries":[entry(2,"GameStart",epoch),entry(1,"GameStart",epoch)],"base":0,"commit":0}),
-        // An entry for a stock that does not exist.
-        json!({"epoch":epoch,"leader":leader,"prev":{"number":0,"epoch":epoch},"entries":[entry(1,"NoSuchStock",epoch)],"base":0,"commit":0}),
+        // An entry that no leader numbers: quantity 0.
+        json!({"epoch":epoch,"leader":leader,"prev":{"number":0,"epoch":epoch},"entries":[{"number":1,"name":"GameStart","type":"buy","quantity":0,"epoch":epoch,"request_id":"zero"}],"base":0,"commit":0}),
         // An entry from an epoch above the message's.
         json!({"epoch":epoch,"leader":leader,"prev":{"number":0,"epoch":epoch},"entries":[entry(1,"GameStart",epoch + 5)],"base":0,"commit":0}),
         // From a replica that does not exist.
@@ -621,6 +621,20 @@ fn bad_values_on_every_post_are_json_4xx() {
     assert!(got.0 == 200 || (400..500).contains(&got.0), "{got:?}");
     cases += 1;
     assert_unchanged("bad values", &before, &c);
+    // An entry for a stock that does not exist, from the authenticated leader: a follower
+    // cannot tell (it does not know the catalog's stocks) and may store it, but it never
+    // commits (the leader does not hold it) and the catalog is untouched.
+    let unknown = json!({"epoch":epoch,"leader":leader,"prev":{"number":0,"epoch":epoch},"entries":[entry(1,"NoSuchStock",epoch)],"base":0,"commit":0});
+    let got = raw_with(
+        &c.http_addr(Service::Order(follower)),
+        "POST",
+        "/propagate",
+        &auth,
+        &unknown.to_string(),
+    );
+    assert!(got.0 == 200 || (400..500).contains(&got.0), "{got:?}");
+    assert_eq!(before.1[3], raw(&c.catalog, "GET", "/state", "").1);
+    cases += 1;
     let (status, _) = raw(
         &c.frontend,
         "POST",
