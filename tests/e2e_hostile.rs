@@ -518,6 +518,24 @@ fn bad_values_on_every_post_are_json_4xx() {
             cases += 1;
         }
     }
+    // The reference client's POST /order with query parameters.
+    for query in [
+        "",
+        "?stock=GameStart&quantity=-1&type=buy",
+        "?stock=GameStart&quantity=0&type=buy",
+        "?stock=GameStart&quantity=1.5&type=buy",
+        "?stock=GameStart&quantity=99999999999999999999&type=buy",
+        "?stock=GameStart&quantity=1&type=hold",
+        "?stock=GameStart&quantity=1",
+        "?stock=&quantity=1&type=buy",
+        "?stock=..%2Fcatalog.json&quantity=1&type=buy",
+        "?stock=Game%00Start&quantity=1&type=buy",
+        "?stock=GameStart&amp;quantity=x&amp;type=buy",
+    ] {
+        let got = raw(&c.frontend, "POST", &format!("/order{query}"), "");
+        assert_json_4xx(&format!("POST /order{query}"), &got);
+        cases += 1;
+    }
     // Names in paths.
     for name in [
         "..",
