@@ -212,6 +212,21 @@ pub struct LogEntry {
     pub request_id: String,
 }
 
+impl LogEntry {
+    /// The checks of [`OrderRequest::validate`] on a log entry a peer sent (replication, the
+    /// catalog's apply): an entry no leader could have numbered is refused with a 400 naming it.
+    pub fn validate(&self) -> Result<()> {
+        OrderRequest {
+            name: self.name.clone(),
+            quantity: self.quantity,
+            kind: self.kind,
+            request_id: Some(self.request_id.clone()),
+        }
+        .validate()
+        .map_err(|e| Error::BadRequest(format!("order {}: {}", self.number, e.message())))
+    }
+}
+
 impl From<&LogEntry> for Order {
     fn from(e: &LogEntry) -> Self {
         Order {

@@ -12,15 +12,19 @@
 //! | `GET /state` | `CatalogState` with the stocks (public, read-only) | |
 //! | `GET /health` | `{"status":"ok"}` | |
 //! | `POST /leader` `LeaderHello` | `CatalogState` with the stocks | 401, 400, 409 |
-//! | `POST /apply` `ApplyBatch` | `CatalogState` with **`stocks: []`** | 401, 400, 409, 500 |
+//! | `POST /apply` `ApplyBatch` | `CatalogState` with **`stocks: []`** | 401, 400, 409, 422, 500 |
 //!
 //! - 401: the deployment secret (`Authorization: Bearer ..`) is missing or wrong; checked
 //!   first, nothing changes.
 //! - 400: malformed JSON; for `/apply` also entries that are not consecutive numbers, a number
-//!   above `i64::MAX`, or an entry whose epoch is above the batch's. Nothing changes.
+//!   above `i64::MAX`, an entry whose epoch is above the batch's, or one no leader could have
+//!   numbered (quantity 0, empty name, request id empty or over 128 characters). Nothing
+//!   changes.
 //! - 409: the epoch is below the fence (the message names both epochs). Nothing changes.
-//! - 500: the batch cannot be applied (unknown stock, quantity below zero, overflow; the
-//!   message names the entry), or the temp file cannot be written. Nothing changes.
+//! - 422: the batch cannot be applied (unknown stock, quantity below zero, overflow; the
+//!   message names the entry). The request is what is wrong, not the catalog, and re-sending
+//!   it cannot help: a 4xx, not a 500. Nothing changes.
+//! - 500: the temp file cannot be written. Nothing changes.
 //! - Wrong method on one of these paths: 405; any other path (the old `POST /trades` and
 //!   `POST /orders` included): 404.
 //!
@@ -38,7 +42,7 @@
 //! where to resume (the leader re-sends from `applied + 1`). Each entry is applied in order: a
 //! sell adds its quantity, a buy subtracts it, both add it to the volume. An unknown stock, a
 //! buy below zero or an overflow means the log and the catalog disagree (the leader decided
-//! 404/409 before numbering): the **whole batch** is refused with 500 naming the entry, and
+//! 404/409 before numbering): the **whole batch** is refused with 422 naming the entry, and
 //! nothing of it (not even a fence raise) is kept, so no read ever shows a partial or negative
 //! state.
 //!
@@ -177,7 +181,7 @@ impl Catalog {
     /// Opens `path`, creating it from `initial` when missing. Creates the directory if needed
     /// and removes a temp file left by a crash mid-write. Never overwrites an existing file.
     pub(crate) fn open(path: &Path, initial: &[StockConfig]) -> Result<Catalog> {
-        let refuse = |why: String| Error::Config(format!("catalog {}: {why}", path.display()));
+        let refuse = |why: String| Error::State(format!("catalog {}: {why}", path.display()));
         if let Some(dir) = parent_dir(path) {
             fs::create_dir_all(dir)
                 .map_err(|e| refuse(format!("cannot create its directory: {e}")))?;
@@ -353,6 +357,7 @@ impl Catalog {
                     e.epoch, batch.epoch
                 )));
             }
+            e.validate()?;
             numbers.push(n);
         }
         let mut state = self.state.lock();
@@ -420,7 +425,7 @@ impl Catalog {
     /// One committed order applied to `stocks`; an error names the entry.
     fn apply_entry(&self, stocks: &mut [StockRecord], entry: &LogEntry) -> Result<()> {
         let refuse = |why: String| {
-            Error::Internal(format!(
+            Error::Unprocessable(format!(
                 "order {} ({} {} {}, epoch {}) cannot be applied: {why}; the log and the \
                  catalog disagree, nothing of this batch was applied",
                 entry.number,
@@ -1042,7 +1047,7 @@ mod tests {
             let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
             let before = saved(&dir);
             let err = catalog.apply(&batch(5, entries.clone())).unwrap_err();
-            assert_eq!(err.status(), 500, "{name}: {err}");
+            assert_eq!(err.status(), 422, "{name}: {err}");
             assert!(err.message().contains(part), "{name}: {err}");
             // Not even the fence moved: the file and the view are as before.
             assert_eq!(position(&catalog), (0, -1, 0), "{name}");
@@ -1174,7 +1179,7 @@ mod tests {
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(&path, text).unwrap();
             match Catalog::open(&path, &stocks()) {
-                Err(Error::Config(msg)) => {
+                Err(Error::State(msg)) => {
                     assert!(msg.contains(part), "{name}: {msg}");
                     assert!(msg.contains(&path.display().to_string()), "{name}: {msg}");
                     assert!(!msg.contains('\n'), "{name}: one line: {msg}");

@@ -12,6 +12,11 @@ use crate::error::Error;
 /// The exit code of a bad configuration or bad flags (SPEC §1).
 pub const EXIT_CONFIG: i32 = 2;
 
+/// The exit code of state files that cannot be used at start (a corrupt or truncated
+/// `catalog.json` or replica state file, a damaged order log, an unusable data directory): the
+/// same for every service, distinct from [`EXIT_CONFIG`]. The file is left as it is.
+pub const EXIT_STATE: i32 = 3;
+
 /// Loads the config from `--config`, else `$BAZAAR_CONFIG`, else the default path. On error
 /// prints the one-line reason and exits with [`EXIT_CONFIG`].
 pub fn load_config_or_exit(flag: Option<String>) -> Config {
@@ -24,11 +29,13 @@ pub fn load_config_or_exit(flag: Option<String>) -> Config {
     }
 }
 
-/// Prints an error that stops the binary at start, then exits: config errors with code 2.
+/// Prints an error that stops the binary at start, then exits: config errors with code 2,
+/// unusable state files with code 3, anything else with 1.
 pub fn exit_with(err: &Error) -> ! {
     eprintln!("error: {err}");
     std::process::exit(match err {
         Error::Config(_) => EXIT_CONFIG,
+        Error::State(_) => EXIT_STATE,
         _ => 1,
     })
 }

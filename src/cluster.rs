@@ -409,6 +409,11 @@ impl Cluster {
         Ok(())
     }
 
+    /// The process id of a running service (tests read its RSS from `/proc`).
+    pub fn pid(&self, service: Service) -> Option<u32> {
+        self.children.get(&service).map(Child::id)
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(&mut self, service: Service) {
         if let Some(mut child) = self.children.remove(&service) {

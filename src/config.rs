@@ -287,6 +287,13 @@ impl Config {
         if self.secret.trim().is_empty() {
             return bad("secret", "must not be empty".into());
         }
+        // It travels in an HTTP header and as one word of a leader-selection line.
+        if !self.secret.bytes().all(|b| b.is_ascii_graphic()) {
+            return bad(
+                "secret",
+                "must be printable ASCII without spaces (it is sent in a header and a line)".into(),
+            );
+        }
         if self.frontend.cache_size == 0 {
             return bad("frontend.cache_size", "must be at least 1".into());
         }
@@ -537,6 +544,12 @@ mod tests {
                 "",
                 &[("HEALTH_CHECK_INTERVAL", "-1")],
                 "health_check_interval",
+            ),
+            (
+                "secret with a space",
+                "",
+                &[("BAZAAR_SECRET", "two words")],
+                "secret",
             ),
         ];
         for (what, needle, env, want) in cases {

@@ -8,11 +8,18 @@
 //!
 //! | request              | answer                      | meaning                                      |
 //! |----------------------|-----------------------------|----------------------------------------------|
-//! | `Ping`               | `OK` (or `WAIT`)            | alive, and ready to lead (`WAIT`: recovering) |
-//! | `You win [<hint>]`   | `OK <epoch>` (or `WAIT`)    | catch up, take an epoch above `hint`, lead    |
-//! | `<id> [<epoch>]`     | `OK`                        | replica `<id>` leads in `<epoch>`             |
-//! | anything else        | `ERR unknown command`       |                                              |
+//! | request                      | answer                   | meaning                                       |
+//! |------------------------------|--------------------------|-----------------------------------------------|
+//! | `Ping`                       | `OK` (or `WAIT`)         | alive, and ready to lead (`WAIT`: recovering) |
+//! | `You win <hint> <secret>`    | `OK <epoch>` (or `WAIT`) | catch up, take an epoch above `hint`, lead    |
+//! | `<id> <epoch> <secret>`      | `OK`                     | replica `<id>` leads in `<epoch>`             |
+//! | either without the secret    | `ERR unauthorized`       | nothing changes                               |
+//! | anything else                | `ERR unknown command`    |                                               |
 //!
+//! `<secret>` is the deployment's shared secret (SPEC §1; config `secret`, no whitespace): the
+//! two lines that change who leads are for the front-ends only. The reference design's short
+//! forms (`You win`, `You win <hint>`, `<id>`, `<id> <epoch>`) still parse, with an empty
+//! secret, so that they get `ERR unauthorized` rather than `ERR unknown command`.
 //! On the health-check port only `Ping` is understood.
 //!
 //! [`select_leader`] is the front-end's side: ping the replicas from the highest id down, tell
@@ -60,45 +67,87 @@ pub struct Leadership {
 }
 
 /// One request line of the protocol, as a replica understands it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// `Ping`.
     Ping,
-    /// `You win` or `You win <hint>`: the highest epoch the front-end has seen.
-    YouWin(Option<u64>),
-    /// `<id>` or `<id> <epoch>`: replica `id` now leads.
-    Leader { id: u32, epoch: Option<u64> },
+    /// `You win <hint> <secret>`: `hint` is the highest epoch the front-end has seen.
+    YouWin { hint: Option<u64>, secret: String },
+    /// `<id> <epoch> <secret>`: replica `id` now leads.
+    Leader {
+        id: u32,
+        epoch: Option<u64>,
+        secret: String,
+    },
 }
 
 impl Command {
-    /// Parses one line (without its line ending); `None` for anything unknown.
+    /// Parses one line (without its line ending); `None` for anything unknown. A missing
+    /// secret parses as an empty one (the caller refuses it); a secret needs the number before
+    /// it, so `You win 7` is hint 7 without a secret.
     pub fn parse(line: &str) -> Option<Command> {
         let line = line.trim();
         if line == "Ping" {
             return Some(Command::Ping);
         }
         if let Some(rest) = line.strip_prefix("You win") {
-            let rest = rest.trim();
-            if rest.is_empty() {
-                return Some(Command::YouWin(None));
-            }
             // "You winner" must not parse as "You win" with a hint.
-            if !line["You win".len()..].starts_with(' ') {
+            if !(rest.is_empty() || rest.starts_with(' ')) {
                 return None;
             }
-            return rest.parse().ok().map(|hint| Command::YouWin(Some(hint)));
+            let (hint, secret) = number_and_secret(rest)?;
+            return Some(Command::YouWin { hint, secret });
         }
-        let mut words = line.split_ascii_whitespace();
-        let id = words.next()?.parse().ok()?;
-        let epoch = match words.next() {
-            None => None,
-            Some(word) => Some(word.parse().ok()?),
-        };
-        if words.next().is_some() {
-            return None;
-        }
-        Some(Command::Leader { id, epoch })
+        let (id, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let id = parse_digits(id)?;
+        let (epoch, secret) = number_and_secret(rest)?;
+        Some(Command::Leader {
+            id: u32::try_from(id).ok()?,
+            epoch,
+            secret,
+        })
     }
+
+    /// The line for a log: the secret replaced by `<secret>`.
+    pub fn redacted(&self) -> String {
+        let mut shown = self.clone();
+        if let Command::YouWin { secret, .. } | Command::Leader { secret, .. } = &mut shown {
+            if !secret.is_empty() {
+                *secret = "<secret>".into();
+            }
+        }
+        shown.to_string()
+    }
+
+    /// The secret the line carries (empty for `Ping` and for lines without one).
+    pub fn secret(&self) -> &str {
+        match self {
+            Command::Ping => "",
+            Command::YouWin { secret, .. } | Command::Leader { secret, .. } => secret,
+        }
+    }
+}
+
+/// Plain decimal digits only (`u64::from_str` would also take `+5`).
+fn parse_digits(word: &str) -> Option<u64> {
+    if word.is_empty() || !word.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    word.parse().ok()
+}
+
+/// `[<number> [<secret>]]`, whitespace separated, nothing after.
+fn number_and_secret(rest: &str) -> Option<(Option<u64>, String)> {
+    let mut words = rest.split_ascii_whitespace();
+    let number = match words.next() {
+        None => return Some((None, String::new())),
+        Some(word) => parse_digits(word)?,
+    };
+    let secret = words.next().unwrap_or("").to_string();
+    if words.next().is_some() {
+        return None;
+    }
+    Some((Some(number), secret))
 }
 
 impl std::fmt::Display for Command {
@@ -106,15 +155,31 @@ impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Command::Ping => write!(f, "Ping"),
-            Command::YouWin(None) => write!(f, "You win"),
-            Command::YouWin(Some(hint)) => write!(f, "You win {hint}"),
-            Command::Leader { id, epoch: None } => write!(f, "{id}"),
-            Command::Leader {
-                id,
-                epoch: Some(epoch),
-            } => write!(f, "{id} {epoch}"),
+            Command::YouWin { hint, secret } => {
+                write!(f, "You win")?;
+                write_number_and_secret(f, *hint, secret)
+            }
+            Command::Leader { id, epoch, secret } => {
+                write!(f, "{id}")?;
+                write_number_and_secret(f, *epoch, secret)
+            }
         }
     }
+}
+
+/// The inverse of [`number_and_secret`]: a secret is only written after its number.
+fn write_number_and_secret(
+    f: &mut std::fmt::Formatter<'_>,
+    number: Option<u64>,
+    secret: &str,
+) -> std::fmt::Result {
+    if let Some(n) = number {
+        write!(f, " {n}")?;
+        if !secret.is_empty() {
+            write!(f, " {secret}")?;
+        }
+    }
+    Ok(())
 }
 
 /// A replica's answer line.
@@ -185,7 +250,8 @@ pub fn exchange(addr: &str, line: &str, timeout: Duration) -> Option<String> {
     match result {
         Ok(answer) => Some(answer),
         Err(e) => {
-            debug!("{line:?} to {addr}: {e}");
+            let shown = Command::parse(line).map_or_else(|| format!("{line:?}"), |c| c.redacted());
+            debug!("{shown} to {addr}: {e}");
             None
         }
     }
@@ -203,8 +269,13 @@ pub fn ping(addr: &str, timeout: Duration) -> bool {
 /// `epoch_hint` is the highest epoch the caller has seen; the winner answers with the epoch it
 /// took, which is above every epoch it and its reachable peers know.
 /// Returns `None` when no replica answers.
-pub fn select_leader(replicas: &[ReplicaConfig], epoch_hint: u64) -> Option<Leadership> {
-    let chosen = select_with(replicas, epoch_hint, &mut |addr, line, timeout| {
+/// `secret` is the deployment's secret, sent on `You win` and on the announcements.
+pub fn select_leader(
+    replicas: &[ReplicaConfig],
+    epoch_hint: u64,
+    secret: &str,
+) -> Option<Leadership> {
+    let chosen = select_with(replicas, epoch_hint, secret, &mut |addr, line, timeout| {
         exchange(addr, line, timeout)
     });
     match chosen {
@@ -219,6 +290,7 @@ pub fn select_leader(replicas: &[ReplicaConfig], epoch_hint: u64) -> Option<Lead
 pub fn select_with(
     replicas: &[ReplicaConfig],
     epoch_hint: u64,
+    secret: &str,
     ask: &mut dyn FnMut(&str, &str, Duration) -> Option<String>,
 ) -> Option<Leadership> {
     let mut candidates: Vec<&ReplicaConfig> = replicas.iter().collect();
@@ -230,7 +302,11 @@ pub fn select_with(
             debug!("replica {} is not a candidate: {pinged:?}", candidate.id);
             continue;
         }
-        let you_win = Command::YouWin(Some(epoch_hint)).to_string();
+        let you_win = Command::YouWin {
+            hint: Some(epoch_hint),
+            secret: secret.to_string(),
+        }
+        .to_string();
         let won = ask(&addr, &you_win, YOU_WIN_TIMEOUT).map(|a| Reply::parse(&a));
         let epoch = match won {
             Some(Reply::OkEpoch(epoch)) => epoch,
@@ -247,14 +323,12 @@ pub fn select_with(
         let announcement = Command::Leader {
             id: candidate.id,
             epoch: Some(epoch),
-        }
-        .to_string();
+            secret: secret.to_string(),
+        };
+        let (announcement, shown) = (announcement.to_string(), announcement.redacted());
         for other in candidates.iter().filter(|r| r.id != candidate.id) {
             if ask(&other.broadcast_addr(), &announcement, ANNOUNCE_TIMEOUT).is_none() {
-                debug!(
-                    "replica {} missed the announcement {announcement:?}",
-                    other.id
-                );
+                debug!("replica {} missed the announcement {shown}", other.id);
             }
         }
         return Some(Leadership {
@@ -272,31 +346,73 @@ mod tests {
 
     #[test]
     fn command_parse_table() {
+        let win = |hint: Option<u64>, secret: &str| Command::YouWin {
+            hint,
+            secret: secret.into(),
+        };
+        let lead = |id: u32, epoch: Option<u64>, secret: &str| Command::Leader {
+            id,
+            epoch,
+            secret: secret.into(),
+        };
         let cases: &[(&str, Option<Command>)] = &[
             ("Ping", Some(Command::Ping)),
             ("Ping\r", Some(Command::Ping)),
-            ("You win", Some(Command::YouWin(None))),
-            ("You win 7", Some(Command::YouWin(Some(7)))),
-            ("You win  12 ", Some(Command::YouWin(Some(12)))),
+            ("Ping s3cret", None),
+            ("You win", Some(win(None, ""))),
+            ("You win 7", Some(win(Some(7), ""))),
+            ("You win  12 ", Some(win(Some(12), ""))),
+            ("You win 7 s3cret", Some(win(Some(7), "s3cret"))),
+            ("You win 7 s3cret\r", Some(win(Some(7), "s3cret"))),
+            ("You win 7 s3cret extra", None),
+            ("You win s3cret", None),
             ("You win x", None),
+            ("You win +7 s3cret", None),
+            ("You win 18446744073709551616 s", None),
             ("You winner", None),
-            ("3", Some(Command::Leader { id: 3, epoch: None })),
-            (
-                "3 9",
-                Some(Command::Leader {
-                    id: 3,
-                    epoch: Some(9),
-                }),
-            ),
-            ("3 9 1", None),
+            ("3", Some(lead(3, None, ""))),
+            ("3 9", Some(lead(3, Some(9), ""))),
+            ("3 9 s3cret", Some(lead(3, Some(9), "s3cret"))),
+            ("3 9 1", Some(lead(3, Some(9), "1"))),
+            ("3 9 s3cret 1", None),
             ("3 x", None),
+            ("3 x s3cret", None),
+            ("4294967296 1 s", None),
             ("-1", None),
+            ("+1", None),
             ("", None),
             ("ping", None),
             ("GET / HTTP/1.1", None),
         ];
         for (line, want) in cases {
             assert_eq!(Command::parse(line), *want, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn command_format_round_trips_and_redacts() {
+        let cases = [
+            (Command::Ping, "Ping"),
+            (
+                Command::YouWin {
+                    hint: Some(4),
+                    secret: "s3cret".into(),
+                },
+                "You win 4 s3cret",
+            ),
+            (
+                Command::Leader {
+                    id: 2,
+                    epoch: Some(5),
+                    secret: "s3cret".into(),
+                },
+                "2 5 s3cret",
+            ),
+        ];
+        for (command, line) in cases {
+            assert_eq!(command.to_string(), line);
+            assert_eq!(Command::parse(line), Some(command.clone()));
+            assert!(!command.redacted().contains("s3cret"), "{line}");
         }
     }
 
@@ -390,11 +506,11 @@ mod tests {
                 .map(|&(id, ping, win)| (format!("h:{}", 9000 + id), (ping, win)))
                 .collect();
             let mut announced = Vec::new();
-            let got = select_with(&replicas(&ids), 4, &mut |addr, line, _| {
+            let got = select_with(&replicas(&ids), 4, "s3cret", &mut |addr, line, _| {
                 let (ping, win) = table[addr];
                 match line {
                     "Ping" => ping.map(String::from),
-                    "You win 4" => win.map(String::from),
+                    "You win 4 s3cret" => win.map(String::from),
                     other => {
                         announced.push((addr.to_string(), other.to_string()));
                         Some("OK".into())
@@ -409,7 +525,7 @@ mod tests {
                     others,
                     "{what}: every other replica is told"
                 );
-                let line = format!("{} {}", winner.id, winner.epoch);
+                let line = format!("{} {} s3cret", winner.id, winner.epoch);
                 assert!(
                     announced.iter().all(|(_, l)| *l == line),
                     "{what}: {announced:?}"

@@ -28,6 +28,11 @@ pub enum Error {
     RequestTimeout,
     /// The trade cannot be done: not enough stock to buy, or a stale epoch (409).
     Conflict(String),
+    /// A well-formed request that cannot be carried out against this service's state, through
+    /// no fault of timing: the catalog asked to apply an order for a stock it does not have,
+    /// or one that would take a quantity below zero (422). Retrying the same request does not
+    /// help; nothing changed.
+    Unprocessable(String),
     /// A request body over the limit (413).
     PayloadTooLarge,
     /// An order replica that is not the leader was asked to take an order (421). The
@@ -43,6 +48,10 @@ pub enum Error {
     Internal(String),
     /// A bad configuration; binaries print it and exit with code 2.
     Config(String),
+    /// A state file or the data directory cannot be used at start (corrupt, truncated,
+    /// damaged, unreadable); the message names the file. Binaries print it and exit with code
+    /// 3 (`cli::EXIT_STATE`), leaving the file as it is.
+    State(String),
 }
 
 impl Error {
@@ -57,9 +66,10 @@ impl Error {
             Error::RequestTimeout => 408,
             Error::Conflict(_) => 409,
             Error::PayloadTooLarge => 413,
+            Error::Unprocessable(_) => 422,
             Error::NotLeader(_) => 421,
             Error::Unavailable(_) | Error::Unreachable(_) => 503,
-            Error::Internal(_) | Error::Config(_) => 500,
+            Error::Internal(_) | Error::Config(_) | Error::State(_) => 500,
         }
     }
 
@@ -74,6 +84,7 @@ impl Error {
             411 => Error::LengthRequired,
             408 => Error::RequestTimeout,
             413 => Error::PayloadTooLarge,
+            422 => Error::Unprocessable(message),
             421 => Error::NotLeader(message),
             503 => Error::Unavailable(message),
             _ => Error::Internal(format!("status {status}: {message}")),
@@ -87,11 +98,13 @@ impl Error {
             | Error::NotFound(m)
             | Error::Unauthorized(m)
             | Error::Conflict(m)
+            | Error::Unprocessable(m)
             | Error::NotLeader(m)
             | Error::Unavailable(m)
             | Error::Unreachable(m)
             | Error::Internal(m)
-            | Error::Config(m) => m.clone(),
+            | Error::Config(m)
+            | Error::State(m) => m.clone(),
             Error::MethodNotAllowed => "method not allowed".into(),
             Error::LengthRequired => "a request body needs a Content-Length".into(),
             Error::PayloadTooLarge => "request body too large".into(),
@@ -104,6 +117,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Config(m) => write!(f, "config: {m}"),
+            Error::State(m) => write!(f, "state: {m}"),
             other => write!(f, "{} {}", other.status(), other.message()),
         }
     }
@@ -143,6 +157,7 @@ mod tests {
             Error::RequestTimeout,
             Error::Conflict("x".into()),
             Error::PayloadTooLarge,
+            Error::Unprocessable("x".into()),
             Error::NotLeader("x".into()),
             Error::Unavailable("x".into()),
         ];

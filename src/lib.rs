@@ -47,3 +47,6 @@ pub mod eval;
 pub mod frontend;
 pub mod http;
 pub mod order;
+
+#[cfg(test)]
+mod fuzz_tests;

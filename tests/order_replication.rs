@@ -170,7 +170,8 @@ fn orders_replicate_catch_up_and_fail_over() {
         c.wait_role(id, "follower");
         c.wait_ping(id);
     }
-    let leader = election::select_leader(&c.config.order.replicas, 0).expect("a leader");
+    let leader =
+        election::select_leader(&c.config.order.replicas, 0, &c.config.secret).expect("a leader");
     assert_eq!(leader.id, 3);
     assert!(leader.epoch >= 1);
     assert_eq!(c.health(3).unwrap().role, "leader");
@@ -206,8 +207,8 @@ fn orders_replicate_catch_up_and_fail_over() {
     // The leader goes down: the next selection picks 2 in a newer epoch, numbering goes on,
     // and a retry of an order the old leader acknowledged gets the same number.
     c.stop(3);
-    let next =
-        election::select_leader(&c.config.order.replicas, leader.epoch).expect("a new leader");
+    let next = election::select_leader(&c.config.order.replicas, leader.epoch, &c.config.secret)
+        .expect("a new leader");
     assert_eq!(next.id, 2);
     assert!(next.epoch > leader.epoch);
     assert_eq!(c.order(2, "b7").unwrap(), 7);
@@ -229,7 +230,7 @@ fn a_returning_old_leader_loses_its_unreplicated_suffix() {
         c.wait_role(id, "follower");
         c.wait_ping(id);
     }
-    let leader = election::select_leader(&c.config.order.replicas, 0).unwrap();
+    let leader = election::select_leader(&c.config.order.replicas, 0, &c.config.secret).unwrap();
     assert_eq!(leader.id, 3);
     for i in 0..3 {
         c.order(3, &format!("a{i}")).unwrap();
@@ -243,7 +244,8 @@ fn a_returning_old_leader_loses_its_unreplicated_suffix() {
     bytes.extend_from_slice(format!("3,GameStart,buy,9,{},lost\n", leader.epoch).as_bytes());
     std::fs::write(&path, bytes).unwrap();
 
-    let next = election::select_leader(&c.config.order.replicas, leader.epoch).unwrap();
+    let next =
+        election::select_leader(&c.config.order.replicas, leader.epoch, &c.config.secret).unwrap();
     assert_eq!(next.id, 2);
     c.restart(3);
     c.wait_role(3, "follower");

@@ -77,9 +77,14 @@ pub struct LeaderTracker {
 }
 
 impl LeaderTracker {
-    /// A tracker with no leader yet, selecting with `election::select_leader`.
-    pub fn new(replicas: Vec<ReplicaConfig>) -> LeaderTracker {
-        LeaderTracker::with_selector(replicas, Box::new(election::select_leader))
+    /// A tracker with no leader yet, selecting with `election::select_leader`, which sends
+    /// the deployment's `secret` on the lines that change who leads.
+    pub fn new(replicas: Vec<ReplicaConfig>, secret: &str) -> LeaderTracker {
+        let secret = secret.to_string();
+        LeaderTracker::with_selector(
+            replicas,
+            Box::new(move |replicas, hint| election::select_leader(replicas, hint, &secret)),
+        )
     }
 
     /// A tracker that selects with `selector` (tests).

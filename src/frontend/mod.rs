@@ -132,7 +132,10 @@ impl Service {
     /// Builds the service from the config: an empty cache (opening the trace file when dump
     /// and caching are on) and no leader yet.
     pub fn new(config: &Config) -> Result<Service> {
-        Service::with_leader_tracker(config, LeaderTracker::new(config.order.replicas.clone()))
+        Service::with_leader_tracker(
+            config,
+            LeaderTracker::new(config.order.replicas.clone(), &config.secret),
+        )
     }
 
     /// [`Service::new`] with a given leader tracker (tests pass one with a stub selector).

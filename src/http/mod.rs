@@ -88,12 +88,7 @@ impl Request {
             .header("authorization")
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        let (a, b) = (given.as_bytes(), secret.as_bytes());
-        let mut diff = a.len() ^ b.len();
-        for i in 0..a.len().max(b.len()) {
-            diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
-        }
-        if diff == 0 {
+        if secret_matches(given, secret) {
             return Ok(());
         }
         log::warn!(
@@ -112,6 +107,18 @@ impl Request {
         serde_json::from_slice(&self.body)
             .map_err(|e| Error::BadRequest(format!("malformed JSON body: {e}")))
     }
+}
+
+/// True if `given` is `secret`. The comparison takes the same time wherever the first wrong
+/// byte is, so the secret cannot be guessed byte by byte from timings. Used for the HTTP
+/// header ([`Request::require_secret`]) and the leader-selection lines alike.
+pub(crate) fn secret_matches(given: &str, secret: &str) -> bool {
+    let (a, b) = (given.as_bytes(), secret.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, for a path segment.
@@ -255,6 +262,14 @@ mod tests {
         for (target, key, want) in cases {
             let req = Request::new("GET", target, Vec::new());
             assert_eq!(req.query_param(key).as_deref(), want, "{target} {key}");
+        }
+    }
+
+    #[test]
+    fn secret_matches_only_the_same_bytes() {
+        assert!(secret_matches("s3cret", "s3cret"));
+        for given in ["", "s3cre", "s3cret ", "S3cret", "s3cret\0", "x"] {
+            assert!(!secret_matches(given, "s3cret"), "{given:?}");
         }
     }
 

@@ -19,7 +19,9 @@
 //! - Deadlines: a keep-alive connection with no new request for `idle_timeout` is closed; a
 //!   request whose headers and body are not complete within `request_timeout` of its first byte
 //!   gets 408 and the connection is closed. Open connections are capped at `max_connections`;
-//!   one more is answered 503 and closed at once.
+//!   one more is answered 503 and closed at once. Requests waiting for a pool worker are capped
+//!   at [`MAX_QUEUED_PER_THREAD`] per worker; one more is answered 503 at once (load shedding,
+//!   so the latency of accepted requests stays bounded).
 //! - Framing: only `Content-Length` bodies. A body with `Transfer-Encoding: chunked` gets 411; any
 //!   other transfer coding, or `Transfer-Encoding` together with `Content-Length`, or two
 //!   different `Content-Length`s, gets 400 and the connection is closed (request smuggling, see
@@ -68,6 +70,13 @@ const LINGER_MAX_BYTES: usize = 1024 * 1024;
 
 /// Stack of a connection thread: it only parses and waits, so it needs little.
 const CONNECTION_STACK_BYTES: usize = 256 * 1024;
+
+/// Most requests waiting for a pool worker, per worker. One more is answered 503 at once
+/// instead of queueing: with every connection holding at most one request, the queue was
+/// bounded by `max_connections` only, and under a flood every accepted request waited behind
+/// up to that many others. This bounds the wait of an accepted request to about this many
+/// handler runs.
+pub const MAX_QUEUED_PER_THREAD: usize = 32;
 
 /// After a failed `accept` (e.g. out of file descriptors), wait this long before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
@@ -300,9 +309,21 @@ fn run_on_pool(shared: &Shared, request: Request) -> Response {
     let (tx, rx) = mpsc::sync_channel(1);
     let handler = shared.handler.clone();
     let name = shared.options.name.clone();
-    shared.pool.lock().execute(move || {
-        let _ = tx.send(respond(&*handler, &name, &request));
-    });
+    {
+        // Checked and queued under the pool's lock, so concurrent connections cannot overshoot.
+        let pool = shared.pool.lock();
+        let limit = shared.options.threads.max(1) * MAX_QUEUED_PER_THREAD;
+        if pool.queued_count() >= limit {
+            drop(pool);
+            log::debug!("{name}: {limit} requests queued, shedding one");
+            return Response::error(&Error::Unavailable(
+                "overloaded: too many requests waiting; retry later".into(),
+            ));
+        }
+        pool.execute(move || {
+            let _ = tx.send(respond(&*handler, &name, &request));
+        });
+    }
     rx.recv()
         .unwrap_or_else(|_| Response::error(&Error::Internal("handler lost".into())))
 }
@@ -376,7 +397,7 @@ fn read_request(
 
 /// Parses the request head if it is complete: the request (no body yet), the head's length and
 /// the body's length. Framing errors come back as the error to answer with.
-fn parse_head(buf: &[u8]) -> Result<Option<(usize, Request, usize)>> {
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(usize, Request, usize)>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let head_len = match parsed.parse(buf) {

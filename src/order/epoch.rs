@@ -21,16 +21,13 @@ use crate::error::{Error, Result};
 pub(crate) fn load(path: &Path) -> Result<HardState> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Internal(format!(
+            Error::State(format!(
                 "{}: unreadable replica state: {e}; refusing to start",
                 path.display()
             ))
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HardState::default()),
-        Err(e) => Err(Error::Internal(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
+        Err(e) => Err(Error::State(format!("cannot read {}: {e}", path.display()))),
     }
 }
 

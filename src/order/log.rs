@@ -108,15 +108,16 @@ impl OrderLog {
     pub fn open(path: &Path) -> Result<OrderLog> {
         let dir = parent_dir(path);
         std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|e| Error::State(format!("cannot create {}: {e}", dir.display())))?;
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(path)
-            .map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| Error::State(format!("cannot open {}: {e}", path.display())))?;
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
+        file.read_to_end(&mut bytes)
+            .map_err(|e| Error::State(format!("cannot read {}: {e}", path.display())))?;
 
         if bytes.len() < HEADER.len() && HEADER.as_bytes().starts_with(&bytes) {
             // New, or a crash while the header itself was being written.
@@ -128,7 +129,7 @@ impl OrderLog {
             bytes = HEADER.as_bytes().to_vec();
         }
         if !bytes.starts_with(HEADER.as_bytes()) {
-            return Err(Error::Internal(format!(
+            return Err(Error::State(format!(
                 "{}: the first line is not {:?}; refusing to start",
                 path.display(),
                 HEADER.trim_end()
@@ -528,7 +529,7 @@ fn parse(bytes: &[u8], path: &Path) -> Result<(Memory, Option<u64>)> {
             Ok(entry) => mem.push(entry, header_len + start),
             Err(_) if is_last => return Ok((mem, Some(header_len + start))),
             Err(why) => {
-                return Err(Error::Internal(format!(
+                return Err(Error::State(format!(
                     "{}: damaged record at byte {} (order {}): {why}; refusing to start",
                     path.display(),
                     header_len + start,

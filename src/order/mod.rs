@@ -6,8 +6,8 @@
 //!   [&limit=M]` (pages of the log), `GET /synchronize`, `GET /health`, and, with the
 //!   deployment secret, `POST /propagate` (leader → follower) and `POST /vote` (candidate →
 //!   peer).
-//! - TCP lines (`lines`, protocol in [`crate::election`]): `Ping`, `You win <hint>`,
-//!   `<id> <epoch>` on the leader-broadcast port; `Ping` on the health port.
+//! - TCP lines (`lines`, protocol in [`crate::election`]): `Ping`, `You win <hint> <secret>`,
+//!   `<id> <epoch> <secret>` on the leader-broadcast port; `Ping` on the health port.
 //!
 //! Every rule lives in `core`: a single-owner state machine that takes events and returns
 //! effects. This module is the driver around it, and its threads only move bytes:
@@ -49,8 +49,8 @@ use self::core::{
 use self::log::OrderLog;
 use self::store::FileStore;
 use crate::api::{
-    CatalogState, LogPage, Order, OrderAck, OrderRequest, PropagateAck, ReplicaHealth, SyncState,
-    VoteReply,
+    CatalogState, LogPage, Order, OrderAck, OrderRequest, Propagate, PropagateAck, ReplicaHealth,
+    SyncState, VoteReply, VoteRequest,
 };
 use crate::config::{Config, ReplicaConfig};
 use crate::error::{Error, Result};
@@ -181,6 +181,7 @@ impl Shared {
     fn propagate(&self, req: &Request) -> Result<Response> {
         req.require_secret(&self.config.secret)?;
         let msg = req.json()?;
+        self.check_propagate(&msg)?;
         match self.ask(|token| Event::Propagate { token, msg }, PEER_WAIT) {
             Some(Answer::Propagate(answer)) => answer.map(Response::ok),
             _ => Err(Error::Unavailable("replica busy".into())),
@@ -189,11 +190,54 @@ impl Shared {
 
     fn vote(&self, req: &Request) -> Result<Response> {
         req.require_secret(&self.config.secret)?;
-        let vote = req.json()?;
+        let vote: VoteRequest = req.json()?;
+        self.check_peer(vote.candidate, "candidate")?;
         match self.ask(|token| Event::Vote { token, req: vote }, PEER_WAIT) {
             Some(Answer::Vote(answer)) => answer.map(Response::ok),
             _ => Err(Error::Unavailable("replica busy".into())),
         }
+    }
+
+    /// `id` names another replica of the config.
+    fn check_peer(&self, id: u32, what: &str) -> Result<()> {
+        if id == self.id || self.config.replica(id).is_err() {
+            return Err(Error::BadRequest(format!(
+                "{what} {id} is not another replica of this deployment"
+            )));
+        }
+        Ok(())
+    }
+
+    /// What a `/propagate` must hold before it reaches the core, so that a message that lies
+    /// (even one with the secret) changes nothing: a sender that is another replica, entries
+    /// numbered consecutively after `prev`, none from an epoch above the message's, each an
+    /// order the leader could have numbered (a non-empty name, a positive quantity, a request
+    /// id of 1 to 128 characters).
+    ///
+    /// Caveat: whether the stock exists is not checked here. A follower does not know the
+    /// catalog's stocks (an existing `catalog.json` wins over the config's list), so an entry
+    /// for an unknown stock from an authenticated leader is stored; the catalog refuses it
+    /// (422) and changes nothing.
+    fn check_propagate(&self, p: &Propagate) -> Result<()> {
+        self.check_peer(p.leader, "leader")?;
+        let bad = |why: String| Err(Error::BadRequest(format!("propagate refused: {why}")));
+        if let Some(prev) = p.prev.filter(|prev| prev.epoch > p.epoch) {
+            return bad(format!("prev is from epoch {} > {}", prev.epoch, p.epoch));
+        }
+        let first = p.prev.map_or(Some(0), |prev| prev.number.checked_add(1));
+        for (i, e) in p.entries.iter().enumerate() {
+            if first.and_then(|f| f.checked_add(i as u64)) != Some(e.number) {
+                return bad(format!("entry {i} is order {}, not consecutive", e.number));
+            }
+            if e.epoch > p.epoch {
+                return bad(format!(
+                    "order {} is from epoch {} > {}",
+                    e.number, e.epoch, p.epoch
+                ));
+            }
+            e.validate()?;
+        }
+        Ok(())
     }
 
     /// `GET /orders/<n>`.
@@ -219,20 +263,31 @@ impl Shared {
         Ok(Response::ok(self.log.since(since, limit)))
     }
 
-    /// The answer to one line on the leader-broadcast (or health) port.
+    /// The answer to one line on the leader-broadcast (or health) port. `You win` and
+    /// `<id> <epoch>` without the deployment secret get `ERR unauthorized` and change nothing.
     fn line(&self, command: crate::election::Command) -> crate::election::Reply {
         use crate::election::{Command, Reply};
+        if command != Command::Ping
+            && !crate::http::secret_matches(command.secret(), &self.config.secret)
+        {
+            warn!(
+                "replica {}: refused the line {}: missing or wrong deployment secret",
+                self.id,
+                command.redacted()
+            );
+            return Reply::Error("unauthorized".into());
+        }
         match command {
             Command::Ping if self.status().ready => Reply::Ok,
             Command::Ping => Reply::Wait,
-            Command::YouWin(hint) => {
+            Command::YouWin { hint, .. } => {
                 let hint = hint.unwrap_or(0);
                 match self.ask(|token| Event::YouWin { token, hint }, YOU_WIN_WAIT) {
                     Some(Answer::Lead(Some(epoch))) => Reply::OkEpoch(epoch),
                     _ => Reply::Wait,
                 }
             }
-            Command::Leader { id, epoch } => {
+            Command::Leader { id, epoch, .. } => {
                 self.tell(Event::Announce {
                     id,
                     epoch: epoch.unwrap_or(0),
