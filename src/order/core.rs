@@ -1007,6 +1007,17 @@ impl<S: Store> Core<S> {
 
     /// Follower side of `POST /propagate`.
     fn propagate(&mut self, p: Propagate) -> Result<PropagateAck> {
+        // A malformed message changes nothing, not even whom we follow.
+        let first = p.prev.map_or(0, |prev| prev.number + 1);
+        if p.entries
+            .iter()
+            .enumerate()
+            .any(|(i, e)| e.number != first + i as u64)
+        {
+            return Err(Error::BadRequest(format!(
+                "entries must be consecutive from {first}"
+            )));
+        }
         if p.epoch < self.hard.epoch {
             return Err(Error::Conflict(format!(
                 "stale epoch {} from replica {}: replica {} is in epoch {}",
@@ -1043,16 +1054,6 @@ impl<S: Store> Core<S> {
                 voted_for: Some(p.leader),
                 ..self.hard
             })?;
-        }
-        let first = p.prev.map_or(0, |prev| prev.number + 1);
-        if p.entries
-            .iter()
-            .enumerate()
-            .any(|(i, e)| e.number != first + i as u64)
-        {
-            return Err(Error::BadRequest(format!(
-                "entries must be consecutive from {first}"
-            )));
         }
         if let Applied::Mismatch { hint } = self.apply_entries(p.prev, &p.entries)? {
             if let Role::Follower(f) = &mut self.role {
