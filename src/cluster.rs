@@ -409,7 +409,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// The process id of a running service (tests read its RSS from `/proc`).
+    /// The process id of a running service (tests and benches read its CPU time and RSS from
+    /// `/proc`).
     pub fn pid(&self, service: Service) -> Option<u32> {
         self.children.get(&service).map(Child::id)
     }
@@ -439,11 +440,6 @@ impl Cluster {
             )));
         }
         Ok(())
-    }
-
-    /// The process id of a running service (benches read its CPU time and RSS from `/proc`).
-    pub fn pid(&self, service: Service) -> Option<u32> {
-        self.children.get(&service).map(Child::id)
     }
 
     /// True if the service's process has exited by itself (e.g. at a fail point).
