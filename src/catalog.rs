@@ -175,6 +175,8 @@ struct Journal {
     path: PathBuf,
     file: File,
     lines: u64,
+    /// Bytes of whole lines in the file: where a failed append is cut back to.
+    len: u64,
 }
 
 impl Catalog {
@@ -283,6 +285,7 @@ impl Catalog {
                 path: journal_path,
                 file,
                 lines: 0,
+                len: 0,
             }),
         })
     }
@@ -467,20 +470,33 @@ impl Catalog {
         let mut line = serde_json::to_vec(&CatalogFile::from(&next))?;
         line.push(b'\n');
         let mut journal = self.journal.lock();
-        if let Err(e) = journal
+        let appended = journal
             .file
             .write_all(&line)
-            .and_then(|()| journal.file.sync_data())
-        {
-            // A partial line may now end the journal, and the next append would continue it:
-            // stop, and let the restart cut the torn line and resume from the last whole one.
-            log::error!(
-                "cannot append to {}: {e}; stopping the catalog",
-                journal.path.display()
-            );
-            std::process::abort();
+            .and_then(|()| journal.file.sync_data());
+        if let Err(e) = appended {
+            // Cut any partial line off (the next append must start a line of its own) and
+            // refuse the change: the leader sends it again later. If even that fails, memory
+            // and file may disagree: stop, and let the restart resume from the journal.
+            let len = journal.len;
+            let cut = journal
+                .file
+                .set_len(len)
+                .and_then(|()| journal.file.sync_data());
+            if let Err(cut) = cut {
+                log::error!(
+                    "cannot append to {} ({e}) nor cut it back ({cut}); stopping the catalog",
+                    journal.path.display()
+                );
+                std::process::abort();
+            }
+            warn!("cannot append to {}: {e}", journal.path.display());
+            return Err(Error::Unavailable(format!(
+                "the catalog cannot write its journal: {e}"
+            )));
         }
         journal.lines += 1;
+        journal.len += line.len() as u64;
         if journal.lines >= SNAPSHOT_EVERY {
             let snapshot = serde_json::to_vec(&CatalogFile::from(&next))
                 .map_err(Error::from)
@@ -493,7 +509,10 @@ impl Catalog {
                         .and_then(|()| journal.file.sync_all())?)
                 });
             match snapshot {
-                Ok(()) => journal.lines = 0,
+                Ok(()) => {
+                    journal.lines = 0;
+                    journal.len = 0;
+                }
                 // The journal still holds everything: try again at the next change.
                 Err(e) => warn!("cannot write the catalog snapshot: {e}"),
             }

@@ -21,7 +21,8 @@
 //!   gets 408 and the connection is closed. Open connections are capped at `max_connections`;
 //!   one more is answered 503 and closed at once. Requests waiting for a pool worker are capped
 //!   at [`MAX_QUEUED_PER_THREAD`] per worker; one more is answered 503 at once (load shedding,
-//!   so the latency of accepted requests stays bounded).
+//!   so the latency of accepted requests stays bounded). Routes a handler runs inline (on the
+//!   connection's thread, `Handler::runs_inline`) have the same cap on how many run at once.
 //! - Framing: only `Content-Length` bodies. A body with `Transfer-Encoding: chunked` gets 411; any
 //!   other transfer coding, or `Transfer-Encoding` together with `Content-Length`, or two
 //!   different `Content-Length`s, gets 400 and the connection is closed (request smuggling, see
@@ -40,7 +41,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -123,6 +124,8 @@ struct Shared {
     /// Open connections by id, so that shutdown can close them and the cap can be counted.
     connections: Mutex<HashMap<u64, Arc<TcpStream>>>,
     next_id: AtomicU64,
+    /// Handlers running on their connection's thread right now (`Handler::runs_inline`).
+    inline_running: AtomicUsize,
 }
 
 /// A running server.
@@ -156,6 +159,7 @@ impl Server {
             stopping: AtomicBool::new(false),
             connections: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
+            inline_running: AtomicUsize::new(0),
         });
         let acceptor = {
             let shared = shared.clone();
@@ -303,8 +307,22 @@ fn linger(mut stream: &TcpStream) {
 /// Answers a request: on the connection's own thread when the handler says it is cheap,
 /// otherwise on a pool worker, waiting for its answer.
 fn run_on_pool(shared: &Shared, request: Request) -> Response {
+    let limit = shared.options.threads.max(1) * MAX_QUEUED_PER_THREAD;
     if shared.handler.runs_inline(&request) {
-        return respond(&*shared.handler, &shared.options.name, &request);
+        // The same bound for routes that skip the pool: at most `limit` at once, then 503.
+        if shared.inline_running.fetch_add(1, Ordering::SeqCst) >= limit {
+            shared.inline_running.fetch_sub(1, Ordering::SeqCst);
+            log::debug!(
+                "{}: {limit} inline requests running, shedding one",
+                shared.options.name
+            );
+            return Response::error(&Error::Unavailable(
+                "overloaded: too many requests at once; retry later".into(),
+            ));
+        }
+        let response = respond(&*shared.handler, &shared.options.name, &request);
+        shared.inline_running.fetch_sub(1, Ordering::SeqCst);
+        return response;
     }
     let (tx, rx) = mpsc::sync_channel(1);
     let handler = shared.handler.clone();
@@ -312,7 +330,6 @@ fn run_on_pool(shared: &Shared, request: Request) -> Response {
     {
         // Checked and queued under the pool's lock, so concurrent connections cannot overshoot.
         let pool = shared.pool.lock();
-        let limit = shared.options.threads.max(1) * MAX_QUEUED_PER_THREAD;
         if pool.queued_count() >= limit {
             drop(pool);
             log::debug!("{name}: {limit} requests queued, shedding one");
