@@ -22,7 +22,8 @@
 //!   one more is answered 503 and closed at once. Requests waiting for a pool worker are capped
 //!   at [`MAX_QUEUED_PER_THREAD`] per worker; one more is answered 503 at once (load shedding,
 //!   so the latency of accepted requests stays bounded). Routes a handler runs inline (on the
-//!   connection's thread, `Handler::runs_inline`) have the same cap on how many run at once.
+//!   connection's thread, `Handler::runs_inline`) are capped at [`MAX_INLINE_PER_THREAD`] per
+//!   worker running at once, and shed the same way.
 //! - Framing: only `Content-Length` bodies. A body with `Transfer-Encoding: chunked` gets 411; any
 //!   other transfer coding, or `Transfer-Encoding` together with `Content-Length`, or two
 //!   different `Content-Length`s, gets 400 and the connection is closed (request smuggling, see
@@ -78,6 +79,12 @@ const CONNECTION_STACK_BYTES: usize = 256 * 1024;
 /// up to that many others. This bounds the wait of an accepted request to about this many
 /// handler runs.
 pub const MAX_QUEUED_PER_THREAD: usize = 32;
+
+/// Handlers running on their connection's thread at once, per pool thread the service is
+/// configured with (`Handler::runs_inline`); one more is answered 503. 16 × 8 threads = 128
+/// requests in flight through a front-end: more than the 64 clients of the bench's largest
+/// run, and well under the queue that would make accepted requests wait seconds.
+pub const MAX_INLINE_PER_THREAD: usize = 16;
 
 /// After a failed `accept` (e.g. out of file descriptors), wait this long before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
@@ -309,11 +316,12 @@ fn linger(mut stream: &TcpStream) {
 fn run_on_pool(shared: &Shared, request: Request) -> Response {
     let limit = shared.options.threads.max(1) * MAX_QUEUED_PER_THREAD;
     if shared.handler.runs_inline(&request) {
-        // The same bound for routes that skip the pool: at most `limit` at once, then 503.
-        if shared.inline_running.fetch_add(1, Ordering::SeqCst) >= limit {
+        // Routes that skip the pool: at most `inline` at once, then 503.
+        let inline = shared.options.threads.max(1) * MAX_INLINE_PER_THREAD;
+        if shared.inline_running.fetch_add(1, Ordering::SeqCst) >= inline {
             shared.inline_running.fetch_sub(1, Ordering::SeqCst);
             log::debug!(
-                "{}: {limit} inline requests running, shedding one",
+                "{}: {inline} inline requests running, shedding one",
                 shared.options.name
             );
             return Response::error(&Error::Unavailable(
