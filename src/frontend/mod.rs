@@ -75,7 +75,7 @@ pub const CATALOG_TIMEOUT: Duration = Duration::from_secs(1);
 /// accepts connections, so this is how long orders sent to it wait before the front-end
 /// re-selects; a healthy leader answers well within it, or says 503 "re-send" itself after
 /// `order::ORDER_WAIT`, and the retry (same request id) finds the order wherever it went.
-pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
+pub const FORWARD_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// The most time a client request spends forwarding and retrying before it gets 503.
 pub const FORWARD_DEADLINE: Duration = Duration::from_secs(6);

@@ -61,7 +61,7 @@ pub const TICK: Duration = Duration::from_millis(20);
 
 /// How long `POST /orders` waits for its order to be committed and applied before answering
 /// 503 "re-send": below the front-end's forward timeout, so the front-end hears why.
-pub const ORDER_WAIT: Duration = Duration::from_millis(800);
+pub const ORDER_WAIT: Duration = Duration::from_millis(650);
 
 /// How long a peer's `/propagate` or `/vote` waits for the core (it answers at once unless
 /// the disk is slow).
