@@ -116,7 +116,7 @@ pub(crate) trait Store {
     fn entries(&self, from: u64, limit: usize) -> Vec<LogEntry>;
     fn lookup(&self, request_id: &str) -> Option<u64>;
     fn append(&mut self, entries: Vec<LogEntry>) -> Result<()>;
-    /// Removes entries `from..`, durably, before returning.
+    /// Removes entries `from..`, durably, before returning (the file store logs each one).
     fn truncate(&mut self, from: u64) -> Result<()>;
     /// Makes every append durable and visible to readers.
     fn sync(&mut self) -> Result<()>;
@@ -774,7 +774,7 @@ impl<S: Store> Core<S> {
                 if end >= page.latest {
                     // Their log ends here; ours must too.
                     if self.store.latest() > page.latest {
-                        self.truncate((page.latest + 1) as u64)?;
+                        self.store.truncate((page.latest + 1) as u64)?;
                     }
                     info!(
                         "replica {} took the log of replica {from} (latest {})",
@@ -1070,7 +1070,7 @@ impl<S: Store> Core<S> {
             // carries an older epoch is in no log that can win.
             let from = (sent_last + 1) as u64;
             if self.store.entry(from).is_some_and(|e| e.epoch < p.epoch) {
-                self.truncate(from)?;
+                self.store.truncate(from)?;
             }
             self.save_hard(HardState {
                 log_epoch: p.epoch,
@@ -1123,7 +1123,7 @@ impl<S: Store> Core<S> {
             match self.store.position(e.number) {
                 Some(ours) if ours.epoch == e.epoch => continue,
                 Some(_) => {
-                    self.truncate(e.number)?;
+                    self.store.truncate(e.number)?;
                     fresh = i;
                     break;
                 }
@@ -1137,33 +1137,6 @@ impl<S: Store> Core<S> {
             self.store.append(entries[fresh..].to_vec())?;
         }
         Ok(Applied::Accepted)
-    }
-
-    fn truncate(&mut self, from: u64) -> Result<()> {
-        let removed: Vec<String> = self
-            .store
-            .entries(from, usize::MAX)
-            .iter()
-            .map(|e| {
-                format!(
-                    "{}:{} {} {} (epoch {}, request {})",
-                    e.number,
-                    e.name,
-                    e.kind.as_str(),
-                    e.quantity,
-                    e.epoch,
-                    e.request_id
-                )
-            })
-            .collect();
-        self.store.truncate(from)?;
-        warn!(
-            "replica {}: removed {} order(s) that the leading log does not have: {}",
-            self.id,
-            removed.len(),
-            removed.join("; ")
-        );
-        Ok(())
     }
 
     /// The leader's commit point: the highest number durable on a majority of this epoch.
