@@ -615,6 +615,24 @@ fn plot_err<E: std::fmt::Debug>(e: E) -> Error {
     Error::Internal(format!("plot: {e:?}"))
 }
 
+/// The legend every plot draws: a light box at `position`.
+fn draw_legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Result<()>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(plot_err)
+}
+
 /// Cache on in blue, off in red.
 const ON_COLOR: RGBColor = RGBColor(31, 119, 180);
 const OFF_COLOR: RGBColor = RGBColor(214, 39, 40);
@@ -685,13 +703,7 @@ fn plot_latency(points: &[Point], path: &Path) -> Result<()> {
                     .draw_series(data.iter().map(|&pt| Circle::new(pt, 4, color.filled())))
                     .map_err(plot_err)?;
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.4))
-                .draw()
-                .map_err(plot_err)?;
+            draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         }
     }
     root.present().map_err(plot_err)?;
@@ -834,13 +846,7 @@ fn plot_trace(trace: &[TraceLine], cache_size: usize, path: &Path) -> Result<()>
         .map_err(plot_err)?
         .label("invalidated (a trade on that stock)")
         .legend(move |(x, y)| TriangleMarker::new((x + 7, y), 6, orange.filled()));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.4))
-        .draw()
-        .map_err(plot_err)?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present().map_err(plot_err)?;
     Ok(())
 }
@@ -995,13 +1001,7 @@ fn plot_failover(f: &Failover, path: &Path) -> Result<()> {
         .map_err(plot_err)?
         .label("order failed (5xx or no answer)")
         .legend(|(x, y)| Cross::new((x + 7, y), 5, OFF_COLOR.stroke_width(2)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.4))
-        .draw()
-        .map_err(plot_err)?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present().map_err(plot_err)?;
     Ok(())
 }
