@@ -15,7 +15,7 @@
 //! a warning. A bad record anywhere else means the file was damaged by something else: the
 //! replica refuses to start rather than silently drop data.
 //!
-//! This file only stores: [`OrderLog::append`], [`OrderLog::truncate`] and reads. Which entries
+//! This file only stores: `OrderLog::append`, `OrderLog::truncate` and reads. Which entries
 //! to keep, replace or append is decided by the replica's core (`order::core`), through the
 //! file store (`order::store`), which also batches appends into one fsync.
 //!
