@@ -717,7 +717,7 @@ fn replica_rss_mb(cluster: &Cluster) -> Vec<f64> {
 fn big_state(n: usize) -> R<(Vec<u8>, String, String)> {
     const EPOCH: u64 = 1;
     let mut csv = Vec::with_capacity(n * 48);
-    csv.extend_from_slice(bazaar::order::log::HEADER.as_bytes());
+    csv.extend_from_slice(bazaar::order::logfile::HEADER.as_bytes());
     let mut stocks: Vec<StockRecord> = STOCKS
         .iter()
         .map(|name| StockRecord {
@@ -765,7 +765,7 @@ fn big_state(n: usize) -> R<(Vec<u8>, String, String)> {
                     .unwrap_or_default()
                     .to_string(),
             };
-            let encoded = bazaar::order::log::encode(&entry).map_err(|e| e.to_string())?;
+            let encoded = bazaar::order::logfile::encode(&entry).map_err(|e| e.to_string())?;
             if encoded != line.as_bytes() {
                 return Err(format!(
                     "generated line {line:?} differs from the log's encoding {:?}",

@@ -18,7 +18,7 @@ use crate::config::StockConfig;
 use crate::election::{Command, Reply};
 use crate::http::server::parse_head;
 use crate::http::{Request, MAX_BODY_BYTES};
-use crate::order::log::{encode, OrderLog, HEADER};
+use crate::order::logfile::{encode, OrderLog, HEADER};
 
 /// Cases per test inside `cargo test` unless `PROPTEST_CASES` says otherwise.
 const DEFAULT_CASES: u32 = 256;

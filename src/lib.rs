@@ -1,11 +1,11 @@
 //! Stock Bazaar: a small replicated stock-trading system.
 //!
 //! ```text
-//!  client ──HTTP──▶ frontend ──HTTP──▶ catalog ──POST /invalidation──▶ frontend
+//!  client ──HTTP──▶ frontend ──HTTP──▶ catalog ──POST /invalidation──▶ every frontend
 //!                      │  (LRU cache)     ▲
-//!                      │                  │ trade (idempotent by request id)
-//!                      ├──HTTP──▶ order leader ──POST /propagate──▶ order followers
-//!                      └──TCP (Ping / You win / <id>)──▶ every order replica
+//!                      │                  │ POST /leader, POST /apply (committed orders, in order)
+//!                      ├──HTTP──▶ order leader ──POST /propagate, /vote──▶ order followers
+//!                      └──TCP (Ping / You win <hint> <secret> / <id> <epoch> <secret>)
 //! ```
 //!
 //! Modules, each owning one thing:
@@ -15,11 +15,14 @@
 //! - [`error`]: the one error enum and its mapping to HTTP statuses.
 //! - [`http`]: the blocking HTTP server (thread per connection, fixed handler pool) and the
 //!   shared keep-alive HTTP client.
-//! - [`catalog`]: stocks and trades, persisted atomically, trades idempotent by request id.
+//! - [`catalog`]: the view of the committed order log: applies it in number order, once, fenced
+//!   by the leader's epoch, persisted in a journal; invalidates every front-end.
 //! - [`frontend`]: the REST API, the LRU cache with race-free invalidation, leader tracking,
 //!   retried forwarding of orders, and the live page of the whole bazaar at `/`.
 //! - [`election`]: the TCP line protocol of leader selection (front-end and replica sides).
-//! - [`order`]: an order replica: the fsynced CSV log, group commit, replication, catch-up.
+//! - [`order`]: an order replica. Every rule (majority-granted epochs, majority commit, the
+//!   catalog's apply path) is in `order::core`, a state machine without I/O; the rest of the
+//!   module is the fsynced CSV log and the threads that move bytes.
 //! - [`client`]: the load generator and verifier.
 //! - [`cluster`]: a bazaar of real processes on one machine, for end-to-end tests and chaos.
 //! - [`chaos`]: kills, freezes and restarts replicas under load and checks the invariants.
@@ -28,11 +31,13 @@
 //! - [`cli`]: what every binary does before handing off (config, logging, signals).
 //!
 //! How an order flows: the front-end validates it and gives it a request id, then forwards it to
-//! the leader; the leader has the catalog apply the trade (once per request id; the catalog
-//! invalidates the front-end's cache entry before it answers), appends the order to its log with
-//! one fsync per batch, waits until every live follower stored it, and answers. Any failure on
-//! the way makes the front-end re-select a leader and re-send the same request, which the
-//! catalog and the replicas recognise. `docs/replication.md` has the whole protocol.
+//! the leader. The leader decides it (404/409) against the catalog's state plus its own log,
+//! numbers and appends it (one fsync per batch), replicates it, and once a majority holds it
+//! durably has the catalog apply the committed log in order; the catalog invalidates every
+//! front-end before it answers, and only then is the order acknowledged. Any failure on the way
+//! makes the front-end re-select a leader and re-send the same request id, which the leader
+//! finds in its log however late. `docs/replication.md` has the whole protocol and its safety
+//! arguments.
 
 pub mod api;
 pub mod catalog;

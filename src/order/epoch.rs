@@ -14,7 +14,7 @@
 use std::path::Path;
 
 use super::core::HardState;
-use super::log::write_atomically;
+use super::logfile::write_atomically;
 use crate::error::{Error, Result};
 
 /// Reads `path`; a missing file is the zero state.

@@ -29,7 +29,7 @@ pub(crate) mod core;
 mod epoch;
 mod failpoint;
 mod lines;
-pub mod log;
+pub mod logfile;
 mod store;
 
 use std::collections::HashMap;
@@ -46,7 +46,7 @@ use parking_lot::RwLock;
 use self::core::{
     Answer, CatalogMessage, Core, Effect, Event, PeerMessage, PeerReply, Status, Token,
 };
-use self::log::OrderLog;
+use self::logfile::OrderLog;
 use self::store::FileStore;
 use crate::api::{
     CatalogState, LogPage, Order, OrderAck, OrderRequest, Propagate, PropagateAck, ReplicaHealth,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use super::core::{HardState, Store};
 use super::failpoint;
-use super::log::OrderLog;
+use super::logfile::OrderLog;
 use crate::api::LogEntry;
 use crate::error::{Error, Result};
 
