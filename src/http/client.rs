@@ -80,16 +80,7 @@ impl Client {
     /// `GET http://{addr}{path}`, expecting `{"data": T}`.
     pub fn get<T: DeserializeOwned>(&self, addr: &str, path: &str, timeout: Duration) -> Result<T> {
         let url = format!("http://{addr}{path}");
-        let mut req = self.agent.get(&url);
-        if let Some(auth) = &self.authorization {
-            req = req.header("Authorization", auth);
-        }
-        let resp = req
-            .config()
-            .timeout_recv_response(Some(timeout))
-            .timeout_recv_body(Some(timeout))
-            .build()
-            .call();
+        let resp = self.prepare(self.agent.get(&url), timeout).call();
         decode(&url, resp)
     }
 
@@ -102,16 +93,13 @@ impl Client {
         timeout: Duration,
     ) -> Result<T> {
         let url = format!("http://{addr}{path}");
-        let resp = self
+        let req = self
             .agent
             .get(&url)
             .config()
             .timeout_connect(Some(timeout.min(CONNECT_TIMEOUT)))
-            .timeout_recv_response(Some(timeout))
-            .timeout_recv_body(Some(timeout))
-            .build()
-            .call();
-        decode(&url, resp)
+            .build();
+        decode(&url, self.prepare(req, timeout).call())
     }
 
     /// `POST http://{addr}{path}` with a JSON body, expecting `{"data": T}`.
@@ -123,17 +111,24 @@ impl Client {
         timeout: Duration,
     ) -> Result<T> {
         let url = format!("http://{addr}{path}");
-        let mut req = self.agent.post(&url);
+        let resp = self.prepare(self.agent.post(&url), timeout).send_json(body);
+        decode(&url, resp)
+    }
+
+    /// What every call carries: the secret when this is a service's client, and `timeout` for
+    /// the answer (head and body).
+    fn prepare<B>(
+        &self,
+        mut req: ureq::RequestBuilder<B>,
+        timeout: Duration,
+    ) -> ureq::RequestBuilder<B> {
         if let Some(auth) = &self.authorization {
             req = req.header("Authorization", auth);
         }
-        let resp = req
-            .config()
+        req.config()
             .timeout_recv_response(Some(timeout))
             .timeout_recv_body(Some(timeout))
             .build()
-            .send_json(body);
-        decode(&url, resp)
     }
 }
 
