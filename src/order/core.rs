@@ -111,10 +111,12 @@ pub(crate) struct HardState {
 pub(crate) trait Store {
     /// Highest number held (synced or not), −1 when empty.
     fn latest(&self) -> i64;
-    fn entry(&self, number: u64) -> Option<LogEntry>;
+    /// The number and epoch of entry `number`, if held; cheap (no read of the log file).
+    fn position(&self, number: u64) -> Option<LogPosition>;
+    fn entry(&self, number: u64) -> Result<Option<LogEntry>>;
     /// Up to `limit` entries from `from` on.
-    fn entries(&self, from: u64, limit: usize) -> Vec<LogEntry>;
-    fn lookup(&self, request_id: &str) -> Option<u64>;
+    fn entries(&self, from: u64, limit: usize) -> Result<Vec<LogEntry>>;
+    fn lookup(&self, request_id: &str) -> Result<Option<u64>>;
     fn append(&mut self, entries: Vec<LogEntry>) -> Result<()>;
     /// Removes entries `from..`, durably, before returning (the file store logs each one).
     fn truncate(&mut self, from: u64) -> Result<()>;
@@ -125,13 +127,6 @@ pub(crate) trait Store {
     fn hard_state(&self) -> HardState;
     /// Writes the hard state durably before returning.
     fn save_hard_state(&mut self, state: HardState) -> Result<()>;
-
-    fn position(&self, number: u64) -> Option<LogPosition> {
-        self.entry(number).map(|e| LogPosition {
-            number: e.number,
-            epoch: e.epoch,
-        })
-    }
 }
 
 /// Identifies a caller waiting for an [`Answer`]; chosen by the driver.
@@ -423,7 +418,10 @@ impl<S: Store> Core<S> {
         self.durable = self.store.latest();
         if let Role::Leader(_) = self.role {
             // Our own log is durable now: it counts towards the commit point.
-            self.advance_commit();
+            if let Err(e) = self.advance_commit() {
+                self.storage_failed(&e);
+                return self.take_failed_effects();
+            }
         }
         std::mem::take(&mut self.effects)
     }
@@ -868,7 +866,7 @@ impl<S: Store> Core<S> {
         if let Role::Leader(l) = &mut self.role {
             l.catalog.in_flight = true;
         }
-        self.replicate();
+        self.replicate()?;
         Ok(())
     }
 
@@ -913,10 +911,10 @@ impl<S: Store> Core<S> {
     // ---- Replication -----------------------------------------------------------------------
 
     /// Sends each idle follower what it lacks, or a heartbeat when one is due.
-    fn replicate(&mut self) {
+    fn replicate(&mut self) -> Result<()> {
         let latest = self.store.latest();
         let Role::Leader(l) = &mut self.role else {
-            return;
+            return Ok(());
         };
         let mut sends = Vec::new();
         for (&peer, p) in l.peers.iter_mut() {
@@ -935,7 +933,7 @@ impl<S: Store> Core<S> {
         let (epoch, base) = (l.epoch, l.base);
         for (peer, next) in sends {
             let prev = next.checked_sub(1).and_then(|n| self.store.position(n));
-            let entries = self.store.entries(next, MAX_BATCH);
+            let entries = self.store.entries(next, MAX_BATCH)?;
             let msg = Propagate {
                 epoch,
                 leader: self.id,
@@ -946,6 +944,7 @@ impl<S: Store> Core<S> {
             };
             self.send(peer, PeerMessage::Propagate(msg));
         }
+        Ok(())
     }
 
     fn propagate_reply(
@@ -975,7 +974,7 @@ impl<S: Store> Core<S> {
                 if sent_last >= base {
                     p.matched = Some(p.matched.unwrap_or(-1).max(sent_last));
                 }
-                self.advance_commit();
+                self.advance_commit()?;
             }
             Ok(ack) => {
                 p.last_heard = Some(now);
@@ -1001,7 +1000,7 @@ impl<S: Store> Core<S> {
                 p.retry_at = Some(now + RETRY_INTERVAL);
             }
         }
-        self.replicate();
+        self.replicate()?;
         Ok(())
     }
 
@@ -1069,7 +1068,7 @@ impl<S: Store> Core<S> {
             // We hold the leader's log through its base: anything after what it sent that
             // carries an older epoch is in no log that can win.
             let from = (sent_last + 1) as u64;
-            if self.store.entry(from).is_some_and(|e| e.epoch < p.epoch) {
+            if self.store.position(from).is_some_and(|e| e.epoch < p.epoch) {
                 self.store.truncate(from)?;
             }
             self.save_hard(HardState {
@@ -1140,23 +1139,24 @@ impl<S: Store> Core<S> {
     }
 
     /// The leader's commit point: the highest number durable on a majority of this epoch.
-    fn advance_commit(&mut self) {
+    fn advance_commit(&mut self) -> Result<()> {
         let majority = self.majority();
         let latest = self.durable.min(self.store.latest());
         let Role::Leader(l) = &self.role else {
-            return;
+            return Ok(());
         };
         let mut held: Vec<i64> = l.peers.values().filter_map(|p| p.matched).collect();
         held.push(latest);
         held.sort_unstable_by(|a, b| b.cmp(a));
         let Some(&point) = held.get(majority - 1) else {
-            return;
+            return Ok(());
         };
         if point > self.commit {
             debug!("replica {} commits through {point}", self.id);
             self.commit = point;
-            self.apply_to_catalog();
+            self.apply_to_catalog()?;
         }
+        Ok(())
     }
 
     /// True while a majority (ourselves included) answered within [`QUORUM_TIMEOUT`].
@@ -1182,8 +1182,8 @@ impl<S: Store> Core<S> {
                     self.become_follower(None, "no majority answered within the lease");
                     return Ok(());
                 }
-                self.replicate();
-                self.apply_to_catalog();
+                self.replicate()?;
+                self.apply_to_catalog()?;
             }
             Role::Candidate(c) => {
                 if !within(Some(c.started), self.now, CANDIDACY_TIMEOUT) {
@@ -1245,8 +1245,8 @@ impl<S: Store> Core<S> {
             self.answer(token, Answer::Order(Err(e)));
             return Ok(());
         };
-        if let Some(number) = self.store.lookup(&request_id) {
-            let same = self.store.entry(number).is_some_and(|e| {
+        if let Some(number) = self.store.lookup(&request_id)? {
+            let same = self.store.entry(number)?.is_some_and(|e| {
                 e.name == order.name && e.kind == order.kind && e.quantity == order.quantity
             });
             if !same {
@@ -1303,18 +1303,18 @@ impl<S: Store> Core<S> {
         };
         self.store.append(vec![entry])?;
         self.waiters.entry(number).or_default().push(token);
-        self.replicate();
+        self.replicate()?;
         Ok(())
     }
 
     /// Sends the catalog the next committed orders it lacks, if nothing is in flight.
-    fn apply_to_catalog(&mut self) {
+    fn apply_to_catalog(&mut self) -> Result<()> {
         let commit = self.commit;
         let Role::Leader(l) = &mut self.role else {
-            return;
+            return Ok(());
         };
         if l.catalog.in_flight || l.catalog.retry_at.is_some_and(|t| self.now < t) {
-            return;
+            return Ok(());
         }
         let msg = match l.catalog.applied {
             None => CatalogMessage::Hello(LeaderHello {
@@ -1324,17 +1324,18 @@ impl<S: Store> Core<S> {
             Some(applied) if applied < commit => {
                 let from = (applied + 1) as u64;
                 let count = ((commit - applied) as usize).min(MAX_BATCH);
-                let entries = self.store.entries(from, count);
+                let entries = self.store.entries(from, count)?;
                 CatalogMessage::Apply(ApplyBatch {
                     epoch: l.epoch,
                     leader: self.id,
                     entries,
                 })
             }
-            Some(_) => return,
+            Some(_) => return Ok(()),
         };
         l.catalog.in_flight = true;
         self.effects.push(Effect::Catalog(msg));
+        Ok(())
     }
 
     fn catalog_reply(&mut self, epoch: u64, result: Result<CatalogState>) -> Result<()> {
@@ -1377,7 +1378,7 @@ impl<S: Store> Core<S> {
                 .map(|s| (s.name.clone(), s.quantity))
                 .collect();
             let from = (state.applied + 1) as u64;
-            for e in self.store.entries(from, usize::MAX) {
+            for e in self.store.entries(from, usize::MAX)? {
                 if let Some(q) = projection.get_mut(&e.name) {
                     *q = match e.kind {
                         OrderType::Buy => q.saturating_sub(e.quantity),
@@ -1392,7 +1393,7 @@ impl<S: Store> Core<S> {
             }
         }
         self.answer_applied();
-        self.apply_to_catalog();
+        self.apply_to_catalog()?;
         Ok(())
     }
 

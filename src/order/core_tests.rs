@@ -22,22 +22,30 @@ impl Store for MemStore {
     fn latest(&self) -> i64 {
         self.entries.len() as i64 - 1
     }
-    fn entry(&self, number: u64) -> Option<LogEntry> {
-        self.entries.get(number as usize).cloned()
+    fn position(&self, number: u64) -> Option<LogPosition> {
+        self.entries.get(number as usize).map(|e| LogPosition {
+            number,
+            epoch: e.epoch,
+        })
     }
-    fn entries(&self, from: u64, limit: usize) -> Vec<LogEntry> {
-        self.entries
+    fn entry(&self, number: u64) -> Result<Option<LogEntry>> {
+        Ok(self.entries.get(number as usize).cloned())
+    }
+    fn entries(&self, from: u64, limit: usize) -> Result<Vec<LogEntry>> {
+        Ok(self
+            .entries
             .iter()
             .skip(from as usize)
             .take(limit)
             .cloned()
-            .collect()
+            .collect())
     }
-    fn lookup(&self, request_id: &str) -> Option<u64> {
-        self.entries
+    fn lookup(&self, request_id: &str) -> Result<Option<u64>> {
+        Ok(self
+            .entries
             .iter()
             .find(|e| e.request_id == request_id)
-            .map(|e| e.number)
+            .map(|e| e.number))
     }
     fn append(&mut self, entries: Vec<LogEntry>) -> Result<()> {
         for e in entries {
@@ -232,7 +240,11 @@ impl Net {
                 Effect::Answer { token, answer } => {
                     if let (Answer::Order(Ok(n)), Some(order)) = (&answer, self.orders.get(&token))
                     {
-                        let entry = self.nodes[&id].store().entry(*n).expect("told number");
+                        let entry = self.nodes[&id]
+                            .store()
+                            .entry(*n)
+                            .unwrap()
+                            .expect("told number");
                         assert_eq!(
                             (entry.name.as_str(), entry.quantity),
                             (order.name.as_str(), order.quantity),
@@ -295,7 +307,7 @@ impl Net {
                 let result = if back {
                     let store = self.nodes[&env.to].store();
                     Ok(LogPage {
-                        entries: store.entries(since, limit),
+                        entries: store.entries(since, limit).unwrap(),
                         latest: store.latest(),
                     })
                 } else {
@@ -814,7 +826,7 @@ fn the_catalog_applies_in_order_once_and_fences_an_old_leader() {
     let stale = CatalogMessage::Apply(ApplyBatch {
         epoch: 1,
         leader: 3,
-        entries: net.nodes[&3].store().entries(0, 2),
+        entries: net.nodes[&3].store().entries(0, 2).unwrap(),
     });
     assert!(net.elect(2).is_some());
     assert!(matches!(net.catalog.handle(stale), Err(Error::Conflict(_))));

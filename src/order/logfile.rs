@@ -23,11 +23,15 @@
 //! orders). The request-id index covers the whole log, so a retry is recognised however late
 //! it comes.
 
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
+use std::hash::BuildHasher;
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use hashbrown::HashTable;
 use log::{info, warn};
 use parking_lot::{Mutex, RwLock};
 
@@ -37,38 +41,109 @@ use crate::error::{Error, Result};
 /// The first line of every order log.
 pub const HEADER: &str = "number,name,type,quantity,epoch,request_id\n";
 
-/// The in-memory view, published only after the file is durable.
-#[derive(Default)]
+/// How many of the most recent entries memory keeps whole. Replication, the catalog's apply
+/// and recent queries read within a few batches of the end, so they never touch the file.
+const TAIL_ENTRIES: usize = 4096;
+
+/// The in-memory view, published only after the file is durable. About 26 bytes an order:
+/// everything but the position, the epoch and a hash of the request id is read back from the
+/// file (the page cache keeps it warm), except the [`TAIL_ENTRIES`] newest, kept whole.
 struct Memory {
-    entries: Vec<LogEntry>,
-    /// Byte offset in the file of each entry's line.
+    /// Byte offset in the file of each entry's line; entry `i` is order `i`.
     offsets: Vec<u64>,
+    /// The epoch of every entry as runs: `(first number, epoch)`, ascending by number.
+    epochs: Vec<(u64, u64)>,
+    /// The newest entries, whole; the last one is order `offsets.len() - 1`.
+    tail: VecDeque<LogEntry>,
+    /// Request id → order number, as `(32-bit hash of the id, number)`. Equal hashes are
+    /// told apart by reading the id itself, so a collision costs a read, never a wrong answer.
+    by_request: HashTable<(u32, u32)>,
+    hasher: RandomState,
     /// Length of the valid file.
     end: u64,
-    by_request: HashMap<String, u64>,
 }
 
 impl Memory {
-    fn latest(&self) -> i64 {
-        self.entries.len() as i64 - 1
-    }
-
-    fn push(&mut self, entry: LogEntry, offset: u64) {
-        self.by_request
-            .insert(entry.request_id.clone(), entry.number);
-        self.offsets.push(offset);
-        self.entries.push(entry);
-    }
-
-    fn truncate(&mut self, from: usize) {
-        for removed in self.entries.drain(from..) {
-            self.by_request.remove(&removed.request_id);
+    fn new(end: u64) -> Memory {
+        Memory {
+            offsets: Vec::new(),
+            epochs: Vec::new(),
+            tail: VecDeque::new(),
+            by_request: HashTable::new(),
+            hasher: RandomState::new(),
+            end,
         }
-        if let Some(&offset) = self.offsets.get(from) {
+    }
+
+    fn latest(&self) -> i64 {
+        self.offsets.len() as i64 - 1
+    }
+
+    fn len(&self) -> u64 {
+        self.offsets.len() as u64
+    }
+
+    fn id_hash(&self, request_id: &str) -> u32 {
+        // The high half: the low bits of a `RandomState` hash are as good, but this keeps the
+        // table's own bits (from `spread`) independent of what is stored.
+        (self.hasher.hash_one(request_id) >> 32) as u32
+    }
+
+    fn push(&mut self, entry: LogEntry, offset: u64) -> Result<()> {
+        let number = u32::try_from(entry.number).map_err(|_| {
+            Error::Internal(format!(
+                "order {} is beyond the {} orders one log holds",
+                entry.number,
+                u32::MAX
+            ))
+        })?;
+        let hash = self.id_hash(&entry.request_id);
+        self.by_request
+            .insert_unique(spread(hash), (hash, number), |&(h, _)| spread(h));
+        self.offsets.push(offset);
+        if self.epochs.last().is_none_or(|&(_, e)| e != entry.epoch) {
+            self.epochs.push((entry.number, entry.epoch));
+        }
+        if self.tail.len() == TAIL_ENTRIES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(entry);
+        Ok(())
+    }
+
+    /// The first number held whole in `tail`.
+    fn tail_start(&self) -> u64 {
+        self.len() - self.tail.len() as u64
+    }
+
+    fn epoch_of(&self, number: u64) -> Option<u64> {
+        if number >= self.len() {
+            return None;
+        }
+        let runs = self.epochs.partition_point(|&(first, _)| first <= number);
+        runs.checked_sub(1).map(|i| self.epochs[i].1)
+    }
+
+    /// Forgets entries `from..`. The tail keeps only what survives; the next appends refill
+    /// it, and older entries are read from the file meanwhile.
+    fn truncate(&mut self, from: u64) {
+        let Ok(from_index) = usize::try_from(from) else {
+            return;
+        };
+        if let Some(&offset) = self.offsets.get(from_index) {
             self.end = offset;
         }
-        self.offsets.truncate(from);
+        self.offsets.truncate(from_index);
+        self.epochs.retain(|&(first, _)| first < from);
+        self.tail.retain(|e| e.number < from);
+        self.by_request.retain(|&mut (_, n)| u64::from(n) < from);
     }
+}
+
+/// Spreads a stored 32-bit hash over the 64 bits the table probes with (its top bits pick
+/// the tag, its low bits the slot).
+fn spread(hash: u32) -> u64 {
+    u64::from(hash).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// One replica's order log. Cheap reads, one writer at a time.
@@ -76,6 +151,8 @@ pub struct OrderLog {
     path: PathBuf,
     /// The open file; holding this lock is what makes a caller the writer.
     file: Mutex<File>,
+    /// A second handle for readers (`pread`), so reads never wait for the writer's fsync.
+    reader: File,
     mem: RwLock<Memory>,
 }
 
@@ -91,6 +168,8 @@ impl OrderLog {
             .append(true)
             .create(true)
             .open(path)
+            .map_err(|e| Error::State(format!("cannot open {}: {e}", path.display())))?;
+        let reader = File::open(path)
             .map_err(|e| Error::State(format!("cannot open {}: {e}", path.display())))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
@@ -124,10 +203,11 @@ impl OrderLog {
             file.set_len(at)?;
             file.sync_all()?;
         }
-        info!("order log {}: {} orders", path.display(), mem.entries.len());
+        info!("order log {}: {} orders", path.display(), mem.len());
         Ok(OrderLog {
             path: path.to_path_buf(),
             file: Mutex::new(file),
+            reader,
             mem: RwLock::new(mem),
         })
     }
@@ -141,30 +221,90 @@ impl OrderLog {
         self.mem.read().latest()
     }
 
-    pub fn get(&self, number: u64) -> Option<LogEntry> {
-        self.mem
-            .read()
-            .entries
-            .get(usize::try_from(number).ok()?)
-            .cloned()
+    /// The epoch of order `number`, if held; from memory, never the file.
+    pub(crate) fn epoch_of(&self, number: u64) -> Option<u64> {
+        self.mem.read().epoch_of(number)
+    }
+
+    pub fn get(&self, number: u64) -> Result<Option<LogEntry>> {
+        let mem = self.mem.read();
+        if number >= mem.len() {
+            return Ok(None);
+        }
+        Ok(self.read(&mem, number, 1)?.pop())
     }
 
     /// The number of the order with this request id, if logged.
-    pub fn lookup(&self, request_id: &str) -> Option<u64> {
-        self.mem.read().by_request.get(request_id).copied()
+    pub fn lookup(&self, request_id: &str) -> Result<Option<u64>> {
+        let mem = self.mem.read();
+        let hash = mem.id_hash(request_id);
+        for &(h, number) in mem.by_request.iter_hash(spread(hash)) {
+            if h != hash {
+                continue;
+            }
+            let number = u64::from(number);
+            let same = self
+                .read(&mem, number, 1)?
+                .first()
+                .is_some_and(|e| e.request_id == request_id);
+            if same {
+                return Ok(Some(number));
+            }
+        }
+        Ok(None)
     }
 
     /// Up to `limit` entries starting at number `since`.
-    pub fn since(&self, since: u64, limit: usize) -> LogPage {
+    pub fn since(&self, since: u64, limit: usize) -> Result<LogPage> {
         let mem = self.mem.read();
-        let start = usize::try_from(since)
-            .unwrap_or(usize::MAX)
-            .min(mem.entries.len());
-        let end = start.saturating_add(limit).min(mem.entries.len());
-        LogPage {
-            entries: mem.entries[start..end].to_vec(),
+        let count = mem.len().saturating_sub(since).min(limit as u64);
+        Ok(LogPage {
+            entries: self.read(&mem, since, count)?,
             latest: mem.latest(),
+        })
+    }
+
+    /// Entries `from..from + count` (all held): the file's part read and parsed, the tail's
+    /// part cloned. The caller's read lock keeps a truncation from cutting them meanwhile.
+    fn read(&self, mem: &Memory, from: u64, count: u64) -> Result<Vec<LogEntry>> {
+        let to = from + count;
+        let tail_start = mem.tail_start();
+        let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 16));
+        if from < tail_start {
+            let file_to = to.min(tail_start);
+            let start = mem.offsets[from as usize];
+            let end = mem
+                .offsets
+                .get(file_to as usize)
+                .copied()
+                .unwrap_or(mem.end);
+            let mut bytes = vec![0; usize::try_from(end - start).unwrap_or(0)];
+            self.reader.read_exact_at(&mut bytes, start)?;
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .from_reader(bytes.as_slice());
+            for (expected, record) in (from..file_to).zip(reader.deserialize::<LogEntry>()) {
+                let entry = record?;
+                if entry.number != expected {
+                    return Err(Error::Internal(format!(
+                        "{}: read order {} where {expected} was expected",
+                        self.path.display(),
+                        entry.number
+                    )));
+                }
+                out.push(entry);
+            }
+            if out.len() as u64 != file_to - from {
+                return Err(Error::Internal(format!(
+                    "{}: short read of orders {from}..{file_to}",
+                    self.path.display()
+                )));
+            }
         }
+        let skip = usize::try_from(from.saturating_sub(tail_start)).unwrap_or(usize::MAX);
+        let take = usize::try_from(to.saturating_sub(from.max(tail_start))).unwrap_or(0);
+        out.extend(mem.tail.iter().skip(skip).take(take).cloned());
+        Ok(out)
     }
 
     /// Appends already numbered entries that continue the log: one write, one fsync, then
@@ -187,7 +327,7 @@ impl OrderLog {
     /// Removes entries `from..` from the file (synced) and then from memory.
     pub(crate) fn truncate(&self, from: u64) -> Result<()> {
         let mut file = self.file.lock();
-        self.truncate_locked(&mut file, usize::try_from(from).unwrap_or(usize::MAX))
+        self.truncate_locked(&mut file, from)
     }
 
     /// Re-reads the file into memory, after a failed write or fsync left them unsure.
@@ -203,40 +343,42 @@ impl OrderLog {
             )));
         }
         let (mem, torn_at) = parse(&bytes, &self.path)?;
+        // Readers hold the read lock while they read the file: cut it only under the write lock.
+        let mut guard = self.mem.write();
         if let Some(at) = torn_at {
             file.set_len(at)?;
             file.sync_all()?;
         }
-        *self.mem.write() = mem;
+        *guard = mem;
         Ok(())
     }
 
     /// Cuts the file and memory at entry `from`. Caller holds the writer lock.
-    fn truncate_locked(&self, file: &mut File, from: usize) -> Result<()> {
-        let (offset, removed) = {
-            let mem = self.mem.read();
-            let Some(&offset) = mem.offsets.get(from) else {
-                return Ok(());
-            };
-            let removed: Vec<String> = mem.entries[from..]
-                .iter()
-                .map(|e| {
-                    format!(
-                        "{}:{} {} {} (epoch {}, request {})",
-                        e.number,
-                        e.name,
-                        e.kind.as_str(),
-                        e.quantity,
-                        e.epoch,
-                        e.request_id
-                    )
-                })
-                .collect();
-            (offset, removed)
+    fn truncate_locked(&self, file: &mut File, from: u64) -> Result<()> {
+        // The write lock from before the cut until memory forgets: a reader must never look
+        // for an entry's bytes in a file that no longer has them.
+        let mut mem = self.mem.write();
+        let Some(&offset) = usize::try_from(from).ok().and_then(|i| mem.offsets.get(i)) else {
+            return Ok(());
         };
+        let removed: Vec<String> = self
+            .read(&mem, from, mem.len() - from)?
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}:{} {} {} (epoch {}, request {})",
+                    e.number,
+                    e.name,
+                    e.kind.as_str(),
+                    e.quantity,
+                    e.epoch,
+                    e.request_id
+                )
+            })
+            .collect();
         file.set_len(offset)?;
         file.sync_all()?;
-        self.mem.write().truncate(from);
+        mem.truncate(from);
         warn!(
             "{}: removed {} order(s) that the leading log does not have: {}",
             self.path.display(),
@@ -262,7 +404,7 @@ impl OrderLog {
         file.sync_data()?;
         let mut mem = self.mem.write();
         for (e, offset) in entries.into_iter().zip(offsets) {
-            mem.push(e, offset);
+            mem.push(e, offset)?;
         }
         mem.end = start + bytes.len() as u64;
         Ok(())
@@ -289,10 +431,7 @@ fn parse(bytes: &[u8], path: &Path) -> Result<(Memory, Option<u64>)> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .from_reader(body);
-    let mut mem = Memory {
-        end: header_len,
-        ..Memory::default()
-    };
+    let mut mem = Memory::new(header_len);
     let mut record = csv::ByteRecord::new();
     loop {
         let start = reader.position().byte();
@@ -305,13 +444,13 @@ fn parse(bytes: &[u8], path: &Path) -> Result<(Memory, Option<u64>)> {
                 .deserialize::<LogEntry>(None)
                 .map_err(|e| e.to_string())
                 .and_then(|e| {
-                    if e.number == mem.entries.len() as u64 {
+                    if e.number == mem.len() {
                         Ok(e)
                     } else {
                         Err(format!(
                             "order number {} where {} was expected",
                             e.number,
-                            mem.entries.len()
+                            mem.len()
                         ))
                     }
                 }),
@@ -327,19 +466,21 @@ fn parse(bytes: &[u8], path: &Path) -> Result<(Memory, Option<u64>)> {
             }
         });
         match entry {
-            Ok(entry) => mem.push(entry, header_len + start),
+            Ok(entry) => mem.push(entry, header_len + start)?,
             Err(_) if is_last => return Ok((mem, Some(header_len + start))),
             Err(why) => {
                 return Err(Error::State(format!(
                     "{}: damaged record at byte {} (order {}): {why}; refusing to start",
                     path.display(),
                     header_len + start,
-                    mem.entries.len()
+                    mem.len()
                 )))
             }
         }
         mem.end = header_len + end;
     }
+    mem.offsets.shrink_to_fit();
+    mem.epochs.shrink_to_fit();
     Ok((mem, None))
 }
 
@@ -453,6 +594,7 @@ mod tests {
 
     fn epochs(log: &OrderLog) -> Vec<u64> {
         log.since(0, usize::MAX)
+            .unwrap()
             .entries
             .iter()
             .map(|e| e.epoch)
@@ -479,9 +621,9 @@ mod tests {
             log.append(entries(4..5, 2)).is_err(),
             "an append must continue the log"
         );
-        assert_eq!(log.lookup("r2-e2"), Some(2));
-        assert_eq!(log.get(2).unwrap().epoch, 2);
-        assert_eq!(log.get(3), None);
+        assert_eq!(log.lookup("r2-e2").unwrap(), Some(2));
+        assert_eq!(log.get(2).unwrap().unwrap().epoch, 2);
+        assert_eq!(log.get(3).unwrap(), None);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text,
@@ -492,7 +634,7 @@ mod tests {
         drop(log);
         let log = OrderLog::open(&path).unwrap();
         assert_eq!(log.latest(), 2);
-        assert_eq!(log.lookup("r1-e1"), Some(1));
+        assert_eq!(log.lookup("r1-e1").unwrap(), Some(1));
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             text,
@@ -500,10 +642,75 @@ mod tests {
         );
         // Truncation forgets the entries and their request ids, in the file and in memory.
         log.truncate(1).unwrap();
-        assert_eq!(log.lookup("r1-e1"), None);
+        assert_eq!(log.lookup("r1-e1").unwrap(), None);
         assert_eq!(epochs(&log), [1]);
         log.reload().unwrap();
         assert_eq!(epochs(&log), [1], "memory agrees with the file");
+    }
+
+    /// Entries older than the in-memory tail are read back from the file: every read must
+    /// agree with what was appended, across the tail's edge, after truncations and a reopen.
+    #[test]
+    fn reads_beyond_the_tail_come_from_the_file() {
+        let n = (TAIL_ENTRIES * 2 + 10) as u64;
+        let epochs: Vec<u64> = (0..n).map(|i| 1 + i / 1000).collect();
+        let (log, path) = log_with("beyond", &epochs);
+        let check = |log: &OrderLog, len: u64| {
+            assert_eq!(log.latest(), len as i64 - 1);
+            for number in [
+                0,
+                1,
+                999,
+                1000,
+                len.saturating_sub(TAIL_ENTRIES as u64 + 1),
+                len - 1,
+            ] {
+                let want = entry(number, 1 + number / 1000);
+                assert_eq!(log.get(number).unwrap(), Some(want.clone()), "get {number}");
+                assert_eq!(log.epoch_of(number), Some(want.epoch), "epoch of {number}");
+                assert_eq!(
+                    log.lookup(&want.request_id).unwrap(),
+                    Some(number),
+                    "lookup {number}"
+                );
+            }
+            assert_eq!(log.get(len).unwrap(), None);
+            assert_eq!(log.epoch_of(len), None);
+            let all = log.since(0, usize::MAX).unwrap().entries;
+            let want: Vec<LogEntry> = (0..len).map(|i| entry(i, 1 + i / 1000)).collect();
+            assert_eq!(all, want, "since 0");
+            let edge = len.saturating_sub(TAIL_ENTRIES as u64 + 2);
+            let page = log.since(edge, 5).unwrap().entries;
+            assert_eq!(
+                page,
+                want[edge as usize..edge as usize + 5],
+                "across the edge"
+            );
+        };
+        check(&log, n);
+        assert_eq!(
+            log.lookup("r5-e2").unwrap(),
+            None,
+            "same shape, other epoch"
+        );
+        assert_eq!(log.lookup("nobody").unwrap(), None);
+
+        // Cut inside the tail, then far below it; the tail refills as appends come.
+        log.truncate(n - 5).unwrap();
+        check(&log, n - 5);
+        log.truncate(2500).unwrap();
+        check(&log, 2500);
+        assert_eq!(log.lookup(&entry(2500, 3).request_id).unwrap(), None);
+        log.append(entries(2500..2600, 3)).unwrap();
+        assert_eq!(log.get(2550).unwrap(), Some(entry(2550, 3)));
+        assert_eq!(log.get(2499).unwrap(), Some(entry(2499, 3)));
+        assert_eq!(log.epoch_of(2599), Some(3));
+        drop(log);
+        let log = OrderLog::open(&path).unwrap();
+        assert_eq!(log.latest(), 2599);
+        assert_eq!(log.get(2550).unwrap(), Some(entry(2550, 3)));
+        assert_eq!(log.lookup("r2550-e3").unwrap(), Some(2550));
+        assert_eq!(log.lookup("r1500-e2").unwrap(), Some(1500));
     }
 
     #[test]
@@ -516,7 +723,7 @@ mod tests {
         log.append(vec![odd.clone(), entry(1, 1)]).unwrap();
         drop(log);
         let log = OrderLog::open(&path).unwrap();
-        assert_eq!(log.get(0), Some(odd));
+        assert_eq!(log.get(0).unwrap(), Some(odd));
         assert_eq!(log.latest(), 1);
     }
 
@@ -532,7 +739,7 @@ mod tests {
             (u64::MAX, 10, &[]),
         ];
         for &(since, limit, want) in cases {
-            let page = log.since(since, limit);
+            let page = log.since(since, limit).unwrap();
             let got: Vec<u64> = page.entries.iter().map(|e| e.number).collect();
             assert_eq!(got, want, "since {since} limit {limit}");
             assert_eq!(page.latest, 4);
@@ -610,7 +817,7 @@ mod tests {
         let (a, path_a) = log_with("same-a", &[1, 1, 4]);
         let (b, path_b) = log_with("same-b", &[1, 1]);
         b.truncate(1).unwrap(); // diverge, then converge
-        b.append(a.since(1, 10).entries).unwrap();
+        b.append(a.since(1, 10).unwrap().entries).unwrap();
         assert_eq!(
             std::fs::read(&path_a).unwrap(),
             std::fs::read(&path_b).unwrap()

@@ -245,7 +245,7 @@ impl Shared {
         let number = parse_number(n, "order number")?;
         let entry = self
             .log
-            .get(number)
+            .get(number)?
             .ok_or_else(|| Error::NotFound(format!("no order {number}")))?;
         Ok(Response::ok(Order::from(&entry)))
     }
@@ -260,7 +260,7 @@ impl Shared {
             Some(s) => parse_number(&s, "limit")?.clamp(1, MAX_PAGE as u64) as usize,
             None => MAX_PAGE,
         };
-        Ok(Response::ok(self.log.since(since, limit)))
+        Ok(Response::ok(self.log.since(since, limit)?))
     }
 
     /// The answer to one line on the leader-broadcast (or health) port. `You win` and

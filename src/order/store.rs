@@ -18,7 +18,7 @@ use std::sync::Arc;
 use super::core::{HardState, Store};
 use super::failpoint;
 use super::logfile::OrderLog;
-use crate::api::LogEntry;
+use crate::api::{LogEntry, LogPosition};
 use crate::error::{Error, Result};
 
 pub(crate) struct FileStore {
@@ -53,34 +53,45 @@ impl Store for FileStore {
             .map_or_else(|| self.log.latest(), |e| e.number as i64)
     }
 
-    fn entry(&self, number: u64) -> Option<LogEntry> {
-        match self.first_pending() {
+    fn position(&self, number: u64) -> Option<LogPosition> {
+        let epoch = match self.first_pending() {
             Some(first) if number >= first => self
                 .pending
                 .get(usize::try_from(number - first).ok()?)
-                .cloned(),
+                .map(|e| e.epoch),
+            _ => self.log.epoch_of(number),
+        };
+        epoch.map(|epoch| LogPosition { number, epoch })
+    }
+
+    fn entry(&self, number: u64) -> Result<Option<LogEntry>> {
+        match self.first_pending() {
+            Some(first) if number >= first => Ok(usize::try_from(number - first)
+                .ok()
+                .and_then(|i| self.pending.get(i))
+                .cloned()),
             _ => self.log.get(number),
         }
     }
 
-    fn entries(&self, from: u64, limit: usize) -> Vec<LogEntry> {
+    fn entries(&self, from: u64, limit: usize) -> Result<Vec<LogEntry>> {
         let mut out = match self.first_pending() {
             Some(first) if from >= first => Vec::new(),
-            _ => self.log.since(from, limit).entries,
+            _ => self.log.since(from, limit)?.entries,
         };
         if let Some(first) = self.first_pending() {
             let skip = usize::try_from(from.saturating_sub(first)).unwrap_or(usize::MAX);
             let room = limit.saturating_sub(out.len());
             out.extend(self.pending.iter().skip(skip).take(room).cloned());
         }
-        out
+        Ok(out)
     }
 
-    fn lookup(&self, request_id: &str) -> Option<u64> {
-        self.pending_ids
-            .get(request_id)
-            .copied()
-            .or_else(|| self.log.lookup(request_id))
+    fn lookup(&self, request_id: &str) -> Result<Option<u64>> {
+        match self.pending_ids.get(request_id) {
+            Some(&number) => Ok(Some(number)),
+            None => self.log.lookup(request_id),
+        }
     }
 
     fn append(&mut self, entries: Vec<LogEntry>) -> Result<()> {
