@@ -65,7 +65,7 @@
 //! **Invalidation.** After persisting and publishing, and before answering an apply, the catalog
 //! tells every front-end of `config.frontend_addrs()` to drop the batch's stocks: one
 //! `POST /invalidation` with an `InvalidateBatch` (distinct names) and the secret per
-//! front-end, all front-ends in parallel (one thread each), the whole fan-out bounded by
+//! front-end, all front-ends in parallel (one long-lived worker thread each), the whole fan-out bounded by
 //! `INVALIDATION_BUDGET` (300 ms). A front-end that is down or slower than that is logged
 //! (warn) and the apply still succeeds. The names are those of every entry the catalog holds
 //! after the batch, skipped re-sends included: the first attempt may have died before it
@@ -74,10 +74,9 @@
 //! Caveats:
 //! - `/apply` answers carry no stocks (`stocks: []`), to keep the hot path small; `/leader`
 //!   and `GET /state` carry them.
-//! - The invalidation threads are detached, not scoped: the answer waits at most the budget
-//!   even when a connect hangs (the HTTP client's connect timeout is longer than the budget).
-//!   A front-end that stays slow costs one short-lived thread per batch, each ending at the
-//!   budget or at the client's own timeouts.
+//! - The answer waits at most the budget even when a connect hangs (the HTTP client's connect
+//!   timeout is longer than the budget): the worker goes on with the call, and the batches
+//!   queued behind it are dropped once their own budget is spent (reported as unconfirmed).
 //! - A front-end that is down (connection refused) starts again with an empty cache. One that
 //!   is only paused or slower than the budget may keep what it cached before the trade, so the
 //!   catalog then holds back its answer until one cache lease (`frontend::cache::CACHE_LEASE`)
@@ -653,18 +652,61 @@ impl Handler for Service {
 /// The catalog's HTTP face: the data plus the front-ends to invalidate.
 pub(crate) struct Service {
     catalog: Catalog,
-    /// Carries the secret: the front-ends' invalidation endpoints require it.
-    client: Client,
     frontends: Vec<String>,
+    /// One invalidation worker per front-end, in `frontends` order (`None`: it could not start).
+    invalidators: Vec<Option<mpsc::Sender<InvalidationJob>>>,
     secret: String,
+}
+
+/// One batch for one front-end's invalidation worker.
+struct InvalidationJob {
+    batch: Arc<InvalidateBatch>,
+    /// The end of the batch's budget: a job picked up later is dropped (already reported).
+    deadline: Instant,
+    index: usize,
+    done: mpsc::Sender<(usize, Result<()>)>,
+}
+
+/// The long-lived thread that makes one front-end's invalidation calls, one batch at a time.
+/// (A thread per call cost a spawn per front-end per batch on the hot path.) While a call
+/// hangs, later batches wait in the channel and are dropped once their budget is spent.
+fn spawn_invalidator(client: Client, addr: String) -> Option<mpsc::Sender<InvalidationJob>> {
+    let (jobs, queue) = mpsc::channel::<InvalidationJob>();
+    let spawned = std::thread::Builder::new()
+        .name("invalidate".into())
+        .spawn(move || {
+            for job in queue {
+                let timeout = job.deadline.saturating_duration_since(Instant::now());
+                if timeout.is_zero() {
+                    continue;
+                }
+                let answer: Result<InvalidateBatch> =
+                    client.post(&addr, "/invalidation", &*job.batch, timeout);
+                // The receiver is gone once the budget is spent: nothing to tell then.
+                let _ = job.done.send((job.index, answer.map(|_| ())));
+            }
+        });
+    match spawned {
+        Ok(_) => Some(jobs),
+        Err(e) => {
+            warn!("cannot start the invalidation worker: {e}; front-end caches may go stale");
+            None
+        }
+    }
 }
 
 impl Service {
     pub(crate) fn new(catalog: Catalog, frontends: Vec<String>, secret: &str) -> Service {
+        // Carries the secret: the front-ends' invalidation endpoints require it.
+        let client = Client::with_secret(secret);
+        let invalidators = frontends
+            .iter()
+            .map(|addr| spawn_invalidator(client.clone(), addr.clone()))
+            .collect();
         Service {
             catalog,
-            client: Client::with_secret(secret),
             frontends,
+            invalidators,
             secret: secret.to_string(),
         }
     }
@@ -716,25 +758,16 @@ impl Service {
         let batch = Arc::new(InvalidateBatch { names });
         let (done, answers) = mpsc::channel();
         let mut waiting = vec![false; self.frontends.len()];
-        for (i, addr) in self.frontends.iter().enumerate() {
-            let (client, batch, done, to) = (
-                self.client.clone(),
-                batch.clone(),
-                done.clone(),
-                addr.clone(),
-            );
-            let spawned = std::thread::Builder::new()
-                .name("invalidate".into())
-                .spawn(move || {
-                    let timeout = deadline.saturating_duration_since(Instant::now());
-                    let answer: Result<InvalidateBatch> =
-                        client.post(&to, "/invalidation", &*batch, timeout);
-                    // The receiver is gone once the budget is spent: nothing to tell then.
-                    let _ = done.send((i, answer.map(|_| ())));
-                });
-            match spawned {
-                Ok(_) => waiting[i] = true,
-                Err(e) => warn!("cannot start invalidating front-end {addr}: {e}"),
+        for (i, (addr, worker)) in self.frontends.iter().zip(&self.invalidators).enumerate() {
+            let job = InvalidationJob {
+                batch: batch.clone(),
+                deadline,
+                index: i,
+                done: done.clone(),
+            };
+            match worker.as_ref().map(|w| w.send(job)) {
+                Some(Ok(())) => waiting[i] = true,
+                _ => warn!("no invalidation worker for front-end {addr}"),
             }
         }
         drop(done);
