@@ -7,9 +7,6 @@
 //! ones that write files); `PROPTEST_CASES=N` overrides them all, which is the longer run of
 //! the README: `PROPTEST_CASES=100000 cargo test --release --lib fuzz_`.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -35,28 +32,6 @@ fn config(default_cases: u32) -> ProptestConfig {
         cases,
         failure_persistence: None,
         ..ProptestConfig::default()
-    }
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "bazaar-fuzz-{what}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -282,9 +257,8 @@ proptest! {
         }
         let len = bytes.len();
         let bytes = if damage.is_none() { bytes[..HEADER.len() + cut.index(len - HEADER.len() + 1)].to_vec() } else { bytes };
-        let dir = TempDir::new("csv");
-        std::fs::create_dir_all(&dir.0).unwrap();
-        let path = dir.0.join("orders-1.csv");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orders-1.csv");
         std::fs::write(&path, &bytes).unwrap();
         match OrderLog::open(&path) {
             Ok(log) => {
@@ -321,8 +295,8 @@ proptest! {
                 .prop_map(|(epoch, leader, entries)| json!({"epoch": epoch, "leader": leader, "entries": entries}).to_string().into_bytes()),
         ],
     ) {
-        let dir = TempDir::new("catalog");
-        let file = dir.0.join("catalog.json");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("catalog.json");
         let stocks = vec![
             StockConfig { name: "A".into(), price: 1.5, quantity: 100 },
             StockConfig { name: "B".into(), price: 2.0, quantity: 3 },

@@ -522,24 +522,8 @@ mod tests {
     use super::*;
     use crate::api::OrderType;
 
-    /// A fresh directory, removed when the test is done with it.
-    struct TempDir(PathBuf);
-
-    impl std::ops::Deref for TempDir {
-        type Target = Path;
-        fn deref(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// A file in its own [`TempDir`], removed with it (the directory is held only for that).
-    struct TempFile(PathBuf, #[allow(dead_code)] TempDir);
+    /// A file in its own temporary directory, removed with it.
+    struct TempFile(PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
     impl std::ops::Deref for TempFile {
         type Target = Path;
@@ -554,14 +538,8 @@ mod tests {
         }
     }
 
-    fn temp_dir(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "bazaar-log-{name}-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
+    fn temp_dir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
     }
 
     fn entry(number: u64, epoch: u64) -> LogEntry {
@@ -584,9 +562,9 @@ mod tests {
     }
 
     /// A log whose entries have these epochs, in a fresh directory.
-    fn log_with(name: &str, epochs: &[u64]) -> (OrderLog, TempFile) {
-        let dir = temp_dir(name);
-        let path = TempFile(dir.join("orders-1.csv"), dir);
+    fn log_with(epochs: &[u64]) -> (OrderLog, TempFile) {
+        let dir = temp_dir();
+        let path = TempFile(dir.path().join("orders-1.csv"), dir);
         let log = OrderLog::open(&path).unwrap();
         let all: Vec<LogEntry> = epochs
             .iter()
@@ -610,8 +588,8 @@ mod tests {
 
     #[test]
     fn new_log_has_only_the_header() {
-        let path_dir = temp_dir("new");
-        let path = path_dir.join("sub").join("orders-1.csv");
+        let path_dir = temp_dir();
+        let path = path_dir.path().join("sub").join("orders-1.csv");
         let log = OrderLog::open(&path).unwrap();
         assert_eq!(log.latest(), -1);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), HEADER);
@@ -619,8 +597,8 @@ mod tests {
 
     #[test]
     fn append_reload_and_read() {
-        let path_dir = temp_dir("append");
-        let path = path_dir.join("orders-2.csv");
+        let path_dir = temp_dir();
+        let path = path_dir.path().join("orders-2.csv");
         let log = OrderLog::open(&path).unwrap();
         log.append(entries(0..2, 1)).unwrap();
         log.append(entries(2..3, 2)).unwrap();
@@ -661,7 +639,7 @@ mod tests {
     fn reads_beyond_the_tail_come_from_the_file() {
         let n = (TAIL_ENTRIES * 2 + 10) as u64;
         let epochs: Vec<u64> = (0..n).map(|i| 1 + i / 1000).collect();
-        let (log, path) = log_with("beyond", &epochs);
+        let (log, path) = log_with(&epochs);
         let check = |log: &OrderLog, len: u64| {
             assert_eq!(log.latest(), len as i64 - 1);
             for number in [
@@ -722,8 +700,8 @@ mod tests {
 
     #[test]
     fn quoted_fields_survive() {
-        let path_dir = temp_dir("quoted");
-        let path = path_dir.join("orders-1.csv");
+        let path_dir = temp_dir();
+        let path = path_dir.path().join("orders-1.csv");
         let log = OrderLog::open(&path).unwrap();
         let mut odd = entry(0, 1);
         odd.request_id = "a,b \"c\"\nd".into();
@@ -736,7 +714,7 @@ mod tests {
 
     #[test]
     fn since_pages() {
-        let (log, _) = log_with("since", &[1, 1, 1, 2, 2]);
+        let (log, _) = log_with(&[1, 1, 1, 2, 2]);
         let cases: &[(u64, usize, &[u64])] = &[
             (0, 10, &[0, 1, 2, 3, 4]),
             (0, 2, &[0, 1]),
@@ -765,7 +743,7 @@ mod tests {
             "5,GameStart,buy,3,1,r5\n", // misnumbered last line
         ];
         for tail in tails {
-            let (log, path) = log_with("torn", &[1, 1]);
+            let (log, path) = log_with(&[1, 1]);
             drop(log);
             let good = std::fs::read(&path).unwrap();
             let mut bytes = good.clone();
@@ -790,8 +768,8 @@ mod tests {
 
     #[test]
     fn torn_header_is_rewritten() {
-        let path_dir = temp_dir("header");
-        let path = path_dir.join("orders-1.csv");
+        let path_dir = temp_dir();
+        let path = path_dir.path().join("orders-1.csv");
         std::fs::write(&path, &HEADER.as_bytes()[..7]).unwrap();
         assert_eq!(OrderLog::open(&path).unwrap().latest(), -1);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), HEADER);
@@ -805,8 +783,8 @@ mod tests {
             "number,name,type,quantity,epoch,request_id\n1,A,buy,1,1,r\n1,A,buy,1,1,s\n", // gap
         ];
         for text in cases {
-            let path_dir = temp_dir("damage");
-            let path = path_dir.join("orders-1.csv");
+            let path_dir = temp_dir();
+            let path = path_dir.path().join("orders-1.csv");
             std::fs::write(&path, text).unwrap();
             assert!(OrderLog::open(&path).is_err(), "{text:?}");
             assert_eq!(
@@ -821,8 +799,8 @@ mod tests {
     /// the policy, the expected answer and our epochs afterwards.
     #[test]
     fn identical_entries_give_identical_files() {
-        let (a, path_a) = log_with("same-a", &[1, 1, 4]);
-        let (b, path_b) = log_with("same-b", &[1, 1]);
+        let (a, path_a) = log_with(&[1, 1, 4]);
+        let (b, path_b) = log_with(&[1, 1]);
         b.truncate(1).unwrap(); // diverge, then converge
         b.append(a.since(1, 10).unwrap().entries).unwrap();
         assert_eq!(
@@ -833,8 +811,8 @@ mod tests {
 
     #[test]
     fn atomic_write_replaces() {
-        let path_dir = temp_dir("atomic");
-        let path = path_dir.join("orders-1.state.json");
+        let path_dir = temp_dir();
+        let path = path_dir.path().join("orders-1.state.json");
         write_atomically(&path, b"{\"epoch\":1}").unwrap();
         write_atomically(&path, b"{\"epoch\":2}").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"epoch\":2}");
