@@ -106,6 +106,7 @@ use crate::api::{
     StockRecord,
 };
 use crate::config::{Config, StockConfig};
+use crate::durable::{dir_of, replace_file, temp_path};
 use crate::error::{Error, Result};
 use crate::frontend::cache::CACHE_LEASE;
 use crate::http::client::is_refused;
@@ -184,10 +185,8 @@ impl Catalog {
     /// and removes a temp file left by a crash mid-write. Never overwrites an existing file.
     pub(crate) fn open(path: &Path, initial: &[StockConfig]) -> Result<Catalog> {
         let refuse = |why: String| Error::State(format!("catalog {}: {why}", path.display()));
-        if let Some(dir) = parent_dir(path) {
-            fs::create_dir_all(dir)
-                .map_err(|e| refuse(format!("cannot create its directory: {e}")))?;
-        }
+        fs::create_dir_all(dir_of(path))
+            .map_err(|e| refuse(format!("cannot create its directory: {e}")))?;
         let temp = temp_path(path);
         if temp.exists() {
             warn!("removing {} left by an interrupted write", temp.display());
@@ -225,8 +224,7 @@ impl Catalog {
                 let index = index_of(&file.stocks).map_err(refuse)?;
                 serde_json::to_vec(&file)
                     .map_err(Error::from)
-                    .and_then(|bytes| write_temp(path, &bytes))
-                    .and_then(|()| rename_temp(path))
+                    .and_then(|bytes| replace_file(path, &bytes))
                     .map_err(|e| refuse(format!("cannot create: {e}")))?;
                 info!(
                     "catalog created at {} with {} stocks",
@@ -257,8 +255,7 @@ impl Catalog {
                 // Fold the journal into catalog.json, then start it over.
                 serde_json::to_vec(&last)
                     .map_err(Error::from)
-                    .and_then(|bytes| write_temp(path, &bytes))
-                    .and_then(|()| rename_temp(path))
+                    .and_then(|bytes| replace_file(path, &bytes))
                     .map_err(|e| refuse(format!("cannot write the snapshot: {e}")))?;
                 last
             }
@@ -500,8 +497,7 @@ impl Catalog {
         if journal.lines >= SNAPSHOT_EVERY {
             let snapshot = serde_json::to_vec(&CatalogFile::from(&next))
                 .map_err(Error::from)
-                .and_then(|bytes| write_temp(&self.path, &bytes))
-                .and_then(|()| rename_temp(&self.path))
+                .and_then(|bytes| replace_file(&self.path, &bytes))
                 .and_then(|()| {
                     Ok(journal
                         .file
@@ -603,36 +599,6 @@ fn fenced(what: &str, epoch: u64, leader: u32, fence: u64) -> Error {
         "{what} from leader {leader} of epoch {epoch} refused: the catalog has seen epoch \
          {fence}"
     ))
-}
-
-fn parent_dir(path: &Path) -> Option<&Path> {
-    path.parent().filter(|d| !d.as_os_str().is_empty())
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-/// Writes `bytes` to the temp file next to `path` and fsyncs it.
-fn write_temp(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = File::create(temp_path(path))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    Ok(())
-}
-
-/// Renames the temp file over `path` and fsyncs the directory, so that a crash at any instant
-/// leaves the old or the new file.
-fn rename_temp(path: &Path) -> Result<()> {
-    fs::rename(temp_path(path), path)?;
-    // The rename is durable only once the directory entry is.
-    File::open(parent_dir(path).unwrap_or(Path::new(".")))?.sync_all()?;
-    Ok(())
 }
 
 impl Handler for Service {
