@@ -129,15 +129,8 @@ impl OrderRequest {
             obj.get(key)
                 .ok_or_else(|| Error::BadRequest(format!("missing field {key:?}")))
         };
-        let name = field("name")?
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| Error::BadRequest("name must be a non-empty string".into()))?
-            .to_string();
-        let quantity = field("quantity")?
-            .as_u64()
-            .filter(|q| *q > 0)
-            .ok_or_else(|| Error::BadRequest("quantity must be a positive integer".into()))?;
+        let name = check_name(field("name")?.as_str())?.to_string();
+        let quantity = check_quantity(field("quantity")?.as_u64())?;
         let kind = OrderType::parse(
             field("type")?
                 .as_str()
@@ -145,14 +138,7 @@ impl OrderRequest {
         )?;
         let request_id = match obj.get("request_id") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_REQUEST_ID_LEN => {
-                Some(s.clone())
-            }
-            Some(_) => {
-                return Err(Error::BadRequest(format!(
-                    "request_id must be a string of 1 to {MAX_REQUEST_ID_LEN} characters"
-                )))
-            }
+            Some(id) => Some(check_request_id(id.as_str())?.to_string()),
         };
         Ok(OrderRequest {
             name,
@@ -165,22 +151,40 @@ impl OrderRequest {
     /// The checks of [`OrderRequest::parse`] that a typed value can still fail (a batch decoded
     /// by serde: a quantity of 0, an empty name, an oversized request id).
     pub fn validate(&self) -> Result<()> {
-        if self.name.is_empty() {
-            return Err(Error::BadRequest("name must be a non-empty string".into()));
-        }
-        if self.quantity == 0 {
-            return Err(Error::BadRequest(
-                "quantity must be a positive integer".into(),
-            ));
-        }
-        let id_len = self.request_id.as_ref().map(String::len);
-        if id_len.is_some_and(|n| n == 0 || n > MAX_REQUEST_ID_LEN) {
-            return Err(Error::BadRequest(format!(
-                "request_id must be a string of 1 to {MAX_REQUEST_ID_LEN} characters"
-            )));
-        }
-        Ok(())
+        check_fields(&self.name, self.quantity, self.request_id.as_deref())
     }
+}
+
+/// The rules every order obeys wherever it comes from: a client's body, a batch decoded by
+/// serde, a log entry a peer sent. Each field is checked by one function below; a `None`
+/// stands for a JSON value of the wrong type, which gets the same message as a bad value.
+fn check_fields(name: &str, quantity: u64, request_id: Option<&str>) -> Result<()> {
+    check_name(Some(name))?;
+    check_quantity(Some(quantity))?;
+    if let Some(id) = request_id {
+        check_request_id(Some(id))?;
+    }
+    Ok(())
+}
+
+fn check_name(name: Option<&str>) -> Result<&str> {
+    name.filter(|s| !s.is_empty())
+        .ok_or_else(|| Error::BadRequest("name must be a non-empty string".into()))
+}
+
+fn check_quantity(quantity: Option<u64>) -> Result<u64> {
+    quantity
+        .filter(|q| *q > 0)
+        .ok_or_else(|| Error::BadRequest("quantity must be a positive integer".into()))
+}
+
+fn check_request_id(id: Option<&str>) -> Result<&str> {
+    id.filter(|s| !s.is_empty() && s.len() <= MAX_REQUEST_ID_LEN)
+        .ok_or_else(|| {
+            Error::BadRequest(format!(
+                "request_id must be a string of 1 to {MAX_REQUEST_ID_LEN} characters"
+            ))
+        })
 }
 
 /// The answer to a successful order: `{"data":{"transaction_number":N}}`.
@@ -216,14 +220,8 @@ impl LogEntry {
     /// The checks of [`OrderRequest::validate`] on a log entry a peer sent (replication, the
     /// catalog's apply): an entry no leader could have numbered is refused with a 400 naming it.
     pub fn validate(&self) -> Result<()> {
-        OrderRequest {
-            name: self.name.clone(),
-            quantity: self.quantity,
-            kind: self.kind,
-            request_id: Some(self.request_id.clone()),
-        }
-        .validate()
-        .map_err(|e| Error::BadRequest(format!("order {}: {}", self.number, e.message())))
+        check_fields(&self.name, self.quantity, Some(&self.request_id))
+            .map_err(|e| Error::BadRequest(format!("order {}: {}", self.number, e.message())))
     }
 }
 
