@@ -187,6 +187,23 @@ fn check_request_id(id: Option<&str>) -> Result<&str> {
         })
 }
 
+/// A number as it appears in a path, a query parameter, a header or a line of the election
+/// protocol: plain decimal digits, nothing else. `u64::from_str` also takes `+5`, which a
+/// proxy or another parser in front of us may read differently; so does an empty string.
+pub(crate) fn parse_decimal(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// [`parse_decimal`] for a request's path or query: a 400 naming `what` and the bad value.
+pub(crate) fn decimal_param(s: &str, what: &str) -> Result<u64> {
+    parse_decimal(s).ok_or_else(|| {
+        Error::BadRequest(format!("{what} must be a non-negative integer, not {s:?}"))
+    })
+}
+
 /// The answer to a successful order: `{"data":{"transaction_number":N}}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderAck {

@@ -55,8 +55,8 @@ use parking_lot::{Condvar, Mutex};
 use serde_json::Value;
 
 use crate::api::{
-    CacheView, FrontendHealth, InvalidateBatch, Invalidated, Order, OrderAck, OrderRequest,
-    ReplicaHealth, Stock, StockRecord, RESEND,
+    decimal_param, CacheView, FrontendHealth, InvalidateBatch, Invalidated, Order, OrderAck,
+    OrderRequest, ReplicaHealth, Stock, StockRecord, RESEND,
 };
 use crate::config::Config;
 use crate::election;
@@ -175,7 +175,9 @@ impl Service {
             ("POST", ["orders"]) => self
                 .place_order(OrderRequest::parse(&req.body)?)
                 .map(Response::ok),
-            ("GET", ["orders", n]) => self.query_order(parse_order_number(n)?).map(Response::ok),
+            ("GET", ["orders", n]) => self
+                .query_order(decimal_param(n, "order number")?)
+                .map(Response::ok),
             ("GET", ["cache"]) => Ok(Response::ok(self.cache_view())),
             ("GET", ["health"]) => Ok(Response::ok(self.health())),
             ("POST", ["invalidation"]) => {
@@ -196,7 +198,7 @@ impl Service {
                 .lookup(&required_param(req, "stock")?)
                 .map(Response::ok),
             ("GET", ["order"]) => {
-                let number = parse_order_number(&required_param(req, "order_number")?)?;
+                let number = decimal_param(&required_param(req, "order_number")?, "order number")?;
                 self.query_order(number).map(Response::ok)
             }
             ("POST", ["order"]) => self.place_order(compat_order(req)?).map(Response::ok),
@@ -381,19 +383,6 @@ fn catalog_error(err: Error) -> Error {
 fn required_param(req: &Request, name: &str) -> Result<String> {
     req.query_param(name)
         .ok_or_else(|| Error::BadRequest(format!("missing query parameter {name:?}")))
-}
-
-/// An order number as the client wrote it: digits only.
-fn parse_order_number(s: &str) -> Result<u64> {
-    let bad = || {
-        Error::BadRequest(format!(
-            "order number must be a non-negative integer, not {s:?}"
-        ))
-    };
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    s.parse().map_err(|_| bad())
 }
 
 /// The reference client's `POST /order?stock=X&quantity=N&type=T` as an [`OrderRequest`]: the

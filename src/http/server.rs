@@ -51,6 +51,7 @@ use parking_lot::Mutex;
 use threadpool::ThreadPool;
 
 use super::{Handler, Request, Response, MAX_BODY_BYTES};
+use crate::api::parse_decimal;
 use crate::config::HttpConfig;
 use crate::error::{Error, Result};
 
@@ -440,11 +441,9 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(usize, Request, usize)>> 
         let value = String::from_utf8_lossy(header.value).trim().to_string();
         match name.as_str() {
             "content-length" => {
-                // Digits only: `usize::from_str` also takes "+5", which a proxy in front may
-                // read differently (request smuggling).
-                let n: usize = Some(value.as_str())
-                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|v| v.parse().ok())
+                // Digits only: a proxy in front may read "+5" differently (request smuggling).
+                let n: usize = parse_decimal(&value)
+                    .and_then(|n| usize::try_from(n).ok())
                     .ok_or_else(|| Error::BadRequest("invalid Content-Length".into()))?;
                 if content_length.is_some_and(|prev| prev != n) {
                     return Err(Error::BadRequest(

@@ -49,8 +49,8 @@ use self::core::{
 use self::logfile::OrderLog;
 use self::store::FileStore;
 use crate::api::{
-    CatalogState, LogPage, Order, OrderAck, OrderRequest, Propagate, PropagateAck, ReplicaHealth,
-    SyncState, VoteReply, VoteRequest,
+    decimal_param, CatalogState, LogPage, Order, OrderAck, OrderRequest, Propagate, PropagateAck,
+    ReplicaHealth, SyncState, VoteReply, VoteRequest,
 };
 use crate::config::{Config, ReplicaConfig};
 use crate::error::{Error, Result};
@@ -242,7 +242,7 @@ impl Shared {
 
     /// `GET /orders/<n>`.
     fn get_order(&self, n: &str) -> Result<Response> {
-        let number = parse_number(n, "order number")?;
+        let number = decimal_param(n, "order number")?;
         let entry = self
             .log
             .get(number)
@@ -253,11 +253,11 @@ impl Shared {
     /// `GET /orders?since=N[&limit=M]`.
     fn log_page(&self, req: &Request) -> Result<Response> {
         let since = match req.query_param("since") {
-            Some(s) => parse_number(&s, "since")?,
+            Some(s) => decimal_param(&s, "since")?,
             None => 0,
         };
         let limit = match req.query_param("limit") {
-            Some(s) => parse_number(&s, "limit")?.clamp(1, MAX_PAGE as u64) as usize,
+            Some(s) => decimal_param(&s, "limit")?.clamp(1, MAX_PAGE as u64) as usize,
             None => MAX_PAGE,
         };
         Ok(Response::ok(self.log.since(since, limit)))
@@ -296,17 +296,6 @@ impl Shared {
             }
         }
     }
-}
-
-/// A non-negative integer made only of digits (`u64::from_str` would also take `+5`).
-fn parse_number(s: &str, what: &str) -> Result<u64> {
-    s.bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| s.parse().ok())
-        .flatten()
-        .ok_or_else(|| {
-            Error::BadRequest(format!("{what} must be a non-negative integer, not {s:?}"))
-        })
 }
 
 /// The replica's HTTP handler.
