@@ -8,6 +8,10 @@
 //! Client-supplied order bodies are validated by [`OrderRequest::parse`], which is strict on
 //! purpose (SPEC §3): `quantity` must be a JSON integer above zero, never a string or a float.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -202,6 +206,33 @@ pub(crate) fn decimal_param(s: &str, what: &str) -> Result<u64> {
     parse_decimal(s).ok_or_else(|| {
         Error::BadRequest(format!("{what} must be a non-negative integer, not {s:?}"))
     })
+}
+
+/// Mints a request id for an order whose sender gave none (the front-end, a replica) or that
+/// a tool places (the client, the chaos and eval probes): `<tag>-<start>-<pid>-<n>`.
+///
+/// Ids must never repeat, not even across processes and restarts: a leader answers a known id
+/// with the order it already logged, so a repeated id would acknowledge an old trade instead
+/// of making a new one. `<start>` (wall-clock nanoseconds at the first id of this process)
+/// and `<pid>` separate processes: two running at once have distinct pids, and a restarted
+/// one starts later. `<n>` counts every id of the process, so several minters in one process
+/// (client sessions, a front-end and replicas of an in-process test) never collide. The tag
+/// only says who minted it, for a reader of the logs.
+///
+/// Caveat: a wall clock stepped back to the very nanosecond of an earlier start, in a process
+/// that also got the earlier pid, could repeat ids.
+pub(crate) fn new_request_id(tag: &str) -> String {
+    static START: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let start = START.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{nanos:x}-{:x}", std::process::id())
+    });
+    let id = format!("{tag}-{start}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    debug_assert!(id.len() <= MAX_REQUEST_ID_LEN, "{id}");
+    id
 }
 
 /// The answer to a successful order: `{"data":{"transaction_number":N}}`.
@@ -599,6 +630,23 @@ mod tests {
                 (got, want) => panic!("{body}: got {got:?}, want error containing {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn minted_request_ids_are_unique_across_threads_and_bounded() {
+        let minters: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| (0..100).map(|_| new_request_id("t")).collect::<Vec<_>>())
+            })
+            .collect();
+        let ids: Vec<String> = minters
+            .into_iter()
+            .flat_map(|m| m.join().unwrap())
+            .collect();
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        assert!(ids.iter().all(|id| id.starts_with("t-")));
+        assert!(ids.iter().all(|id| check_request_id(Some(id)).is_ok()));
     }
 
     #[test]

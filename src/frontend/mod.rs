@@ -45,18 +45,20 @@ mod dashboard;
 pub mod leader;
 
 use std::net::{SocketAddr, TcpListener};
+// The tests (`use super::*`) count with these; the service itself no longer does.
+#[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
 use serde_json::Value;
 
 use crate::api::{
-    decimal_param, CacheView, FrontendHealth, InvalidateBatch, Invalidated, Order, OrderAck,
-    OrderRequest, ReplicaHealth, Stock, StockRecord, RESEND,
+    decimal_param, new_request_id, CacheView, FrontendHealth, InvalidateBatch, Invalidated, Order,
+    OrderAck, OrderRequest, ReplicaHealth, Stock, StockRecord, RESEND,
 };
 use crate::config::Config;
 use crate::election;
@@ -97,9 +99,6 @@ pub struct Service {
     client: Client,
     cache: Cache,
     leader: LeaderTracker,
-    /// Start time in nanoseconds: makes assigned request ids unique across restarts.
-    boot_nanos: u128,
-    next_request: AtomicU64,
     /// The deployment secret, required on the catalog's invalidation calls.
     secret: String,
     /// Lookups and orders per second, for the live page.
@@ -151,17 +150,11 @@ impl Service {
                 "frontend.cache_log_path: cannot open the cache trace: {e}"
             ))
         })?;
-        let boot_nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
         Ok(Service {
             catalog_addr: config.catalog_addr(),
             client: Client::new(),
             cache,
             leader,
-            boot_nanos,
-            next_request: AtomicU64::new(0),
             secret: config.secret.clone(),
             traffic: dashboard::Traffic::default(),
         })
@@ -334,13 +327,9 @@ impl Service {
         }
     }
 
-    /// `fe-<boot nanos>-<counter>`: unique across restarts of the front-end.
+    /// The id of an order the client sent without one (see [`new_request_id`]).
     fn next_request_id(&self) -> String {
-        format!(
-            "fe-{}-{}",
-            self.boot_nanos,
-            self.next_request.fetch_add(1, Ordering::Relaxed)
-        )
+        new_request_id("fe")
     }
 
     /// One active health check: ping the leader's health port, re-select if it does not

@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ::log::{info, warn};
 use parking_lot::RwLock;
@@ -49,8 +49,8 @@ use self::core::{
 use self::logfile::OrderLog;
 use self::store::FileStore;
 use crate::api::{
-    decimal_param, CatalogState, LogPage, Order, OrderAck, OrderRequest, Propagate, PropagateAck,
-    ReplicaHealth, SyncState, VoteReply, VoteRequest,
+    decimal_param, new_request_id, CatalogState, LogPage, Order, OrderAck, OrderRequest, Propagate,
+    PropagateAck, ReplicaHealth, SyncState, VoteReply, VoteRequest,
 };
 use crate::config::{Config, ReplicaConfig};
 use crate::error::{Error, Result};
@@ -101,8 +101,6 @@ struct Shared {
     events: Sender<Input>,
     next_token: AtomicU64,
     stopped: AtomicBool,
-    /// For request ids the replica has to make up (a client that talks to it directly).
-    boot_nanos: u128,
 }
 
 impl Shared {
@@ -158,10 +156,7 @@ impl Shared {
         let mut order = OrderRequest::parse(&req.body)?;
         let request_id = order
             .request_id
-            .get_or_insert_with(|| {
-                let n = self.next_token.fetch_add(1, Ordering::Relaxed);
-                format!("order-{}-{}-{n}", self.id, self.boot_nanos)
-            })
+            .get_or_insert_with(|| new_request_id(&format!("order-{}", self.id)))
             .clone();
         match self.ask(|token| Event::Order { token, order }, ORDER_WAIT) {
             Some(Answer::Order(Ok(number))) => {
@@ -400,9 +395,6 @@ pub fn start_on(config: Config, id: u32, listeners: Listeners) -> Result<Replica
         events,
         next_token: AtomicU64::new(0),
         stopped: AtomicBool::new(false),
-        boot_nanos: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
     });
 
     let mut threads = Vec::new();
