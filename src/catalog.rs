@@ -110,7 +110,10 @@ use crate::durable::{dir_of, replace_file, temp_path};
 use crate::error::{Error, Result};
 use crate::frontend::cache::CACHE_LEASE;
 use crate::http::client::is_refused;
-use crate::http::{decode_segment, Client, Handler, Request, Response, Server, ServerOptions};
+use crate::http::Runs::{Inline, OnPool};
+use crate::http::{
+    self, decode_segment, Client, Handler, Request, Response, Route, Server, ServerOptions,
+};
 
 /// The most time an apply spends telling every front-end to drop the traded stocks, all
 /// front-ends together (not per name or per front-end).
@@ -609,12 +612,34 @@ impl Handler for Service {
     /// Lookups read memory and applies come one at a time from the leader: running them on
     /// the connection's thread saves two thread hand-offs each (`docs/http-server.md`).
     fn runs_inline(&self, req: &Request) -> bool {
-        matches!(
-            (req.method.as_str(), req.segments().as_slice()),
-            ("GET", ["stocks", _]) | ("POST", ["apply"] | ["leader"])
-        )
+        http::runs_inline(ROUTES, req)
     }
 }
+
+/// Every route of the catalog: lookups for the front-ends, the leader's hello and applies,
+/// and the state for tests and the live page.
+const ROUTES: &[Route<Service>] = &[
+    ("GET", &["stocks"], OnPool, |s, _, _| {
+        Ok(Response::ok(s.catalog.list()))
+    }),
+    ("GET", &["stocks", "*"], Inline, |s, _, path| {
+        s.catalog.lookup(&decode_segment(path[1])).map(Response::ok)
+    }),
+    ("GET", &["state"], OnPool, |s, _, _| {
+        Ok(Response::ok(s.catalog.state()))
+    }),
+    ("GET", &["health"], OnPool, |_, _, _| {
+        Ok(Response::ok(Health {
+            status: "ok".into(),
+        }))
+    }),
+    ("POST", &["leader"], Inline, |s, req, _| {
+        req.require_secret(&s.secret)?;
+        let hello: LeaderHello = req.json()?;
+        s.catalog.hello(&hello).map(Response::ok)
+    }),
+    ("POST", &["apply"], Inline, |s, req, _| s.apply(req)),
+];
 
 /// The catalog's HTTP face: the data plus the front-ends to invalidate.
 pub(crate) struct Service {
@@ -635,39 +660,24 @@ impl Service {
         }
     }
 
-    /// The one router of the catalog.
+    /// The one router of the catalog: the table `ROUTES`.
     pub(crate) fn route(&self, req: &Request) -> Result<Response> {
-        match (req.method.as_str(), req.segments().as_slice()) {
-            ("GET", ["stocks"]) => Ok(Response::ok(self.catalog.list())),
-            ("GET", ["stocks", name]) => {
-                self.catalog.lookup(&decode_segment(name)).map(Response::ok)
-            }
-            ("GET", ["state"]) => Ok(Response::ok(self.catalog.state())),
-            ("GET", ["health"]) => Ok(Response::ok(Health {
-                status: "ok".into(),
-            })),
-            ("POST", ["leader"]) => {
-                req.require_secret(&self.secret)?;
-                let hello: LeaderHello = req.json()?;
-                self.catalog.hello(&hello).map(Response::ok)
-            }
-            ("POST", ["apply"]) => {
-                req.require_secret(&self.secret)?;
-                let batch: ApplyBatch = req.json()?;
-                let applied = self.catalog.apply(&batch)?;
-                if !self.invalidate(applied.names) {
-                    // A running front-end did not confirm (paused, or cut off): whatever it
-                    // cached before this change expires one cache lease after the change.
-                    let until = *self.catalog.changed_at.lock() + CACHE_LEASE;
-                    std::thread::sleep(until.saturating_duration_since(Instant::now()));
-                }
-                Ok(Response::ok(applied.state))
-            }
-            (_, ["stocks"] | ["stocks", _] | ["state"] | ["health"] | ["leader"] | ["apply"]) => {
-                Err(Error::MethodNotAllowed)
-            }
-            _ => Err(Error::NotFound(format!("no such route: {}", req.path))),
+        http::dispatch(ROUTES, self, req)
+    }
+
+    /// `POST /apply`: applies a batch of committed orders, then has every front-end drop what
+    /// changed before the leader hears of it.
+    fn apply(&self, req: &Request) -> Result<Response> {
+        req.require_secret(&self.secret)?;
+        let batch: ApplyBatch = req.json()?;
+        let applied = self.catalog.apply(&batch)?;
+        if !self.invalidate(applied.names) {
+            // A running front-end did not confirm (paused, or cut off): whatever it
+            // cached before this change expires one cache lease after the change.
+            let until = *self.catalog.changed_at.lock() + CACHE_LEASE;
+            std::thread::sleep(until.saturating_duration_since(Instant::now()));
         }
+        Ok(Response::ok(applied.state))
     }
 
     /// Tells every front-end, in parallel, to drop `names`, waiting at most

@@ -63,8 +63,10 @@ use crate::api::{
 use crate::config::Config;
 use crate::election;
 use crate::error::{Error, Result};
+use crate::http::Runs::{Inline, OnPool};
 use crate::http::{
-    decode_segment, encode_segment, Client, Handler, Request, Response, Server, ServerOptions,
+    self, decode_segment, encode_segment, Client, Handler, Request, Response, Route, Server,
+    ServerOptions,
 };
 
 use cache::{Cache, Lookup};
@@ -115,17 +117,61 @@ impl Handler for Service {
     /// forward, waiting): the pool hop costs two thread hand-offs each and would cap the
     /// orders in flight to the leader at the pool's size (`docs/http-server.md`).
     fn runs_inline(&self, req: &Request) -> bool {
-        matches!(
-            (req.method.as_str(), req.segments().as_slice()),
-            ("POST", ["invalidation", ..])
-                | (
-                    "GET",
-                    ["stocks", _] | ["lookup"] | ["orders", _] | ["order"]
-                )
-                | ("POST", ["orders"] | ["order"])
-        )
+        http::runs_inline(ROUTES, req)
     }
 }
+
+/// Every route of the front-end: the REST API, the reference client's query-string API
+/// (`/lookup`, `/order`), the catalog's invalidations and the live page. Where each runs: see
+/// `runs_inline`.
+const ROUTES: &[Route<Service>] = &[
+    ("GET", &["stocks"], OnPool, |s, _, _| {
+        s.list_stocks().map(Response::ok)
+    }),
+    ("GET", &["stocks", "*"], Inline, |s, _, path| {
+        s.lookup(&decode_segment(path[1])).map(Response::ok)
+    }),
+    ("POST", &["orders"], Inline, |s, req, _| {
+        s.place_order(OrderRequest::parse(&req.body)?)
+            .map(Response::ok)
+    }),
+    ("GET", &["orders", "*"], Inline, |s, _, path| {
+        s.query_order(decimal_param(path[1], "order number")?)
+            .map(Response::ok)
+    }),
+    ("GET", &["cache"], OnPool, |s, _, _| {
+        Ok(Response::ok(s.cache_view()))
+    }),
+    ("GET", &["health"], OnPool, |s, _, _| {
+        Ok(Response::ok(s.health()))
+    }),
+    ("POST", &["invalidation"], Inline, |s, req, _| {
+        req.require_secret(&s.secret)?;
+        let batch: InvalidateBatch = req.json()?;
+        for name in &batch.names {
+            s.invalidate(name);
+        }
+        Ok(Response::ok(batch))
+    }),
+    ("POST", &["invalidation", "*"], Inline, |s, req, path| {
+        req.require_secret(&s.secret)?;
+        Ok(Response::ok(s.invalidate(&decode_segment(path[1]))))
+    }),
+    ("GET", &[], OnPool, |_, _, _| Ok(dashboard::page())),
+    ("GET", &["cluster"], OnPool, |s, _, _| {
+        Ok(Response::ok(dashboard::gather(s)))
+    }),
+    ("GET", &["lookup"], Inline, |s, req, _| {
+        s.lookup(&required_param(req, "stock")?).map(Response::ok)
+    }),
+    ("GET", &["order"], Inline, |s, req, _| {
+        let number = decimal_param(&required_param(req, "order_number")?, "order number")?;
+        s.query_order(number).map(Response::ok)
+    }),
+    ("POST", &["order"], Inline, |s, req, _| {
+        s.place_order(compat_order(req)?).map(Response::ok)
+    }),
+];
 
 impl Service {
     /// Builds the service from the config: an empty cache (opening the trace file when dump
@@ -160,58 +206,9 @@ impl Service {
         })
     }
 
-    /// The one router of the front-end.
+    /// The one router of the front-end: the table `ROUTES`.
     pub fn route(&self, req: &Request) -> Result<Response> {
-        match (req.method.as_str(), req.segments().as_slice()) {
-            ("GET", ["stocks"]) => self.list_stocks().map(Response::ok),
-            ("GET", ["stocks", name]) => self.lookup(&decode_segment(name)).map(Response::ok),
-            ("POST", ["orders"]) => self
-                .place_order(OrderRequest::parse(&req.body)?)
-                .map(Response::ok),
-            ("GET", ["orders", n]) => self
-                .query_order(decimal_param(n, "order number")?)
-                .map(Response::ok),
-            ("GET", ["cache"]) => Ok(Response::ok(self.cache_view())),
-            ("GET", ["health"]) => Ok(Response::ok(self.health())),
-            ("POST", ["invalidation"]) => {
-                req.require_secret(&self.secret)?;
-                let batch: InvalidateBatch = req.json()?;
-                for name in &batch.names {
-                    self.invalidate(name);
-                }
-                Ok(Response::ok(batch))
-            }
-            ("GET", []) => Ok(dashboard::page()),
-            ("GET", ["cluster"]) => Ok(Response::ok(dashboard::gather(self))),
-            ("POST", ["invalidation", name]) => {
-                req.require_secret(&self.secret)?;
-                Ok(Response::ok(self.invalidate(&decode_segment(name))))
-            }
-            ("GET", ["lookup"]) => self
-                .lookup(&required_param(req, "stock")?)
-                .map(Response::ok),
-            ("GET", ["order"]) => {
-                let number = decimal_param(&required_param(req, "order_number")?, "order number")?;
-                self.query_order(number).map(Response::ok)
-            }
-            ("POST", ["order"]) => self.place_order(compat_order(req)?).map(Response::ok),
-            (
-                _,
-                ["stocks"]
-                | ["stocks", _]
-                | ["orders"]
-                | ["orders", _]
-                | ["cache"]
-                | ["health"]
-                | ["invalidation"]
-                | ["invalidation", _]
-                | ["lookup"]
-                | ["order"]
-                | []
-                | ["cluster"],
-            ) => Err(Error::MethodNotAllowed),
-            _ => Err(Error::NotFound(format!("no such route: {}", req.path))),
-        }
+        http::dispatch(ROUTES, self, req)
     }
 
     /// A stock, from the cache or else from the catalog.

@@ -6,7 +6,11 @@
 //! - [`client`]: outbound calls through one shared keep-alive `ureq` agent per process.
 //!
 //! A service is a [`Handler`]: one `route()` from [`Request`] to [`Response`] or [`Error`]; the
-//! server turns errors into the JSON error body and a panic into a 500.
+//! server turns errors into the JSON error body and a panic into a 500. Each service lists its
+//! routes once, as a table of `Route` rows (method, path, where it runs, handler); `dispatch`
+//! answers from it, with a 405 for a listed path under another method and a 404 for the rest.
+//!
+//! Caveat: a 405 carries no `Allow` header (`Response` has no field for extra headers).
 
 pub mod client;
 pub mod server;
@@ -209,6 +213,71 @@ impl From<Result<Response>> for Response {
     fn from(result: Result<Response>) -> Self {
         result.unwrap_or_else(|e| Response::error(&e))
     }
+}
+
+/// Where a route's handler runs (see [`Handler::runs_inline`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Runs {
+    /// On the connection's thread: cheap, or must never queue behind slow requests.
+    Inline,
+    /// On the server's fixed pool.
+    OnPool,
+}
+
+/// One row of a service's route table: method, path segments (`*` stands for any one
+/// segment), where the handler runs, and the handler. The handler gets the service, the
+/// request and the request's path segments, so `["stocks", "*"]` finds the name at index 1.
+///
+/// Each service has one table; routing, the 405 for a known path with another method, the 404
+/// for an unknown path and [`Handler::runs_inline`] are all read from it, so a route is added
+/// or removed in one place.
+pub(crate) type Route<S> = (&'static str, &'static [&'static str], Runs, RouteFn<S>);
+
+/// The handler of a [`Route`].
+pub(crate) type RouteFn<S> = fn(&S, &Request, &[&str]) -> Result<Response>;
+
+/// What a route table holds for a method and path.
+enum Found<'t, S> {
+    Route(&'t Route<S>),
+    /// Rows have this path, none with this method: 405.
+    OtherMethod,
+    /// No row has this path: 404.
+    NoPath,
+}
+
+fn find<'t, S>(routes: &'t [Route<S>], method: &str, segments: &[&str]) -> Found<'t, S> {
+    let mut found = Found::NoPath;
+    for route in routes {
+        let (m, path, _, _) = route;
+        let same_path = path.len() == segments.len()
+            && path.iter().zip(segments).all(|(p, s)| *p == "*" || p == s);
+        if same_path {
+            if *m == method {
+                return Found::Route(route);
+            }
+            found = Found::OtherMethod;
+        }
+    }
+    found
+}
+
+/// Answers `req` from the table `routes` of `service`.
+pub(crate) fn dispatch<S>(routes: &[Route<S>], service: &S, req: &Request) -> Result<Response> {
+    let segments = req.segments();
+    match find(routes, &req.method, &segments) {
+        Found::Route((_, _, _, handler)) => handler(service, req, &segments),
+        Found::OtherMethod => Err(Error::MethodNotAllowed),
+        Found::NoPath => Err(Error::NotFound(format!("no such route: {}", req.path))),
+    }
+}
+
+/// Whether the table runs `req` on its connection's thread; errors (404, 405) do not.
+pub(crate) fn runs_inline<S>(routes: &[Route<S>], req: &Request) -> bool {
+    let segments = req.segments();
+    matches!(
+        find(routes, &req.method, &segments),
+        Found::Route((_, _, Runs::Inline, _))
+    )
 }
 
 /// A service: one function from request to response. Implemented by each service's `route()`.

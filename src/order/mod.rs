@@ -54,7 +54,8 @@ use crate::api::{
 };
 use crate::config::{Config, ReplicaConfig};
 use crate::error::{Error, Result};
-use crate::http::{Client, Handler, Request, Response, Server, ServerOptions};
+use crate::http::Runs::Inline;
+use crate::http::{self, Client, Handler, Request, Response, Route, Server, ServerOptions};
 
 /// How often the core checks heartbeats, leases and retries.
 pub const TICK: Duration = Duration::from_millis(20);
@@ -298,33 +299,33 @@ struct Router(Arc<Shared>);
 
 impl Handler for Router {
     fn handle(&self, req: &Request) -> Result<Response> {
-        route(&self.0, req)
+        http::dispatch(ROUTES, &*self.0, req)
     }
 
     /// Every route reads memory or hands an event to the core thread and waits: the pool hop
     /// would only add two thread hand-offs per request (`docs/http-server.md`).
-    fn runs_inline(&self, _req: &Request) -> bool {
-        true
+    fn runs_inline(&self, req: &Request) -> bool {
+        http::runs_inline(ROUTES, req)
     }
 }
 
-/// The replica's one router.
-fn route(shared: &Shared, req: &Request) -> Result<Response> {
-    match (req.method.as_str(), req.segments().as_slice()) {
-        ("POST", ["orders"]) => shared.place_order(req),
-        ("GET", ["orders"]) => shared.log_page(req),
-        ("GET", ["orders", n]) => shared.get_order(n),
-        ("GET", ["synchronize"]) => Ok(Response::ok(shared.sync_state())),
-        ("POST", ["propagate"]) => shared.propagate(req),
-        ("POST", ["vote"]) => shared.vote(req),
-        ("GET", ["health"]) => Ok(Response::ok(shared.health())),
-        (
-            _,
-            ["orders"] | ["orders", _] | ["synchronize"] | ["propagate"] | ["vote"] | ["health"],
-        ) => Err(Error::MethodNotAllowed),
-        _ => Err(Error::NotFound(format!("no route {}", req.path))),
-    }
-}
+/// Every route of a replica: orders from the front-ends, reads of the log, and the
+/// replication between replicas. All of them run inline (see `Router::runs_inline`).
+const ROUTES: &[Route<Shared>] = &[
+    ("POST", &["orders"], Inline, |s, req, _| s.place_order(req)),
+    ("GET", &["orders"], Inline, |s, req, _| s.log_page(req)),
+    ("GET", &["orders", "*"], Inline, |s, _, path| {
+        s.get_order(path[1])
+    }),
+    ("GET", &["synchronize"], Inline, |s, _, _| {
+        Ok(Response::ok(s.sync_state()))
+    }),
+    ("POST", &["propagate"], Inline, |s, req, _| s.propagate(req)),
+    ("POST", &["vote"], Inline, |s, req, _| s.vote(req)),
+    ("GET", &["health"], Inline, |s, _, _| {
+        Ok(Response::ok(s.health()))
+    }),
+];
 
 /// The three listening sockets of a replica, bound before it starts (tests bind
 /// `127.0.0.1:0`).
