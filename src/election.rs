@@ -210,8 +210,8 @@ impl Reply {
             "OK" => Reply::Ok,
             "WAIT" => Reply::Wait,
             _ if line.starts_with("ERR ") => Reply::Error(line["ERR ".len()..].to_string()),
-            _ => match line.strip_prefix("OK ").map(|e| e.trim().parse()) {
-                Some(Ok(epoch)) => Reply::OkEpoch(epoch),
+            _ => match line.strip_prefix("OK ").map(|e| parse_decimal(e.trim())) {
+                Some(Some(epoch)) => Reply::OkEpoch(epoch),
                 _ => Reply::Other,
             },
         }
@@ -415,6 +415,7 @@ mod tests {
             ("OK", Reply::Ok),
             ("OK 4", Reply::OkEpoch(4)),
             ("OK x", Reply::Other),
+            ("OK +4", Reply::Other),
             ("WAIT", Reply::Wait),
             (
                 "ERR unknown command",
