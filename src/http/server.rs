@@ -570,13 +570,17 @@ fn write_response(
     let mut out = Vec::with_capacity(128 + response.body.len());
     write!(
         out,
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n",
         response.status,
         reason(response.status),
         response.content_type,
         response.body.len(),
         if keep_alive { "keep-alive" } else { "close" },
     )?;
+    if let Some(allow) = &response.allow {
+        write!(out, "Allow: {allow}\r\n")?;
+    }
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&response.body);
     stream.write_all(&out)?;
     stream.flush()
@@ -605,6 +609,31 @@ mod tests {
 
     fn head(text: &str) -> Result<Option<(usize, Request, usize)>> {
         parse_head(text.as_bytes())
+    }
+
+    #[test]
+    fn a_405_names_the_allowed_methods() {
+        let written = |response: &Response| {
+            let mut out = Vec::new();
+            write_response(&mut out, response, true).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let refused = written(&Response::error(&Error::MethodNotAllowed(
+            "GET, POST".into(),
+        )));
+        assert!(
+            refused.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{refused}"
+        );
+        assert!(
+            refused.contains("\r\nAllow: GET, POST\r\n\r\n{"),
+            "{refused}"
+        );
+        let ok = written(&Response::ok(1));
+        assert!(
+            !ok.contains("Allow") && ok.ends_with("keep-alive\r\n\r\n{\"data\":1}"),
+            "{ok}"
+        );
     }
 
     #[test]
