@@ -8,6 +8,10 @@
 //! Client-supplied order bodies are validated by [`OrderRequest::parse`], which is strict on
 //! purpose (SPEC §3): `quantity` must be a JSON integer above zero, never a string or a float.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -129,15 +133,8 @@ impl OrderRequest {
             obj.get(key)
                 .ok_or_else(|| Error::BadRequest(format!("missing field {key:?}")))
         };
-        let name = field("name")?
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| Error::BadRequest("name must be a non-empty string".into()))?
-            .to_string();
-        let quantity = field("quantity")?
-            .as_u64()
-            .filter(|q| *q > 0)
-            .ok_or_else(|| Error::BadRequest("quantity must be a positive integer".into()))?;
+        let name = check_name(field("name")?.as_str())?.to_string();
+        let quantity = check_quantity(field("quantity")?.as_u64())?;
         let kind = OrderType::parse(
             field("type")?
                 .as_str()
@@ -145,14 +142,7 @@ impl OrderRequest {
         )?;
         let request_id = match obj.get("request_id") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_REQUEST_ID_LEN => {
-                Some(s.clone())
-            }
-            Some(_) => {
-                return Err(Error::BadRequest(format!(
-                    "request_id must be a string of 1 to {MAX_REQUEST_ID_LEN} characters"
-                )))
-            }
+            Some(id) => Some(check_request_id(id.as_str())?.to_string()),
         };
         Ok(OrderRequest {
             name,
@@ -165,22 +155,84 @@ impl OrderRequest {
     /// The checks of [`OrderRequest::parse`] that a typed value can still fail (a batch decoded
     /// by serde: a quantity of 0, an empty name, an oversized request id).
     pub fn validate(&self) -> Result<()> {
-        if self.name.is_empty() {
-            return Err(Error::BadRequest("name must be a non-empty string".into()));
-        }
-        if self.quantity == 0 {
-            return Err(Error::BadRequest(
-                "quantity must be a positive integer".into(),
-            ));
-        }
-        let id_len = self.request_id.as_ref().map(String::len);
-        if id_len.is_some_and(|n| n == 0 || n > MAX_REQUEST_ID_LEN) {
-            return Err(Error::BadRequest(format!(
-                "request_id must be a string of 1 to {MAX_REQUEST_ID_LEN} characters"
-            )));
-        }
-        Ok(())
+        check_fields(&self.name, self.quantity, self.request_id.as_deref())
     }
+}
+
+/// The rules every order obeys wherever it comes from: a client's body, a batch decoded by
+/// serde, a log entry a peer sent. Each field is checked by one function below; a `None`
+/// stands for a JSON value of the wrong type, which gets the same message as a bad value.
+fn check_fields(name: &str, quantity: u64, request_id: Option<&str>) -> Result<()> {
+    check_name(Some(name))?;
+    check_quantity(Some(quantity))?;
+    if let Some(id) = request_id {
+        check_request_id(Some(id))?;
+    }
+    Ok(())
+}
+
+fn check_name(name: Option<&str>) -> Result<&str> {
+    name.filter(|s| !s.is_empty())
+        .ok_or_else(|| Error::BadRequest("name must be a non-empty string".into()))
+}
+
+fn check_quantity(quantity: Option<u64>) -> Result<u64> {
+    quantity
+        .filter(|q| *q > 0)
+        .ok_or_else(|| Error::BadRequest("quantity must be a positive integer".into()))
+}
+
+fn check_request_id(id: Option<&str>) -> Result<&str> {
+    id.filter(|s| !s.is_empty() && s.len() <= MAX_REQUEST_ID_LEN)
+        .ok_or_else(|| {
+            Error::BadRequest(format!(
+                "request_id must be a string of 1 to {MAX_REQUEST_ID_LEN} characters"
+            ))
+        })
+}
+
+/// A number as it appears in a path, a query parameter, a header or a line of the election
+/// protocol: plain decimal digits, nothing else. `u64::from_str` also takes `+5`, which a
+/// proxy or another parser in front of us may read differently; so does an empty string.
+pub(crate) fn parse_decimal(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// [`parse_decimal`] for a request's path or query: a 400 naming `what` and the bad value.
+pub(crate) fn decimal_param(s: &str, what: &str) -> Result<u64> {
+    parse_decimal(s).ok_or_else(|| {
+        Error::BadRequest(format!("{what} must be a non-negative integer, not {s:?}"))
+    })
+}
+
+/// Mints a request id for an order whose sender gave none (the front-end, a replica) or that
+/// a tool places (the client, the chaos and eval probes): `<tag>-<start>-<pid>-<n>`.
+///
+/// Ids must never repeat, not even across processes and restarts: a leader answers a known id
+/// with the order it already logged, so a repeated id would acknowledge an old trade instead
+/// of making a new one. `<start>` (wall-clock nanoseconds at the first id of this process)
+/// and `<pid>` separate processes: two running at once have distinct pids, and a restarted
+/// one starts later. `<n>` counts every id of the process, so several minters in one process
+/// (client sessions, a front-end and replicas of an in-process test) never collide. The tag
+/// only says who minted it, for a reader of the logs.
+///
+/// Caveat: a wall clock stepped back to the very nanosecond of an earlier start, in a process
+/// that also got the earlier pid, could repeat ids.
+pub(crate) fn new_request_id(tag: &str) -> String {
+    static START: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let start = START.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{nanos:x}-{:x}", std::process::id())
+    });
+    let id = format!("{tag}-{start}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    debug_assert!(id.len() <= MAX_REQUEST_ID_LEN, "{id}");
+    id
 }
 
 /// The answer to a successful order: `{"data":{"transaction_number":N}}`.
@@ -216,14 +268,8 @@ impl LogEntry {
     /// The checks of [`OrderRequest::validate`] on a log entry a peer sent (replication, the
     /// catalog's apply): an entry no leader could have numbered is refused with a 400 naming it.
     pub fn validate(&self) -> Result<()> {
-        OrderRequest {
-            name: self.name.clone(),
-            quantity: self.quantity,
-            kind: self.kind,
-            request_id: Some(self.request_id.clone()),
-        }
-        .validate()
-        .map_err(|e| Error::BadRequest(format!("order {}: {}", self.number, e.message())))
+        check_fields(&self.name, self.quantity, Some(&self.request_id))
+            .map_err(|e| Error::BadRequest(format!("order {}: {}", self.number, e.message())))
     }
 }
 
@@ -584,6 +630,23 @@ mod tests {
                 (got, want) => panic!("{body}: got {got:?}, want error containing {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn minted_request_ids_are_unique_across_threads_and_bounded() {
+        let minters: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| (0..100).map(|_| new_request_id("t")).collect::<Vec<_>>())
+            })
+            .collect();
+        let ids: Vec<String> = minters
+            .into_iter()
+            .flat_map(|m| m.join().unwrap())
+            .collect();
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        assert!(ids.iter().all(|id| id.starts_with("t-")));
+        assert!(ids.iter().all(|id| check_request_id(Some(id)).is_ok()));
     }
 
     #[test]

@@ -105,10 +105,14 @@ use crate::api::{
     StockRecord,
 };
 use crate::config::{Config, StockConfig};
+use crate::durable::{dir_of, replace_file, temp_path};
 use crate::error::{Error, Result};
 use crate::frontend::cache::CACHE_LEASE;
 use crate::http::client::is_refused;
-use crate::http::{decode_segment, Client, Handler, Request, Response, Server, ServerOptions};
+use crate::http::Runs::{Inline, OnPool};
+use crate::http::{
+    self, decode_segment, Client, Handler, Request, Response, Route, Server, ServerOptions,
+};
 
 /// The most time an apply spends telling every front-end to drop the traded stocks, all
 /// front-ends together (not per name or per front-end).
@@ -183,10 +187,8 @@ impl Catalog {
     /// and removes a temp file left by a crash mid-write. Never overwrites an existing file.
     pub(crate) fn open(path: &Path, initial: &[StockConfig]) -> Result<Catalog> {
         let refuse = |why: String| Error::State(format!("catalog {}: {why}", path.display()));
-        if let Some(dir) = parent_dir(path) {
-            fs::create_dir_all(dir)
-                .map_err(|e| refuse(format!("cannot create its directory: {e}")))?;
-        }
+        fs::create_dir_all(dir_of(path))
+            .map_err(|e| refuse(format!("cannot create its directory: {e}")))?;
         let temp = temp_path(path);
         if temp.exists() {
             warn!("removing {} left by an interrupted write", temp.display());
@@ -224,8 +226,7 @@ impl Catalog {
                 let index = index_of(&file.stocks).map_err(refuse)?;
                 serde_json::to_vec(&file)
                     .map_err(Error::from)
-                    .and_then(|bytes| write_temp(path, &bytes))
-                    .and_then(|()| rename_temp(path))
+                    .and_then(|bytes| replace_file(path, &bytes))
                     .map_err(|e| refuse(format!("cannot create: {e}")))?;
                 info!(
                     "catalog created at {} with {} stocks",
@@ -256,8 +257,7 @@ impl Catalog {
                 // Fold the journal into catalog.json, then start it over.
                 serde_json::to_vec(&last)
                     .map_err(Error::from)
-                    .and_then(|bytes| write_temp(path, &bytes))
-                    .and_then(|()| rename_temp(path))
+                    .and_then(|bytes| replace_file(path, &bytes))
                     .map_err(|e| refuse(format!("cannot write the snapshot: {e}")))?;
                 last
             }
@@ -499,8 +499,7 @@ impl Catalog {
         if journal.lines >= SNAPSHOT_EVERY {
             let snapshot = serde_json::to_vec(&CatalogFile::from(&next))
                 .map_err(Error::from)
-                .and_then(|bytes| write_temp(&self.path, &bytes))
-                .and_then(|()| rename_temp(&self.path))
+                .and_then(|bytes| replace_file(&self.path, &bytes))
                 .and_then(|()| {
                     Ok(journal
                         .file
@@ -604,36 +603,6 @@ fn fenced(what: &str, epoch: u64, leader: u32, fence: u64) -> Error {
     ))
 }
 
-fn parent_dir(path: &Path) -> Option<&Path> {
-    path.parent().filter(|d| !d.as_os_str().is_empty())
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-/// Writes `bytes` to the temp file next to `path` and fsyncs it.
-fn write_temp(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = File::create(temp_path(path))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    Ok(())
-}
-
-/// Renames the temp file over `path` and fsyncs the directory, so that a crash at any instant
-/// leaves the old or the new file.
-fn rename_temp(path: &Path) -> Result<()> {
-    fs::rename(temp_path(path), path)?;
-    // The rename is durable only once the directory entry is.
-    File::open(parent_dir(path).unwrap_or(Path::new(".")))?.sync_all()?;
-    Ok(())
-}
-
 impl Handler for Service {
     fn handle(&self, req: &Request) -> Result<Response> {
         self.route(req)
@@ -642,12 +611,34 @@ impl Handler for Service {
     /// Lookups read memory and applies come one at a time from the leader: running them on
     /// the connection's thread saves two thread hand-offs each (`docs/http-server.md`).
     fn runs_inline(&self, req: &Request) -> bool {
-        matches!(
-            (req.method.as_str(), req.segments().as_slice()),
-            ("GET", ["stocks", _]) | ("POST", ["apply"] | ["leader"])
-        )
+        http::runs_inline(ROUTES, req)
     }
 }
+
+/// Every route of the catalog: lookups for the front-ends, the leader's hello and applies,
+/// and the state for tests and the live page.
+const ROUTES: &[Route<Service>] = &[
+    ("GET", &["stocks"], OnPool, |s, _, _| {
+        Ok(Response::ok(s.catalog.list()))
+    }),
+    ("GET", &["stocks", "*"], Inline, |s, _, path| {
+        s.catalog.lookup(&decode_segment(path[1])).map(Response::ok)
+    }),
+    ("GET", &["state"], OnPool, |s, _, _| {
+        Ok(Response::ok(s.catalog.state()))
+    }),
+    ("GET", &["health"], OnPool, |_, _, _| {
+        Ok(Response::ok(Health {
+            status: "ok".into(),
+        }))
+    }),
+    ("POST", &["leader"], Inline, |s, req, _| {
+        req.require_secret(&s.secret)?;
+        let hello: LeaderHello = req.json()?;
+        s.catalog.hello(&hello).map(Response::ok)
+    }),
+    ("POST", &["apply"], Inline, |s, req, _| s.apply(req)),
+];
 
 /// The catalog's HTTP face: the data plus the front-ends to invalidate.
 pub(crate) struct Service {
@@ -711,39 +702,24 @@ impl Service {
         }
     }
 
-    /// The one router of the catalog.
+    /// The one router of the catalog: the table `ROUTES`.
     pub(crate) fn route(&self, req: &Request) -> Result<Response> {
-        match (req.method.as_str(), req.segments().as_slice()) {
-            ("GET", ["stocks"]) => Ok(Response::ok(self.catalog.list())),
-            ("GET", ["stocks", name]) => {
-                self.catalog.lookup(&decode_segment(name)).map(Response::ok)
-            }
-            ("GET", ["state"]) => Ok(Response::ok(self.catalog.state())),
-            ("GET", ["health"]) => Ok(Response::ok(Health {
-                status: "ok".into(),
-            })),
-            ("POST", ["leader"]) => {
-                req.require_secret(&self.secret)?;
-                let hello: LeaderHello = req.json()?;
-                self.catalog.hello(&hello).map(Response::ok)
-            }
-            ("POST", ["apply"]) => {
-                req.require_secret(&self.secret)?;
-                let batch: ApplyBatch = req.json()?;
-                let applied = self.catalog.apply(&batch)?;
-                if !self.invalidate(applied.names) {
-                    // A running front-end did not confirm (paused, or cut off): whatever it
-                    // cached before this change expires one cache lease after the change.
-                    let until = *self.catalog.changed_at.lock() + CACHE_LEASE;
-                    std::thread::sleep(until.saturating_duration_since(Instant::now()));
-                }
-                Ok(Response::ok(applied.state))
-            }
-            (_, ["stocks"] | ["stocks", _] | ["state"] | ["health"] | ["leader"] | ["apply"]) => {
-                Err(Error::MethodNotAllowed)
-            }
-            _ => Err(Error::NotFound(format!("no such route: {}", req.path))),
+        http::dispatch(ROUTES, self, req)
+    }
+
+    /// `POST /apply`: applies a batch of committed orders, then has every front-end drop what
+    /// changed before the leader hears of it.
+    fn apply(&self, req: &Request) -> Result<Response> {
+        req.require_secret(&self.secret)?;
+        let batch: ApplyBatch = req.json()?;
+        let applied = self.catalog.apply(&batch)?;
+        if !self.invalidate(applied.names) {
+            // A running front-end did not confirm (paused, or cut off): whatever it
+            // cached before this change expires one cache lease after the change.
+            let until = *self.catalog.changed_at.lock() + CACHE_LEASE;
+            std::thread::sleep(until.saturating_duration_since(Instant::now()));
         }
+        Ok(Response::ok(applied.state))
     }
 
     /// Tells every front-end, in parallel, to drop `names`, waiting at most

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::api::{OrderAck, OrderRequest, OrderType, Stock};
+use crate::api::{new_request_id, OrderAck, OrderRequest, OrderType, Stock};
 use crate::client::{self, ClientOptions, Summary};
 use crate::cluster::{
     two_leaders_in_one_epoch, Binaries, Cluster, ClusterOptions, Invariant, Sampler, Service,
@@ -398,7 +398,7 @@ fn stale_read_probe(frontend: &str, stop: &AtomicBool) -> (u64, Option<String>) 
             name: PROBE_STOCK.into(),
             quantity: 1,
             kind,
-            request_id: Some(format!("probe-{}-{trades}", std::process::id())),
+            request_id: Some(new_request_id("probe")),
         };
         let ack = client::retrying(&mut retries, || {
             client.post::<_, OrderAck>(frontend, "/orders", &order, CALL_TIMEOUT)

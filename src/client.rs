@@ -8,7 +8,7 @@
 //! or sell 1 to [`MAX_TRADE`] shares of it. Every acknowledged order is kept; at the end each is
 //! read back with `GET /orders/<n>` and compared.
 //!
-//! Retries: an order carries a request id unique to this run (`c<nonce>-<session>-<i>`), so
+//! Retries: an order carries a request id no other run can mint (`api::new_request_id`), so
 //! re-sending it after a transport error or a 5xx can never trade twice; the bazaar answers a
 //! repeat with the first transaction number. Lookups and reads are retried the same way. Retries
 //! are counted; what still fails after [`RETRY_DEADLINE`] is an error. A 409 (not enough stock)
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::api::{Order, OrderAck, OrderRequest, OrderType, Stock, StockRecord};
+use crate::api::{new_request_id, Order, OrderAck, OrderRequest, OrderType, Stock, StockRecord};
 use crate::error::{Error, Result};
 use crate::http::Client;
 
@@ -199,7 +199,6 @@ struct SessionResult {
 
 /// Runs every session to the end and merges their results.
 pub fn run(options: &ClientOptions) -> Summary {
-    let nonce = run_nonce();
     let addr = format!("{}:{}", options.host, options.port);
     let stocks = match &options.stocks {
         Some(stocks) if !stocks.is_empty() => stocks.clone(),
@@ -207,11 +206,10 @@ pub fn run(options: &ClientOptions) -> Summary {
     };
     let sessions: Vec<_> = (0..options.clients.max(1))
         .map(|index| {
-            let (options, addr, stocks, nonce) =
-                (options.clone(), addr.clone(), stocks.clone(), nonce.clone());
+            let (options, addr, stocks) = (options.clone(), addr.clone(), stocks.clone());
             thread::Builder::new()
                 .name(format!("client-{index}"))
-                .spawn(move || client_session(index, &options, &addr, &stocks, &nonce))
+                .spawn(move || client_session(index, &options, &addr, &stocks))
         })
         .collect();
     let mut total = SessionResult::default();
@@ -253,14 +251,13 @@ fn client_session(
     options: &ClientOptions,
     addr: &str,
     stocks: &[String],
-    nonce: &str,
 ) -> SessionResult {
     let client = Client::new();
     let mut rng = fastrand::Rng::with_seed(options.seed.wrapping_add(index as u64));
     let mut out = SessionResult::default();
     let mut placed: BTreeMap<u64, Order> = BTreeMap::new();
     let trading = Instant::now();
-    for i in 0..options.n_request {
+    for _ in 0..options.n_request {
         let stopped = options
             .stop
             .as_ref()
@@ -296,7 +293,7 @@ fn client_session(
             } else {
                 OrderType::Sell
             },
-            request_id: Some(format!("c{nonce}-{index}-{i}")),
+            request_id: Some(new_request_id("c")),
         };
         let started = Instant::now();
         let ack = retrying(&mut out.summary.retries, || {
@@ -388,16 +385,6 @@ fn list_stocks(client: &Client, addr: &str) -> Vec<String> {
         Ok(list) if !list.is_empty() => list.into_iter().map(|s| s.name).collect(),
         _ => DEFAULT_STOCKS.iter().map(|s| s.to_string()).collect(),
     }
-}
-
-/// A value unique to this run, so request ids never collide with a previous run's ids that
-/// are still in the logs (the data survives restarts).
-fn run_nonce() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{:x}{:x}", nanos, std::process::id())
 }
 
 fn ms_since(started: Instant) -> f64 {

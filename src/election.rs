@@ -43,6 +43,7 @@ use std::time::Duration;
 
 use log::{debug, info, warn};
 
+use crate::api::parse_decimal;
 use crate::config::ReplicaConfig;
 
 /// How long the front-end waits for `OK` to a `Ping` (a stopped process still accepts TCP).
@@ -99,7 +100,7 @@ impl Command {
             return Some(Command::YouWin { hint, secret });
         }
         let (id, rest) = line.split_once(' ').unwrap_or((line, ""));
-        let id = parse_digits(id)?;
+        let id = parse_decimal(id)?;
         let (epoch, secret) = number_and_secret(rest)?;
         Some(Command::Leader {
             id: u32::try_from(id).ok()?,
@@ -128,20 +129,12 @@ impl Command {
     }
 }
 
-/// Plain decimal digits only (`u64::from_str` would also take `+5`).
-fn parse_digits(word: &str) -> Option<u64> {
-    if word.is_empty() || !word.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    word.parse().ok()
-}
-
 /// `[<number> [<secret>]]`, whitespace separated, nothing after.
 fn number_and_secret(rest: &str) -> Option<(Option<u64>, String)> {
     let mut words = rest.split_ascii_whitespace();
     let number = match words.next() {
         None => return Some((None, String::new())),
-        Some(word) => parse_digits(word)?,
+        Some(word) => parse_decimal(word)?,
     };
     let secret = words.next().unwrap_or("").to_string();
     if words.next().is_some() {
@@ -217,8 +210,8 @@ impl Reply {
             "OK" => Reply::Ok,
             "WAIT" => Reply::Wait,
             _ if line.starts_with("ERR ") => Reply::Error(line["ERR ".len()..].to_string()),
-            _ => match line.strip_prefix("OK ").map(|e| e.trim().parse()) {
-                Some(Ok(epoch)) => Reply::OkEpoch(epoch),
+            _ => match line.strip_prefix("OK ").map(|e| parse_decimal(e.trim())) {
+                Some(Some(epoch)) => Reply::OkEpoch(epoch),
                 _ => Reply::Other,
             },
         }
@@ -422,6 +415,7 @@ mod tests {
             ("OK", Reply::Ok),
             ("OK 4", Reply::OkEpoch(4)),
             ("OK x", Reply::Other),
+            ("OK +4", Reply::Other),
             ("WAIT", Reply::Wait),
             (
                 "ERR unknown command",

@@ -18,8 +18,9 @@ pub enum Error {
     BadRequest(String),
     /// No such stock, order or route (404).
     NotFound(String),
-    /// The path exists but not with this method (405).
-    MethodNotAllowed,
+    /// The path exists but not with this method (405). Carries the methods it has, for the
+    /// `Allow` header (`GET, POST`); empty when rebuilt from another service's answer.
+    MethodNotAllowed(String),
     /// An endpoint that only services call was called without the deployment's secret (401).
     Unauthorized(String),
     /// A body without a length (chunked uploads are refused) (411).
@@ -60,7 +61,7 @@ impl Error {
         match self {
             Error::BadRequest(_) => 400,
             Error::NotFound(_) => 404,
-            Error::MethodNotAllowed => 405,
+            Error::MethodNotAllowed(_) => 405,
             Error::Unauthorized(_) => 401,
             Error::LengthRequired => 411,
             Error::RequestTimeout => 408,
@@ -79,7 +80,7 @@ impl Error {
             400 => Error::BadRequest(message),
             401 => Error::Unauthorized(message),
             404 => Error::NotFound(message),
-            405 => Error::MethodNotAllowed,
+            405 => Error::MethodNotAllowed(String::new()),
             409 => Error::Conflict(message),
             411 => Error::LengthRequired,
             408 => Error::RequestTimeout,
@@ -105,7 +106,7 @@ impl Error {
             | Error::Internal(m)
             | Error::Config(m)
             | Error::State(m) => m.clone(),
-            Error::MethodNotAllowed => "method not allowed".into(),
+            Error::MethodNotAllowed(_) => "method not allowed".into(),
             Error::LengthRequired => "a request body needs a Content-Length".into(),
             Error::PayloadTooLarge => "request body too large".into(),
             Error::RequestTimeout => "request not complete within the request timeout".into(),
@@ -152,7 +153,7 @@ mod tests {
         let cases = [
             Error::BadRequest("x".into()),
             Error::NotFound("x".into()),
-            Error::MethodNotAllowed,
+            Error::MethodNotAllowed(String::new()),
             Error::LengthRequired,
             Error::RequestTimeout,
             Error::Conflict("x".into()),

@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 use plotters::prelude::*;
 use serde::Deserialize;
 
-use crate::api::{FrontendHealth, OrderAck, OrderRequest, OrderType};
+use crate::api::{new_request_id, FrontendHealth, OrderAck, OrderRequest, OrderType};
 use crate::error::{Error, Result};
 use crate::http::Client;
 
@@ -1022,7 +1022,7 @@ fn timeline_probe(frontend: &str, started: Instant, stop: &AtomicBool) -> Vec<Sa
             } else {
                 OrderType::Buy
             },
-            request_id: Some(format!("eval-timeline-{}-{i}", std::process::id())),
+            request_id: Some(new_request_id("eval-timeline")),
         };
         let sent = Instant::now();
         let answer = client.post::<_, OrderAck>(frontend, "/orders", &order, PROBE_TIMEOUT);
@@ -1176,7 +1176,7 @@ fn kill_two(bazaar: &Bazaar, t0: Instant) -> Result<(Fault, Probes)> {
             } else {
                 OrderType::Buy
             },
-            request_id: Some(format!("eval-probe-{}-{i}", std::process::id())),
+            request_id: Some(new_request_id("eval-probe")),
         };
         i += 1;
         match bazaar

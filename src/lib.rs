@@ -12,6 +12,7 @@
 //!
 //! - [`config`]: the one YAML deployment file, its environment overrides and validation.
 //! - [`api`]: every JSON body on the wire, shared by services, client and tests.
+//! - `durable`: atomic, durable replacement of a whole file (catalog snapshot, replica state).
 //! - [`error`]: the one error enum and its mapping to HTTP statuses.
 //! - [`http`]: the blocking HTTP server (thread per connection, fixed handler pool) and the
 //!   shared keep-alive HTTP client.
@@ -46,6 +47,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod config;
+mod durable;
 pub mod election;
 pub mod error;
 pub mod eval;

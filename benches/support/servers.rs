@@ -55,6 +55,7 @@ fn start_bazaar(listener: TcpListener, body: &str) -> Running {
             status: 200,
             body: body.clone(),
             content_type: bazaar::http::JSON,
+            allow: None,
         })
     };
     let options = ServerOptions::new("bench", POOL_THREADS, &HttpConfig::default());

@@ -45,24 +45,28 @@ mod dashboard;
 pub mod leader;
 
 use std::net::{SocketAddr, TcpListener};
+// The tests (`use super::*`) count with these; the service itself no longer does.
+#[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
 use serde_json::Value;
 
 use crate::api::{
-    CacheView, FrontendHealth, InvalidateBatch, Invalidated, Order, OrderAck, OrderRequest,
-    ReplicaHealth, Stock, StockRecord, RESEND,
+    decimal_param, new_request_id, CacheView, FrontendHealth, InvalidateBatch, Invalidated, Order,
+    OrderAck, OrderRequest, ReplicaHealth, Stock, StockRecord, RESEND,
 };
 use crate::config::Config;
 use crate::election;
 use crate::error::{Error, Result};
+use crate::http::Runs::{Inline, OnPool};
 use crate::http::{
-    decode_segment, encode_segment, Client, Handler, Request, Response, Server, ServerOptions,
+    self, decode_segment, encode_segment, Client, Handler, Request, Response, Route, Server,
+    ServerOptions,
 };
 
 use cache::{Cache, Lookup};
@@ -97,9 +101,6 @@ pub struct Service {
     client: Client,
     cache: Cache,
     leader: LeaderTracker,
-    /// Start time in nanoseconds: makes assigned request ids unique across restarts.
-    boot_nanos: u128,
-    next_request: AtomicU64,
     /// The deployment secret, required on the catalog's invalidation calls.
     secret: String,
     /// Lookups and orders per second, for the live page.
@@ -116,17 +117,61 @@ impl Handler for Service {
     /// forward, waiting): the pool hop costs two thread hand-offs each and would cap the
     /// orders in flight to the leader at the pool's size (`docs/http-server.md`).
     fn runs_inline(&self, req: &Request) -> bool {
-        matches!(
-            (req.method.as_str(), req.segments().as_slice()),
-            ("POST", ["invalidation", ..])
-                | (
-                    "GET",
-                    ["stocks", _] | ["lookup"] | ["orders", _] | ["order"]
-                )
-                | ("POST", ["orders"] | ["order"])
-        )
+        http::runs_inline(ROUTES, req)
     }
 }
+
+/// Every route of the front-end: the REST API, the reference client's query-string API
+/// (`/lookup`, `/order`), the catalog's invalidations and the live page. Where each runs: see
+/// `runs_inline`.
+const ROUTES: &[Route<Service>] = &[
+    ("GET", &["stocks"], OnPool, |s, _, _| {
+        s.list_stocks().map(Response::ok)
+    }),
+    ("GET", &["stocks", "*"], Inline, |s, _, path| {
+        s.lookup(&decode_segment(path[1])).map(Response::ok)
+    }),
+    ("POST", &["orders"], Inline, |s, req, _| {
+        s.place_order(OrderRequest::parse(&req.body)?)
+            .map(Response::ok)
+    }),
+    ("GET", &["orders", "*"], Inline, |s, _, path| {
+        s.query_order(decimal_param(path[1], "order number")?)
+            .map(Response::ok)
+    }),
+    ("GET", &["cache"], OnPool, |s, _, _| {
+        Ok(Response::ok(s.cache_view()))
+    }),
+    ("GET", &["health"], OnPool, |s, _, _| {
+        Ok(Response::ok(s.health()))
+    }),
+    ("POST", &["invalidation"], Inline, |s, req, _| {
+        req.require_secret(&s.secret)?;
+        let batch: InvalidateBatch = req.json()?;
+        for name in &batch.names {
+            s.invalidate(name);
+        }
+        Ok(Response::ok(batch))
+    }),
+    ("POST", &["invalidation", "*"], Inline, |s, req, path| {
+        req.require_secret(&s.secret)?;
+        Ok(Response::ok(s.invalidate(&decode_segment(path[1]))))
+    }),
+    ("GET", &[], OnPool, |_, _, _| Ok(dashboard::page())),
+    ("GET", &["cluster"], OnPool, |s, _, _| {
+        Ok(Response::ok(dashboard::gather(s)))
+    }),
+    ("GET", &["lookup"], Inline, |s, req, _| {
+        s.lookup(&required_param(req, "stock")?).map(Response::ok)
+    }),
+    ("GET", &["order"], Inline, |s, req, _| {
+        let number = decimal_param(&required_param(req, "order_number")?, "order number")?;
+        s.query_order(number).map(Response::ok)
+    }),
+    ("POST", &["order"], Inline, |s, req, _| {
+        s.place_order(compat_order(req)?).map(Response::ok)
+    }),
+];
 
 impl Service {
     /// Builds the service from the config: an empty cache (opening the trace file when dump
@@ -151,72 +196,19 @@ impl Service {
                 "frontend.cache_log_path: cannot open the cache trace: {e}"
             ))
         })?;
-        let boot_nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
         Ok(Service {
             catalog_addr: config.catalog_addr(),
             client: Client::new(),
             cache,
             leader,
-            boot_nanos,
-            next_request: AtomicU64::new(0),
             secret: config.secret.clone(),
             traffic: dashboard::Traffic::default(),
         })
     }
 
-    /// The one router of the front-end.
+    /// The one router of the front-end: the table `ROUTES`.
     pub fn route(&self, req: &Request) -> Result<Response> {
-        match (req.method.as_str(), req.segments().as_slice()) {
-            ("GET", ["stocks"]) => self.list_stocks().map(Response::ok),
-            ("GET", ["stocks", name]) => self.lookup(&decode_segment(name)).map(Response::ok),
-            ("POST", ["orders"]) => self
-                .place_order(OrderRequest::parse(&req.body)?)
-                .map(Response::ok),
-            ("GET", ["orders", n]) => self.query_order(parse_order_number(n)?).map(Response::ok),
-            ("GET", ["cache"]) => Ok(Response::ok(self.cache_view())),
-            ("GET", ["health"]) => Ok(Response::ok(self.health())),
-            ("POST", ["invalidation"]) => {
-                req.require_secret(&self.secret)?;
-                let batch: InvalidateBatch = req.json()?;
-                for name in &batch.names {
-                    self.invalidate(name);
-                }
-                Ok(Response::ok(batch))
-            }
-            ("GET", []) => Ok(dashboard::page()),
-            ("GET", ["cluster"]) => Ok(Response::ok(dashboard::gather(self))),
-            ("POST", ["invalidation", name]) => {
-                req.require_secret(&self.secret)?;
-                Ok(Response::ok(self.invalidate(&decode_segment(name))))
-            }
-            ("GET", ["lookup"]) => self
-                .lookup(&required_param(req, "stock")?)
-                .map(Response::ok),
-            ("GET", ["order"]) => {
-                let number = parse_order_number(&required_param(req, "order_number")?)?;
-                self.query_order(number).map(Response::ok)
-            }
-            ("POST", ["order"]) => self.place_order(compat_order(req)?).map(Response::ok),
-            (
-                _,
-                ["stocks"]
-                | ["stocks", _]
-                | ["orders"]
-                | ["orders", _]
-                | ["cache"]
-                | ["health"]
-                | ["invalidation"]
-                | ["invalidation", _]
-                | ["lookup"]
-                | ["order"]
-                | []
-                | ["cluster"],
-            ) => Err(Error::MethodNotAllowed),
-            _ => Err(Error::NotFound(format!("no such route: {}", req.path))),
-        }
+        http::dispatch(ROUTES, self, req)
     }
 
     /// A stock, from the cache or else from the catalog.
@@ -332,13 +324,9 @@ impl Service {
         }
     }
 
-    /// `fe-<boot nanos>-<counter>`: unique across restarts of the front-end.
+    /// The id of an order the client sent without one (see [`new_request_id`]).
     fn next_request_id(&self) -> String {
-        format!(
-            "fe-{}-{}",
-            self.boot_nanos,
-            self.next_request.fetch_add(1, Ordering::Relaxed)
-        )
+        new_request_id("fe")
     }
 
     /// One active health check: ping the leader's health port, re-select if it does not
@@ -381,19 +369,6 @@ fn catalog_error(err: Error) -> Error {
 fn required_param(req: &Request, name: &str) -> Result<String> {
     req.query_param(name)
         .ok_or_else(|| Error::BadRequest(format!("missing query parameter {name:?}")))
-}
-
-/// An order number as the client wrote it: digits only.
-fn parse_order_number(s: &str) -> Result<u64> {
-    let bad = || {
-        Error::BadRequest(format!(
-            "order number must be a non-negative integer, not {s:?}"
-        ))
-    };
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    s.parse().map_err(|_| bad())
 }
 
 /// The reference client's `POST /order?stock=X&quantity=N&type=T` as an [`OrderRequest`]: the

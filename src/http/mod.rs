@@ -6,7 +6,10 @@
 //! - [`client`]: outbound calls through one shared keep-alive `ureq` agent per process.
 //!
 //! A service is a [`Handler`]: one `route()` from [`Request`] to [`Response`] or [`Error`]; the
-//! server turns errors into the JSON error body and a panic into a 500.
+//! server turns errors into the JSON error body and a panic into a 500. Each service lists its
+//! routes once, as a table of `Route` rows (method, path, where it runs, handler); `dispatch`
+//! answers from it, with a 405 for a listed path under another method and a 404 for the rest.
+//! The 405 carries an `Allow` header listing the path's methods, from the same table.
 
 pub mod client;
 pub mod server;
@@ -165,6 +168,8 @@ pub struct Response {
     pub status: u16,
     pub body: Vec<u8>,
     pub content_type: &'static str,
+    /// The `Allow` header of a 405: the methods the path has.
+    pub allow: Option<String>,
 }
 
 /// The content type of every API answer.
@@ -178,6 +183,7 @@ impl Response {
                 status: 200,
                 body,
                 content_type: JSON,
+                allow: None,
             },
             Err(e) => Response::error(&Error::Internal(format!("cannot encode response: {e}"))),
         }
@@ -188,10 +194,15 @@ impl Response {
         let body = serde_json::to_vec(&ErrorBody::from(err)).unwrap_or_else(|_| {
             br#"{"error":{"code":500,"message":"cannot encode error"}}"#.to_vec()
         });
+        let allow = match err {
+            Error::MethodNotAllowed(methods) if !methods.is_empty() => Some(methods.clone()),
+            _ => None,
+        };
         Response {
             status: err.status(),
             body,
             content_type: JSON,
+            allow,
         }
     }
 
@@ -201,6 +212,7 @@ impl Response {
             status: 200,
             body: body.to_vec(),
             content_type,
+            allow: None,
         }
     }
 }
@@ -209,6 +221,75 @@ impl From<Result<Response>> for Response {
     fn from(result: Result<Response>) -> Self {
         result.unwrap_or_else(|e| Response::error(&e))
     }
+}
+
+/// Where a route's handler runs (see [`Handler::runs_inline`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Runs {
+    /// On the connection's thread: cheap, or must never queue behind slow requests.
+    Inline,
+    /// On the server's fixed pool.
+    OnPool,
+}
+
+/// One row of a service's route table: method, path segments (`*` stands for any one
+/// segment), where the handler runs, and the handler. The handler gets the service, the
+/// request and the request's path segments, so `["stocks", "*"]` finds the name at index 1.
+///
+/// Each service has one table; routing, the 405 for a known path with another method, the 404
+/// for an unknown path and [`Handler::runs_inline`] are all read from it, so a route is added
+/// or removed in one place.
+pub(crate) type Route<S> = (&'static str, &'static [&'static str], Runs, RouteFn<S>);
+
+/// The handler of a [`Route`].
+pub(crate) type RouteFn<S> = fn(&S, &Request, &[&str]) -> Result<Response>;
+
+/// What a route table holds for a method and path.
+enum Found<'t, S> {
+    Route(&'t Route<S>),
+    /// Rows have this path, none with this method: 405, with the methods they have.
+    OtherMethod(Vec<&'static str>),
+    /// No row has this path: 404.
+    NoPath,
+}
+
+fn find<'t, S>(routes: &'t [Route<S>], method: &str, segments: &[&str]) -> Found<'t, S> {
+    let mut allowed = Vec::new();
+    for route in routes {
+        let (m, path, _, _) = route;
+        let same_path = path.len() == segments.len()
+            && path.iter().zip(segments).all(|(p, s)| *p == "*" || p == s);
+        if same_path {
+            if *m == method {
+                return Found::Route(route);
+            }
+            allowed.push(*m);
+        }
+    }
+    if allowed.is_empty() {
+        Found::NoPath
+    } else {
+        Found::OtherMethod(allowed)
+    }
+}
+
+/// Answers `req` from the table `routes` of `service`.
+pub(crate) fn dispatch<S>(routes: &[Route<S>], service: &S, req: &Request) -> Result<Response> {
+    let segments = req.segments();
+    match find(routes, &req.method, &segments) {
+        Found::Route((_, _, _, handler)) => handler(service, req, &segments),
+        Found::OtherMethod(allowed) => Err(Error::MethodNotAllowed(allowed.join(", "))),
+        Found::NoPath => Err(Error::NotFound(format!("no such route: {}", req.path))),
+    }
+}
+
+/// Whether the table runs `req` on its connection's thread; errors (404, 405) do not.
+pub(crate) fn runs_inline<S>(routes: &[Route<S>], req: &Request) -> bool {
+    let segments = req.segments();
+    matches!(
+        find(routes, &req.method, &segments),
+        Found::Route((_, _, Runs::Inline, _))
+    )
 }
 
 /// A service: one function from request to response. Implemented by each service's `route()`.
@@ -236,6 +317,34 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_table_derives_405_with_allow_and_404() {
+        const ROUTES: &[Route<()>] = &[
+            ("GET", &["stocks", "*"], Runs::Inline, |_, _, path| {
+                Ok(Response::ok(path[1]))
+            }),
+            ("POST", &["stocks", "*"], Runs::OnPool, |_, _, _| {
+                Ok(Response::ok(()))
+            }),
+            ("GET", &[], Runs::OnPool, |_, _, _| Ok(Response::ok("page"))),
+        ];
+        let call = |method, target| dispatch(ROUTES, &(), &Request::new(method, target, vec![]));
+        assert_eq!(call("GET", "/stocks/A").unwrap().body, br#"{"data":"A"}"#);
+        assert_eq!(call("GET", "/").unwrap().body, br#"{"data":"page"}"#);
+        let err = call("DELETE", "/stocks/A").unwrap_err();
+        assert_eq!(err, Error::MethodNotAllowed("GET, POST".into()));
+        assert_eq!(Response::error(&err).allow.as_deref(), Some("GET, POST"));
+        assert_eq!(Response::error(&err).status, 405);
+        let err = call("GET", "/stocks").unwrap_err();
+        assert_eq!(err, Error::NotFound("no such route: /stocks".into()));
+        assert_eq!(Response::error(&err).allow, None);
+        let inline = |method, target| runs_inline(ROUTES, &Request::new(method, target, vec![]));
+        assert!(inline("GET", "/stocks/A"));
+        assert!(
+            !inline("POST", "/stocks/A") && !inline("PUT", "/stocks/A") && !inline("GET", "/x")
+        );
+    }
 
     #[test]
     fn query_params_table() {

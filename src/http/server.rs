@@ -51,6 +51,7 @@ use parking_lot::Mutex;
 use threadpool::ThreadPool;
 
 use super::{Handler, Request, Response, MAX_BODY_BYTES};
+use crate::api::parse_decimal;
 use crate::config::HttpConfig;
 use crate::error::{Error, Result};
 
@@ -128,7 +129,7 @@ struct Shared {
     handler: Arc<dyn Handler>,
     pool: Mutex<ThreadPool>,
     stopping: AtomicBool,
-    /// Open connections by id, so that shutdown can close them and the cap can be counted.
+    /// Open connections by id, so that shutdown can close them.
     connections: Mutex<HashMap<u64, Arc<TcpStream>>>,
     next_id: AtomicU64,
     /// Handlers running on their connection's thread right now (`Handler::runs_inline`).
@@ -172,7 +173,7 @@ impl Server {
             let shared = shared.clone();
             thread::Builder::new()
                 .name(format!("{}-accept", shared.options.name))
-                .spawn(move || accept_loop(listener, shared))?
+                .spawn(move || accept_http(listener, shared))?
         };
         log::info!("{} listening on http://{local_addr}", shared.options.name);
         Ok(Server {
@@ -209,57 +210,109 @@ impl Server {
     }
 }
 
-/// The acceptor thread: admits connections up to the cap and gives each its own thread.
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// How [`accept_loop`] admits connections.
+pub(crate) struct Admission {
+    /// Names the log lines and, with `-conn`, the connection threads.
+    pub name: String,
+    /// Most connections served at once; one more goes to `refuse` instead.
+    pub max_connections: usize,
+    /// Stack of a connection thread; `None` for the default.
+    pub stack_bytes: Option<usize>,
+}
+
+/// The accepting thread of every listener (the HTTP server's and the replica's line ports):
+/// each admitted connection gets a thread of its own that runs `serve`, so a slow or silent
+/// client only ever holds its own thread. At most `max_connections` run at once; one more is
+/// handed to `refuse` on this thread and dropped. Returns once `stopped()` holds after an
+/// accept (the owner wakes it with a connection of its own: `accept` has no timeout).
+pub(crate) fn accept_loop(
+    listener: &TcpListener,
+    admission: &Admission,
+    stopped: impl Fn() -> bool,
+    refuse: impl Fn(TcpStream),
+    serve: impl Fn(TcpStream) + Send + Sync + 'static,
+) {
+    let name = &admission.name;
+    let serve = Arc::new(serve);
+    let open = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
-        if shared.stopping.load(Ordering::SeqCst) {
+        if stopped() {
             break;
         }
         let stream = match stream {
             Ok(stream) => stream,
             Err(e) => {
-                log::warn!("{}: accept failed: {e}", shared.options.name);
+                log::warn!("{name}: accept failed: {e}");
                 thread::sleep(ACCEPT_BACKOFF);
                 continue;
             }
         };
+        if open.fetch_add(1, Ordering::SeqCst) >= admission.max_connections {
+            open.fetch_sub(1, Ordering::SeqCst);
+            refuse(stream);
+            continue;
+        }
+        let mut builder = thread::Builder::new().name(format!("{name}-conn"));
+        if let Some(bytes) = admission.stack_bytes {
+            builder = builder.stack_size(bytes);
+        }
+        let (serve, done) = (serve.clone(), Closes(open.clone()));
+        if let Err(e) = builder.spawn(move || {
+            let _done = done;
+            serve(stream);
+        }) {
+            log::warn!("{name}: cannot spawn a connection thread: {e}");
+        }
+    }
+}
+
+/// Counts a connection as closed when dropped: when its thread ends, even by a panic, or when
+/// the thread could not be started (the closure, and this with it, is dropped then).
+struct Closes(Arc<AtomicUsize>);
+
+impl Drop for Closes {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The HTTP server's accepting thread: [`accept_loop`] with a 503 for connections over the cap
+/// and a registry of open connections, so that shutdown can close them.
+fn accept_http(listener: TcpListener, shared: Arc<Shared>) {
+    let admission = Admission {
+        name: shared.options.name.clone(),
+        max_connections: shared.options.max_connections,
+        stack_bytes: Some(CONNECTION_STACK_BYTES),
+    };
+    let stopping = shared.clone();
+    let refuse = |stream: TcpStream| {
+        log::warn!("{}: connection cap reached, refusing one", admission.name);
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        let busy = Response::error(&Error::Unavailable("too many connections".into()));
+        let _ = write_response(&mut &stream, &busy, false);
+    };
+    let serve = move |stream: TcpStream| {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         // Shared with the registry so that shutdown can close it: one descriptor, not two.
         let stream = Arc::new(stream);
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut open = shared.connections.lock();
-            if open.len() >= shared.options.max_connections {
-                drop(open);
-                log::warn!(
-                    "{}: connection cap reached, refusing one",
-                    shared.options.name
-                );
-                let busy = Response::error(&Error::Unavailable("too many connections".into()));
-                let _ = write_response(&mut &*stream, &busy, false);
-                continue;
-            }
-            open.insert(id, stream.clone());
+        shared.connections.lock().insert(id, stream.clone());
+        // Checked after registering: a shutdown that closed the registry before we were in
+        // it had already set the flag.
+        if !shared.stopping.load(Ordering::SeqCst) {
+            serve_connection(stream, &shared);
         }
-        let spawned = {
-            let shared = shared.clone();
-            thread::Builder::new()
-                .name(format!("{}-conn", shared.options.name))
-                .stack_size(CONNECTION_STACK_BYTES)
-                .spawn(move || {
-                    serve_connection(stream, &shared);
-                    shared.connections.lock().remove(&id);
-                })
-        };
-        if let Err(e) = spawned {
-            log::warn!(
-                "{}: cannot spawn a connection thread: {e}",
-                shared.options.name
-            );
-            shared.connections.lock().remove(&id);
-        }
-    }
+        shared.connections.lock().remove(&id);
+    };
+    accept_loop(
+        &listener,
+        &admission,
+        || stopping.stopping.load(Ordering::SeqCst),
+        refuse,
+        serve,
+    );
 }
 
 /// One connection's thread: read a request, have the pool answer it, write, repeat.
@@ -440,11 +493,9 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(usize, Request, usize)>> 
         let value = String::from_utf8_lossy(header.value).trim().to_string();
         match name.as_str() {
             "content-length" => {
-                // Digits only: `usize::from_str` also takes "+5", which a proxy in front may
-                // read differently (request smuggling).
-                let n: usize = Some(value.as_str())
-                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|v| v.parse().ok())
+                // Digits only: a proxy in front may read "+5" differently (request smuggling).
+                let n: usize = parse_decimal(&value)
+                    .and_then(|n| usize::try_from(n).ok())
                     .ok_or_else(|| Error::BadRequest("invalid Content-Length".into()))?;
                 if content_length.is_some_and(|prev| prev != n) {
                     return Err(Error::BadRequest(
@@ -519,13 +570,17 @@ fn write_response(
     let mut out = Vec::with_capacity(128 + response.body.len());
     write!(
         out,
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n",
         response.status,
         reason(response.status),
         response.content_type,
         response.body.len(),
         if keep_alive { "keep-alive" } else { "close" },
     )?;
+    if let Some(allow) = &response.allow {
+        write!(out, "Allow: {allow}\r\n")?;
+    }
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&response.body);
     stream.write_all(&out)?;
     stream.flush()
@@ -554,6 +609,31 @@ mod tests {
 
     fn head(text: &str) -> Result<Option<(usize, Request, usize)>> {
         parse_head(text.as_bytes())
+    }
+
+    #[test]
+    fn a_405_names_the_allowed_methods() {
+        let written = |response: &Response| {
+            let mut out = Vec::new();
+            write_response(&mut out, response, true).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let refused = written(&Response::error(&Error::MethodNotAllowed(
+            "GET, POST".into(),
+        )));
+        assert!(
+            refused.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{refused}"
+        );
+        assert!(
+            refused.contains("\r\nAllow: GET, POST\r\n\r\n{"),
+            "{refused}"
+        );
+        let ok = written(&Response::ok(1));
+        assert!(
+            !ok.contains("Allow") && ok.ends_with("keep-alive\r\n\r\n{\"data\":1}"),
+            "{ok}"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@
 use std::path::Path;
 
 use super::core::HardState;
-use super::logfile::write_atomically;
+use crate::durable::replace_file;
 use crate::error::{Error, Result};
 
 /// Reads `path`; a missing file is the zero state.
@@ -33,7 +33,7 @@ pub(crate) fn load(path: &Path) -> Result<HardState> {
 
 /// Writes `state` durably and atomically.
 pub(crate) fn save(path: &Path, state: &HardState) -> Result<()> {
-    write_atomically(path, &serde_json::to_vec(state)?)
+    replace_file(path, &serde_json::to_vec(state)?)
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The replica's two TCP line listeners (protocol: [`crate::election`]).
 //!
-//! Each listener thread only accepts; every connection gets a short-lived thread that reads
-//! one line with a [`LINE_READ_TIMEOUT`], answers one line and closes, so a client that
-//! connects and says nothing holds one small thread for a moment and never blocks the others.
+//! Each listener thread only accepts (the accept loop it shares with the HTTP server); every
+//! connection gets a short-lived thread that reads one line with a [`LINE_READ_TIMEOUT`],
+//! answers one line and closes, so a client that connects and says nothing holds one small
+//! thread for a moment and never blocks the others.
 //! `You win` can take a few seconds (the replica catches up first), which is why answering is
 //! not done on the accepting thread.
 //!
@@ -11,15 +12,15 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ::log::{debug, warn};
+use ::log::debug;
 
 use crate::election::{Command, Reply, MAX_LINE_BYTES};
 use crate::error::Result;
+use crate::http::server::{accept_loop, Admission};
 
 /// What the replica answers to one parsed line (the core decides; see `order::Shared::line`).
 pub(crate) type Answerer = dyn Fn(Command) -> Reply + Send + Sync;
@@ -53,18 +54,18 @@ pub(crate) fn spawn(
     port: Port,
     stopped: Stopped,
 ) -> Result<JoinHandle<()>> {
-    let name = format!(
-        "order-{}-{}",
-        id,
-        if port == Port::Broadcast {
-            "broadcast"
-        } else {
-            "health"
-        }
-    );
     Ok(std::thread::Builder::new()
-        .name(name)
+        .name(thread_name(id, port))
         .spawn(move || listen_loop(id, answer, listener, port, stopped))?)
+}
+
+/// `order-<id>-broadcast` or `order-<id>-health`: the accepting thread and, with `-conn`,
+/// its connection threads.
+fn thread_name(id: u32, port: Port) -> String {
+    match port {
+        Port::Broadcast => format!("order-{id}-broadcast"),
+        Port::Health => format!("order-{id}-health"),
+    }
 }
 
 /// Unblocks the accepting threads after `Node::stop` (they notice the flag on the next accept).
@@ -82,36 +83,20 @@ fn listen_loop(
     port: Port,
     stopped: Stopped,
 ) {
-    let active = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
-        if stopped() {
-            return;
-        }
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(e) => {
-                warn!("replica {}: accept on the {port:?} port: {e}", id);
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
-        if active.fetch_add(1, Ordering::SeqCst) >= MAX_LINE_CONNECTIONS {
-            active.fetch_sub(1, Ordering::SeqCst);
-            debug!("replica {}: too many line connections, closing one", id);
-            continue;
-        }
-        let (answer2, active2) = (answer.clone(), active.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("order-{}-line", id))
-            .spawn(move || {
-                serve_connection(id, &*answer2, stream, port);
-                active2.fetch_sub(1, Ordering::SeqCst);
-            });
-        if let Err(e) = spawned {
-            active.fetch_sub(1, Ordering::SeqCst);
-            warn!("replica {}: cannot start a line thread: {e}", id);
-        }
-    }
+    let admission = Admission {
+        name: thread_name(id, port),
+        max_connections: MAX_LINE_CONNECTIONS,
+        stack_bytes: None,
+    };
+    // Closed without a word: the front-end takes a silent close as a failed ping.
+    let refuse = |_| debug!("replica {id}: too many line connections, closing one");
+    accept_loop(
+        &listener,
+        &admission,
+        || stopped(),
+        refuse,
+        move |stream| serve_connection(id, &*answer, stream, port),
+    );
 }
 
 /// Reads one line, answers one line.

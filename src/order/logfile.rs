@@ -43,6 +43,7 @@ use log::{info, warn};
 use parking_lot::{Mutex, RwLock};
 
 use crate::api::{LogEntry, LogPage};
+use crate::durable::{dir_of, sync_dir};
 use crate::error::{Error, Result};
 
 /// The first line of every order log.
@@ -167,8 +168,8 @@ impl OrderLog {
     /// Opens `path`, creating it (and its directory) with the header when missing, repairing a
     /// torn tail, refusing a damaged file.
     pub fn open(path: &Path) -> Result<OrderLog> {
-        let dir = parent_dir(path);
-        std::fs::create_dir_all(&dir)
+        let dir = dir_of(path);
+        std::fs::create_dir_all(dir)
             .map_err(|e| Error::State(format!("cannot create {}: {e}", dir.display())))?;
         let mut file = OpenOptions::new()
             .read(true)
@@ -187,7 +188,7 @@ impl OrderLog {
             file.set_len(0)?;
             file.write_all(HEADER.as_bytes())?;
             file.sync_all()?;
-            sync_dir(&dir)?;
+            sync_dir(dir)?;
             info!("created order log {}", path.display());
             bytes = HEADER.as_bytes().to_vec();
         }
@@ -491,32 +492,6 @@ fn parse(bytes: &[u8], path: &Path) -> Result<(Memory, Option<u64>)> {
     Ok((mem, None))
 }
 
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// Makes a file creation or rename in `dir` durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)?.sync_all()?;
-    Ok(())
-}
-
-/// Writes `bytes` to `path` so that a crash at any instant leaves either the old or the new
-/// content: temp file, fsync, rename, fsync of the directory.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = parent_dir(path);
-    let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    sync_dir(&dir)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -807,15 +782,5 @@ mod tests {
             std::fs::read(&path_a).unwrap(),
             std::fs::read(&path_b).unwrap()
         );
-    }
-
-    #[test]
-    fn atomic_write_replaces() {
-        let path_dir = temp_dir();
-        let path = path_dir.path().join("orders-1.state.json");
-        write_atomically(&path, b"{\"epoch\":1}").unwrap();
-        write_atomically(&path, b"{\"epoch\":2}").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"epoch\":2}");
-        assert!(!path.with_extension("tmp").exists());
     }
 }

@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ::log::{info, warn};
 use parking_lot::RwLock;
@@ -49,12 +49,13 @@ use self::core::{
 use self::logfile::OrderLog;
 use self::store::FileStore;
 use crate::api::{
-    CatalogState, LogPage, Order, OrderAck, OrderRequest, Propagate, PropagateAck, ReplicaHealth,
-    SyncState, VoteReply, VoteRequest,
+    decimal_param, new_request_id, CatalogState, LogPage, Order, OrderAck, OrderRequest, Propagate,
+    PropagateAck, ReplicaHealth, SyncState, VoteReply, VoteRequest,
 };
 use crate::config::{Config, ReplicaConfig};
 use crate::error::{Error, Result};
-use crate::http::{Client, Handler, Request, Response, Server, ServerOptions};
+use crate::http::Runs::Inline;
+use crate::http::{self, Client, Handler, Request, Response, Route, Server, ServerOptions};
 
 /// How often the core checks heartbeats, leases and retries.
 pub const TICK: Duration = Duration::from_millis(20);
@@ -101,8 +102,6 @@ struct Shared {
     events: Sender<Input>,
     next_token: AtomicU64,
     stopped: AtomicBool,
-    /// For request ids the replica has to make up (a client that talks to it directly).
-    boot_nanos: u128,
 }
 
 impl Shared {
@@ -158,10 +157,7 @@ impl Shared {
         let mut order = OrderRequest::parse(&req.body)?;
         let request_id = order
             .request_id
-            .get_or_insert_with(|| {
-                let n = self.next_token.fetch_add(1, Ordering::Relaxed);
-                format!("order-{}-{}-{n}", self.id, self.boot_nanos)
-            })
+            .get_or_insert_with(|| new_request_id(&format!("order-{}", self.id)))
             .clone();
         match self.ask(|token| Event::Order { token, order }, ORDER_WAIT) {
             Some(Answer::Order(Ok(number))) => {
@@ -242,7 +238,7 @@ impl Shared {
 
     /// `GET /orders/<n>`.
     fn get_order(&self, n: &str) -> Result<Response> {
-        let number = parse_number(n, "order number")?;
+        let number = decimal_param(n, "order number")?;
         let entry = self
             .log
             .get(number)?
@@ -253,11 +249,11 @@ impl Shared {
     /// `GET /orders?since=N[&limit=M]`.
     fn log_page(&self, req: &Request) -> Result<Response> {
         let since = match req.query_param("since") {
-            Some(s) => parse_number(&s, "since")?,
+            Some(s) => decimal_param(&s, "since")?,
             None => 0,
         };
         let limit = match req.query_param("limit") {
-            Some(s) => parse_number(&s, "limit")?.clamp(1, MAX_PAGE as u64) as usize,
+            Some(s) => decimal_param(&s, "limit")?.clamp(1, MAX_PAGE as u64) as usize,
             None => MAX_PAGE,
         };
         Ok(Response::ok(self.log.since(since, limit)?))
@@ -298,49 +294,38 @@ impl Shared {
     }
 }
 
-/// A non-negative integer made only of digits (`u64::from_str` would also take `+5`).
-fn parse_number(s: &str, what: &str) -> Result<u64> {
-    s.bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| s.parse().ok())
-        .flatten()
-        .ok_or_else(|| {
-            Error::BadRequest(format!("{what} must be a non-negative integer, not {s:?}"))
-        })
-}
-
 /// The replica's HTTP handler.
 struct Router(Arc<Shared>);
 
 impl Handler for Router {
     fn handle(&self, req: &Request) -> Result<Response> {
-        route(&self.0, req)
+        http::dispatch(ROUTES, &*self.0, req)
     }
 
     /// Every route reads memory or hands an event to the core thread and waits: the pool hop
     /// would only add two thread hand-offs per request (`docs/http-server.md`).
-    fn runs_inline(&self, _req: &Request) -> bool {
-        true
+    fn runs_inline(&self, req: &Request) -> bool {
+        http::runs_inline(ROUTES, req)
     }
 }
 
-/// The replica's one router.
-fn route(shared: &Shared, req: &Request) -> Result<Response> {
-    match (req.method.as_str(), req.segments().as_slice()) {
-        ("POST", ["orders"]) => shared.place_order(req),
-        ("GET", ["orders"]) => shared.log_page(req),
-        ("GET", ["orders", n]) => shared.get_order(n),
-        ("GET", ["synchronize"]) => Ok(Response::ok(shared.sync_state())),
-        ("POST", ["propagate"]) => shared.propagate(req),
-        ("POST", ["vote"]) => shared.vote(req),
-        ("GET", ["health"]) => Ok(Response::ok(shared.health())),
-        (
-            _,
-            ["orders"] | ["orders", _] | ["synchronize"] | ["propagate"] | ["vote"] | ["health"],
-        ) => Err(Error::MethodNotAllowed),
-        _ => Err(Error::NotFound(format!("no route {}", req.path))),
-    }
-}
+/// Every route of a replica: orders from the front-ends, reads of the log, and the
+/// replication between replicas. All of them run inline (see `Router::runs_inline`).
+const ROUTES: &[Route<Shared>] = &[
+    ("POST", &["orders"], Inline, |s, req, _| s.place_order(req)),
+    ("GET", &["orders"], Inline, |s, req, _| s.log_page(req)),
+    ("GET", &["orders", "*"], Inline, |s, _, path| {
+        s.get_order(path[1])
+    }),
+    ("GET", &["synchronize"], Inline, |s, _, _| {
+        Ok(Response::ok(s.sync_state()))
+    }),
+    ("POST", &["propagate"], Inline, |s, req, _| s.propagate(req)),
+    ("POST", &["vote"], Inline, |s, req, _| s.vote(req)),
+    ("GET", &["health"], Inline, |s, _, _| {
+        Ok(Response::ok(s.health()))
+    }),
+];
 
 /// The three listening sockets of a replica, bound before it starts (tests bind
 /// `127.0.0.1:0`).
@@ -411,9 +396,6 @@ pub fn start_on(config: Config, id: u32, listeners: Listeners) -> Result<Replica
         events,
         next_token: AtomicU64::new(0),
         stopped: AtomicBool::new(false),
-        boot_nanos: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
     });
 
     let mut threads = Vec::new();
