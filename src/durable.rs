@@ -56,12 +56,8 @@ mod tests {
 
     #[test]
     fn replace_file_replaces_and_leaves_no_temp() {
-        let dir = std::env::temp_dir().join(format!(
-            "bazaar-durable-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
         let path = dir.join("orders-1.state.json");
         replace_file(&path, b"{\"epoch\":1}").unwrap();
         replace_file(&path, b"{\"epoch\":2}").unwrap();
@@ -69,6 +65,5 @@ mod tests {
         assert_eq!(temp_path(&path), dir.join("orders-1.state.json.tmp"));
         assert!(!temp_path(&path).exists());
         assert_eq!(dir_of(Path::new("catalog.json")), Path::new("."));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
