@@ -36,9 +36,10 @@ fn main() {
         return;
     }
     bazaar::cli::init_logging(args.log_level);
-    bazaar::cli::exit_on_signals("frontend");
-    match bazaar::frontend::start(config) {
-        Ok(frontend) => frontend.join(),
-        Err(e) => bazaar::cli::exit_with(&e),
-    }
+    bazaar::cli::serve_until_signal(
+        "frontend",
+        || bazaar::frontend::start(config),
+        |frontend| frontend.join(),
+        |frontend| frontend.shutdown(),
+    );
 }
