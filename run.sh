@@ -72,6 +72,7 @@ declare -A CONF=()
 load_config() {
   ((${#CONF[@]} == 0)) || return 0
   [[ -x $BIN/frontend ]] || build
+  [[ -x $BIN/frontend ]] || { echo "run.sh: no $BIN/frontend to read the config with" >&2; exit 1; }
   local out key value
   out=$("$BIN/frontend" --print-config) || exit $?
   while IFS='=' read -r key value; do

@@ -1,13 +1,13 @@
 //! A whole bazaar of real processes on one machine, for the end-to-end tests and `chaos`.
 //!
-//! [`Cluster::configure`] picks free loopback ports, writes a config and a data directory into a
-//! fresh temporary directory; [`Cluster::start_service`] spawns a real binary and polls its
+//! [`Cluster::configure`] picks free loopback ports ([`crate::local`]), writes a config (a
+//! serialized [`Config`]) and a data directory into a fresh temporary directory; [`Cluster::start_service`] spawns a real binary and polls its
 //! `/health` until it answers; `kill`, `signal` (`STOP`/`CONT`) and restarts drive the faults;
 //! [`Cluster::check_invariants`] reads the replicas' files and the catalog back and checks SPEC
 //! §5. Dropping the cluster kills every process it started and removes the directory (kept,
 //! with its logs, when the thread is panicking, so a failed test can be inspected).
 //!
-//! Caveats: free ports are found by binding port 0 and releasing it, so another process could
+//! Caveats: free ports are found by binding a port and releasing it, so another process could
 //! take one in between; on a shared machine that shows up as a start failure naming the
 //! service, not as a wrong result.
 
