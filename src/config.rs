@@ -61,12 +61,11 @@ pub fn is_env_override(key: &str) -> bool {
 /// `ORDER_<FIELD><id>` split into its prefix and id.
 fn replica_override(key: &str) -> Option<(&'static str, u32)> {
     REPLICA_ENV_PREFIXES.iter().find_map(|&prefix| {
-        let id = key.strip_prefix(prefix)?;
-        // Digits only: `ORDER_PORT` followed by `+1` or ` 1` is no replica's key.
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        Some((prefix, id.parse().ok()?))
+        let digits = key.strip_prefix(prefix)?;
+        // The id exactly as `apply_env` spells it: `ORDER_PORT+1` or `ORDER_PORT02` (which
+        // `parse` would accept) are no replica's key, since nothing would ever read them.
+        let id: u32 = digits.parse().ok()?;
+        (id.to_string() == digits).then_some((prefix, id))
     })
 }
 
@@ -688,6 +687,7 @@ mod tests {
         assert!(is_env_override("CACHE_SIZE"));
         assert!(!is_env_override("ORDER_PORT"));
         assert!(!is_env_override("ORDER_PORTX"));
+        assert!(!is_env_override("ORDER_PORT02"));
         let stray = c.refuse_stray_overrides(["ORDER_PORT3".to_string()].into_iter());
         assert!(matches!(stray, Err(Error::Config(m)) if m.contains("ORDER_PORT3")));
     }
