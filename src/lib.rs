@@ -10,7 +10,8 @@
 //!
 //! Modules, each owning one thing:
 //!
-//! - [`config`]: the one YAML deployment file, its environment overrides and validation.
+//! - [`config`]: the one YAML deployment file, its environment overrides and validation, and
+//!   the resolved values that scripts read from `frontend --print-config`.
 //! - [`api`]: every JSON body on the wire, shared by services, client and tests.
 //! - [`error`]: the one error enum and its mapping to HTTP statuses.
 //! - [`http`]: the blocking HTTP server (thread per connection, fixed handler pool) and the
@@ -26,7 +27,8 @@
 //! - [`client`]: the load generator and verifier.
 //! - [`eval`]: the course evaluation (`./run.sh eval`): latency, cache and fail-over figures
 //!   in `docs/eval/`, measured from the outside through `run.sh`, the client and the REST API.
-//! - [`cli`]: what every binary does before handing off (config, logging, signals).
+//! - [`cli`]: what every binary does around its service (config, logging, graceful stop on
+//!   SIGINT/SIGTERM).
 //! - [`local`]: waiting with a deadline and free ports, for everything that drives bazaars from
 //!   the outside (`eval`, the test harness, the tests).
 //! - `testkit` (feature `testkit`, on for tests and benches): the test harness, a bazaar of
