@@ -63,26 +63,40 @@ Logs: run/logs/SERVICE.log   PIDs: run/pids/SERVICE.pid
 EOF
 }
 
-# A top-level key of one section of the config, e.g. `conf_value frontend port`.
-conf_value() {
-  awk -v section="$1" -v key="$2" '
-    /^[a-z_]+:/ { current = $1; sub(":", "", current) }
-    current == section && $1 == key":" { print $2; exit }
-  ' "$BAZAAR_CONFIG"
+# The resolved config (the file plus the environment overrides), as the services themselves
+# see it: `frontend --print-config` prints one name=value line per value run.sh needs, so the
+# binaries are the config's only reader. Filled by load_config, read by conf.
+declare -A CONF=()
+
+# Asks the front-end binary (building it first when there is none) for the resolved config.
+load_config() {
+  ((${#CONF[@]} == 0)) || return 0
+  [[ -x $BIN/frontend ]] || build
+  [[ -x $BIN/frontend ]] || { echo "run.sh: no $BIN/frontend to read the config with" >&2; exit 1; }
+  local out key value
+  out=$("$BIN/frontend" --print-config) || exit $?
+  while IFS='=' read -r key value; do
+    [[ -n $key ]] && CONF[$key]=$value
+  done <<<"$out"
 }
 
-# The HTTP port of replica N (1-based, in config order), honouring ORDER_PORTN.
+# One value of the resolved config, e.g. `conf frontend_port` (see `frontend --help`).
+conf() {
+  [[ -n ${CONF[$1]+set} ]] || { echo "run.sh: the config has no $1" >&2; exit 1; }
+  echo "${CONF[$1]}"
+}
+
+# The HTTP port of replica N.
 replica_port() {
-  local var="ORDER_PORT$1"
-  echo "${!var:-$(awk -v n="$1" '/replicas:/ { seen = 1 } seen && $1 == "port:" && ++i == n { print $2; exit }' "$BAZAAR_CONFIG")}"
+  conf "order_$1_port"
 }
 
 frontend_addr() {
-  echo "${FRONTEND_HOST:-$(conf_value frontend host)}:${FRONTEND_PORT:-$(conf_value frontend port)}"
+  echo "$(conf frontend_host):$(conf frontend_port)"
 }
 
 data_dir() {
-  echo "${OUTPUT_DIR:-$(awk '$1 == "output_dir:" { print $2; exit }' "$BAZAAR_CONFIG")}"
+  conf output_dir
 }
 
 build() {
@@ -174,6 +188,7 @@ wait_for_replica() {
 
 cmd_up() {
   build
+  load_config
   for name in "${SERVICES[@]}"; do
     [[ $name == frontend ]] && for n in 1 2 3; do wait_for_replica "$n"; done
     start_service "$name"
@@ -183,7 +198,7 @@ cmd_up() {
   echo "Stock Bazaar is up (config $BAZAAR_CONFIG, data in $(data_dir)/):"
   echo "  front-end  http://$(frontend_addr)   (try: curl http://$(frontend_addr)/stocks/GameStart)"
   echo "  live page  http://$(frontend_addr)/   (open it in a browser: replicas, cache, rates, fail-overs)"
-  echo "  catalog    http://${CATALOG_HOST:-$(conf_value catalog host)}:${CATALOG_PORT:-$(conf_value catalog port)}"
+  echo "  catalog    http://$(conf catalog_host):$(conf catalog_port)"
   echo "  replicas   http://127.0.0.1:$(replica_port 1) :$(replica_port 2) :$(replica_port 3)"
   echo "  health     $(health)"
 }
@@ -195,6 +210,7 @@ cmd_down() {
 }
 
 cmd_status() {
+  load_config
   for name in "${SERVICES[@]}"; do
     if pid=$(pid_of "$name"); then
       printf '%-9s running (pid %s)\n' "$name" "$pid"
@@ -227,8 +243,7 @@ cmd_demo() {
   echo
   echo "== 5 clients, seed 42, p=0.5, 20 lookups each"
   local status=0
-  "$BIN/client" --port "${FRONTEND_PORT:-$(conf_value frontend port)}" \
-    --host "${FRONTEND_HOST:-$(conf_value frontend host)}" \
+  "$BIN/client" --port "$(conf frontend_port)" --host "$(conf frontend_host)" \
     --clients 5 --seed 42 --prob 0.5 --n_request 20 || status=$?
   check_replicas_identical || status=1
   if ((status == 0)); then
@@ -287,8 +302,9 @@ Stock Bazaar: static binaries (x86-64 Linux, no shared libraries needed).
 
 Start the catalog and the three replicas first, then the front-end. State goes to
 output_dir of the config (default ./data, relative to where you start them). Environment
-variables override single keys (CATALOG_HOST, ORDER_HOST1..3, FRONTEND_PORT, OUTPUT_DIR, ...;
-see conf/bazaar.yaml). Every binary has --help.
+variables override single keys (CATALOG_HOST, ORDER_HOST<id> for any replica id, FRONTEND_PORT,
+OUTPUT_DIR, ...; see conf/bazaar.yaml); `frontend --print-config` shows the values in effect.
+Every binary has --help.
 EOF
   echo "static binaries in $DIST_DIR/: ${DIST_BINS[*]} (+ conf/, README)"
 }
@@ -356,6 +372,7 @@ main() {
       ;;
     reset)
       local dir
+      load_config
       dir=$(data_dir)
       for name in "${SERVICES[@]}"; do
         if pid_of "$name" >/dev/null; then
@@ -374,7 +391,8 @@ main() {
       "$BIN/eval" "$@"
       ;;
     chaos)
-      build
+      # The test harness (the `testkit` feature) is in no other binary.
+      [[ -n ${BAZAAR_BIN_DIR:-} ]] || cargo build --release --quiet --bins --features testkit
       "$BIN/chaos" "$@"
       ;;
     help | -h | --help) usage ;;

@@ -30,7 +30,7 @@
 //! busy with other work: the load average at start and end is printed, and every figure is
 //! judged against its same-run baseline where the issue gives a ratio. A replica's start time
 //! is measured from spawn to its first `/health` answer (the log is loaded before it serves),
-//! polled every `cluster::POLL` (50 ms). Throughput figures count acknowledged orders only;
+//! polled every `local::POLL_INTERVAL` (50 ms). Throughput figures count acknowledged orders only;
 //! 409 refusals (a stock sold out) are shown as `rejected`.
 
 // Only the bazaar server of the two is used here.
@@ -52,9 +52,11 @@ use std::time::{Duration, Instant};
 
 use bazaar::api::{OrderType, Stock, StockRecord};
 use bazaar::client::{self, ClientOptions, Summary};
-use bazaar::cluster::{Binaries, Cluster, ClusterOptions, Service, INITIAL_QUANTITY, STOCKS};
 use bazaar::config::HttpConfig;
 use bazaar::http::{Client, Request, Response, Server, ServerOptions};
+use bazaar::testkit::cluster::{
+    Binaries, Cluster, ClusterOptions, Service, INITIAL_QUANTITY, STOCKS,
+};
 use servers::{Kind, Running, POOL_THREADS};
 
 /// The stock every lookup figure asks for.

@@ -18,9 +18,10 @@ fn main() {
     let args: Args = argh::from_env();
     let config = bazaar::cli::load_config_or_exit(args.config);
     bazaar::cli::init_logging(args.log_level);
-    bazaar::cli::exit_on_signals("catalog");
-    match bazaar::catalog::start(config) {
-        Ok(server) => server.join(),
-        Err(e) => bazaar::cli::exit_with(&e),
-    }
+    bazaar::cli::serve_until_signal(
+        "catalog",
+        || bazaar::catalog::start(config),
+        |server| server.join(),
+        |server| server.shutdown(),
+    );
 }

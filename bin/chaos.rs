@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use argh::FromArgs;
-use bazaar::chaos::{run, ChaosOptions};
-use bazaar::cluster::Binaries;
+use bazaar::testkit::chaos::{run, ChaosOptions};
+use bazaar::testkit::cluster::Binaries;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 /// Run clients against a fresh local bazaar while replicas (two at once too), the catalog and

@@ -18,6 +18,10 @@ struct Args {
     /// log level: error, warn, info, debug, trace (default info, or RUST_LOG)
     #[argh(option)]
     log_level: Option<String>,
+    /// print the resolved config (file plus environment overrides) as name=value lines for
+    /// scripts, and exit: output_dir, hosts and ports of every service
+    #[argh(switch)]
+    print_config: bool,
 }
 
 fn main() {
@@ -27,10 +31,15 @@ fn main() {
         bazaar::cli::exit_with(&e);
     }
     config.frontend.dump |= args.dump;
-    bazaar::cli::init_logging(args.log_level);
-    bazaar::cli::exit_on_signals("frontend");
-    match bazaar::frontend::start(config) {
-        Ok(frontend) => frontend.join(),
-        Err(e) => bazaar::cli::exit_with(&e),
+    if args.print_config {
+        print!("{}", config.shell_lines());
+        return;
     }
+    bazaar::cli::init_logging(args.log_level);
+    bazaar::cli::serve_until_signal(
+        "frontend",
+        || bazaar::frontend::start(config),
+        |frontend| frontend.join(),
+        |frontend| frontend.shutdown(),
+    );
 }

@@ -27,9 +27,10 @@ fn main() {
         bazaar::cli::exit_with(&e);
     }
     bazaar::cli::init_logging(args.log_level);
-    bazaar::cli::exit_on_signals(&format!("order-{}", args.id));
-    match bazaar::order::start(config, args.id) {
-        Ok(replica) => replica.join(),
-        Err(e) => bazaar::cli::exit_with(&e),
-    }
+    bazaar::cli::serve_until_signal(
+        &format!("order-{}", args.id),
+        || bazaar::order::start(config, args.id),
+        |replica| replica.join(),
+        |replica| replica.shutdown(),
+    );
 }

@@ -1,13 +1,15 @@
-//! What every binary does before handing off: load the config, start logging, and exit cleanly
-//! on SIGINT/SIGTERM. Kept here so that each `bin/*.rs` is only flags and a call.
+//! What every binary does before handing off: load the config, start logging, and on
+//! SIGINT/SIGTERM stop its service gracefully ([`serve_until_signal`]). Kept here so that each `bin/*.rs` is only flags and a call.
 
 use std::path::Path;
+use std::sync::mpsc;
 use std::thread;
+use std::time::Duration;
 
 use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMode};
 
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{Error, Result};
 
 /// The exit code of a bad configuration or bad flags (SPEC §1).
 pub const EXIT_CONFIG: i32 = 2;
@@ -64,28 +66,58 @@ pub fn init_logging(flag: Option<String>) {
     );
 }
 
-/// Makes SIGINT and SIGTERM end the process with exit code 0 after a log line. Every state file
-/// is valid at every instant (appends are fsynced, rewrites are atomic), so there is nothing to
-/// flush first.
-pub fn exit_on_signals(service: &str) {
+/// How long a graceful stop may take before the process exits anyway: under the 5 s that
+/// `./run.sh down` waits before SIGKILL, so that a stuck stop is still a clean exit.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs a service until SIGINT or SIGTERM, then stops it gracefully and exits with code 0.
+///
+/// The handlers are installed before `start` runs, so a signal during start-up is kept and
+/// acted on once the service runs. A start error exits as [`exit_with`] does. On a signal,
+/// `stop` (the service's `shutdown`: stop accepting, close connections, join the threads) runs
+/// on a thread of its own; the process exits when it is done, after [`STOP_TIMEOUT`], or at a
+/// second signal, whichever comes first. Exiting early is always safe: every state file is
+/// valid at every instant (appends are fsynced, rewrites are atomic), so the graceful stop only
+/// spares the peers half-answered connections. Without signal handlers (they could not be
+/// installed) the service runs until it stops by itself (`join`).
+pub fn serve_until_signal<T: Send + 'static>(
+    service: &str,
+    start: impl FnOnce() -> Result<T>,
+    join: impl FnOnce(T),
+    stop: impl FnOnce(T) + Send + 'static,
+) -> ! {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
-        Ok(signals) => signals,
-        Err(e) => {
-            log::warn!("cannot install signal handlers: {e}");
-            return;
-        }
+    let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| log::warn!("{service}: cannot install signal handlers: {e}"))
+        .ok();
+    let running = start().unwrap_or_else(|e| exit_with(&e));
+    let Some(mut signals) = signals else {
+        join(running);
+        std::process::exit(0);
     };
-    let service = service.to_string();
-    let spawned = thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                log::info!("{service}: signal {signal}, exiting");
-                std::process::exit(0);
-            }
-        });
-    if let Err(e) = spawned {
-        log::warn!("cannot start the signal thread: {e}");
+    if let Some(signal) = signals.forever().next() {
+        log::info!("{service}: signal {signal}, stopping");
     }
+    let (done_tx, done) = mpsc::channel();
+    let stopping = thread::Builder::new().name("stop".into()).spawn(move || {
+        stop(running);
+        let _ = done_tx.send(());
+    });
+    if let Err(e) = stopping {
+        log::warn!("{service}: cannot start the stop thread ({e}), exiting at once");
+        std::process::exit(0);
+    }
+    // A second signal cuts the stop short: whoever sent it wants the process gone now.
+    let name = service.to_string();
+    thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            log::info!("{name}: signal {signal} while stopping, exiting at once");
+            std::process::exit(0);
+        }
+    });
+    match done.recv_timeout(STOP_TIMEOUT) {
+        Ok(()) => log::info!("{service}: stopped"),
+        Err(_) => log::warn!("{service}: not stopped after {STOP_TIMEOUT:?}, exiting anyway"),
+    }
+    std::process::exit(0);
 }

@@ -1,10 +1,14 @@
 //! The deployment description: one YAML file (`conf/bazaar.yaml`) for every process.
 //!
 //! [`Config::load`] reads the file, applies the environment overrides of the reference design
-//! (`CATALOG_PORT`, `ORDER_HOST2`, `CACHE_SIZE`, ...; see [`ENV_KEYS`]) and validates the result.
+//! (`CATALOG_PORT`, `CACHE_SIZE`, ...; see [`ENV_KEYS`], and `ORDER_HOST<id>`, ... for every
+//! configured replica id; see [`REPLICA_ENV_PREFIXES`]) and validates the result.
 //! Any problem becomes one [`Error::Config`] line that names the key, and the binaries exit
 //! with code 2 on it. Unknown keys are errors, not silently ignored, so a typo cannot turn into
 //! a default.
+//!
+//! Scripts do not parse the file: [`Config::shell_lines`] (`frontend --print-config`) gives
+//! them the resolved values. Test configs are written by serializing a [`Config`].
 //!
 //! Every state file lives under `output_dir` (`OUTPUT_DIR`): `catalog.json`,
 //! `orders-N.csv`, `orders-N.state.json` and, with dump on, the cache trace.
@@ -13,7 +17,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -23,22 +27,11 @@ pub const DEFAULT_CONFIG_PATH: &str = "conf/bazaar.yaml";
 /// Longest stock name: names travel in every order log line and replication batch.
 pub const MAX_STOCK_NAME_LEN: usize = 64;
 
-/// The environment variables that override the file (SPEC §1), with the reference names.
+/// The environment variables that override one key of the file (SPEC §1), with the reference
+/// names. The replicas' keys are in [`REPLICA_ENV_PREFIXES`].
 pub const ENV_KEYS: &[&str] = &[
     "CATALOG_HOST",
     "CATALOG_PORT",
-    "ORDER_HOST1",
-    "ORDER_HOST2",
-    "ORDER_HOST3",
-    "ORDER_PORT1",
-    "ORDER_PORT2",
-    "ORDER_PORT3",
-    "ORDER_LEADER_BROADCAST_PORT1",
-    "ORDER_LEADER_BROADCAST_PORT2",
-    "ORDER_LEADER_BROADCAST_PORT3",
-    "ORDER_HEALTH_CHECK_PORT1",
-    "ORDER_HEALTH_CHECK_PORT2",
-    "ORDER_HEALTH_CHECK_PORT3",
     "FRONTEND_HOST",
     "FRONTEND_PORT",
     "OUTPUT_DIR",
@@ -50,8 +43,34 @@ pub const ENV_KEYS: &[&str] = &[
     "BAZAAR_SECRET",
 ];
 
+/// The overrides of one replica's keys: the prefix followed by the replica's id, for any id
+/// the file configures (`ORDER_PORT2`, `ORDER_HOST12`, ...).
+pub const REPLICA_ENV_PREFIXES: &[&str] = &[
+    "ORDER_HOST",
+    "ORDER_PORT",
+    "ORDER_LEADER_BROADCAST_PORT",
+    "ORDER_HEALTH_CHECK_PORT",
+];
+
+/// True for the name of an environment variable that overrides a key of the config: one of
+/// [`ENV_KEYS`], or a prefix of [`REPLICA_ENV_PREFIXES`] followed by a replica id.
+pub fn is_env_override(key: &str) -> bool {
+    ENV_KEYS.contains(&key) || replica_override(key).is_some()
+}
+
+/// `ORDER_<FIELD><id>` split into its prefix and id.
+fn replica_override(key: &str) -> Option<(&'static str, u32)> {
+    REPLICA_ENV_PREFIXES.iter().find_map(|&prefix| {
+        let digits = key.strip_prefix(prefix)?;
+        // The id exactly as `apply_env` spells it: `ORDER_PORT+1` or `ORDER_PORT02` (which
+        // `parse` would accept) are no replica's key, since nothing would ever read them.
+        let id: u32 = digits.parse().ok()?;
+        (id.to_string() == digits).then_some((prefix, id))
+    })
+}
+
 /// The whole deployment.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Directory of every state file.
@@ -69,7 +88,7 @@ pub struct Config {
 }
 
 /// Limits of the HTTP server layer, shared by every service.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Most connections a service keeps open; more are answered 503 and closed.
@@ -100,7 +119,7 @@ impl HttpConfig {
 }
 
 /// One stock of the initial catalog.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StockConfig {
     pub name: String,
@@ -113,7 +132,7 @@ fn default_quantity() -> u64 {
     100
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogConfig {
     pub host: String,
@@ -123,7 +142,7 @@ pub struct CatalogConfig {
     pub stocks: Vec<StockConfig>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FrontendConfig {
     pub host: String,
@@ -135,7 +154,7 @@ pub struct FrontendConfig {
     /// Append every cache change to `cache_log_path`.
     pub dump: bool,
     /// Where the cache trace goes; default `<output_dir>/frontend-cache.jsonl`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_log_path: Option<PathBuf>,
     /// More front-ends of the deployment (`frontend --index 1` serves the first of these):
     /// the catalog invalidates every one, and any of them may select the leader.
@@ -144,14 +163,14 @@ pub struct FrontendConfig {
 }
 
 /// A host and port of one more front-end.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     pub host: String,
     pub port: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrderConfig {
     pub threads: usize,
@@ -159,7 +178,7 @@ pub struct OrderConfig {
 }
 
 /// Where one order replica listens.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicaConfig {
     pub id: u32,
@@ -189,7 +208,24 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        Config::from_yaml(&text, &|key| std::env::var(key).ok())
+        let config = Config::from_yaml(&text, &|key| std::env::var(key).ok())?;
+        config.refuse_stray_overrides(std::env::vars().map(|(key, _)| key))?;
+        Ok(config)
+    }
+
+    /// An override of a replica the file does not configure is most likely a typo or a
+    /// leftover of another deployment: refuse it rather than run without it.
+    fn refuse_stray_overrides(&self, keys: impl Iterator<Item = String>) -> Result<()> {
+        for key in keys {
+            if let Some((_, id)) = replica_override(&key) {
+                if self.replica(id).is_err() {
+                    return Err(Error::Config(format!(
+                        "{key}: no order replica with id {id}"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Parses YAML text, then applies overrides looked up with `env` and validates. Tests pass
@@ -232,37 +268,40 @@ impl Config {
                 "CACHE_LOG_PATH" => self.frontend.cache_log_path = Some(PathBuf::from(value)),
                 "DUMP" => self.frontend.dump = flag(key, &value)?,
                 "BAZAAR_SECRET" => self.secret = value,
-                _ => {
-                    // ORDER_<FIELD><id>: the trailing digit is the replica id.
-                    let (field, id) = key.split_at(key.len() - 1);
-                    let id: u32 = id.parse().map_err(|_| Error::Internal(key.into()))?;
-                    let replica = self
-                        .order
-                        .replicas
-                        .iter_mut()
-                        .find(|r| r.id == id)
-                        .ok_or_else(|| {
-                            Error::Config(format!("{key}: no order replica with id {id}"))
-                        })?;
-                    match field {
-                        "ORDER_HOST" => replica.host = value,
-                        "ORDER_PORT" => replica.port = parse(key, &value)?,
-                        "ORDER_LEADER_BROADCAST_PORT" => {
-                            replica.leader_broadcast_port = parse(key, &value)?
-                        }
-                        "ORDER_HEALTH_CHECK_PORT" => {
-                            replica.health_check_port = parse(key, &value)?
-                        }
-                        _ => return Err(Error::Internal(format!("unhandled env key {key}"))),
+                _ => return Err(Error::Internal(format!("unhandled env key {key}"))),
+            }
+        }
+        for replica in &mut self.order.replicas {
+            for &prefix in REPLICA_ENV_PREFIXES {
+                let key = format!("{prefix}{}", replica.id);
+                let Some(value) = env(&key) else { continue };
+                match prefix {
+                    "ORDER_HOST" => replica.host = value,
+                    "ORDER_PORT" => replica.port = parse(&key, &value)?,
+                    "ORDER_LEADER_BROADCAST_PORT" => {
+                        replica.leader_broadcast_port = parse(&key, &value)?
                     }
+                    "ORDER_HEALTH_CHECK_PORT" => replica.health_check_port = parse(&key, &value)?,
+                    _ => return Err(Error::Internal(format!("unhandled env key {key}"))),
                 }
             }
         }
         Ok(())
     }
 
+    /// Checks what serde cannot: ranges, emptiness, uniqueness. The first problem found is the
+    /// error, naming its key.
     fn validate(&self) -> Result<()> {
-        let bad = |key: &str, why: String| Err(Error::Config(format!("{key}: {why}")));
+        self.validate_ports()?;
+        self.validate_secret()?;
+        self.validate_limits()?;
+        self.validate_stocks()?;
+        self.validate_replicas()
+    }
+
+    /// Every port of the deployment within 1-65535 (the YAML type is wider so that an
+    /// out-of-range port is named here instead of failing as a type error).
+    fn validate_ports(&self) -> Result<()> {
         let mut ports = vec![("catalog.port".to_string(), self.catalog.port)];
         ports.push(("frontend.port".into(), self.frontend.port));
         for (i, f) in self.frontend.others.iter().enumerate() {
@@ -284,6 +323,10 @@ impl Config {
                 return bad(key, format!("port {port} is out of range 1-65535"));
             }
         }
+        Ok(())
+    }
+
+    fn validate_secret(&self) -> Result<()> {
         if self.secret.trim().is_empty() {
             return bad("secret", "must not be empty".into());
         }
@@ -294,6 +337,12 @@ impl Config {
                 "must be printable ASCII without spaces (it is sent in a header and a line)".into(),
             );
         }
+        Ok(())
+    }
+
+    /// Sizes, counts and durations: none may be zero (a zero thread pool or timeout would
+    /// start a service that can never answer).
+    fn validate_limits(&self) -> Result<()> {
         if self.frontend.cache_size == 0 {
             return bad("frontend.cache_size", "must be at least 1".into());
         }
@@ -316,6 +365,11 @@ impl Config {
         if self.http.idle_timeout_ms == 0 || self.http.request_timeout_ms == 0 {
             return bad("http", "timeouts must be at least 1 ms".into());
         }
+        Ok(())
+    }
+
+    /// Stock names travel in URL paths and order log lines, so they must be usable in both.
+    fn validate_stocks(&self) -> Result<()> {
         if self.catalog.stocks.is_empty() {
             return bad("catalog.stocks", "needs at least one stock".into());
         }
@@ -343,6 +397,11 @@ impl Config {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Ids start at 1 and are unique: they name the log files and rank the leader selection.
+    fn validate_replicas(&self) -> Result<()> {
         if self.order.replicas.is_empty() {
             return bad("order.replicas", "needs at least one replica".into());
         }
@@ -394,6 +453,44 @@ impl Config {
             .collect()
     }
 
+    /// What scripts need to know of the resolved deployment (the file with its environment
+    /// overrides applied), one `name=value` line each: `output_dir`, `catalog_host`,
+    /// `catalog_port`, `frontend_host`, `frontend_port`, `replica_ids` (space-separated) and
+    /// `order_<id>_host`, `order_<id>_port`, `order_<id>_leader_broadcast_port`,
+    /// `order_<id>_health_check_port` for each replica. `frontend --print-config` prints it;
+    /// `run.sh` reads it instead of parsing the YAML itself. A value runs to the end of its
+    /// line, spaces included.
+    pub fn shell_lines(&self) -> String {
+        let mut lines = vec![
+            format!("output_dir={}", self.output_dir.display()),
+            format!("catalog_host={}", self.catalog.host),
+            format!("catalog_port={}", self.catalog.port),
+            format!("frontend_host={}", self.frontend.host),
+            format!("frontend_port={}", self.frontend.port),
+        ];
+        let ids: Vec<String> = self
+            .order
+            .replicas
+            .iter()
+            .map(|r| r.id.to_string())
+            .collect();
+        lines.push(format!("replica_ids={}", ids.join(" ")));
+        for r in &self.order.replicas {
+            let id = r.id;
+            lines.push(format!("order_{id}_host={}", r.host));
+            lines.push(format!("order_{id}_port={}", r.port));
+            lines.push(format!(
+                "order_{id}_leader_broadcast_port={}",
+                r.leader_broadcast_port
+            ));
+            lines.push(format!(
+                "order_{id}_health_check_port={}",
+                r.health_check_port
+            ));
+        }
+        lines.iter().map(|line| format!("{line}\n")).collect()
+    }
+
     /// Makes front-end `index` of [`Config::frontend_addrs`] the one this process serves.
     pub fn serve_frontend(&mut self, index: usize) -> Result<()> {
         if index == 0 {
@@ -436,6 +533,11 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.output_dir.join("frontend-cache.jsonl"))
     }
+}
+
+/// A config error naming `key`.
+fn bad(key: &str, why: String) -> Result<()> {
+    Err(Error::Config(format!("{key}: {why}")))
 }
 
 /// serde_yaml puts the key path first ("catalog.port: invalid type ..."): keep it on one line.
@@ -569,6 +671,46 @@ mod tests {
                 other => panic!("{what}: expected a config error, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn replica_overrides_follow_the_configured_ids() {
+        let text = SHIPPED.replacen("id: 3", "id: 12", 1);
+        let c = load(
+            &text,
+            &[("ORDER_PORT12", "7012"), ("ORDER_HOST1", "10.0.0.1")],
+        )
+        .unwrap();
+        assert_eq!(c.replica(12).unwrap().port, 7012);
+        assert_eq!(c.replica(1).unwrap().host, "10.0.0.1");
+        assert!(is_env_override("ORDER_HEALTH_CHECK_PORT12"));
+        assert!(is_env_override("CACHE_SIZE"));
+        assert!(!is_env_override("ORDER_PORT"));
+        assert!(!is_env_override("ORDER_PORTX"));
+        assert!(!is_env_override("ORDER_PORT02"));
+        let stray = c.refuse_stray_overrides(["ORDER_PORT3".to_string()].into_iter());
+        assert!(matches!(stray, Err(Error::Config(m)) if m.contains("ORDER_PORT3")));
+    }
+
+    #[test]
+    fn serialized_config_loads_back_unchanged() {
+        let c = load(SHIPPED, &[("CACHE_LOG_PATH", "/tmp/c.jsonl")]).unwrap();
+        let text = serde_yaml::to_string(&c).unwrap();
+        assert_eq!(load(&text, &[]).unwrap(), c);
+    }
+
+    #[test]
+    fn shell_lines_show_the_overrides() {
+        let c = load(
+            SHIPPED,
+            &[("FRONTEND_PORT", "7080"), ("ORDER_PORT2", "7002")],
+        )
+        .unwrap();
+        let lines = c.shell_lines();
+        assert!(lines.contains("frontend_port=7080\n"), "{lines}");
+        assert!(lines.contains("order_2_port=7002\n"), "{lines}");
+        assert!(lines.contains("replica_ids=1 2 3\n"), "{lines}");
+        assert!(lines.contains("output_dir=data\n"), "{lines}");
     }
 
     #[test]

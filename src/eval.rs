@@ -54,6 +54,7 @@ use serde::Deserialize;
 use crate::api::{new_request_id, FrontendHealth, OrderAck, OrderRequest, OrderType};
 use crate::error::{Error, Result};
 use crate::http::Client;
+use crate::local::{free_ports, poll, wait_child};
 
 /// How long `./run.sh up` may take (it waits for a leader itself, 30 s at most).
 const UP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -64,8 +65,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the replica files may take to become identical once the load stopped.
 const QUIET_TIMEOUT: Duration = Duration::from_secs(30);
-/// Poll interval of every wait.
-const POLL: Duration = Duration::from_millis(50);
+/// Pause between two probe orders of the double fault.
+const PROBE_PAUSE: Duration = Duration::from_millis(200);
 /// Timeout of one REST call of this process (health, probes' reads).
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Timeout of one probe order during the double fault: longer than the front-end's own
@@ -317,7 +318,7 @@ impl Bazaar {
     ) -> Result<Bazaar> {
         let dir = work.join(format!("{}-{attempt}", spec.tag));
         fs::create_dir_all(&dir)?;
-        let ports = crate::cluster::free_ports(11)?;
+        let ports = free_ports(11)?;
         let mut env: Vec<(String, String)> = vec![
             (
                 "BAZAAR_RUN_DIR".into(),
@@ -503,28 +504,6 @@ impl Drop for Bazaar {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-/// Waits for a child with a deadline; kills it past the deadline. True when it exited 0.
-fn wait_child(child: &mut std::process::Child, timeout: Duration) -> Result<bool> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status.success());
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(Error::Unavailable(format!(
-                "child still running after {timeout:?}; killed"
-            )));
-        }
-        thread::sleep(POLL);
-    }
-}
-
-fn poll<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> Result<T> {
-    crate::cluster::poll(what, timeout, f)
 }
 
 fn ms_since(started: Instant) -> f64 {
@@ -1187,7 +1166,7 @@ fn kill_two(bazaar: &Bazaar, t0: Instant) -> Result<(Fault, Probes)> {
             Err(e) if e.status() == 503 => probes.1 += 1,
             Err(_) => probes.2 += 1,
         }
-        thread::sleep(POLL * 4);
+        thread::sleep(PROBE_PAUSE);
     }
     let leader_during = bazaar.leader();
     sleep_until(killed + TWO_DOWN_FOR);

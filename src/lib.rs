@@ -10,7 +10,8 @@
 //!
 //! Modules, each owning one thing:
 //!
-//! - [`config`]: the one YAML deployment file, its environment overrides and validation.
+//! - [`config`]: the one YAML deployment file, its environment overrides and validation, and
+//!   the resolved values that scripts read from `frontend --print-config`.
 //! - [`api`]: every JSON body on the wire, shared by services, client and tests.
 //! - `durable`: atomic, durable replacement of a whole file (catalog snapshot, replica state).
 //! - [`error`]: the one error enum and its mapping to HTTP statuses.
@@ -25,11 +26,14 @@
 //!   catalog's apply path) is in `order::core`, a state machine without I/O; the rest of the
 //!   module is the fsynced CSV log and the threads that move bytes.
 //! - [`client`]: the load generator and verifier.
-//! - [`cluster`]: a bazaar of real processes on one machine, for end-to-end tests and chaos.
-//! - [`chaos`]: kills, freezes and restarts replicas under load and checks the invariants.
 //! - [`eval`]: the course evaluation (`./run.sh eval`): latency, cache and fail-over figures
 //!   in `docs/eval/`, measured from the outside through `run.sh`, the client and the REST API.
-//! - [`cli`]: what every binary does before handing off (config, logging, signals).
+//! - [`cli`]: what every binary does around its service (config, logging, graceful stop on
+//!   SIGINT/SIGTERM).
+//! - [`local`]: waiting with a deadline and free ports, for everything that drives bazaars from
+//!   the outside (`eval`, the test harness, the tests).
+//! - `testkit` (feature `testkit`, on for tests and benches): the test harness, a bazaar of
+//!   real processes on one machine (`testkit::cluster`) and the chaos run (`testkit::chaos`).
 //!
 //! How an order flows: the front-end validates it and gives it a request id, then forwards it to
 //! the leader. The leader decides it (404/409) against the catalog's state plus its own log,
@@ -42,10 +46,8 @@
 
 pub mod api;
 pub mod catalog;
-pub mod chaos;
 pub mod cli;
 pub mod client;
-pub mod cluster;
 pub mod config;
 mod durable;
 pub mod election;
@@ -53,7 +55,10 @@ pub mod error;
 pub mod eval;
 pub mod frontend;
 pub mod http;
+pub mod local;
 pub mod order;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 #[cfg(test)]
 mod fuzz_tests;

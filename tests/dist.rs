@@ -144,7 +144,7 @@ fn get(addr: &str, path: &str) -> Option<String> {
     head.starts_with("HTTP/1.1 200").then(|| body.to_string())
 }
 
-/// A port free right now, below the ephemeral range (see `cluster.rs`).
+/// A port free right now, below the ephemeral range (see `src/local.rs`).
 fn free_port() -> u16 {
     let mut rng = fastrand::Rng::new();
     (0..1000)

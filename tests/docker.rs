@@ -407,7 +407,7 @@ fn docker_up_survives_container_faults_under_load() {
             .then(|| files[0].clone())
     });
     std::fs::remove_dir_all(&dir).unwrap();
-    let log = bazaar::cluster::parse_log(&file).unwrap();
+    let log = bazaar::testkit::cluster::parse_log(&file).unwrap();
     let stocks: Vec<StockRecord> = d.client.get(&d.publish, "/stocks", CALL_TIMEOUT).unwrap();
     assert_invariants(&log, &acknowledged, &stocks);
 

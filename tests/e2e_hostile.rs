@@ -14,8 +14,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bazaar::api::{Order, OrderType};
-use bazaar::cluster::Cluster;
 use bazaar::election;
+use bazaar::testkit::cluster::Cluster;
 use common::{raw, Options, Service};
 use serde_json::{json, Value};
 

@@ -103,7 +103,7 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start: {e}"))?;
-        let exited = bazaar::cluster::poll("chromium to exit", BROWSER_TIMEOUT, || {
+        let exited = bazaar::local::poll("chromium to exit", BROWSER_TIMEOUT, || {
             child.try_wait().ok().flatten()
         });
         let status = match exited {

@@ -59,11 +59,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bazaar::api::{Order, OrderAck, OrderType, Stock};
-use bazaar::cluster::{
-    order_request, two_leaders_in_one_epoch, CatalogView, LeaderSamples, Sampler, STOCKS,
-};
 use bazaar::error::Error;
 use bazaar::http::Client;
+use bazaar::testkit::cluster::{
+    order_request, two_leaders_in_one_epoch, CatalogView, LeaderSamples, Sampler, STOCKS,
+};
 use common::{Cluster, Options, Service, CALL_TIMEOUT};
 
 /// The stock only the stale-lookup probe trades.
@@ -214,7 +214,7 @@ impl Load {
     /// Waits until `more` orders beyond now are acknowledged; false on timeout.
     fn wait_more(&self, more: usize, timeout: Duration) -> bool {
         let target = self.acked() + more;
-        bazaar::cluster::poll("load progress", timeout, || {
+        bazaar::local::poll("load progress", timeout, || {
             (self.acked() >= target).then_some(())
         })
         .is_ok()
@@ -234,7 +234,7 @@ impl Load {
 
     /// Waits up to `timeout` for a load with a `limit` to place all its orders, then stops it.
     fn join_within(self, timeout: Duration) -> Tally {
-        let _ = bazaar::cluster::poll("the load to place its orders", timeout, || {
+        let _ = bazaar::local::poll("the load to place its orders", timeout, || {
             self.handles.iter().all(|h| h.is_finished()).then_some(())
         });
         self.finish()
@@ -411,7 +411,7 @@ fn finish_and_check(
 }
 
 fn common_quiet() -> Duration {
-    bazaar::cluster::QUIET_TIMEOUT
+    bazaar::testkit::cluster::QUIET_TIMEOUT
 }
 
 fn orders(acked: &[Acked]) -> Vec<Order> {
@@ -537,7 +537,7 @@ fn three_crashes_in_a_row() {
     b.wait_ready(3).unwrap();
     for order in &acked {
         let mut holders = Vec::new();
-        let all = bazaar::cluster::poll("every replica to hold it", HOLD_ALL_TIMEOUT, || {
+        let all = bazaar::local::poll("every replica to hold it", HOLD_ALL_TIMEOUT, || {
             holders = b.holders(order);
             (holders.len() == 3).then_some(())
         });
@@ -863,7 +863,7 @@ fn leader_cut_from_both_followers() {
                 .filter(|h| h.id != old && h.epoch > old_epoch)
                 .map(|h| (h.id, h.epoch, cut.elapsed()));
         }
-        thread::sleep(bazaar::cluster::SAMPLE_INTERVAL);
+        thread::sleep(bazaar::testkit::cluster::SAMPLE_INTERVAL);
     }
     eprintln!(
         "h: {checked} orders acknowledged during the cut, {held_by_one} of those checked held \
@@ -993,7 +993,7 @@ fn fsync_failure_on_the_leader() {
     // is the front-end's first choice, and the fail point may fire before the load even
     // starts): its own log says it stepped down, and a leader of a later epoch leads.
     let log = b.dir.join("logs").join("order-3.log");
-    let stepped_down = bazaar::cluster::poll("order-3 to step down", TAKEOVER_TIMEOUT, || {
+    let stepped_down = bazaar::local::poll("order-3 to step down", TAKEOVER_TIMEOUT, || {
         let text = std::fs::read_to_string(&log).ok()?;
         let failed = text.find("storage failed")?;
         text[failed..].contains("stops leading epoch").then_some(())
@@ -1001,7 +1001,7 @@ fn fsync_failure_on_the_leader() {
     findings.check(stepped_down.is_ok(), || {
         "order-3 did not stop leading after its fsync failed".into()
     });
-    let later = bazaar::cluster::poll("a leader of a later epoch", TAKEOVER_TIMEOUT, || {
+    let later = bazaar::local::poll("a leader of a later epoch", TAKEOVER_TIMEOUT, || {
         b.leading_replica().filter(|h| h.epoch > 1).map(|_| ())
     });
     findings.check(later.is_ok(), || "no leader after the fsync failure".into());

@@ -1,14 +1,14 @@
 //! Shared by the end-to-end tests: the real binaries, started through
-//! [`bazaar::cluster::Cluster`], plus raw-HTTP helpers that see exact statuses and bodies.
+//! [`bazaar::testkit::cluster::Cluster`], plus raw-HTTP helpers that see exact statuses and bodies.
 
 #![allow(dead_code)]
 
 use std::time::Duration;
 
 use bazaar::api::{LogEntry, Order};
-use bazaar::cluster::Binaries;
+use bazaar::testkit::cluster::Binaries;
 #[allow(unused_imports)]
-pub use bazaar::cluster::{Cluster, ClusterOptions as Options, Service, CALL_TIMEOUT};
+pub use bazaar::testkit::cluster::{Cluster, ClusterOptions as Options, Service, CALL_TIMEOUT};
 
 /// The binaries cargo built for this test run.
 pub fn binaries() -> Binaries {
@@ -26,7 +26,7 @@ pub fn start(options: Options) -> Cluster {
 
 /// Polls until `f` gives `Some`, failing the test after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
-    bazaar::cluster::poll(what, timeout, f).unwrap()
+    bazaar::local::poll(what, timeout, f).unwrap()
 }
 
 /// Asserts every invariant of SPEC §5 that the files and the catalog show; returns the log.
@@ -45,7 +45,7 @@ pub fn assert_invariants(cluster: &Cluster, acknowledged: &[Order]) -> Vec<LogEn
 
 /// The entries of an order log file.
 pub fn parse(path: &std::path::Path) -> Vec<LogEntry> {
-    bazaar::cluster::parse_log(&std::fs::read(path).unwrap_or_default()).unwrap()
+    bazaar::testkit::cluster::parse_log(&std::fs::read(path).unwrap_or_default()).unwrap()
 }
 
 /// Reads a file to a string, empty when missing.

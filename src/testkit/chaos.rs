@@ -16,7 +16,7 @@
 //!   front-end killed and restarted or frozen, two replicas frozen at once. Before the next
 //!   round it waits until every replica answers `Ping` again (has caught up).
 //! - a [`Sampler`]: the catalog's `/stocks` and every replica's `/health` every
-//!   [`crate::cluster::SAMPLE_INTERVAL`], so that invariant 4 is checked at every sampled
+//!   [`crate::testkit::cluster::SAMPLE_INTERVAL`], so that invariant 4 is checked at every sampled
 //!   moment (each sample = initial + a prefix of the final log) and no epoch is seen led by
 //!   two replicas.
 //!
@@ -31,17 +31,17 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::api::{new_request_id, OrderAck, OrderRequest, OrderType, Stock};
+use crate::api::{new_request_id, FrontendHealth, OrderAck, OrderRequest, OrderType, Stock};
 use crate::client::{self, ClientOptions, Summary};
-use crate::cluster::{
-    two_leaders_in_one_epoch, Binaries, Cluster, ClusterOptions, Invariant, Sampler, Service,
-    CALL_TIMEOUT, STOCKS,
-};
 use crate::error::{Error, Result};
 use crate::http::Client;
+use crate::testkit::cluster::{
+    two_leaders_in_one_epoch, Binaries, CatalogView, Cluster, ClusterOptions, Invariant,
+    LeaderSamples, Sampler, Service, CALL_TIMEOUT, QUIET_TIMEOUT, STOCKS,
+};
 
 /// The stock only the probe trades.
 pub const PROBE_STOCK: &str = "MenhirCo";
@@ -121,7 +121,8 @@ impl ChaosReport {
     }
 }
 
-/// Runs one chaos experiment to the end.
+/// Runs one chaos experiment to the end: a fresh cluster, the load, the fault rounds, then the
+/// verdicts once the load has stopped and the cluster is quiet.
 pub fn run(options: &ChaosOptions) -> Result<ChaosReport> {
     let mut cluster = Cluster::start(
         options.binaries.clone(),
@@ -133,59 +134,134 @@ pub fn run(options: &ChaosOptions) -> Result<ChaosReport> {
     // Its ports are chosen at run time, so say where to watch it.
     eprintln!("chaos: live page at http://{}/", cluster.frontend);
     let deadline = Instant::now() + options.duration;
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = Sampler::start(&cluster);
+    let load = Load::start(&cluster, options, deadline)?;
+    let faults = fault_rounds(&mut cluster, options, deadline)?;
+    let outcome = load.finish(&cluster)?;
+    let report = judge(&cluster, faults, outcome)?;
+    // Keep the evidence (logs, files) of a run that broke something.
+    cluster.keep_dir = !report.ok();
+    Ok(report)
+}
 
-    let (host, port) = split_addr(&cluster.frontend)?;
-    let client_options = ClientOptions {
-        prob: options.prob,
-        seed: options.seed,
-        n_request: usize::MAX,
-        clients: options.clients,
-        deadline: Some(deadline),
-        stop: Some(options.interrupted.clone()),
-        stocks: Some(
-            STOCKS
-                .iter()
-                .filter(|s| **s != PROBE_STOCK)
-                .map(|s| s.to_string())
-                .collect(),
-        ),
-        ..ClientOptions::new(&host, port)
-    };
-    let clients = thread::Builder::new()
-        .name("clients".into())
-        .spawn(move || client::run(&client_options))?;
-    let probe = {
-        let (frontend, stop) = (cluster.frontend.clone(), stop.clone());
-        thread::Builder::new()
-            .name("probe".into())
-            .spawn(move || stale_read_probe(&frontend, &stop))?
-    };
+/// What runs beside the faults: the clients, the stale-read probe and the sampler.
+struct Load {
+    clients: JoinHandle<Summary>,
+    probe: JoinHandle<(u64, Option<String>)>,
+    stop_probe: Arc<AtomicBool>,
+    sampler: Sampler,
+}
 
+/// What the load saw, once stopped.
+struct Outcome {
+    /// The front-end's `/health` right after the load stopped (fail-overs, retries).
+    health: FrontendHealth,
+    summary: Summary,
+    probes: u64,
+    stale: Option<String>,
+    samples: Vec<CatalogView>,
+    leaders: LeaderSamples,
+}
+
+impl Load {
+    /// Starts the sampler first, so that its first sample is of the catalog before any trade.
+    fn start(cluster: &Cluster, options: &ChaosOptions, deadline: Instant) -> Result<Load> {
+        let sampler = Sampler::start(cluster);
+        let (host, port) = split_addr(&cluster.frontend)?;
+        let client_options = ClientOptions {
+            prob: options.prob,
+            seed: options.seed,
+            n_request: usize::MAX,
+            clients: options.clients,
+            deadline: Some(deadline),
+            stop: Some(options.interrupted.clone()),
+            // The probe's stock is left to the probe, so that it knows its exact quantity.
+            stocks: Some(
+                STOCKS
+                    .iter()
+                    .filter(|s| **s != PROBE_STOCK)
+                    .map(|s| s.to_string())
+                    .collect(),
+            ),
+            ..ClientOptions::new(&host, port)
+        };
+        let clients = thread::Builder::new()
+            .name("clients".into())
+            .spawn(move || client::run(&client_options))?;
+        let stop_probe = Arc::new(AtomicBool::new(false));
+        let probe = {
+            let (frontend, stop) = (cluster.frontend.clone(), stop_probe.clone());
+            thread::Builder::new()
+                .name("probe".into())
+                .spawn(move || stale_read_probe(&frontend, &stop))?
+        };
+        Ok(Load {
+            clients,
+            probe,
+            stop_probe,
+            sampler,
+        })
+    }
+
+    /// Waits for the clients (they stop at the deadline), stops the probe, waits for quiet
+    /// and stops the sampler.
+    fn finish(self, cluster: &Cluster) -> Result<Outcome> {
+        let summary = self
+            .clients
+            .join()
+            .map_err(|_| Error::Internal("client threads panicked".into()))?;
+        self.stop_probe.store(true, Ordering::SeqCst);
+        let (probes, stale) = self
+            .probe
+            .join()
+            .map_err(|_| Error::Internal("probe panicked".into()))?;
+        let health = cluster.frontend_health()?;
+        // Quiet first, so that the last samples are of the quiet catalog. Files that never
+        // agree are judged (and reported) by the invariant checks, not here.
+        let _ = cluster.wait_logs_identical(QUIET_TIMEOUT);
+        let (samples, leaders) = self.sampler.finish();
+        Ok(Outcome {
+            health,
+            summary,
+            probes,
+            stale,
+            samples,
+            leaders,
+        })
+    }
+}
+
+/// One fault per round until there is no time left for the longest one before `deadline`,
+/// or until interrupted. Returns what each round did.
+fn fault_rounds(
+    cluster: &mut Cluster,
+    options: &ChaosOptions,
+    deadline: Instant,
+) -> Result<Vec<String>> {
     let mut rng = fastrand::Rng::with_seed(options.seed);
     let mut faults = Vec::new();
     let mut round = 0u32;
     while Instant::now() + MAX_FREEZE < deadline && !options.interrupted.load(Ordering::SeqCst) {
-        let fault = inject_fault(&mut cluster, &mut rng, round)?;
+        let fault = inject_fault(cluster, &mut rng, round)?;
         log::info!("chaos round {round}: {fault}");
         eprintln!("round {round}: {fault}");
         faults.push(fault);
         round += 1;
         thread::sleep(BETWEEN_ROUNDS);
     }
+    Ok(faults)
+}
 
-    let summary = clients
-        .join()
-        .map_err(|_| Error::Internal("client threads panicked".into()))?;
-    stop.store(true, Ordering::SeqCst);
-    let (probes, stale) = probe
-        .join()
-        .map_err(|_| Error::Internal("probe panicked".into()))?;
-    let health = cluster.frontend_health()?;
-    // Quiet first, so that the last samples are of the quiet catalog.
-    let _ = cluster.wait_logs_identical(crate::cluster::QUIET_TIMEOUT);
-    let (samples, leaders) = sampler.finish();
+/// Every invariant: the cluster's own checks on the files and the samples, then what only a
+/// chaos run sees (leaders sampled, the probe, the clients' verdicts).
+fn judge(cluster: &Cluster, faults: Vec<String>, outcome: Outcome) -> Result<ChaosReport> {
+    let Outcome {
+        health,
+        summary,
+        probes,
+        stale,
+        samples,
+        leaders,
+    } = outcome;
     let (log, mut invariants) = cluster.check_all(&summary.acknowledged, &samples);
     invariants.push(Invariant {
         name: "no epoch led by two replicas (sampled /health)",
@@ -204,7 +280,7 @@ pub fn run(options: &ChaosOptions) -> Result<ChaosReport> {
             )
         }),
     });
-    let report = ChaosReport {
+    Ok(ChaosReport {
         faults,
         invariants,
         summary,
@@ -212,9 +288,7 @@ pub fn run(options: &ChaosOptions) -> Result<ChaosReport> {
         failovers: health.failovers,
         frontend_retries: health.retries,
         logged: log.len(),
-    };
-    cluster.keep_dir = !report.ok();
-    Ok(report)
+    })
 }
 
 /// The kinds of fault a round injects.

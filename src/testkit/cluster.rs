@@ -1,35 +1,37 @@
 //! A whole bazaar of real processes on one machine, for the end-to-end tests and `chaos`.
 //!
-//! [`Cluster::configure`] picks free loopback ports, writes a config and a data directory into a
-//! fresh temporary directory; [`Cluster::start_service`] spawns a real binary and polls its
+//! [`Cluster::configure`] picks free loopback ports ([`crate::local`]), writes a config (a
+//! serialized [`Config`]) and a data directory into a fresh temporary directory; [`Cluster::start_service`] spawns a real binary and polls its
 //! `/health` until it answers; `kill`, `signal` (`STOP`/`CONT`) and restarts drive the faults;
 //! [`Cluster::check_invariants`] reads the replicas' files and the catalog back and checks SPEC
 //! §5. Dropping the cluster kills every process it started and removes the directory (kept,
 //! with its logs, when the thread is panicking, so a failed test can be inspected).
 //!
-//! Caveats: free ports are found by binding port 0 and releasing it, so another process could
+//! Caveats: free ports are found by binding a port and releasing it, so another process could
 //! take one in between; on a shared machine that shows up as a start failure naming the
 //! service, not as a wrong result.
 
-mod proxy;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::api::{
     FrontendHealth, LogEntry, Order, OrderAck, OrderRequest, OrderType, ReplicaHealth, StockRecord,
 };
+use crate::config::{
+    CatalogConfig, Config, Endpoint, FrontendConfig, HttpConfig, OrderConfig, ReplicaConfig,
+    StockConfig,
+};
 use crate::error::{Error, Result};
 use crate::http::Client;
+use crate::local::{free_ports, poll};
 
-pub use proxy::{LinkProxy, LinkState};
+pub use super::proxy::{LinkProxy, LinkState};
 
 /// How long a service may take to answer `/health` after it was spawned.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -39,8 +41,6 @@ pub const LEADER_TIMEOUT: Duration = Duration::from_secs(20);
 pub const QUIET_TIMEOUT: Duration = Duration::from_secs(20);
 /// How many times [`Cluster::start`] tries before it gives up.
 pub const START_ATTEMPTS: u32 = 3;
-/// Poll interval of every wait.
-pub const POLL: Duration = Duration::from_millis(50);
 /// Timeout of one HTTP call made by the harness.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Timeout of one health or order read from a replica by the harness.
@@ -54,23 +54,16 @@ pub use crate::client::DEFAULT_STOCKS as STOCKS;
 /// The quantity every stock starts with.
 pub const INITIAL_QUANTITY: i64 = 100;
 
-static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+/// The price of every stock of a test bazaar.
+const PRICE: f64 = 10.5;
+/// Where every service of a test bazaar listens.
+const LOOPBACK: &str = "127.0.0.1";
+/// The deployment secret of every test bazaar.
+const SECRET: &str = "cluster-test-secret";
+/// Request threads of each service.
+const THREADS: usize = 8;
 
-/// Polls `f` until it returns `Some`, or fails naming `what` after `timeout`.
-pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::Unavailable(format!(
-                "timed out after {timeout:?} waiting for {what}"
-            )));
-        }
-        thread::sleep(POLL);
-    }
-}
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
 /// A service of the bazaar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -230,44 +223,64 @@ impl Cluster {
         let extra_frontends = options.frontends.max(1) - 1;
         let ports = free_ports(11 + extra_frontends)?;
         let other_ports = &ports[11..];
-        let stocks: String = STOCKS
-            .iter()
-            .map(|s| format!("    - {{name: {s}, price: 10.5}}\n"))
-            .collect();
         let mut replicas = BTreeMap::new();
-        let mut replica_yaml = String::new();
+        let mut replica_configs = Vec::new();
         for id in 1..=3u32 {
             let base = 2 + 3 * (id as usize - 1);
             let (http, bcast, health) = (ports[base], ports[base + 1], ports[base + 2]);
-            replica_yaml.push_str(&format!(
-                "    - {{id: {id}, host: 127.0.0.1, port: {http}, leader_broadcast_port: {bcast}, health_check_port: {health}}}\n"
-            ));
-            let addr = |p: u16| format!("127.0.0.1:{p}");
+            replica_configs.push(ReplicaConfig {
+                id,
+                host: LOOPBACK.into(),
+                port: http.into(),
+                leader_broadcast_port: bcast.into(),
+                health_check_port: health.into(),
+            });
+            let addr = |p: u16| format!("{LOOPBACK}:{p}");
             replicas.insert(id, (addr(http), addr(bcast), addr(health)));
         }
-        let others: String = if other_ports.is_empty() {
-            String::new()
-        } else {
-            let list: String = other_ports
-                .iter()
-                .map(|p| format!("    - {{host: 127.0.0.1, port: {p}}}\n"))
-                .collect();
-            format!("  others:\n{list}")
+        let config = Config {
+            output_dir: dir.join("data"),
+            health_check_interval: options.health_check_interval,
+            secret: SECRET.into(),
+            http: HttpConfig::default(),
+            catalog: CatalogConfig {
+                host: LOOPBACK.into(),
+                port: ports[0].into(),
+                threads: THREADS,
+                stocks: STOCKS
+                    .iter()
+                    .map(|name| StockConfig {
+                        name: name.to_string(),
+                        price: PRICE,
+                        quantity: INITIAL_QUANTITY as u64,
+                    })
+                    .collect(),
+            },
+            frontend: FrontendConfig {
+                host: LOOPBACK.into(),
+                port: ports[1].into(),
+                threads: THREADS,
+                cache: options.cache,
+                cache_size: options.cache_size,
+                dump: false,
+                cache_log_path: None,
+                others: other_ports
+                    .iter()
+                    .map(|&port| Endpoint {
+                        host: LOOPBACK.into(),
+                        port: port.into(),
+                    })
+                    .collect(),
+            },
+            order: OrderConfig {
+                threads: THREADS,
+                replicas: replica_configs,
+            },
         };
-        let config = format!(
-            "output_dir: {data}\nhealth_check_interval: {hci}\nsecret: cluster-test-secret\n\
-             catalog:\n  host: 127.0.0.1\n  port: {cat}\n  threads: 8\n  stocks:\n{stocks}\
-             frontend:\n  host: 127.0.0.1\n  port: {fe}\n  threads: 8\n  cache: {cache}\n  cache_size: {size}\n  dump: false\n{others}\
-             order:\n  threads: 8\n  replicas:\n{replica_yaml}",
-            data = dir.join("data").display(),
-            hci = options.health_check_interval,
-            cat = ports[0],
-            fe = ports[1],
-            cache = options.cache,
-            size = options.cache_size,
-        );
         let config_path = dir.join("bazaar.yaml");
-        fs::write(&config_path, config)?;
+        let yaml = serde_yaml::to_string(&config)
+            .map_err(|e| Error::Internal(format!("cannot write the cluster's config: {e}")))?;
+        fs::write(&config_path, yaml)?;
         let mut links = BTreeMap::new();
         if options.proxied_links {
             for from in 1..=3u32 {
@@ -279,12 +292,12 @@ impl Cluster {
         }
         let frontends: Vec<String> = std::iter::once(ports[1])
             .chain(other_ports.iter().copied())
-            .map(|p| format!("127.0.0.1:{p}"))
+            .map(|p| format!("{LOOPBACK}:{p}"))
             .collect();
         Ok(Cluster {
             frontend: frontends[0].clone(),
             frontends,
-            catalog: format!("127.0.0.1:{}", ports[0]),
+            catalog: format!("{LOOPBACK}:{}", ports[0]),
             dir,
             config_path,
             options,
@@ -349,8 +362,11 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        for key in crate::config::ENV_KEYS {
-            cmd.env_remove(key);
+        // The config file alone describes this cluster: no override of the caller's applies.
+        for (key, _) in std::env::vars() {
+            if crate::config::is_env_override(&key) {
+                cmd.env_remove(key);
+            }
         }
         cmd.env_remove("BAZAAR_FAILPOINT");
         if let Service::Order(id) = service {
@@ -998,47 +1014,10 @@ fn quantities(log: &[LogEntry], stocks: &BTreeMap<String, StockRecord>) -> Optio
     None
 }
 
-/// Parses an order log file (header and lines).
+/// Parses the bytes of an order log file strictly, with the replica's own parser
+/// ([`crate::order::logfile::entries`]).
 pub fn parse_log(bytes: &[u8]) -> Result<Vec<LogEntry>> {
-    if bytes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut reader = csv::Reader::from_reader(bytes);
-    let headers = reader.headers()?.clone();
-    if !headers
-        .iter()
-        .take(4)
-        .eq(["number", "name", "type", "quantity"])
-    {
-        return Err(Error::Internal(format!("log header is {headers:?}")));
-    }
-    reader
-        .deserialize()
-        .map(|r| r.map_err(Error::from))
-        .collect()
-}
-
-/// Ports are picked below Linux's ephemeral range (32768 and up by default), so that the
-/// outgoing connections of a running test can never take a port a service is about to bind.
-const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
-
-/// `n` ports that are free right now, at random places in [`PORT_RANGE`] so that tests running
-/// at once rarely try the same ones.
-pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let mut rng = fastrand::Rng::new();
-    let mut ports = Vec::with_capacity(n);
-    for _ in 0..PORT_RANGE.len() {
-        if ports.len() == n {
-            return Ok(ports);
-        }
-        let port = rng.u16(PORT_RANGE);
-        if !ports.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            ports.push(port);
-        }
-    }
-    Err(Error::Unavailable(format!(
-        "no {n} free ports in {PORT_RANGE:?}"
-    )))
+    crate::order::logfile::entries(bytes, Path::new("order log"))
 }
 
 impl Drop for Cluster {

@@ -1,0 +1,82 @@
+//! Driving bazaars on this machine from the outside: waiting for something with a deadline,
+//! waiting for a child process, choosing free loopback ports.
+//!
+//! Shared by [`crate::eval`] (a production tool, `./run.sh eval`), the test harness (the
+//! `testkit` feature) and the integration tests, so that every wait in the repository polls the
+//! same way at the same [`POLL_INTERVAL`].
+//!
+//! Caveats: free ports are found by binding a port and releasing it, so another process could
+//! take one in between; callers retry a start on new ports when a service cannot bind.
+
+use std::net::TcpListener;
+use std::process::Child;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// How long every wait sleeps between two looks.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Polls `f` until it returns `Some`, or fails naming `what` after `timeout`.
+pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Unavailable(format!(
+                "timed out after {timeout:?} waiting for {what}"
+            )));
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Waits for a child with a deadline, and kills (and reaps) it past the deadline, so that a
+/// wedged child never outlives the wait. True when it exited with status 0.
+pub(crate) fn wait_child(child: &mut Child, timeout: Duration) -> Result<bool> {
+    let mut failed = None;
+    let waited = poll("a child process to exit", timeout, || {
+        match child.try_wait() {
+            Ok(Some(status)) => Some(status.success()),
+            Ok(None) => None,
+            Err(e) => {
+                failed = Some(e);
+                Some(false)
+            }
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    waited.map_err(|_| {
+        let _ = child.kill();
+        let _ = child.wait();
+        Error::Unavailable(format!("child still running after {timeout:?}; killed"))
+    })
+}
+
+/// Ports are picked below Linux's ephemeral range (32768 and up by default), so that the
+/// outgoing connections of a running test can never take a port a service is about to bind.
+const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
+/// `n` ports that are free right now, at random places in [`PORT_RANGE`] so that bazaars
+/// started at once rarely try the same ones.
+pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let mut rng = fastrand::Rng::new();
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..PORT_RANGE.len() {
+        if ports.len() == n {
+            return Ok(ports);
+        }
+        let port = rng.u16(PORT_RANGE);
+        if !ports.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    Err(Error::Unavailable(format!(
+        "no {n} free ports in {PORT_RANGE:?}"
+    )))
+}
