@@ -486,6 +486,9 @@ impl Frontend {
         self.stop.stop();
         self.server.shutdown();
         join_health(self.health);
+        // Connection threads may still hold the service (and so the cache, whose drop would
+        // flush): callers read the trace right after this.
+        self.service.cache.flush_trace();
     }
 }
 
