@@ -103,15 +103,15 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start: {e}"))?;
-        let exited = bazaar::cluster::poll("chromium to exit", BROWSER_TIMEOUT, || {
+        let exited = common::poll(BROWSER_TIMEOUT, common::POLL, || {
             child.try_wait().ok().flatten()
         });
         let status = match exited {
-            Ok(status) => status,
-            Err(e) => {
+            Some(status) => status,
+            None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(e.to_string());
+                return Err(format!("still running after {BROWSER_TIMEOUT:?}"));
             }
         };
         let stdout = fs::read_to_string(&out_path).unwrap_or_default();
