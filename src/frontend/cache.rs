@@ -24,7 +24,7 @@
 //! when the front-end boots) is appended to the trace as one JSON line
 //! `{"ts_ms":..,"event":"hit","key":"X","items":[MRU..LRU]}`. The line is formatted and queued
 //! while the lock is held, so the lines are in the order the changes happened, but written by a
-//! thread of its own ([`TraceWriter`]): a hit costs a send, not a write to a file, under the lock
+//! thread of its own (`write_trace`): a hit costs a send, not a write to a file, under the lock
 //! every lookup takes.
 //!
 //! A paused front-end may miss the catalog's invalidation altogether, so every entry also has
@@ -42,12 +42,13 @@
 //! - The trace is appended without fsync: it is a demonstration aid, not state. A write error
 //!   is logged once and turns the trace off. When `put` evicts, the `evict` and `insert` lines
 //!   both show the items after the insert.
-//! - The trace queue holds [`TRACE_QUEUE_LINES`] lines. When the writer falls that far behind,
+//! - The trace queue holds `TRACE_QUEUE_LINES` lines. When the writer falls that far behind,
 //!   a change waits (under the lock) until there is room: no line is ever dropped, because the
 //!   eval draws its cache plot from the trace; at worst the cache is as slow as when it wrote
 //!   each line itself. The writer flushes whenever the queue is empty, so the file is complete
 //!   as soon as the front-end is idle (the eval reads it while the front-end still runs, after
-//!   its clients are done), and dropping the [`Cache`] flushes and joins the writer. A
+//!   its clients are done); `Cache::flush_trace` (called by `Frontend::shutdown`) waits until
+//!   every line so far is written, and dropping the [`Cache`] flushes and joins the writer. A
 //!   front-end that is killed, or exits on a signal, loses only the lines still queued.
 
 use std::collections::hash_map::DefaultHasher;
