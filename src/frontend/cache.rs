@@ -467,23 +467,24 @@ impl Inner {
 /// hands the file whole lines only, so a crash leaves no torn line (append mode).
 fn write_trace(file: File, queued: &Receiver<TraceMessage>) {
     let mut out = BufWriter::new(file);
-    let mut waiting = Vec::new();
     while let Ok(first) = queued.recv() {
         let mut next = Some(first);
         let mut written = Ok(());
+        // Drains what is queued before flushing: one flush per burst rather than per line.
         while let (Some(message), Ok(())) = (next, &written) {
-            match message {
-                TraceMessage::Line(line) => written = out.write_all(&line),
-                TraceMessage::Flush(done) => waiting.push(done),
-            }
+            written = match message {
+                TraceMessage::Line(line) => out.write_all(&line),
+                TraceMessage::Flush(done) => {
+                    let flushed = out.flush();
+                    // Answered even after an error: a flusher waits for the writer, not for
+                    // success (and one left unanswered sees its channel close).
+                    let _ = done.send(());
+                    flushed
+                }
+            };
             next = queued.try_recv().ok();
         }
-        let written = written.and_then(|()| out.flush());
-        // Answered even after an error: a flusher waits for the writer, not for success.
-        for done in waiting.drain(..) {
-            let _ = done.send(());
-        }
-        if let Err(e) = written {
+        if let Err(e) = written.and_then(|()| out.flush()) {
             // Dropping the queue's receiver makes the next `record` turn the trace off.
             warn!("cache trace: write failed ({e}); tracing is off from now on");
             return;
