@@ -1,5 +1,5 @@
 //! `./run.sh bench`: the figures of issue 7, each next to its target and to a baseline measured
-//! in the same run, on real release binaries started by `bazaar::cluster` on run-time ports.
+//! in the same run, on real release binaries started by `bazaar::testkit::cluster` on run-time ports.
 //!
 //! | figure | ours | baseline (same run) | target |
 //! |---|---|---|---|

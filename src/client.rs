@@ -4,7 +4,8 @@
 //! Each of `--clients N` sessions runs on its own thread (`client_session`) with its own
 //! keep-alive connection and its own seeded RNG (`seed + session index`), so a run is
 //! reproducible in what it asks, though not in what the bazaar answers under concurrency. A
-//! session repeats `n_request` times: look a random stock up, then with probability `prob` buy
+//! session repeats `n_request` times: look a random stock up (of those the front-end lists at
+//! `GET /stocks` when the run starts), then with probability `prob` buy
 //! or sell 1 to [`MAX_TRADE`] shares of it. Every acknowledged order is kept; at the end each is
 //! read back with `GET /orders/<n>` and compared.
 //!
@@ -43,8 +44,9 @@ pub const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How long to wait for one answer from the front-end (an order may wait for a fail-over).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Stocks used when the front-end cannot list them: the reference client's tickers and the
-/// course's.
+/// The stock names of the shipped `conf/bazaar.yaml`, for the test harness and the eval
+/// (`cluster::STOCKS`). The client itself trades what the front-end lists (`GET /stocks`,
+/// the catalog's config); a unit test keeps this list equal to the shipped config's.
 pub const DEFAULT_STOCKS: &[&str] = &[
     "AAPL",
     "GOOG",
@@ -200,9 +202,21 @@ struct SessionResult {
 /// Runs every session to the end and merges their results.
 pub fn run(options: &ClientOptions) -> Summary {
     let addr = format!("{}:{}", options.host, options.port);
+    let mut listing_retries = 0;
     let stocks = match &options.stocks {
         Some(stocks) if !stocks.is_empty() => stocks.clone(),
-        _ => list_stocks(&Client::new(), &addr),
+        _ => match list_stocks(&Client::new(), &addr, &mut listing_retries) {
+            Ok(stocks) => stocks,
+            Err(e) => {
+                log::error!("cannot list the stocks at {addr}: {e}");
+                return Summary {
+                    clients: options.clients.max(1),
+                    errors: 1,
+                    retries: listing_retries,
+                    ..Summary::default()
+                };
+            }
+        },
     };
     let sessions: Vec<_> = (0..options.clients.max(1))
         .map(|index| {
@@ -235,6 +249,7 @@ pub fn run(options: &ClientOptions) -> Summary {
     }
     let mut summary = total.summary;
     summary.clients = options.clients.max(1);
+    summary.retries += listing_retries;
     if summary.trading_s > 0.0 {
         summary.orders_per_s = summary.acknowledged.len() as f64 / summary.trading_s;
     }
@@ -252,57 +267,115 @@ fn client_session(
     addr: &str,
     stocks: &[String],
 ) -> SessionResult {
-    let client = Client::new();
-    let mut rng = fastrand::Rng::with_seed(options.seed.wrapping_add(index as u64));
-    let mut out = SessionResult::default();
-    let mut placed: BTreeMap<u64, Order> = BTreeMap::new();
+    let mut session = Session {
+        options,
+        addr,
+        client: Client::new(),
+        rng: fastrand::Rng::with_seed(options.seed.wrapping_add(index as u64)),
+        out: SessionResult::default(),
+    };
     let trading = Instant::now();
-    for _ in 0..options.n_request {
-        let stopped = options
+    let placed = session.trade(stocks);
+    session.out.summary.trading_s = trading.elapsed().as_secs_f64();
+    session.read_back(&placed);
+    session.out.summary.acknowledged = placed.into_values().collect();
+    session.out
+}
+
+/// What one session works with, and what it has measured so far.
+struct Session<'a> {
+    options: &'a ClientOptions,
+    addr: &'a str,
+    client: Client,
+    rng: fastrand::Rng,
+    out: SessionResult,
+}
+
+impl Session<'_> {
+    /// The trading phase: `n_request` lookups, each followed by an order with probability
+    /// `prob`. Returns the acknowledged orders by transaction number.
+    fn trade(&mut self, stocks: &[String]) -> BTreeMap<u64, Order> {
+        let mut placed = BTreeMap::new();
+        for _ in 0..self.options.n_request {
+            if self.told_to_stop() {
+                break;
+            }
+            // The RNG is drawn in the same order as ever (stock, then whether to order, then
+            // quantity and side), so a seed keeps asking what it asked before.
+            let name = &stocks[self.rng.usize(..stocks.len())];
+            match self.look_up(name) {
+                Step::Next => {}
+                Step::Skip => continue,
+                Step::Stop => break,
+            }
+            if self.rng.f64() >= self.options.prob {
+                continue;
+            }
+            let order = OrderRequest {
+                name: name.clone(),
+                quantity: self.rng.u64(1..=MAX_TRADE),
+                kind: if self.rng.bool() {
+                    OrderType::Buy
+                } else {
+                    OrderType::Sell
+                },
+                request_id: Some(new_request_id("c")),
+            };
+            if let Step::Stop = self.place(order, &mut placed) {
+                break;
+            }
+        }
+        placed
+    }
+
+    /// Whether the run's deadline passed or its owner (chaos) asked it to stop.
+    fn told_to_stop(&self) -> bool {
+        let stopped = self
+            .options
             .stop
             .as_ref()
             .is_some_and(|s| s.load(Ordering::SeqCst));
-        if stopped || options.deadline.is_some_and(|d| Instant::now() >= d) {
-            break;
-        }
-        let name = &stocks[rng.usize(..stocks.len())];
+        stopped || self.options.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// One lookup, retried.
+    fn look_up(&mut self, name: &str) -> Step {
         let started = Instant::now();
-        let lookup = retrying(&mut out.summary.retries, || {
+        let (client, addr) = (&self.client, self.addr);
+        let lookup = retrying(&mut self.out.summary.retries, || {
             client.get::<Stock>(addr, &format!("/stocks/{name}"), REQUEST_TIMEOUT)
         });
-        out.summary.lookups += 1;
+        self.out.summary.lookups += 1;
         match lookup {
-            Ok(_) => out.lookup.push(ms_since(started)),
+            Ok(_) => {
+                self.out.lookup.push(ms_since(started));
+                Step::Next
+            }
             Err(e) => {
                 log::warn!("lookup of {name} failed: {e}");
-                out.summary.errors += 1;
+                self.out.summary.errors += 1;
+                // Still retryable after a whole retry deadline means the bazaar is out of
+                // reach: every further request would wait out its own deadline too.
                 if is_retryable(&e) {
-                    break; // unreachable for a whole retry deadline: stop asking
+                    Step::Stop
+                } else {
+                    Step::Skip
                 }
-                continue;
             }
         }
-        if rng.f64() >= options.prob {
-            continue;
-        }
-        let order = OrderRequest {
-            name: name.clone(),
-            quantity: rng.u64(1..=MAX_TRADE),
-            kind: if rng.bool() {
-                OrderType::Buy
-            } else {
-                OrderType::Sell
-            },
-            request_id: Some(new_request_id("c")),
-        };
+    }
+
+    /// One order, retried under its request id; an acknowledged one joins `placed`.
+    fn place(&mut self, order: OrderRequest, placed: &mut BTreeMap<u64, Order>) -> Step {
         let started = Instant::now();
-        let ack = retrying(&mut out.summary.retries, || {
+        let (client, addr) = (&self.client, self.addr);
+        let ack = retrying(&mut self.out.summary.retries, || {
             client.post::<_, OrderAck>(addr, "/orders", &order, REQUEST_TIMEOUT)
         });
-        out.summary.orders += 1;
+        self.out.summary.orders += 1;
         match ack {
             Ok(ack) => {
-                out.order.push(ms_since(started));
+                self.out.order.push(ms_since(started));
                 let number = ack.transaction_number;
                 let mine = Order {
                     number,
@@ -310,51 +383,69 @@ fn client_session(
                     kind: order.kind,
                     quantity: order.quantity,
                 };
+                // Two orders of this session under one number: the bazaar traded one of
+                // them twice or lost one, which the read-back alone could not tell.
                 if let Some(previous) = placed.insert(number, mine) {
                     log::error!("transaction number {number} acknowledged twice: {previous:?}");
-                    out.summary.mismatches += 1;
+                    self.out.summary.mismatches += 1;
                 }
             }
-            Err(Error::Conflict(_)) => out.summary.rejected += 1,
+            // Not enough stock is a correct refusal, not a failure.
+            Err(Error::Conflict(_)) => self.out.summary.rejected += 1,
             Err(e) => {
                 log::warn!("order {order:?} failed: {e}");
-                out.summary.errors += 1;
+                self.out.summary.errors += 1;
                 if is_retryable(&e) {
-                    break;
+                    return Step::Stop;
+                }
+            }
+        }
+        Step::Next
+    }
+
+    /// The read-back phase: every acknowledged order is asked for and compared.
+    fn read_back(&mut self, placed: &BTreeMap<u64, Order>) {
+        let mut unreachable = false;
+        for (number, mine) in placed {
+            if unreachable {
+                // Counted as not verified, without another retry deadline each.
+                self.out.summary.mismatches += 1;
+                continue;
+            }
+            let started = Instant::now();
+            let (client, addr) = (&self.client, self.addr);
+            let got = retrying(&mut self.out.summary.retries, || {
+                client.get::<Order>(addr, &format!("/orders/{number}"), REQUEST_TIMEOUT)
+            });
+            self.out.summary.order_queries += 1;
+            match got {
+                Ok(theirs) => {
+                    self.out.query.push(ms_since(started));
+                    if &theirs != mine {
+                        log::error!(
+                            "order {number} mismatch: placed {mine:?}, bazaar has {theirs:?}"
+                        );
+                        self.out.summary.mismatches += 1;
+                    }
+                }
+                Err(e) => {
+                    log::error!("order {number} cannot be read back: {e}");
+                    self.out.summary.mismatches += 1;
+                    unreachable = is_retryable(&e);
                 }
             }
         }
     }
-    out.summary.trading_s = trading.elapsed().as_secs_f64();
-    let mut unreachable = false;
-    for (number, mine) in &placed {
-        if unreachable {
-            // Counted as not verified, without another retry deadline each.
-            out.summary.mismatches += 1;
-            continue;
-        }
-        let started = Instant::now();
-        let got = retrying(&mut out.summary.retries, || {
-            client.get::<Order>(addr, &format!("/orders/{number}"), REQUEST_TIMEOUT)
-        });
-        out.summary.order_queries += 1;
-        match got {
-            Ok(theirs) => {
-                out.query.push(ms_since(started));
-                if &theirs != mine {
-                    log::error!("order {number} mismatch: placed {mine:?}, bazaar has {theirs:?}");
-                    out.summary.mismatches += 1;
-                }
-            }
-            Err(e) => {
-                log::error!("order {number} cannot be read back: {e}");
-                out.summary.mismatches += 1;
-                unreachable = is_retryable(&e);
-            }
-        }
-    }
-    out.summary.acknowledged = placed.into_values().collect();
-    out
+}
+
+/// What the trading loop does after a step.
+enum Step {
+    /// Go on with this request.
+    Next,
+    /// Give up on this request and go on with the next one.
+    Skip,
+    /// The bazaar is out of reach: end the trading phase.
+    Stop,
 }
 
 /// Calls `f` until it succeeds, fails for good, or [`RETRY_DEADLINE`] passes. Transport failures
@@ -379,12 +470,16 @@ fn is_retryable(err: &Error) -> bool {
     )
 }
 
-/// The stock names to trade: the front-end's list, or the defaults when it cannot list them.
-fn list_stocks(client: &Client, addr: &str) -> Vec<String> {
-    match client.get::<Vec<StockRecord>>(addr, "/stocks", REQUEST_TIMEOUT) {
-        Ok(list) if !list.is_empty() => list.into_iter().map(|s| s.name).collect(),
-        _ => DEFAULT_STOCKS.iter().map(|s| s.to_string()).collect(),
+/// The stock names to trade: the front-end's list (the catalog's config), retried like any
+/// request, so that the bazaar's config is the only list of stocks the client knows.
+fn list_stocks(client: &Client, addr: &str, retries: &mut u64) -> Result<Vec<String>> {
+    let list = retrying(retries, || {
+        client.get::<Vec<StockRecord>>(addr, "/stocks", REQUEST_TIMEOUT)
+    })?;
+    if list.is_empty() {
+        return Err(Error::NotFound("the bazaar lists no stocks".into()));
     }
+    Ok(list.into_iter().map(|s| s.name).collect())
 }
 
 fn ms_since(started: Instant) -> f64 {
@@ -424,6 +519,20 @@ mod tests {
         let mut hundred: Vec<f64> = (1..=100).map(f64::from).collect();
         let l = Latency::of(&mut hundred);
         assert_eq!((l.p50, l.p99), (51.0, 99.0));
+    }
+
+    #[test]
+    fn default_stocks_are_the_shipped_configs() {
+        let shipped =
+            crate::config::Config::from_yaml(include_str!("../conf/bazaar.yaml"), &|_| None)
+                .unwrap();
+        let names: Vec<&str> = shipped
+            .catalog
+            .stocks
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, DEFAULT_STOCKS);
     }
 
     #[test]

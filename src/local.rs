@@ -18,20 +18,35 @@ use crate::error::{Error, Result};
 /// How long every wait sleeps between two looks.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Polls `f` until it returns `Some`, or fails naming `what` after `timeout`.
-pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+/// Polls `f` every [`POLL_INTERVAL`] until it returns `Some`, or fails naming `what` after
+/// `timeout`.
+pub fn poll<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> Result<T> {
+    poll_every(what, timeout, POLL_INTERVAL, f)
+}
+
+/// Calls `f` every `interval` until it returns `Some`, for at most `timeout` and at most the
+/// number of intervals that fit in it (plus the first call), so that a clock that jumps can
+/// not make it spin; fails naming `what` when time or count runs out.
+pub fn poll_every<T>(
+    what: &str,
+    timeout: Duration,
+    interval: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Result<T> {
     let deadline = Instant::now() + timeout;
-    loop {
+    let max_calls = timeout.as_nanos() / interval.as_nanos().max(1) + 1;
+    for call in 1..=max_calls {
         if let Some(v) = f() {
             return Ok(v);
         }
-        if Instant::now() >= deadline {
-            return Err(Error::Unavailable(format!(
-                "timed out after {timeout:?} waiting for {what}"
-            )));
+        if call == max_calls || Instant::now() >= deadline {
+            break;
         }
-        thread::sleep(POLL_INTERVAL);
+        thread::sleep(interval.min(deadline.saturating_duration_since(Instant::now())));
     }
+    Err(Error::Unavailable(format!(
+        "timed out after {timeout:?} waiting for {what}"
+    )))
 }
 
 /// Waits for a child with a deadline, and kills (and reaps) it past the deadline, so that a

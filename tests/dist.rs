@@ -2,13 +2,14 @@
 //! directory with an empty environment (what a `FROM scratch` container or a bare machine
 //! gives them).
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long the catalog may take to answer after it was spawned.
 const SERVE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -38,11 +39,11 @@ fn dist() -> PathBuf {
     root().join("dist")
 }
 
-fn empty_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("bazaar-dist-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn empty_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("bazaar-dist-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 #[test]
@@ -53,7 +54,8 @@ fn dist_binaries_are_static_and_start_from_nothing() {
         "dist/conf/bazaar.yaml"
     );
     assert!(dist.join("README").is_file(), "dist/README");
-    let empty = empty_dir("help");
+    let empty_dir = empty_dir("help");
+    let empty = empty_dir.path();
     for name in BINARIES {
         let bin = dist.join(name);
         let file = Command::new("file")
@@ -75,7 +77,7 @@ fn dist_binaries_are_static_and_start_from_nothing() {
         let help = Command::new(&bin)
             .arg("--help")
             .env_clear()
-            .current_dir(&empty)
+            .current_dir(empty)
             .output()
             .unwrap();
         assert!(
@@ -88,17 +90,17 @@ fn dist_binaries_are_static_and_start_from_nothing() {
         );
     }
     assert_eq!(
-        std::fs::read_dir(&empty).unwrap().count(),
+        std::fs::read_dir(empty).unwrap().count(),
         0,
         "--help wrote files"
     );
-    std::fs::remove_dir_all(&empty).unwrap();
 }
 
 #[test]
 fn dist_catalog_serves_from_an_empty_directory() {
     let dist = dist();
-    let empty = empty_dir("serve");
+    let empty_dir = empty_dir("serve");
+    let empty = empty_dir.path();
     let port = free_port();
     // The only environment is the override of the port: nothing else leaks in.
     let mut child = Command::new(dist.join("catalog"))
@@ -106,30 +108,27 @@ fn dist_catalog_serves_from_an_empty_directory() {
         .arg(dist.join("conf/bazaar.yaml"))
         .env_clear()
         .env("CATALOG_PORT", port.to_string())
-        .current_dir(&empty)
+        .current_dir(empty)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let addr = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + SERVE_TIMEOUT;
-    let answer = loop {
-        if let Some(body) = get(&addr, "/stocks/GameStart") {
-            break Some(body);
+    // Stops early, with `Some(None)`, when the catalog exits.
+    let answer = common::poll(SERVE_TIMEOUT, POLL, || {
+        match get(&addr, "/stocks/GameStart") {
+            Some(body) => Some(Some(body)),
+            None => child.try_wait().unwrap().map(|_| None),
         }
-        if Instant::now() >= deadline || child.try_wait().unwrap().is_some() {
-            break None;
-        }
-        thread::sleep(POLL);
-    };
+    })
+    .flatten();
     let _ = child.kill();
     let _ = child.wait();
     let answer = answer.expect("the static catalog never answered GET /stocks/GameStart");
     assert!(answer.contains(r#""name":"GameStart""#), "{answer}");
     // It made its state where the config says (./data, relative to the empty directory).
     assert!(empty.join("data/catalog.json").is_file());
-    std::fs::remove_dir_all(&empty).unwrap();
 }
 
 /// A 200 body, or `None` while the server is not answering.

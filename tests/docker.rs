@@ -13,6 +13,8 @@
 //! tag and is removed when it ends, also when it fails (the `Drop` of `Deployment` and
 //! `Stack`). The tests take a lock so that they never build `dist/` under each other.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -20,13 +22,14 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bazaar::api::{
     FrontendHealth, LogEntry, Order, OrderAck, OrderRequest, OrderType, StockRecord,
 };
 use bazaar::client::{ClientOptions, Summary};
 use bazaar::http::Client;
+use common::wait_for;
 
 /// One Docker test at a time: each runs `./run.sh dist`, which replaces the binaries in place.
 static DOCKER: Mutex<()> = Mutex::new(());
@@ -39,7 +42,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the replica files may take to become identical once quiet.
 const QUIET_TIMEOUT: Duration = Duration::from_secs(30);
-/// Poll interval of every wait.
+/// Poll interval of the waits on docker itself (a process, a stack going away).
 const POLL: Duration = Duration::from_millis(200);
 /// Timeout of one docker command of the clean-up.
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -85,13 +88,8 @@ fn run(cmd: &mut Command, timeout: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let deadline = Instant::now() + timeout;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            break;
-        }
-        thread::sleep(POLL);
+    if common::poll(timeout, POLL, || child.try_wait().unwrap()).is_none() {
+        let _ = child.kill();
     }
     child.wait_with_output().unwrap()
 }
@@ -188,17 +186,6 @@ impl Drop for Deployment {
                 String::from_utf8_lossy(&rmi.stderr)
             );
         }
-    }
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(POLL);
     }
 }
 
@@ -399,14 +386,15 @@ fn docker_up_survives_container_faults_under_load() {
     acknowledged.extend(summary.acknowledged);
 
     // Once quiet: the three files (copied out of the containers) identical and consistent.
-    let dir = std::env::temp_dir().join(format!("bazaar-docker-{}", d.project));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("bazaar-docker-{}-", d.project))
+        .tempdir()
+        .unwrap();
     let file = wait_for("identical replica files", QUIET_TIMEOUT, || {
-        let files: Vec<Vec<u8>> = (1..=3).map(|id| d.replica_file(id, &dir)).collect();
+        let files: Vec<Vec<u8>> = (1..=3).map(|id| d.replica_file(id, dir.path())).collect();
         (!files[0].is_empty() && files[0] == files[1] && files[1] == files[2])
             .then(|| files[0].clone())
     });
-    std::fs::remove_dir_all(&dir).unwrap();
     let log = bazaar::testkit::cluster::parse_log(&file).unwrap();
     let stocks: Vec<StockRecord> = d.client.get(&d.publish, "/stocks", CALL_TIMEOUT).unwrap();
     assert_invariants(&log, &acknowledged, &stocks);
@@ -471,15 +459,13 @@ impl Drop for Stack {
         }
         // Volumes can only go once the containers are gone; the network goes by itself.
         let filter = self.namespace_filter();
-        let deadline = Instant::now() + STACK_RM_TIMEOUT;
-        while Instant::now() < deadline
-            && !(self.lines(&["ps", "-aq", "--filter", &filter]).is_empty()
+        let _ = common::poll(STACK_RM_TIMEOUT, POLL, || {
+            (self.lines(&["ps", "-aq", "--filter", &filter]).is_empty()
                 && self
                     .lines(&["network", "ls", "-q", "--filter", &filter])
                     .is_empty())
-        {
-            thread::sleep(POLL);
-        }
+            .then_some(())
+        });
         for volume in self.lines(&["volume", "ls", "-q", "--filter", &filter]) {
             let out = self.docker(&["volume", "rm", &volume]);
             if !out.status.success() {

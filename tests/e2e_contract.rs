@@ -21,21 +21,57 @@ fn order(name: &str, quantity: u64, kind: OrderType) -> OrderRequest {
     }
 }
 
-#[test]
-fn rest_contract_including_every_error() {
-    let b = common::start(Options::default());
-    let fe = b.frontend.as_str();
+/// Every order the REST contract refuses, with its status: the 400 cases of SPEC §3, an
+/// unknown stock and more than there is.
+const BAD_ORDERS: [(&str, &str, u16); 12] = [
+    ("malformed JSON", r#"{"name":"GameStart","quantity":1"#, 400),
+    ("not an object", r#"[1]"#, 400),
+    ("missing name", r#"{"quantity":1,"type":"buy"}"#, 400),
+    (
+        "missing quantity",
+        r#"{"name":"GameStart","type":"buy"}"#,
+        400,
+    ),
+    ("missing type", r#"{"name":"GameStart","quantity":1}"#, 400),
+    (
+        "quantity zero",
+        r#"{"name":"GameStart","quantity":0,"type":"buy"}"#,
+        400,
+    ),
+    (
+        "quantity negative",
+        r#"{"name":"GameStart","quantity":-1,"type":"buy"}"#,
+        400,
+    ),
+    (
+        "quantity float",
+        r#"{"name":"GameStart","quantity":1.5,"type":"buy"}"#,
+        400,
+    ),
+    (
+        "quantity string",
+        r#"{"name":"GameStart","quantity":"1","type":"buy"}"#,
+        400,
+    ),
+    (
+        "type hold",
+        r#"{"name":"GameStart","quantity":1,"type":"hold"}"#,
+        400,
+    ),
+    (
+        "unknown stock",
+        r#"{"name":"NoSuch","quantity":1,"type":"buy"}"#,
+        404,
+    ),
+    (
+        "too many",
+        r#"{"name":"GameStart","quantity":1000,"type":"buy"}"#,
+        409,
+    ),
+];
 
-    // Lookups.
-    let (status, body) = raw(fe, "GET", "/stocks/GameStart", "");
-    assert_eq!(status, 200);
-    assert_eq!(
-        body,
-        json!({"data": {"name": "GameStart", "price": 10.5, "quantity": 100}})
-    );
-    assert_error("unknown stock", &raw(fe, "GET", "/stocks/NoSuch", ""), 404);
-
-    // Orders: numbers start at 0 and go up by one.
+/// Places the first order of a fresh bazaar, GameStart buy 1, and checks it is number 0.
+fn first_order(fe: &str) {
     let (status, body) = raw(
         fe,
         "POST",
@@ -46,6 +82,28 @@ fn rest_contract_including_every_error() {
         (status, body),
         (200, json!({"data": {"transaction_number": 0}}))
     );
+}
+
+#[test]
+fn lookups_answer_the_stock_or_404() {
+    let b = common::start(Options::default());
+    let fe = b.frontend.as_str();
+    let (status, body) = raw(fe, "GET", "/stocks/GameStart", "");
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"data": {"name": "GameStart", "price": 10.5, "quantity": 100}})
+    );
+    assert_error("unknown stock", &raw(fe, "GET", "/stocks/NoSuch", ""), 404);
+}
+
+/// Orders are numbered from 0 up by one, and a refused order changes nothing: neither the
+/// numbering nor any stock.
+#[test]
+fn orders_are_numbered_and_refused_ones_change_nothing() {
+    let b = common::start(Options::default());
+    let fe = b.frontend.as_str();
+    first_order(fe);
     let (status, body) = raw(
         fe,
         "POST",
@@ -57,68 +115,9 @@ fn rest_contract_including_every_error() {
         (200, json!({"data": {"transaction_number": 1}}))
     );
 
-    // Every 400 case of SPEC §3, and the other order errors.
-    let bad_orders = [
-        ("malformed JSON", r#"{"name":"GameStart","quantity":1"#, 400),
-        ("not an object", r#"[1]"#, 400),
-        ("missing name", r#"{"quantity":1,"type":"buy"}"#, 400),
-        (
-            "missing quantity",
-            r#"{"name":"GameStart","type":"buy"}"#,
-            400,
-        ),
-        ("missing type", r#"{"name":"GameStart","quantity":1}"#, 400),
-        (
-            "quantity zero",
-            r#"{"name":"GameStart","quantity":0,"type":"buy"}"#,
-            400,
-        ),
-        (
-            "quantity negative",
-            r#"{"name":"GameStart","quantity":-1,"type":"buy"}"#,
-            400,
-        ),
-        (
-            "quantity float",
-            r#"{"name":"GameStart","quantity":1.5,"type":"buy"}"#,
-            400,
-        ),
-        (
-            "quantity string",
-            r#"{"name":"GameStart","quantity":"1","type":"buy"}"#,
-            400,
-        ),
-        (
-            "type hold",
-            r#"{"name":"GameStart","quantity":1,"type":"hold"}"#,
-            400,
-        ),
-        (
-            "unknown stock",
-            r#"{"name":"NoSuch","quantity":1,"type":"buy"}"#,
-            404,
-        ),
-        (
-            "too many",
-            r#"{"name":"GameStart","quantity":1000,"type":"buy"}"#,
-            409,
-        ),
-    ];
-    for (what, body, code) in bad_orders {
+    for (what, body, code) in BAD_ORDERS {
         assert_error(what, &raw(fe, "POST", "/orders", body), code);
     }
-
-    // Order queries.
-    let (status, body) = raw(fe, "GET", "/orders/0", "");
-    assert_eq!(status, 200);
-    assert_eq!(
-        body,
-        json!({"data": {"number": 0, "name": "GameStart", "type": "buy", "quantity": 1}})
-    );
-    for bad in ["/orders/abc", "/orders/-1", "/orders/1.5"] {
-        assert_error(bad, &raw(fe, "GET", bad, ""), 400);
-    }
-    assert_error("no such order", &raw(fe, "GET", "/orders/999", ""), 404);
 
     // The rejected orders changed nothing: the next number is 2, the stock shows 99.
     let ack: OrderAck = b
@@ -133,17 +132,41 @@ fn rest_contract_including_every_error() {
     assert_eq!(ack.transaction_number, 2);
     let stock: Stock = b.client.get(fe, "/stocks/GameStart", CALL_TIMEOUT).unwrap();
     assert_eq!(stock.quantity, 97);
-
-    // Listing, cache, health, invalidation.
     let (status, body) = raw(fe, "GET", "/stocks", "");
     assert_eq!(status, 200);
     let list = body["data"].as_array().expect("a list");
-    assert_eq!(list.len(), 14);
     let fish = list.iter().find(|s| s["name"] == "FishCo").unwrap();
     assert_eq!(
         (fish["quantity"].as_u64(), fish["volume"].as_u64()),
         (Some(103), Some(3))
     );
+    common::assert_invariants(&b, &[]);
+}
+
+#[test]
+fn order_queries_answer_the_order_400_or_404() {
+    let b = common::start(Options::default());
+    let fe = b.frontend.as_str();
+    first_order(fe);
+    let (status, body) = raw(fe, "GET", "/orders/0", "");
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"data": {"number": 0, "name": "GameStart", "type": "buy", "quantity": 1}})
+    );
+    for bad in ["/orders/abc", "/orders/-1", "/orders/1.5"] {
+        assert_error(bad, &raw(fe, "GET", bad, ""), 400);
+    }
+    assert_error("no such order", &raw(fe, "GET", "/orders/999", ""), 404);
+}
+
+#[test]
+fn listing_cache_and_health() {
+    let b = common::start(Options::default());
+    let fe = b.frontend.as_str();
+    let (status, body) = raw(fe, "GET", "/stocks", "");
+    assert_eq!(status, 200);
+    assert_eq!(body["data"].as_array().expect("a list").len(), 14);
     let (status, body) = raw(fe, "GET", "/cache", "");
     assert_eq!(status, 200);
     assert_eq!(body["data"]["enabled"], true);
@@ -152,7 +175,13 @@ fn rest_contract_including_every_error() {
     assert_eq!(status, 200);
     assert_eq!(body["data"]["status"], "ok");
     assert_eq!(body["data"]["leader"], 3);
-    // Invalidation is for the catalog: 401 without the deployment secret.
+}
+
+/// Invalidation is for the catalog: 401 without the deployment secret.
+#[test]
+fn invalidation_needs_the_deployment_secret() {
+    let b = common::start(Options::default());
+    let fe = b.frontend.as_str();
     assert_error(
         "invalidation without the secret",
         &raw(fe, "POST", "/invalidation/GameStart", ""),
@@ -163,8 +192,14 @@ fn rest_contract_including_every_error() {
         .post(fe, "/invalidation/GameStart", &json!({}), CALL_TIMEOUT)
         .unwrap();
     assert_eq!(invalidated.invalidated, "GameStart");
+}
 
-    // Unknown paths, wrong methods, oversized bodies.
+/// Unknown paths, wrong methods and oversized bodies get their status, and the front-end
+/// still serves after them.
+#[test]
+fn unknown_paths_wrong_methods_and_oversized_bodies() {
+    let b = common::start(Options::default());
+    let fe = b.frontend.as_str();
     assert_error("unknown path", &raw(fe, "GET", "/nope", ""), 404);
     assert_error(
         "wrong method",
@@ -182,9 +217,9 @@ fn rest_contract_including_every_error() {
     );
     assert_error("body over 64 KiB", &raw(fe, "POST", "/orders", &huge), 413);
 
-    // Still serving after all that.
+    // Still serving after all that, with the stock untouched.
     let stock: Stock = b.client.get(fe, "/stocks/GameStart", CALL_TIMEOUT).unwrap();
-    assert_eq!(stock.quantity, 97);
+    assert_eq!(stock.quantity, 100);
     common::assert_invariants(&b, &[]);
 }
 

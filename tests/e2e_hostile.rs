@@ -32,6 +32,8 @@ const OVERLOAD_MAX_LATENCY: Duration = Duration::from_secs(6);
 const OVERLOAD_MAX_RSS_GROWTH_KB: u64 = 256 * 1024;
 /// How long a binary started on broken state may take to exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often [`run_to_exit`] looks whether the binary has exited.
+const EXIT_POLL: Duration = Duration::from_millis(20);
 /// One request's timeout in the overload and slow-reader tests.
 const CALL: Duration = Duration::from_secs(10);
 
@@ -788,25 +790,19 @@ fn run_to_exit(exe: &Path, args: &[&str]) -> (Option<i32>, String) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return (status.code(), err);
-        }
-        if started.elapsed() > EXIT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{} {args:?} still runs on broken state", exe.display());
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    let Some(status) = common::poll(EXIT_TIMEOUT, EXIT_POLL, || child.try_wait().unwrap()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{} {args:?} still runs on broken state", exe.display());
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code(), err)
 }
 
 #[test]

@@ -41,7 +41,8 @@ const SHOWS_DOWN_WITHIN: Duration = Duration::from_secs(20);
 /// A headless Chromium with its own throw-away profile.
 struct Browser {
     exe: String,
-    dir: PathBuf,
+    /// The profile and the captured output, removed with the browser.
+    dir: tempfile::TempDir,
 }
 
 impl Browser {
@@ -55,18 +56,19 @@ impl Browser {
         } else {
             std::env::temp_dir()
         };
-        let dir = base.join(format!("bazaar-browser-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let names: Vec<String> = match std::env::var("BAZAAR_CHROMIUM") {
             Ok(exe) => vec![exe],
             Err(_) => CANDIDATES.iter().map(|s| s.to_string()).collect(),
         };
         let mut why = Vec::new();
         for exe in names {
+            let dir = tempfile::Builder::new()
+                .prefix("bazaar-browser-")
+                .tempdir_in(&base)
+                .map_err(|e| format!("cannot create a directory in {}: {e}", base.display()))?;
             let browser = Browser {
                 exe: exe.clone(),
-                dir: dir.clone(),
+                dir,
             };
             match browser.dump_dom("data:text/html,<p id=probe>rendered</p>") {
                 Ok(dom) if dom.contains("rendered") => return Ok(browser),
@@ -74,13 +76,12 @@ impl Browser {
                 Err(e) => why.push(format!("{exe}: {e}")),
             }
         }
-        let _ = fs::remove_dir_all(&dir);
         Err(why.join("; "))
     }
 
     /// Runs Chromium headless with `args` and the URL; its stdout, if it exits in time.
     fn run(&self, args: &[String], url: &str) -> Result<String, String> {
-        let out_path = self.dir.join("stdout");
+        let out_path = self.dir.path().join("stdout");
         let out = fs::File::create(&out_path).map_err(|e| e.to_string())?;
         let mut child = Command::new(&self.exe)
             .args([
@@ -94,7 +95,7 @@ impl Browser {
             ])
             .arg(format!(
                 "--user-data-dir={}",
-                self.dir.join("profile").display()
+                self.dir.path().join("profile").display()
             ))
             .args(args)
             .arg(url)
@@ -103,15 +104,15 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start: {e}"))?;
-        let exited = bazaar::local::poll("chromium to exit", BROWSER_TIMEOUT, || {
+        let exited = common::poll(BROWSER_TIMEOUT, common::POLL, || {
             child.try_wait().ok().flatten()
         });
         let status = match exited {
-            Ok(status) => status,
-            Err(e) => {
+            Some(status) => status,
+            None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(e.to_string());
+                return Err(format!("still running after {BROWSER_TIMEOUT:?}"));
             }
         };
         let stdout = fs::read_to_string(&out_path).unwrap_or_default();
@@ -125,12 +126,6 @@ impl Browser {
     fn dump_dom(&self, url: &str) -> Result<String, String> {
         let budget = format!("--virtual-time-budget={VIRTUAL_TIME_BUDGET_MS}");
         self.run(&[budget, "--dump-dom".into()], url)
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
     }
 }
 

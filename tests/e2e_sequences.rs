@@ -1,7 +1,7 @@
 //! End to end, on real processes: SEQUENCES of faults (issue 6), written as an adversary would,
 //! against public surfaces only — the front-end REST API, the replicas' `GET /orders/<n>` and
 //! `GET /health`, the catalog's `GET /stocks`, the files, and the process harness
-//! ([`bazaar::cluster`]: kill, SIGSTOP/SIGCONT, restarts, per-link TCP proxies). Each test ends
+//! ([`bazaar::testkit::cluster`]: kill, SIGSTOP/SIGCONT, restarts, per-link TCP proxies). Each test ends
 //! with every invariant of SPEC §5 checked: acknowledged orders in every file unchanged, numbers
 //! 0..N-1 with each request id once, files byte-identical once quiet, the catalog equal to
 //! initial + a prefix of the log at every sampled moment and to the whole log at the end, no
@@ -214,10 +214,10 @@ impl Load {
     /// Waits until `more` orders beyond now are acknowledged; false on timeout.
     fn wait_more(&self, more: usize, timeout: Duration) -> bool {
         let target = self.acked() + more;
-        bazaar::local::poll("load progress", timeout, || {
+        common::poll(timeout, common::POLL, || {
             (self.acked() >= target).then_some(())
         })
-        .is_ok()
+        .is_some()
     }
 
     /// Acknowledged orders received at or after `since`.
@@ -234,7 +234,7 @@ impl Load {
 
     /// Waits up to `timeout` for a load with a `limit` to place all its orders, then stops it.
     fn join_within(self, timeout: Duration) -> Tally {
-        let _ = bazaar::local::poll("the load to place its orders", timeout, || {
+        let _ = common::poll(timeout, common::POLL, || {
             self.handles.iter().all(|h| h.is_finished()).then_some(())
         });
         self.finish()
@@ -537,11 +537,11 @@ fn three_crashes_in_a_row() {
     b.wait_ready(3).unwrap();
     for order in &acked {
         let mut holders = Vec::new();
-        let all = bazaar::local::poll("every replica to hold it", HOLD_ALL_TIMEOUT, || {
+        let all = common::poll(HOLD_ALL_TIMEOUT, common::POLL, || {
             holders = b.holders(order);
             (holders.len() == 3).then_some(())
         });
-        findings.check(all.is_ok(), || {
+        findings.check(all.is_some(), || {
             format!("acknowledged {order:?} is held unchanged by replicas {holders:?} only")
         });
     }
@@ -993,18 +993,20 @@ fn fsync_failure_on_the_leader() {
     // is the front-end's first choice, and the fail point may fire before the load even
     // starts): its own log says it stepped down, and a leader of a later epoch leads.
     let log = b.dir.join("logs").join("order-3.log");
-    let stepped_down = bazaar::local::poll("order-3 to step down", TAKEOVER_TIMEOUT, || {
+    let stepped_down = common::poll(TAKEOVER_TIMEOUT, common::POLL, || {
         let text = std::fs::read_to_string(&log).ok()?;
         let failed = text.find("storage failed")?;
         text[failed..].contains("stops leading epoch").then_some(())
     });
-    findings.check(stepped_down.is_ok(), || {
+    findings.check(stepped_down.is_some(), || {
         "order-3 did not stop leading after its fsync failed".into()
     });
-    let later = bazaar::local::poll("a leader of a later epoch", TAKEOVER_TIMEOUT, || {
+    let later = common::poll(TAKEOVER_TIMEOUT, common::POLL, || {
         b.leading_replica().filter(|h| h.epoch > 1).map(|_| ())
     });
-    findings.check(later.is_ok(), || "no leader after the fsync failure".into());
+    findings.check(later.is_some(), || {
+        "no leader after the fsync failure".into()
+    });
     findings.check(load.wait_more(20, PROGRESS_TIMEOUT), || {
         "no progress after the fsync failure".into()
     });

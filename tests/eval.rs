@@ -1,10 +1,11 @@
 //! `./run.sh eval` end to end, at a small size: every phase runs on private bazaars started
 //! through run.sh, and the CSV, the plots and the report come out complete.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Three bazaar starts and the fail-over schedule (about 20 s of faults) on a shared machine.
 const EVAL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -14,8 +15,11 @@ const POLL: Duration = Duration::from_millis(200);
 #[test]
 fn eval_writes_csv_plots_and_report() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let out = std::env::temp_dir().join(format!("bazaar-eval-out-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let out_dir = tempfile::Builder::new()
+        .prefix("bazaar-eval-out-")
+        .tempdir()
+        .unwrap();
+    let out = out_dir.path();
     let mut child = Command::new(env!("CARGO_BIN_EXE_eval"))
         .args([
             "--n-request",
@@ -28,21 +32,14 @@ fn eval_writes_csv_plots_and_report() {
         .arg("--run-sh")
         .arg(root.join("run.sh"))
         .arg("--out")
-        .arg(&out)
+        .arg(out)
         .stdin(Stdio::null())
         .spawn()
         .expect("run eval");
-    let deadline = Instant::now() + EVAL_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("eval still running after {EVAL_TIMEOUT:?}");
-        }
-        thread::sleep(POLL);
+    let Some(status) = common::poll(EVAL_TIMEOUT, POLL, || child.try_wait().unwrap()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("eval still running after {EVAL_TIMEOUT:?}");
     };
     assert!(status.success(), "eval failed: {status}");
 
@@ -89,5 +86,4 @@ fn eval_writes_csv_plots_and_report() {
         readme.contains("| replica files once quiet (`cmp`) | identical"),
         "{readme}"
     );
-    std::fs::remove_dir_all(&out).unwrap();
 }

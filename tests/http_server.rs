@@ -20,6 +20,7 @@
 //! idle test raises the soft open-file limit when it is below what it needs (Linux, 64-bit only;
 //! elsewhere it relies on the limit being high enough).
 
+mod common;
 #[path = "../benches/support/mod.rs"]
 mod support;
 
@@ -80,18 +81,16 @@ fn start(options: ServerOptions, handler: impl Handler) -> Server {
     Server::start(listener, options, Arc::new(handler)).unwrap()
 }
 
+/// How often [`wait_until`] looks again: short, since connections are counted one at a time.
+const WAIT_POLL: Duration = Duration::from_millis(5);
+
 /// Polls `done` until it holds or `deadline` passes; returns whether it held.
-fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::yield_now();
-        std::thread::park_timeout(Duration::from_millis(5));
-    }
+fn wait_until(deadline: Instant, done: impl FnMut() -> bool) -> bool {
+    common::eventually(
+        deadline.saturating_duration_since(Instant::now()),
+        WAIT_POLL,
+        done,
+    )
 }
 
 /// Whether the server has closed `stream`: a read gives end of stream or an error (a reset)

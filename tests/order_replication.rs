@@ -3,9 +3,10 @@
 //! fail-over keeps the numbering and recognises a retried request id, and the files end
 //! byte-identical.
 
+mod common;
+
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bazaar::api::{OrderAck, OrderRequest, OrderType, ReplicaHealth, StockRecord};
 use bazaar::config::Config;
@@ -16,6 +17,8 @@ use bazaar::order::{self, Listeners, Replica};
 
 const WAIT: Duration = Duration::from_secs(15);
 const CALL: Duration = Duration::from_secs(5);
+/// How often [`eventually`] looks again.
+const POLL: Duration = Duration::from_millis(20);
 
 fn free_listener() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").unwrap()
@@ -25,17 +28,17 @@ fn port(l: &TcpListener) -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// Polls `check` until it is true or the deadline passes.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Polls `check` until it is true, failing the test after [`WAIT`].
+fn eventually(what: &str, check: impl FnMut() -> bool) {
+    assert!(
+        common::eventually(WAIT, POLL, check),
+        "timed out waiting for: {what}"
+    );
 }
 
 struct Cluster {
-    dir: PathBuf,
+    /// The data directory, removed after the replicas are stopped (fields drop after `drop`).
+    _dir: tempfile::TempDir,
     config: Config,
     replicas: Vec<Option<Replica>>,
     _catalog: Server,
@@ -44,11 +47,10 @@ struct Cluster {
 
 impl Cluster {
     fn new(name: &str) -> Cluster {
-        let dir = std::env::temp_dir().join(format!(
-            "bazaar-repl-{name}-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("bazaar-repl-{name}-"))
+            .tempdir()
+            .unwrap();
         let catalog = free_listener();
         let mut listeners: Vec<Listeners> = (0..3)
             .map(|_| Listeners {
@@ -59,7 +61,7 @@ impl Cluster {
             .collect();
         let mut yaml = format!(
             "output_dir: {}\nhealth_check_interval: 0.2\nsecret: s\ncatalog:\n  host: 127.0.0.1\n  port: {}\n  threads: 2\n  stocks:\n    - {{name: GameStart, price: 1.0}}\nfrontend:\n  host: 127.0.0.1\n  port: 1\n  threads: 1\n  cache: false\n  cache_size: 1\n  dump: false\norder:\n  threads: 4\n  replicas:\n",
-            dir.display(),
+            dir.path().display(),
             port(&catalog)
         );
         for (i, l) in listeners.iter().enumerate() {
@@ -79,7 +81,7 @@ impl Cluster {
             .map(|(i, l)| Some(order::start_on(config.clone(), i as u32 + 1, l).unwrap()))
             .collect();
         Cluster {
-            dir,
+            _dir: dir,
             config,
             replicas,
             _catalog: catalog,
@@ -159,7 +161,6 @@ impl Drop for Cluster {
         for replica in self.replicas.drain(..).flatten() {
             replica.shutdown();
         }
-        let _ = std::fs::remove_dir_all(Path::new(&self.dir));
     }
 }
 

@@ -22,8 +22,10 @@
 //!
 //! With dump on, every change (`insert`, `hit`, `evict`, `invalidate`, plus a `start` marker
 //! when the front-end boots) is appended to the trace as one JSON line
-//! `{"ts_ms":..,"event":"hit","key":"X","items":[MRU..LRU]}`, written while the lock is held so
-//! the lines are in the order the changes happened.
+//! `{"ts_ms":..,"event":"hit","key":"X","items":[MRU..LRU]}`. The line is formatted and queued
+//! while the lock is held, so the lines are in the order the changes happened, but written by a
+//! thread of its own (`write_trace`): a hit costs a send, not a write to a file, under the lock
+//! every lookup takes.
 //!
 //! A paused front-end may miss the catalog's invalidation altogether, so every entry also has
 //! a lease: it is served for at most [`CACHE_LEASE`] after the lookup that fetched it began,
@@ -40,13 +42,23 @@
 //! - The trace is appended without fsync: it is a demonstration aid, not state. A write error
 //!   is logged once and turns the trace off. When `put` evicts, the `evict` and `insert` lines
 //!   both show the items after the insert.
+//! - The trace queue holds `TRACE_QUEUE_LINES` lines. When the writer falls that far behind,
+//!   a change waits (under the lock) until there is room: no line is ever dropped, because the
+//!   eval draws its cache plot from the trace; at worst the cache is as slow as when it wrote
+//!   each line itself. The writer flushes whenever the queue is empty, so the file is complete
+//!   as soon as the front-end is idle (the eval reads it while the front-end still runs, after
+//!   its clients are done); `Cache::flush_trace` (called by `Frontend::shutdown`) waits until
+//!   every line so far is written, and dropping the [`Cache`] flushes and joins the writer. A
+//!   front-end that is killed, or exits on a signal, loses only the lines still queued.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::hash::{Hash, Hasher};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::warn;
@@ -64,6 +76,10 @@ pub const CACHE_LEASE: Duration = Duration::from_secs(1);
 
 /// Number of invalidation-generation counters (see the Caveats of the module doc).
 pub const GENERATION_SLOTS: usize = 1024;
+
+/// How many trace lines may wait for the writer thread before a change waits for room (see
+/// the Caveats of the module doc). A few seconds of a busy front-end's hits.
+pub(crate) const TRACE_QUEUE_LINES: usize = 16 * 1024;
 
 /// One entry of the LRU list.
 #[derive(Debug)]
@@ -239,12 +255,20 @@ struct TraceLine<'a> {
     items: &'a [String],
 }
 
+/// What the trace writer is sent.
+enum TraceMessage {
+    /// One whole line, newline included.
+    Line(Vec<u8>),
+    /// Flush everything before this, then answer.
+    Flush(SyncSender<()>),
+}
+
 /// Everything the lock protects.
 struct Inner {
     lru: Lru<(Stock, Instant)>,
     generations: Vec<u64>,
-    /// The open trace, `None` when dump is off (or after a write error).
-    trace: Option<File>,
+    /// The queue to the trace writer, `None` when dump is off (or after a write error).
+    trace: Option<SyncSender<TraceMessage>>,
     hits: u64,
     misses: u64,
 }
@@ -254,20 +278,27 @@ pub struct Cache {
     enabled: bool,
     capacity: usize,
     inner: Mutex<Inner>,
+    /// The trace writer thread, joined on drop so that every line reaches the file.
+    trace_writer: Option<JoinHandle<()>>,
 }
 
 impl Cache {
     /// An empty cache. With `trace` set (and caching on), every change is appended to that
     /// file, which is created if missing (with its directory).
     pub fn new(enabled: bool, capacity: usize, trace: Option<&Path>) -> Result<Cache> {
-        let trace = match trace.filter(|_| enabled) {
+        let (trace, trace_writer) = match trace.filter(|_| enabled) {
             Some(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)?;
                 }
-                Some(OpenOptions::new().create(true).append(true).open(path)?)
+                let file = OpenOptions::new().create(true).append(true).open(path)?;
+                let (lines, queued) = sync_channel(TRACE_QUEUE_LINES);
+                let writer = std::thread::Builder::new()
+                    .name("cache-trace".into())
+                    .spawn(move || write_trace(file, &queued))?;
+                (Some(lines), Some(writer))
             }
-            None => None,
+            None => (None, None),
         };
         let cache = Cache {
             enabled,
@@ -279,6 +310,7 @@ impl Cache {
                 hits: 0,
                 misses: 0,
             }),
+            trace_writer,
         };
         cache.inner.lock().record("start", "");
         Ok(cache)
@@ -368,10 +400,38 @@ impl Cache {
     }
 }
 
+impl Cache {
+    /// Returns once every trace line recorded so far is in the file (at once without a trace):
+    /// for readers of the trace while the cache lives on, e.g. after a front-end shutdown
+    /// whose connection threads still hold the service.
+    pub(crate) fn flush_trace(&self) {
+        let Some(lines) = self.inner.lock().trace.clone() else {
+            return;
+        };
+        let (done, flushed) = sync_channel(1);
+        // Waits outside the lock. Either call fails only if the writer stopped on an error.
+        if lines.send(TraceMessage::Flush(done)).is_ok() {
+            let _ = flushed.recv();
+        }
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer once it has written and flushed every line.
+        self.inner.lock().trace = None;
+        if let Some(writer) = self.trace_writer.take() {
+            if writer.join().is_err() {
+                warn!("cache trace: the writer thread panicked");
+            }
+        }
+    }
+}
+
 impl Inner {
-    /// Appends one trace line, if tracing.
+    /// Queues one trace line for the writer, if tracing.
     fn record(&mut self, event: &str, key: &str) {
-        let Some(file) = self.trace.as_mut() else {
+        let Some(lines) = self.trace.as_ref() else {
             return;
         };
         let items = self.lru.keys();
@@ -385,16 +445,49 @@ impl Inner {
             key,
             items: &items,
         };
-        let written = serde_json::to_vec(&line)
-            .map_err(std::io::Error::from)
-            .and_then(|mut bytes| {
-                bytes.push(b'\n');
-                // One write per line so that a crash leaves whole lines only (append mode).
-                file.write_all(&bytes)
-            });
-        if let Err(e) = written {
-            warn!("cache trace: write failed ({e}); tracing is off from now on");
+        let mut bytes = match serde_json::to_vec(&line) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                warn!("cache trace: cannot encode a line ({e}); tracing is off from now on");
+                self.trace = None;
+                return;
+            }
+        };
+        bytes.push(b'\n');
+        // Blocks while the queue is full rather than drop a line (module doc, Caveats). It
+        // fails only when the writer has stopped after a write error, which it has logged.
+        if lines.send(TraceMessage::Line(bytes)).is_err() {
             self.trace = None;
+        }
+    }
+}
+
+/// The trace writer thread: appends queued lines until the queue closes. It flushes whenever
+/// the queue runs empty, so the file lags the cache only while lines keep coming, and it
+/// hands the file whole lines only, so a crash leaves no torn line (append mode).
+fn write_trace(file: File, queued: &Receiver<TraceMessage>) {
+    let mut out = BufWriter::new(file);
+    while let Ok(first) = queued.recv() {
+        let mut next = Some(first);
+        let mut written = Ok(());
+        // Drains what is queued before flushing: one flush per burst rather than per line.
+        while let (Some(message), Ok(())) = (next, &written) {
+            written = match message {
+                TraceMessage::Line(line) => out.write_all(&line),
+                TraceMessage::Flush(done) => {
+                    let flushed = out.flush();
+                    // Answered even after an error: a flusher waits for the writer, not for
+                    // success (and one left unanswered sees its channel close).
+                    let _ = done.send(());
+                    flushed
+                }
+            };
+            next = queued.try_recv().ok();
+        }
+        if let Err(e) = written.and_then(|()| out.flush()) {
+            // Dropping the queue's receiver makes the next `record` turn the trace off.
+            warn!("cache trace: write failed ({e}); tracing is off from now on");
+            return;
         }
     }
 }
@@ -634,9 +727,8 @@ mod tests {
 
     #[test]
     fn trace_records_every_change() {
-        let dir = std::env::temp_dir().join(format!("bazaar-cache-trace-{}", std::process::id()));
-        let path = dir.join("trace.jsonl");
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trace.jsonl");
         let cache = Cache::new(true, 1, Some(&path)).unwrap();
         let t = ticket(cache.lookup("A"));
         cache.insert(t, stock("A", 1));
@@ -645,6 +737,7 @@ mod tests {
         cache.insert(t, stock("B", 1));
         cache.invalidate("B");
         cache.invalidate("B"); // not cached: no change, no line
+        drop(cache); // flushes the trace writer
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()
@@ -668,6 +761,5 @@ mod tests {
         assert_eq!(lines[4]["items"], serde_json::json!(["B"]));
         assert_eq!(lines[5]["items"], serde_json::json!([]));
         assert!(lines.iter().all(|l| l["ts_ms"].as_u64().is_some()));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,5 +1,7 @@
-//! Shared by the end-to-end tests: the real binaries, started through
-//! [`bazaar::testkit::cluster::Cluster`], plus raw-HTTP helpers that see exact statuses and bodies.
+//! Shared by the tests: the real binaries, started through [`bazaar::testkit::cluster::Cluster`],
+//! raw-HTTP helpers that see exact statuses and bodies, and the one way to wait for something
+//! ([`poll`] and what is built on it): a check repeated at a fixed interval, bounded in time
+//! and in count, never a sleep standing in for a synchronisation.
 
 #![allow(dead_code)]
 
@@ -24,9 +26,25 @@ pub fn start(options: Options) -> Cluster {
     Cluster::start(binaries(), options).expect("start a bazaar")
 }
 
+/// How often [`wait_for`] and [`eventually`] look again: the harness's own interval.
+pub const POLL: Duration = bazaar::local::POLL_INTERVAL;
+
+/// Calls `f` every `interval` until it gives `Some`, for at most `timeout` and at most the
+/// number of intervals that fit in it (plus the first call): `None` when time or count runs
+/// out. Every other wait of the tests is built on this one.
+pub fn poll<T>(timeout: Duration, interval: Duration, f: impl FnMut() -> Option<T>) -> Option<T> {
+    bazaar::local::poll_every("a test condition", timeout, interval, f).ok()
+}
+
 /// Polls until `f` gives `Some`, failing the test after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
-    bazaar::local::poll(what, timeout, f).unwrap()
+    poll(timeout, POLL, f)
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// Polls until `check` holds, every `interval`, for at most `timeout`: whether it held.
+pub fn eventually(timeout: Duration, interval: Duration, mut check: impl FnMut() -> bool) -> bool {
+    poll(timeout, interval, || check().then_some(())).is_some()
 }
 
 /// Asserts every invariant of SPEC §5 that the files and the catalog show; returns the log.
