@@ -55,7 +55,7 @@ use bazaar::client::{self, ClientOptions, Summary};
 use bazaar::config::HttpConfig;
 use bazaar::http::{Client, Request, Response, Server, ServerOptions};
 use bazaar::testkit::cluster::{
-    Binaries, Cluster, ClusterOptions, Service, INITIAL_QUANTITY, STOCKS,
+    Binaries, Cluster, ClusterOptions, Process, INITIAL_QUANTITY, STOCKS,
 };
 use servers::{Kind, Running, POOL_THREADS};
 
@@ -325,17 +325,17 @@ fn try_start_cluster(
     let data = cluster.data_dir();
     fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
     prepare(&data)?;
-    cluster.start_service(Service::Catalog).map_err(s)?;
+    cluster.start_service(Process::Catalog).map_err(s)?;
     let mut replica_start = BTreeMap::new();
     for id in 1..=3 {
         let t = Instant::now();
-        cluster.start_service(Service::Order(id)).map_err(s)?;
+        cluster.start_service(Process::Order(id)).map_err(s)?;
         replica_start.insert(id, t.elapsed());
     }
     for id in 1..=3 {
         cluster.wait_ready(id).map_err(s)?;
     }
-    cluster.start_service(Service::FRONTEND).map_err(s)?;
+    cluster.start_service(Process::FRONTEND).map_err(s)?;
     cluster.wait_leader().map_err(s)?;
     cluster.keep_dir = false;
     Ok(Started {
@@ -533,11 +533,11 @@ fn sweep(binaries: &Binaries, plot_path: &Path) -> R<(Vec<Figure>, SweepResult)>
     let mut runs = Vec::new();
     for sessions in SWEEP {
         let services = [
-            Service::FRONTEND,
-            Service::Catalog,
-            Service::Order(1),
-            Service::Order(2),
-            Service::Order(3),
+            Process::FRONTEND,
+            Process::Catalog,
+            Process::Order(1),
+            Process::Order(2),
+            Process::Order(3),
         ];
         let cpu_before: Vec<Option<f64>> = services.iter().map(|s| cpu_s(cluster, *s)).collect();
         let summary = run_clients(&cluster.frontend, sessions, SWEEP_SECONDS)?;
@@ -699,7 +699,7 @@ fn p50(samples: &mut [f64]) -> f64 {
 }
 
 /// User + system CPU seconds of a service so far, from `/proc/PID/stat`.
-fn cpu_s(cluster: &Cluster, service: Service) -> Option<f64> {
+fn cpu_s(cluster: &Cluster, service: Process) -> Option<f64> {
     let stat = fs::read_to_string(format!("/proc/{}/stat", cluster.pid(service)?)).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -722,7 +722,7 @@ fn replica_rss_mb(cluster: &Cluster) -> Vec<f64> {
     (1..=3)
         .filter_map(|id| {
             let status =
-                fs::read_to_string(format!("/proc/{}/status", cluster.pid(Service::Order(id))?))
+                fs::read_to_string(format!("/proc/{}/status", cluster.pid(Process::Order(id))?))
                     .ok()?;
             let kb: f64 = status
                 .lines()
@@ -952,7 +952,7 @@ fn failover(binaries: &Binaries, freeze: bool, no_fault_max: Option<f64>) -> R<F
         .ok()
         .and_then(|h| h.leader)
         .ok_or("no leader to fault")?;
-    let victim = Service::Order(leader);
+    let victim = Process::Order(leader);
     if freeze {
         cluster.signal(victim, "STOP").map_err(|e| e.to_string())?;
     } else {

@@ -16,9 +16,9 @@ struct Args {
 
 fn main() {
     let args: Args = argh::from_env();
-    let config = bazaar::cli::load_config_or_exit(args.config);
-    bazaar::cli::init_logging(args.log_level);
-    bazaar::cli::serve_until_signal(
+    let config = bazaar::startup::load_config_or_exit(args.config);
+    bazaar::startup::init_logging(args.log_level);
+    bazaar::startup::serve_until_signal(
         "catalog",
         || bazaar::catalog::start(config),
         |server| server.join(),

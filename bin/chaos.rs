@@ -34,8 +34,9 @@ struct Args {
 
 fn main() {
     let args: Args = argh::from_env();
-    bazaar::cli::init_logging(args.log_level.or_else(|| Some("warn".into())));
-    let binaries = Binaries::beside_current_exe().unwrap_or_else(|e| bazaar::cli::exit_with(&e));
+    bazaar::startup::init_logging(args.log_level.or_else(|| Some("warn".into())));
+    let binaries =
+        Binaries::beside_current_exe().unwrap_or_else(|e| bazaar::startup::exit_with(&e));
     // Ctrl-C ends the faults early instead of killing this process, so that the cluster is
     // torn down (a replica frozen at that moment would otherwise stay behind, stopped).
     let interrupted = Arc::new(AtomicBool::new(false));

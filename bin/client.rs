@@ -34,9 +34,9 @@ struct Args {
 
 fn main() {
     let args = parse_args();
-    bazaar::cli::init_logging(args.log_level.or_else(|| Some("warn".into())));
+    bazaar::startup::init_logging(args.log_level.or_else(|| Some("warn".into())));
     if !(0.0..=1.0).contains(&args.prob) {
-        bazaar::cli::exit_with(&bazaar::error::Error::Config(
+        bazaar::startup::exit_with(&bazaar::error::Error::Config(
             "--prob must be within 0..1".into(),
         ));
     }
@@ -77,7 +77,11 @@ fn parse_args() -> Args {
             } else {
                 println!("{}", exit.output);
             }
-            std::process::exit(if failed { bazaar::cli::EXIT_CONFIG } else { 0 });
+            std::process::exit(if failed {
+                bazaar::startup::EXIT_CONFIG
+            } else {
+                0
+            });
         }
     }
 }

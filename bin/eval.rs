@@ -40,9 +40,10 @@ struct Args {
 
 fn main() {
     let args: Args = argh::from_env();
-    bazaar::cli::init_logging(Some("warn".into()));
-    let usage =
-        |message: String| -> ! { bazaar::cli::exit_with(&bazaar::error::Error::Config(message)) };
+    bazaar::startup::init_logging(Some("warn".into()));
+    let usage = |message: String| -> ! {
+        bazaar::startup::exit_with(&bazaar::error::Error::Config(message))
+    };
     let probs: Vec<f64> = args
         .probs
         .split(',')

@@ -26,17 +26,17 @@ struct Args {
 
 fn main() {
     let args: Args = argh::from_env();
-    let mut config = bazaar::cli::load_config_or_exit(args.config);
+    let mut config = bazaar::startup::load_config_or_exit(args.config);
     if let Err(e) = config.serve_frontend(args.index) {
-        bazaar::cli::exit_with(&e);
+        bazaar::startup::exit_with(&e);
     }
     config.frontend.dump |= args.dump;
     if args.print_config {
         print!("{}", config.shell_lines());
         return;
     }
-    bazaar::cli::init_logging(args.log_level);
-    bazaar::cli::serve_until_signal(
+    bazaar::startup::init_logging(args.log_level);
+    bazaar::startup::serve_until_signal(
         "frontend",
         || bazaar::frontend::start(config),
         |frontend| frontend.join(),

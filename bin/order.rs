@@ -22,12 +22,12 @@ struct Args {
 fn main() {
     let args: Args = argh::from_env();
     let _always_resumes = args.resume;
-    let config = bazaar::cli::load_config_or_exit(args.config);
+    let config = bazaar::startup::load_config_or_exit(args.config);
     if let Err(e) = config.replica(args.id) {
-        bazaar::cli::exit_with(&e);
+        bazaar::startup::exit_with(&e);
     }
-    bazaar::cli::init_logging(args.log_level);
-    bazaar::cli::serve_until_signal(
+    bazaar::startup::init_logging(args.log_level);
+    bazaar::startup::serve_until_signal(
         &format!("order-{}", args.id),
         || bazaar::order::start(config, args.id),
         |replica| replica.join(),

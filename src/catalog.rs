@@ -603,7 +603,7 @@ fn fenced(what: &str, epoch: u64, leader: u32, fence: u64) -> Error {
     ))
 }
 
-impl Handler for Service {
+impl Handler for CatalogApi {
     fn handle(&self, req: &Request) -> Result<Response> {
         self.route(req)
     }
@@ -617,7 +617,7 @@ impl Handler for Service {
 
 /// Every route of the catalog: lookups for the front-ends, the leader's hello and applies,
 /// and the state for tests and the live page.
-const ROUTES: &[Route<Service>] = &[
+const ROUTES: &[Route<CatalogApi>] = &[
     ("GET", &["stocks"], OnPool, |s, _, _| {
         Ok(Response::ok(s.catalog.list()))
     }),
@@ -641,7 +641,7 @@ const ROUTES: &[Route<Service>] = &[
 ];
 
 /// The catalog's HTTP face: the data plus the front-ends to invalidate.
-pub(crate) struct Service {
+pub(crate) struct CatalogApi {
     catalog: Catalog,
     frontends: Vec<String>,
     /// One invalidation worker per front-end, in `frontends` order (`None`: it could not start).
@@ -686,15 +686,15 @@ fn spawn_invalidator(client: Client, addr: String) -> Option<mpsc::Sender<Invali
     }
 }
 
-impl Service {
-    pub(crate) fn new(catalog: Catalog, frontends: Vec<String>, secret: &str) -> Service {
+impl CatalogApi {
+    pub(crate) fn new(catalog: Catalog, frontends: Vec<String>, secret: &str) -> CatalogApi {
         // Carries the secret: the front-ends' invalidation endpoints require it.
         let client = Client::with_secret(secret);
         let invalidators = frontends
             .iter()
             .map(|addr| spawn_invalidator(client.clone(), addr.clone()))
             .collect();
-        Service {
+        CatalogApi {
             catalog,
             frontends,
             invalidators,
@@ -792,7 +792,7 @@ pub fn start(config: Config) -> Result<Server> {
 /// `127.0.0.1:0`).
 pub fn start_with_listener(config: Config, listener: TcpListener) -> Result<Server> {
     let catalog = Catalog::open(&config.catalog_path(), &config.catalog.stocks)?;
-    let service = Arc::new(Service::new(
+    let service = Arc::new(CatalogApi::new(
         catalog,
         config.frontend_addrs(),
         &config.secret,
@@ -1269,7 +1269,7 @@ mod tests {
     fn route_table() {
         let dir = TempDir::new();
         let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
-        let service = Service::new(catalog, Vec::new(), SECRET);
+        let service = CatalogApi::new(catalog, Vec::new(), SECRET);
         let apply = r#"{"epoch":1,"leader":3,"entries":[{"number":0,"name":"A","type":"buy","quantity":2,"epoch":1,"request_id":"x"}]}"#;
         // (method, target, body, with the secret, status, part of the answer)
         let cases: &[(&str, &str, &str, bool, u16, &str)] = &[
@@ -1443,7 +1443,7 @@ mod tests {
         let dir = TempDir::new();
         let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
         let addrs = vec![fe1.local_addr().to_string(), fe2.local_addr().to_string()];
-        let service = Service::new(catalog, addrs, SECRET);
+        let service = CatalogApi::new(catalog, addrs, SECRET);
         let resp = service
             .route(&apply_request(
                 1,
@@ -1490,7 +1490,7 @@ mod tests {
             fe_slow.local_addr().to_string(),
             fe_fast.local_addr().to_string(),
         ];
-        let service = Service::new(catalog, addrs, SECRET);
+        let service = CatalogApi::new(catalog, addrs, SECRET);
         let started = Instant::now();
         let resp = service
             .route(&apply_request(
@@ -1523,7 +1523,7 @@ mod tests {
         // the fan-out costs one budget at most, well under the lease.
         let addrs = vec![dead_addr, fe_fast.local_addr().to_string()];
         let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
-        let service = Service::new(catalog, addrs, SECRET);
+        let service = CatalogApi::new(catalog, addrs, SECRET);
         let started = Instant::now();
         let resp = service
             .route(&apply_request(2, vec![entry(3, "A", Buy, 1)]))

@@ -51,7 +51,7 @@ pub enum Error {
     Config(String),
     /// A state file or the data directory cannot be used at start (corrupt, truncated,
     /// damaged, unreadable); the message names the file. Binaries print it and exit with code
-    /// 3 (`cli::EXIT_STATE`), leaving the file as it is.
+    /// 3 (`startup::EXIT_STATE`), leaving the file as it is.
     State(String),
 }
 

@@ -12,10 +12,10 @@ use serde_json::{json, Value};
 
 use crate::api::{InvalidateBatch, LogEntry, OrderRequest, OrderType, Propagate, VoteRequest};
 use crate::config::StockConfig;
-use crate::election::{Command, Reply};
 use crate::http::server::parse_head;
 use crate::http::{Request, MAX_BODY_BYTES};
 use crate::order::logfile::{encode, OrderLog, HEADER};
+use crate::selection::{Command, Reply};
 
 /// Cases per test inside `cargo test` unless `PROPTEST_CASES` says otherwise.
 const DEFAULT_CASES: u32 = 256;
@@ -302,8 +302,8 @@ proptest! {
             StockConfig { name: "B".into(), price: 2.0, quantity: 3 },
         ];
         let catalog = crate::catalog::Catalog::open(&file, &stocks).unwrap();
-        let service = crate::catalog::Service::new(catalog, Vec::new(), "s3cret");
-        let state = |service: &crate::catalog::Service| {
+        let service = crate::catalog::CatalogApi::new(catalog, Vec::new(), "s3cret");
+        let state = |service: &crate::catalog::CatalogApi| {
             let r = service.route(&Request::new("GET", "/state", Vec::new())).unwrap();
             r.body
         };

@@ -21,14 +21,14 @@
 //!   by the leader's epoch, persisted in a journal; invalidates every front-end.
 //! - [`frontend`]: the REST API, the LRU cache with race-free invalidation, leader tracking,
 //!   retried forwarding of orders, and the live page of the whole bazaar at `/`.
-//! - [`election`]: the TCP line protocol of leader selection (front-end and replica sides).
+//! - [`selection`]: the TCP line protocol of leader selection (front-end and replica sides).
 //! - [`order`]: an order replica. Every rule (majority-granted epochs, majority commit, the
 //!   catalog's apply path) is in `order::core`, a state machine without I/O; the rest of the
 //!   module is the fsynced CSV log and the threads that move bytes.
 //! - [`client`]: the load generator and verifier.
 //! - [`eval`]: the course evaluation (`./run.sh eval`): latency, cache and fail-over figures
 //!   in `docs/eval/`, measured from the outside through `run.sh`, the client and the REST API.
-//! - [`cli`]: what every binary does around its service (config, logging, graceful stop on
+//! - [`startup`]: what every binary does around its service (config, logging, graceful stop on
 //!   SIGINT/SIGTERM).
 //! - [`local`]: waiting with a deadline and free ports, for everything that drives bazaars from
 //!   the outside (`eval`, the test harness, the tests).
@@ -46,17 +46,17 @@
 
 pub mod api;
 pub mod catalog;
-pub mod cli;
 pub mod client;
 pub mod config;
 mod durable;
-pub mod election;
 pub mod error;
 pub mod eval;
 pub mod frontend;
 pub mod http;
 pub mod local;
 pub mod order;
+pub mod selection;
+pub mod startup;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use bazaar::api::{Order, OrderRequest, OrderType, SyncState};
 use bazaar::client::{ClientOptions, Summary};
-use bazaar::election;
-use common::{assert_error, raw, wait_for, Cluster, Options, Service, CALL_TIMEOUT};
+use bazaar::selection;
+use common::{assert_error, raw, wait_for, Cluster, Options, Process, CALL_TIMEOUT};
 
 /// Starts `clients` clients against the front-end in the background.
 fn load(b: &Cluster, clients: usize, n_request: usize, seed: u64) -> JoinHandle<Summary> {
@@ -76,12 +76,12 @@ fn check_run(b: &Cluster, summary: &Summary) {
 /// the orders the rest had when it started.
 fn restart_and_check_catch_up(b: &mut Cluster, id: u32, leader: u32) {
     let before = sync_state(b, leader).expect("leader answers").latest;
-    b.start_service(Service::Order(id)).unwrap();
+    b.start_service(Process::Order(id)).unwrap();
     let health = b.replicas[&id].2.clone();
     wait_for(
         &format!("replica {id} to answer Ping"),
         Duration::from_secs(30),
-        || election::ping(&health, election::PING_TIMEOUT).then_some(()),
+        || selection::ping(&health, selection::PING_TIMEOUT).then_some(()),
     );
     let after = sync_state(b, id).expect("restarted replica answers").latest;
     assert!(
@@ -96,7 +96,7 @@ fn killing_the_leader_mid_run_loses_nothing_and_restart_converges() {
     assert_eq!(b.wait_leader().unwrap(), 3);
     let run = load(&b, 5, 60, 11);
     wait_logged(&b, 3, 20);
-    b.kill(Service::Order(3));
+    b.kill(Process::Order(3));
     let summary = run.join().unwrap();
     assert_ne!(b.wait_leader().unwrap(), 3);
     restart_and_check_catch_up(&mut b, 3, 2);
@@ -109,7 +109,7 @@ fn a_killed_follower_catches_up_before_it_answers_ping() {
     let mut b = common::start(Options::default());
     let run = load(&b, 4, 400, 12);
     wait_logged(&b, 3, 10);
-    b.kill(Service::Order(1));
+    b.kill(Process::Order(1));
     // Far enough behind that catching it up takes more than one replication batch.
     let down_at = logged(&b, 3);
     wait_logged(&b, 3, down_at + 1200);
@@ -124,7 +124,7 @@ fn double_failover_then_both_return() {
     wait_logged(&b, 3, 15);
     // One fault at a time, twice: the leader dies, comes back as a follower, then the new
     // leader dies. (Two replicas down at once stop all orders: e2e_sequences tests that.)
-    b.kill(Service::Order(3));
+    b.kill(Process::Order(3));
     let t = Instant::now();
     wait_for("replica 2 to lead", Duration::from_secs(20), || {
         (b.frontend_health().ok()?.leader == Some(2)).then_some(())
@@ -133,7 +133,7 @@ fn double_failover_then_both_return() {
     wait_logged(&b, 2, n + 10);
     eprintln!("replica 2 took over after {:?}", t.elapsed());
     restart_and_check_catch_up(&mut b, 3, 2);
-    b.kill(Service::Order(2));
+    b.kill(Process::Order(2));
     wait_for("a second new leader", Duration::from_secs(20), || {
         matches!(b.frontend_health().ok()?.leader, Some(l) if l != 2).then_some(())
     });
@@ -155,13 +155,13 @@ fn a_frozen_leader_is_replaced_and_never_leads_again_when_woken() {
     let mut b = common::start(Options::default());
     let run = load(&b, 4, 400, 14);
     wait_logged(&b, 3, 10);
-    b.signal(Service::Order(3), "STOP").unwrap();
+    b.signal(Process::Order(3), "STOP").unwrap();
     wait_for("a new leader", Duration::from_secs(20), || {
         matches!(b.frontend_health().ok()?.leader, Some(l) if l != 3).then_some(())
     });
     let n = logged(&b, 2);
     wait_logged(&b, 2, n + 10);
-    b.signal(Service::Order(3), "CONT").unwrap();
+    b.signal(Process::Order(3), "CONT").unwrap();
     let old = b.replicas[&3].0.clone();
     wait_for(
         "the woken replica to stop leading",
@@ -182,7 +182,7 @@ fn a_frozen_leader_is_replaced_and_never_leads_again_when_woken() {
     );
     assert_error("order sent to the woken old leader", &got, 421);
     finish(&b, run);
-    b.kill(Service::Order(3));
+    b.kill(Process::Order(3));
 }
 
 #[test]
@@ -191,16 +191,16 @@ fn everything_restarts_and_nothing_acknowledged_is_lost() {
     let summary = load(&b, 3, 30, 15).join().unwrap();
     assert_eq!(summary.errors, 0);
     for service in [
-        Service::Order(1),
-        Service::Order(2),
-        Service::Order(3),
-        Service::Catalog,
+        Process::Order(1),
+        Process::Order(2),
+        Process::Order(3),
+        Process::Catalog,
     ] {
         b.kill(service);
     }
-    b.start_service(Service::Catalog).unwrap();
+    b.start_service(Process::Catalog).unwrap();
     for id in [2, 1, 3] {
-        b.start_service(Service::Order(id)).unwrap();
+        b.start_service(Process::Order(id)).unwrap();
     }
     b.wait_leader().unwrap();
     check_run(&b, &summary);
@@ -222,8 +222,8 @@ fn a_restarted_frontend_reselects_and_loses_nothing() {
     let mut b = common::start(Options::default());
     let run = load(&b, 3, 60, 16);
     wait_logged(&b, 3, 10);
-    b.kill(Service::FRONTEND);
-    b.start_service(Service::FRONTEND).unwrap();
+    b.kill(Process::FRONTEND);
+    b.start_service(Process::FRONTEND).unwrap();
     b.wait_leader().unwrap();
     finish(&b, run);
 }
@@ -233,7 +233,7 @@ fn catalog_down_gives_a_clear_503_and_cached_lookups_keep_working_for_their_leas
     let mut b = common::start(Options::default());
     let fe = b.frontend.clone();
     assert_eq!(raw(&fe, "GET", "/stocks/GameStart", "").0, 200);
-    b.kill(Service::Catalog);
+    b.kill(Process::Catalog);
     // A cached entry is served for its lease (frontend::cache::CACHE_LEASE) from the lookup
     // that fetched it, not longer: past that, the catalog may have traded it.
     assert_eq!(
@@ -264,7 +264,7 @@ fn catalog_down_gives_a_clear_503_and_cached_lookups_keep_working_for_their_leas
         "the 503 says the order may still commit: {}",
         got.1
     );
-    b.start_service(Service::Catalog).unwrap();
+    b.start_service(Process::Catalog).unwrap();
     let got = raw(
         &fe,
         "POST",
@@ -316,9 +316,9 @@ fn crash_points_in_the_leader_neither_lose_nor_double_a_trade() {
         wait_for(
             &format!("{point}: replica 3 to crash"),
             Duration::from_secs(10),
-            || b.has_exited(Service::Order(3)).then_some(()),
+            || b.has_exited(Process::Order(3)).then_some(()),
         );
-        b.reap(Service::Order(3));
+        b.reap(Process::Order(3));
         if point == "after-log-append" {
             // The dead leader holds order 2; the new leader holds it too, either because the
             // propagate reached the followers before the crash (same epoch) or because the
@@ -334,7 +334,7 @@ fn crash_points_in_the_leader_neither_lose_nor_double_a_trade() {
             );
         }
         b.options.replica_env.clear();
-        b.start_service(Service::Order(3)).unwrap();
+        b.start_service(Process::Order(3)).unwrap();
         let log = common::assert_invariants(&b, &[]);
         assert_eq!(log.len(), 5, "{point}: {log:?}");
         assert_eq!(b.stocks().unwrap()["FishCo"].quantity, 90, "{point}");
@@ -350,16 +350,16 @@ fn torn_log_lines_and_catalog_temp_files_are_repaired_on_start() {
     let mut b = common::start(Options::default());
     let summary = load(&b, 2, 15, 17).join().unwrap();
     assert_eq!(summary.errors, 0);
-    b.kill(Service::Order(1));
+    b.kill(Process::Order(1));
     let path = b.log_path(1);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes.extend_from_slice(b"999,Game");
     std::fs::write(&path, bytes).unwrap();
-    b.kill(Service::Catalog);
+    b.kill(Process::Catalog);
     let tmp = b.data_dir().join("catalog.json.tmp");
     std::fs::write(&tmp, b"{\"stocks\":[{\"na").unwrap();
-    b.start_service(Service::Catalog).unwrap();
-    b.start_service(Service::Order(1)).unwrap();
+    b.start_service(Process::Catalog).unwrap();
+    b.start_service(Process::Order(1)).unwrap();
     check_run(&b, &summary);
     assert!(!tmp.exists(), "the torn temp file was left behind");
 }

@@ -14,9 +14,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bazaar::api::{Order, OrderType};
-use bazaar::election;
+use bazaar::selection;
 use bazaar::testkit::cluster::Cluster;
-use common::{raw, Options, Service};
+use common::{raw, Options, Process};
 use serde_json::{json, Value};
 
 /// How long one junk case may take to be answered or closed (covers the server's 5 s request
@@ -111,7 +111,7 @@ fn assert_unchanged(what: &str, before: &(BTreeMap<PathBuf, Vec<u8>>, Vec<Value>
 }
 
 fn line(addr: &str, text: &str) -> String {
-    election::exchange(addr, text, election::YOU_WIN_TIMEOUT)
+    selection::exchange(addr, text, selection::YOU_WIN_TIMEOUT)
         .unwrap_or_else(|| panic!("no answer to {text:?} on {addr}"))
 }
 
@@ -152,7 +152,7 @@ fn intruders_get_401_or_err_and_change_nothing() {
     let apply = json!({"epoch":99,"leader":1,"entries":[entry]}).to_string();
     let mut endpoints: Vec<(String, &str, String)> = Vec::new();
     for id in 1..=3 {
-        let addr = c.http_addr(Service::Order(id));
+        let addr = c.http_addr(Process::Order(id));
         endpoints.push((addr.clone(), "/propagate", propagate.clone()));
         endpoints.push((addr, "/vote", vote.clone()));
     }
@@ -514,7 +514,7 @@ fn bad_values_on_every_post_are_json_4xx() {
     let mut cases = 0;
     // Client orders, on the front-end and straight to the leading replica.
     for body in bad_orders() {
-        for addr in [c.frontend.clone(), c.http_addr(Service::Order(leader))] {
+        for addr in [c.frontend.clone(), c.http_addr(Process::Order(leader))] {
             let got = raw(&addr, "POST", "/orders", &body);
             assert_json_4xx(&format!("{addr} /orders {:.80}", body), &got);
             cases += 1;
@@ -573,7 +573,7 @@ fn bad_values_on_every_post_are_json_4xx() {
     let mut internal: Vec<(String, &str, String)> = Vec::new();
     for body in &malformed {
         for path in ["/propagate", "/vote"] {
-            internal.push((c.http_addr(Service::Order(follower)), path, body.clone()));
+            internal.push((c.http_addr(Process::Order(follower)), path, body.clone()));
         }
         for path in ["/leader", "/apply"] {
             internal.push((c.catalog.clone(), path, body.clone()));
@@ -594,7 +594,7 @@ fn bad_values_on_every_post_are_json_4xx() {
     ];
     for lie in &lies_to_follower {
         internal.push((
-            c.http_addr(Service::Order(follower)),
+            c.http_addr(Process::Order(follower)),
             "/propagate",
             lie.to_string(),
         ));
@@ -632,7 +632,7 @@ fn bad_values_on_every_post_are_json_4xx() {
     // follower shows no commit beyond what it holds (checked with the rest below).
     let far_commit = json!({"epoch":epoch,"leader":leader,"prev":{"number":0,"epoch":epoch},"entries":[],"base":0,"commit":50});
     let got = raw_with(
-        &c.http_addr(Service::Order(follower)),
+        &c.http_addr(Process::Order(follower)),
         "POST",
         "/propagate",
         &auth,
@@ -646,7 +646,7 @@ fn bad_values_on_every_post_are_json_4xx() {
     // commits (the leader does not hold it) and the catalog is untouched.
     let unknown = json!({"epoch":epoch,"leader":leader,"prev":{"number":0,"epoch":epoch},"entries":[entry(1,"NoSuchStock",epoch)],"base":0,"commit":0});
     let got = raw_with(
-        &c.http_addr(Service::Order(follower)),
+        &c.http_addr(Process::Order(follower)),
         "POST",
         "/propagate",
         &auth,
@@ -680,11 +680,11 @@ fn rss_kb(pid: u32) -> u64 {
 fn overload_sheds_with_503_and_loses_nothing() {
     let c = quiet_cluster();
     let services = [
-        Service::FRONTEND,
-        Service::Catalog,
-        Service::Order(1),
-        Service::Order(2),
-        Service::Order(3),
+        Process::FRONTEND,
+        Process::Catalog,
+        Process::Order(1),
+        Process::Order(2),
+        Process::Order(3),
     ];
     let rss = |c: &Cluster| -> Vec<(String, u64)> {
         services
@@ -816,11 +816,11 @@ fn broken_state_on_start_exits_3_naming_the_file() {
     let binaries = common::binaries();
     let mut c = c;
     for s in [
-        Service::FRONTEND,
-        Service::Catalog,
-        Service::Order(1),
-        Service::Order(2),
-        Service::Order(3),
+        Process::FRONTEND,
+        Process::Catalog,
+        Process::Order(1),
+        Process::Order(2),
+        Process::Order(3),
     ] {
         c.kill(s);
     }
@@ -903,7 +903,11 @@ fn broken_state_on_start_exits_3_naming_the_file() {
         args.extend(extra);
         let (code, err) = run_to_exit(exe, &args);
         let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
-        assert_eq!(code, Some(bazaar::cli::EXIT_STATE), "{file} {what}: {err}");
+        assert_eq!(
+            code,
+            Some(bazaar::startup::EXIT_STATE),
+            "{file} {what}: {err}"
+        );
         assert_eq!(errors.len(), 1, "{file} {what}: one error line in {err}");
         assert!(errors[0].contains(file), "{file} {what}: {err}");
         assert_eq!(
@@ -928,7 +932,7 @@ fn broken_state_on_start_exits_3_naming_the_file() {
         let (code, err) = run_to_exit(exe, &args);
         assert_eq!(
             code,
-            Some(bazaar::cli::EXIT_STATE),
+            Some(bazaar::startup::EXIT_STATE),
             "data dir is a file: {err}"
         );
         assert!(err.contains("data"), "names the directory: {err}");
@@ -941,7 +945,7 @@ fn broken_state_on_start_exits_3_naming_the_file() {
     }
     println!(
         "broken state: {n} cases, each exit {} with one line naming the file, nothing rewritten",
-        bazaar::cli::EXIT_STATE
+        bazaar::startup::EXIT_STATE
     );
 }
 
@@ -1001,14 +1005,14 @@ fn full_disk_on_append_loses_nothing_and_recovers() {
         return;
     }
     c.keep_dir = false;
-    c.start_service(Service::Catalog).unwrap();
+    c.start_service(Process::Catalog).unwrap();
     for id in 1..=3 {
-        c.start_service(Service::Order(id)).unwrap();
+        c.start_service(Process::Order(id)).unwrap();
     }
     for id in 1..=3 {
         c.wait_ready(id).unwrap();
     }
-    c.start_service(Service::FRONTEND).unwrap();
+    c.start_service(Process::FRONTEND).unwrap();
     c.wait_leader().unwrap();
     let disk = SmallDisk {
         cluster: Some(c),

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{raw, wait_for, Options, Service};
+use common::{raw, wait_for, Options, Process};
 
 /// Names tried, in order, when `BAZAAR_CHROMIUM` is not set.
 const CANDIDATES: [&str; 4] = [
@@ -224,7 +224,7 @@ fn the_page_names_the_leader_and_every_replica_and_shows_a_killed_one_down() {
     assert!(!dom.contains("class=\"stale\""), "the page got its data");
 
     // Kill the leader: the page must show it down and a new leader within a few seconds.
-    b.kill(Service::Order(leader));
+    b.kill(Process::Order(leader));
     let dom = wait_for(
         "the page to show the killed leader down",
         SHOWS_DOWN_WITHIN,

@@ -64,7 +64,7 @@ use bazaar::http::Client;
 use bazaar::testkit::cluster::{
     order_request, two_leaders_in_one_epoch, CatalogView, LeaderSamples, Sampler, STOCKS,
 };
-use common::{Cluster, Options, Service, CALL_TIMEOUT};
+use common::{Cluster, Options, Process, CALL_TIMEOUT};
 
 /// The stock only the stale-lookup probe trades.
 const PROBE_STOCK: &str = "MenhirCo";
@@ -514,13 +514,13 @@ fn three_crashes_in_a_row() {
         "a-0",
         RETRY_DEADLINE,
     ));
-    b.kill(Service::Order(1));
-    b.kill(Service::Order(2));
+    b.kill(Process::Order(1));
+    b.kill(Process::Order(2));
     let rids: Vec<String> = (1..=3).map(|i| format!("a-{i}")).collect();
     acked.extend(orders_without_majority(&b, &rids, &mut findings));
-    b.kill(Service::Order(3));
-    b.start_service(Service::Order(1)).unwrap();
-    b.start_service(Service::Order(2)).unwrap();
+    b.kill(Process::Order(3));
+    b.start_service(Process::Order(1)).unwrap();
+    b.start_service(Process::Order(2)).unwrap();
     let after = place_until(
         &b,
         0,
@@ -533,7 +533,7 @@ fn three_crashes_in_a_row() {
         "with replicas 1 and 2 back, an order was not acknowledged".into()
     });
     acked.extend(after);
-    b.start_service(Service::Order(3)).unwrap();
+    b.start_service(Process::Order(3)).unwrap();
     b.wait_ready(3).unwrap();
     for order in &acked {
         let mut holders = Vec::new();
@@ -559,17 +559,17 @@ fn two_slow_followers_then_the_leader_dies() {
         load.wait_more(30, PROGRESS_TIMEOUT),
         "no progress before the faults"
     );
-    b.signal(Service::Order(1), "STOP").unwrap();
-    b.signal(Service::Order(2), "STOP").unwrap();
+    b.signal(Process::Order(1), "STOP").unwrap();
+    b.signal(Process::Order(2), "STOP").unwrap();
     thread::sleep(Duration::from_millis(1900));
-    b.signal(Service::Order(1), "CONT").unwrap();
-    b.signal(Service::Order(2), "CONT").unwrap();
-    b.kill(Service::Order(3));
+    b.signal(Process::Order(1), "CONT").unwrap();
+    b.signal(Process::Order(2), "CONT").unwrap();
+    b.kill(Process::Order(3));
     let mut findings = Findings::default();
     findings.check(load.wait_more(20, PROGRESS_TIMEOUT), || {
         "no progress after the leader died".into()
     });
-    b.start_service(Service::Order(3)).unwrap();
+    b.start_service(Process::Order(3)).unwrap();
     b.wait_ready(3).unwrap();
     findings.check(load.wait_more(10, PROGRESS_TIMEOUT), || {
         "no progress after the old leader came back".into()
@@ -596,9 +596,9 @@ fn catalog_stall_without_request_ids() {
         findings.check(load.wait_more(30, PROGRESS_TIMEOUT), || {
             format!("no progress before the {stall:?} stall")
         });
-        b.signal(Service::Catalog, "STOP").unwrap();
+        b.signal(Process::Catalog, "STOP").unwrap();
         thread::sleep(stall);
-        b.signal(Service::Catalog, "CONT").unwrap();
+        b.signal(Process::Catalog, "CONT").unwrap();
     }
     findings.check(load.wait_more(30, PROGRESS_TIMEOUT), || {
         "no progress after the catalog woke".into()
@@ -649,9 +649,9 @@ fn late_retry_after_4200_orders() {
         })
         .collect();
     thread::sleep(SENDERS_LEAD);
-    b.signal(Service::Catalog, "STOP").unwrap();
+    b.signal(Process::Catalog, "STOP").unwrap();
     thread::sleep(STALL);
-    b.signal(Service::Catalog, "CONT").unwrap();
+    b.signal(Process::Catalog, "CONT").unwrap();
     thread::sleep(SENDERS_LEAD);
     stop.store(true, Ordering::SeqCst);
     let ys: Vec<(String, Option<u64>)> = senders
@@ -712,13 +712,13 @@ fn long_frozen_leader() {
         "no progress before the freeze"
     );
     let mut findings = Findings::default();
-    b.signal(Service::Order(3), "STOP").unwrap();
+    b.signal(Process::Order(3), "STOP").unwrap();
     let frozen = Instant::now();
     thread::sleep(Duration::from_secs(9));
     findings.check(!load.acked_since(frozen).is_empty(), || {
         "no order acknowledged while the old leader was frozen".into()
     });
-    b.signal(Service::Order(3), "CONT").unwrap();
+    b.signal(Process::Order(3), "CONT").unwrap();
     findings.check(load.wait_more(30, PROGRESS_TIMEOUT), || {
         "no progress after the old leader woke".into()
     });
@@ -761,14 +761,14 @@ fn two_frontends_no_stale_lookup_and_one_leader_per_epoch() {
     // second time the leader is whichever replica the first selections made.
     for round in 0..2 {
         let leader = b.wait_leader().unwrap();
-        b.kill(Service::Order(leader));
+        b.kill(Process::Order(leader));
         findings.check(load0.wait_more(20, PROGRESS_TIMEOUT), || {
             format!("round {round}: front-end 0 made no progress after order-{leader} died")
         });
         findings.check(load1.wait_more(20, PROGRESS_TIMEOUT), || {
             format!("round {round}: front-end 1 made no progress after order-{leader} died")
         });
-        b.start_service(Service::Order(leader)).unwrap();
+        b.start_service(Process::Order(leader)).unwrap();
         b.wait_ready(leader).unwrap();
     }
     let (t0, t1) = (load0.finish(), load1.finish());
@@ -890,9 +890,9 @@ fn catalog_killed_under_load() {
         with_ids.wait_more(30, PROGRESS_TIMEOUT),
         "no progress before the kill"
     );
-    b.kill(Service::Catalog);
+    b.kill(Process::Catalog);
     thread::sleep(Duration::from_millis(500));
-    b.start_service(Service::Catalog).unwrap();
+    b.start_service(Process::Catalog).unwrap();
     let mut findings = Findings::default();
     findings.check(with_ids.wait_more(30, PROGRESS_TIMEOUT), || {
         "no progress after the catalog restarted".into()
@@ -923,7 +923,7 @@ fn all_replicas_restarted_in_every_order() {
     };
     for (v, (kills, starts)) in variants.iter().enumerate() {
         for (step, id) in kills.iter().enumerate() {
-            b.kill(Service::Order(*id));
+            b.kill(Process::Order(*id));
             let up = 2 - step;
             let rid = next_rid();
             if up >= 2 {
@@ -956,7 +956,7 @@ fn all_replicas_restarted_in_every_order() {
             }
         }
         for (step, id) in starts.iter().enumerate() {
-            b.start_service(Service::Order(*id)).unwrap();
+            b.start_service(Process::Order(*id)).unwrap();
             if step >= 1 {
                 let rid = next_rid();
                 let got = place_until(&b, 0, "IBM", OrderType::Buy, &rid, Duration::from_secs(30));

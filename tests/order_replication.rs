@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bazaar::api::{OrderAck, OrderRequest, OrderType, ReplicaHealth, StockRecord};
 use bazaar::config::Config;
-use bazaar::election;
+use bazaar::selection;
 use bazaar::error::Error;
 use bazaar::http::{Client, Server};
 use bazaar::order::{self, Listeners, Replica};
@@ -108,7 +108,7 @@ impl Cluster {
     fn wait_ping(&self, id: u32) {
         let addr = self.config.replica(id).unwrap().broadcast_addr();
         eventually(&format!("replica {id} answers Ping"), || {
-            election::ping(&addr, election::PING_TIMEOUT)
+            selection::ping(&addr, selection::PING_TIMEOUT)
         });
     }
 
@@ -172,7 +172,7 @@ fn orders_replicate_catch_up_and_fail_over() {
         c.wait_ping(id);
     }
     let leader =
-        election::select_leader(&c.config.order.replicas, 0, &c.config.secret).expect("a leader");
+        selection::select_leader(&c.config.order.replicas, 0, &c.config.secret).expect("a leader");
     assert_eq!(leader.id, 3);
     assert!(leader.epoch >= 1);
     assert_eq!(c.health(3).unwrap().role, "leader");
@@ -208,7 +208,7 @@ fn orders_replicate_catch_up_and_fail_over() {
     // The leader goes down: the next selection picks 2 in a newer epoch, numbering goes on,
     // and a retry of an order the old leader acknowledged gets the same number.
     c.stop(3);
-    let next = election::select_leader(&c.config.order.replicas, leader.epoch, &c.config.secret)
+    let next = selection::select_leader(&c.config.order.replicas, leader.epoch, &c.config.secret)
         .expect("a new leader");
     assert_eq!(next.id, 2);
     assert!(next.epoch > leader.epoch);
@@ -231,7 +231,7 @@ fn a_returning_old_leader_loses_its_unreplicated_suffix() {
         c.wait_role(id, "follower");
         c.wait_ping(id);
     }
-    let leader = election::select_leader(&c.config.order.replicas, 0, &c.config.secret).unwrap();
+    let leader = selection::select_leader(&c.config.order.replicas, 0, &c.config.secret).unwrap();
     assert_eq!(leader.id, 3);
     for i in 0..3 {
         c.order(3, &format!("a{i}")).unwrap();
@@ -246,7 +246,7 @@ fn a_returning_old_leader_loses_its_unreplicated_suffix() {
     std::fs::write(&path, bytes).unwrap();
 
     let next =
-        election::select_leader(&c.config.order.replicas, leader.epoch, &c.config.secret).unwrap();
+        selection::select_leader(&c.config.order.replicas, leader.epoch, &c.config.secret).unwrap();
     assert_eq!(next.id, 2);
     c.restart(3);
     c.wait_role(3, "follower");

@@ -43,11 +43,11 @@ use crate::api::{
     CatalogView, ClusterView, RateSample, ReplicaHealthSeen, ReplicaView, StockRecord,
 };
 use crate::config::ReplicaConfig;
-use crate::election::Leadership;
 use crate::error::{Error, Result};
 use crate::http::Response;
+use crate::selection::Leadership;
 
-use super::Service;
+use super::FrontendApi;
 
 /// How long `/cluster` waits for one replica's `/health`: short, because a replica that takes
 /// longer is as good as down for someone watching, and the page refreshes every second.
@@ -69,7 +69,7 @@ pub(super) fn page() -> Response {
 
 /// `GET /cluster`: probes the replicas and the catalog in parallel and adds the front-end's
 /// own state.
-pub(super) fn gather(service: &Service) -> ClusterView {
+pub(super) fn gather(service: &FrontendApi) -> ClusterView {
     let replicas = service.leader.replicas();
     let client = &service.client;
     let (healths, stocks) = thread::scope(|scope| {
@@ -343,7 +343,7 @@ mod tests {
 
     /// A front-end service whose replicas and catalog are on `replica_ports` and
     /// `catalog_port`, with replica `leader` selected in epoch 5.
-    fn service(replica_ports: [u32; 3], catalog_port: u32, leader: u32) -> Service {
+    fn service(replica_ports: [u32; 3], catalog_port: u32, leader: u32) -> FrontendApi {
         let mut config = Config::from_yaml(SHIPPED, &|_| None).unwrap();
         config.catalog.port = catalog_port;
         for (r, port) in config.order.replicas.iter_mut().zip(replica_ports) {
@@ -358,12 +358,12 @@ mod tests {
                 })
             }),
         );
-        let s = Service::with_leader_tracker(&config, tracker).unwrap();
+        let s = FrontendApi::with_leader_tracker(&config, tracker).unwrap();
         s.check_leader();
         s
     }
 
-    fn cluster_json(s: &Service) -> Value {
+    fn cluster_json(s: &FrontendApi) -> Value {
         let resp = s
             .route(&Request::new("GET", "/cluster", Vec::new()))
             .unwrap();

@@ -10,7 +10,7 @@
 //!   without selecting again, so a burst of requests failing against the same dead leader
 //!   causes one selection, not one per request;
 //! - if a selection is running, the caller waits for it (bounded by its own deadline);
-//! - otherwise the caller runs the selection itself: `election::select_leader` with the
+//! - otherwise the caller runs the selection itself: `selection::select_leader` with the
 //!   highest epoch seen as the hint, outside the lock.
 //!
 //! Selections are therefore serialized (a `selecting` flag plus a condvar; the state lock is
@@ -36,9 +36,9 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::api::LeaderChange;
 use crate::config::ReplicaConfig;
-use crate::election::{self, Leadership};
+use crate::selection::{self, Leadership};
 
-/// Chooses a leader among replicas given an epoch hint: `election::select_leader` in
+/// Chooses a leader among replicas given an epoch hint: `selection::select_leader` in
 /// production, a stub in tests.
 pub type Selector = dyn Fn(&[ReplicaConfig], u64) -> Option<Leadership> + Send + Sync;
 
@@ -77,13 +77,13 @@ pub struct LeaderTracker {
 }
 
 impl LeaderTracker {
-    /// A tracker with no leader yet, selecting with `election::select_leader`, which sends
+    /// A tracker with no leader yet, selecting with `selection::select_leader`, which sends
     /// the deployment's `secret` on the lines that change who leads.
     pub fn new(replicas: Vec<ReplicaConfig>, secret: &str) -> LeaderTracker {
         let secret = secret.to_string();
         LeaderTracker::with_selector(
             replicas,
-            Box::new(move |replicas, hint| election::select_leader(replicas, hint, &secret)),
+            Box::new(move |replicas, hint| selection::select_leader(replicas, hint, &secret)),
         )
     }
 

@@ -58,7 +58,7 @@ use crate::api::{
     OrderAck, OrderRequest, ReplicaHealth, Stock, StockRecord, RESEND,
 };
 use crate::config::Config;
-use crate::election;
+use crate::selection;
 use crate::error::{Error, Result};
 use crate::http::Runs::{Inline, OnPool};
 use crate::http::{
@@ -92,8 +92,8 @@ pub const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 pub const HEALTH_SELECTION_WAIT: Duration = Duration::from_secs(6);
 
 /// The front-end's request handling, usable without any thread or socket (tests call
-/// [`Service::route`] directly).
-pub struct Service {
+/// [`FrontendApi::route`] directly).
+pub struct FrontendApi {
     catalog_addr: String,
     client: Client,
     cache: Cache,
@@ -104,7 +104,7 @@ pub struct Service {
     traffic: dashboard::Traffic,
 }
 
-impl Handler for Service {
+impl Handler for FrontendApi {
     fn handle(&self, req: &Request) -> Result<Response> {
         self.route(req)
     }
@@ -121,7 +121,7 @@ impl Handler for Service {
 /// Every route of the front-end: the REST API, the reference client's query-string API
 /// (`/lookup`, `/order`), the catalog's invalidations and the live page. Where each runs: see
 /// `runs_inline`.
-const ROUTES: &[Route<Service>] = &[
+const ROUTES: &[Route<FrontendApi>] = &[
     ("GET", &["stocks"], OnPool, |s, _, _| {
         s.list_stocks().map(Response::ok)
     }),
@@ -170,18 +170,18 @@ const ROUTES: &[Route<Service>] = &[
     }),
 ];
 
-impl Service {
+impl FrontendApi {
     /// Builds the service from the config: an empty cache (opening the trace file when dump
     /// and caching are on) and no leader yet.
-    pub fn new(config: &Config) -> Result<Service> {
-        Service::with_leader_tracker(
+    pub fn new(config: &Config) -> Result<FrontendApi> {
+        FrontendApi::with_leader_tracker(
             config,
             LeaderTracker::new(config.order.replicas.clone(), &config.secret),
         )
     }
 
-    /// [`Service::new`] with a given leader tracker (tests pass one with a stub selector).
-    pub fn with_leader_tracker(config: &Config, leader: LeaderTracker) -> Result<Service> {
+    /// [`FrontendApi::new`] with a given leader tracker (tests pass one with a stub selector).
+    pub fn with_leader_tracker(config: &Config, leader: LeaderTracker) -> Result<FrontendApi> {
         let trace = config.frontend.dump.then(|| config.cache_log_path());
         let cache = Cache::new(
             config.frontend.cache,
@@ -193,7 +193,7 @@ impl Service {
                 "frontend.cache_log_path: cannot open the cache trace: {e}"
             ))
         })?;
-        Ok(Service {
+        Ok(FrontendApi {
             catalog_addr: config.catalog_addr(),
             client: Client::new(),
             cache,
@@ -336,10 +336,10 @@ impl Service {
             .leader
             .and_then(|l| Some((l, self.leader.replica(l.id)?)))
             .is_some_and(|(l, r)| {
-                election::ping(&r.health_addr(), election::PING_TIMEOUT)
+                selection::ping(&r.health_addr(), selection::PING_TIMEOUT)
                     && self
                         .client
-                        .get::<ReplicaHealth>(&r.http_addr(), "/health", election::PING_TIMEOUT)
+                        .get::<ReplicaHealth>(&r.http_addr(), "/health", selection::PING_TIMEOUT)
                         .is_ok_and(|h| h.role == "leader" && h.epoch == l.epoch)
             });
         if !healthy {
@@ -419,7 +419,7 @@ impl StopSignal {
 /// A running front-end: the HTTP server plus the health-check thread.
 pub struct Frontend {
     server: Server,
-    service: Arc<Service>,
+    service: Arc<FrontendApi>,
     stop: Arc<StopSignal>,
     health: JoinHandle<()>,
 }
@@ -432,7 +432,7 @@ pub fn start(config: Config) -> Result<Frontend> {
 
 /// Starts the front-end on an already bound listener (tests bind `127.0.0.1:0`).
 pub fn start_with_listener(config: Config, listener: TcpListener) -> Result<Frontend> {
-    let service = Arc::new(Service::new(&config)?);
+    let service = Arc::new(FrontendApi::new(&config)?);
     let options = ServerOptions::new("frontend", config.frontend.threads, &config.http);
     let server = Server::start(listener, options, service.clone())?;
     let stop = Arc::new(StopSignal::default());
@@ -467,7 +467,7 @@ impl Frontend {
     }
 
     /// The request handling behind the server.
-    pub fn service(&self) -> &Arc<Service> {
+    pub fn service(&self) -> &Arc<FrontendApi> {
         &self.service
     }
 
@@ -497,7 +497,7 @@ fn join_health(handle: JoinHandle<()>) {
 
 /// The front-end's active leader check: selects a leader at start, then every `interval`
 /// pings it and re-selects when it does not answer.
-fn health_check_loop(service: Arc<Service>, interval: Duration, stop: Arc<StopSignal>) {
+fn health_check_loop(service: Arc<FrontendApi>, interval: Duration, stop: Arc<StopSignal>) {
     loop {
         service.check_leader();
         if stop.wait(interval) {
@@ -509,16 +509,16 @@ fn health_check_loop(service: Arc<Service>, interval: Duration, stop: Arc<StopSi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::election::Leadership;
+    use crate::selection::Leadership;
 
     const SHIPPED: &str = include_str!("../../conf/bazaar.yaml");
 
-    fn service() -> Service {
+    fn service() -> FrontendApi {
         let config = Config::from_yaml(SHIPPED, &|_| None).unwrap();
-        Service::new(&config).unwrap()
+        FrontendApi::new(&config).unwrap()
     }
 
-    fn call(service: &Service, method: &str, target: &str, body: &str) -> Result<Response> {
+    fn call(service: &FrontendApi, method: &str, target: &str, body: &str) -> Result<Response> {
         service.route(&Request::new(method, target, body.as_bytes().to_vec()))
     }
 
@@ -706,7 +706,7 @@ mod tests {
     }
 
     // The forwarding tests below run fake replicas on sockets yet stay here: they drive the
-    // private `Service::check_leader` and read `Service::health` directly. The catalog and
+    // private `FrontendApi::check_leader` and read `FrontendApi::health` directly. The catalog and
     // front-end on sockets, which need only the public API, are in `tests/frontend.rs`.
 
     /// A fake order replica: answers `POST /orders` with `answer`, records the request ids,
@@ -771,7 +771,7 @@ mod tests {
             config.order.replicas.clone(),
             Box::new(move |_: &[crate::config::ReplicaConfig], _: u64| outcomes.lock().pop()),
         );
-        let s = Service::with_leader_tracker(&config, tracker).unwrap();
+        let s = FrontendApi::with_leader_tracker(&config, tracker).unwrap();
         s.check_leader(); // what the health-check thread does first: replica 1 is chosen
         assert_eq!(s.health().leader, Some(1));
 
@@ -826,7 +826,7 @@ mod tests {
                     Some(Leadership { id: 1, epoch: 1 })
                 }),
             );
-            let s = Service::with_leader_tracker(&config, tracker).unwrap();
+            let s = FrontendApi::with_leader_tracker(&config, tracker).unwrap();
             s.check_leader();
             let got = call(
                 &s,

@@ -80,7 +80,7 @@ pub(crate) const LEADER_LEASE: Duration = Duration::from_millis(800);
 pub(crate) const QUORUM_TIMEOUT: Duration = Duration::from_millis(2000);
 
 /// How long a candidacy (votes and pulling the best log) may take before it gives up; well
-/// inside the front-end's `election::YOU_WIN_TIMEOUT`, so `You win` gets an answer.
+/// inside the front-end's `selection::YOU_WIN_TIMEOUT`, so `You win` gets an answer.
 pub(crate) const CANDIDACY_TIMEOUT: Duration = Duration::from_millis(2500);
 
 /// How long a failed call to a peer or the catalog waits before it is tried again.

@@ -1,4 +1,4 @@
-//! The replica's two TCP line listeners (protocol: [`crate::election`]).
+//! The replica's two TCP line listeners (protocol: [`crate::selection`]).
 //!
 //! Each listener thread only accepts (the accept loop it shares with the HTTP server); every
 //! connection gets a short-lived thread that reads one line with a [`LINE_READ_TIMEOUT`],
@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use ::log::debug;
 
-use crate::election::{Command, Reply, MAX_LINE_BYTES};
 use crate::error::Result;
 use crate::http::server::{accept_loop, Admission};
+use crate::selection::{Command, Reply, MAX_LINE_BYTES};
 
 /// What the replica answers to one parsed line (the core decides; see `order::Shared::line`).
 pub(crate) type Answerer = dyn Fn(Command) -> Reply + Send + Sync;

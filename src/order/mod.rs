@@ -6,7 +6,7 @@
 //!   [&limit=M]` (pages of the log), `GET /synchronize`, `GET /health`, and, with the
 //!   deployment secret, `POST /propagate` (leader → follower) and `POST /vote` (candidate →
 //!   peer).
-//! - TCP lines (`lines`, protocol in [`crate::election`]): `Ping`, `You win <hint> <secret>`,
+//! - TCP lines (`lines`, protocol in [`crate::selection`]): `Ping`, `You win <hint> <secret>`,
 //!   `<id> <epoch> <secret>` on the leader-broadcast port; `Ping` on the health port.
 //!
 //! Every rule lives in `core`: a single-owner state machine that takes events and returns
@@ -68,7 +68,7 @@ pub const ORDER_WAIT: Duration = Duration::from_millis(650);
 /// the disk is slow).
 pub const PEER_WAIT: Duration = Duration::from_secs(2);
 
-/// How long `You win` waits for the candidacy's outcome: below `election::YOU_WIN_TIMEOUT`.
+/// How long `You win` waits for the candidacy's outcome: below `selection::YOU_WIN_TIMEOUT`.
 pub const YOU_WIN_WAIT: Duration = Duration::from_secs(4);
 
 /// How long a propagate or vote to a peer may take: a frozen peer must not stall the leader's
@@ -261,8 +261,8 @@ impl Shared {
 
     /// The answer to one line on the leader-broadcast (or health) port. `You win` and
     /// `<id> <epoch>` without the deployment secret get `ERR unauthorized` and change nothing.
-    fn line(&self, command: crate::election::Command) -> crate::election::Reply {
-        use crate::election::{Command, Reply};
+    fn line(&self, command: crate::selection::Command) -> crate::selection::Reply {
+        use crate::selection::{Command, Reply};
         if command != Command::Ping
             && !crate::http::secret_matches(command.secret(), &self.config.secret)
         {

@@ -40,7 +40,7 @@ use crate::error::{Error, Result};
 use crate::http::Client;
 use crate::testkit::cluster::{
     two_leaders_in_one_epoch, Binaries, CatalogView, Cluster, ClusterOptions, Invariant,
-    LeaderSamples, Sampler, Service, CALL_TIMEOUT, QUIET_TIMEOUT, STOCKS,
+    LeaderSamples, Process, Sampler, CALL_TIMEOUT, QUIET_TIMEOUT, STOCKS,
 };
 
 /// The stock only the probe trades.
@@ -343,7 +343,7 @@ fn inject_fault(cluster: &mut Cluster, rng: &mut fastrand::Rng, round: u32) -> R
     let what = match fault {
         Fault::KillReplica => {
             let down = millis_between(rng, Duration::from_millis(200), MAX_DOWNTIME);
-            let service = Service::Order(target);
+            let service = Process::Order(target);
             cluster.kill(service);
             thread::sleep(down);
             cluster.start_service(service)?;
@@ -355,7 +355,7 @@ fn inject_fault(cluster: &mut Cluster, rng: &mut fastrand::Rng, round: u32) -> R
         }
         Fault::FreezeReplica => {
             let frozen = millis_between(rng, MIN_FREEZE, MAX_FREEZE);
-            let service = Service::Order(target);
+            let service = Process::Order(target);
             cluster.signal(service, "STOP")?;
             thread::sleep(frozen);
             cluster.signal(service, "CONT")?;
@@ -369,15 +369,15 @@ fn inject_fault(cluster: &mut Cluster, rng: &mut fastrand::Rng, round: u32) -> R
             let paused = millis_between(rng, MIN_SHORT_FREEZE, MAX_SHORT_FREEZE);
             let down = millis_between(rng, Duration::from_millis(200), MAX_DOWNTIME);
             for id in &followers {
-                cluster.signal(Service::Order(*id), "STOP")?;
+                cluster.signal(Process::Order(*id), "STOP")?;
             }
             thread::sleep(paused);
             for id in &followers {
-                cluster.signal(Service::Order(*id), "CONT")?;
+                cluster.signal(Process::Order(*id), "CONT")?;
             }
-            cluster.kill(Service::Order(leader));
+            cluster.kill(Process::Order(leader));
             thread::sleep(down);
-            cluster.start_service(Service::Order(leader))?;
+            cluster.start_service(Process::Order(leader))?;
             format!(
                 "kill -STOP order-{} and order-{} for {} ms, then kill -9 order-{leader} (leader), \
                  restarted after {} ms",
@@ -392,11 +392,11 @@ fn inject_fault(cluster: &mut Cluster, rng: &mut fastrand::Rng, round: u32) -> R
             let spared = rng.u32(1..=3);
             let pair: Vec<u32> = (1..=3).filter(|&id| id != spared).collect();
             for id in &pair {
-                cluster.signal(Service::Order(*id), "STOP")?;
+                cluster.signal(Process::Order(*id), "STOP")?;
             }
             thread::sleep(frozen);
             for id in &pair {
-                cluster.signal(Service::Order(*id), "CONT")?;
+                cluster.signal(Process::Order(*id), "CONT")?;
             }
             format!(
                 "kill -STOP order-{}{} and order-{}{} together for {} ms",
@@ -409,9 +409,9 @@ fn inject_fault(cluster: &mut Cluster, rng: &mut fastrand::Rng, round: u32) -> R
         }
         Fault::KillCatalog | Fault::KillFrontend => {
             let service = if fault == Fault::KillCatalog {
-                Service::Catalog
+                Process::Catalog
             } else {
-                Service::FRONTEND
+                Process::FRONTEND
             };
             let down = millis_between(rng, Duration::from_millis(200), MAX_DOWNTIME);
             cluster.kill(service);
@@ -425,9 +425,9 @@ fn inject_fault(cluster: &mut Cluster, rng: &mut fastrand::Rng, round: u32) -> R
         }
         Fault::FreezeCatalog | Fault::FreezeFrontend => {
             let service = if fault == Fault::FreezeCatalog {
-                Service::Catalog
+                Process::Catalog
             } else {
-                Service::FRONTEND
+                Process::FRONTEND
             };
             let frozen = millis_between(rng, MIN_SHORT_FREEZE, MAX_SHORT_FREEZE);
             cluster.signal(service, "STOP")?;

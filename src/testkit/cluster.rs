@@ -67,7 +67,7 @@ static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
 /// A service of the bazaar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Service {
+pub enum Process {
     Catalog,
     Order(u32),
     /// Front-end `i`: 0 is the config's default one, `i >= 1` serves `frontend.others[i-1]`
@@ -75,16 +75,16 @@ pub enum Service {
     Frontend(usize),
 }
 
-impl Service {
+impl Process {
     /// The default front-end.
-    pub const FRONTEND: Service = Service::Frontend(0);
+    pub const FRONTEND: Process = Process::Frontend(0);
 
     pub fn name(self) -> String {
         match self {
-            Service::Catalog => "catalog".into(),
-            Service::Order(id) => format!("order-{id}"),
-            Service::Frontend(0) => "frontend".into(),
-            Service::Frontend(i) => format!("frontend-{i}"),
+            Process::Catalog => "catalog".into(),
+            Process::Order(id) => format!("order-{id}"),
+            Process::Frontend(0) => "frontend".into(),
+            Process::Frontend(i) => format!("frontend-{i}"),
         }
     }
 }
@@ -166,7 +166,7 @@ pub struct Cluster {
     /// Replica id → (HTTP, leader-broadcast, health) address.
     pub replicas: BTreeMap<u32, (String, String, String)>,
     pub client: Client,
-    children: BTreeMap<Service, Child>,
+    children: BTreeMap<Process, Child>,
     /// (from, to) → the proxy replica `from` reaches replica `to` through (proxied links only).
     links: BTreeMap<(u32, u32), LinkProxy>,
     /// Keep the directory even when not panicking (chaos keeps its evidence).
@@ -195,16 +195,16 @@ impl Cluster {
         let mut cluster = Cluster::configure(binaries, options)?;
         // Keep the logs of a cluster that fails to start.
         cluster.keep_dir = true;
-        cluster.start_service(Service::Catalog)?;
+        cluster.start_service(Process::Catalog)?;
         for id in 1..=3 {
-            cluster.start_service(Service::Order(id))?;
+            cluster.start_service(Process::Order(id))?;
         }
         // Every replica ready before the front-end's first selection, so that it picks 3.
         for id in 1..=3 {
             cluster.wait_ready(id)?;
         }
         for i in 0..cluster.frontends.len() {
-            cluster.start_service(Service::Frontend(i))?;
+            cluster.start_service(Process::Frontend(i))?;
         }
         cluster.wait_leader()?;
         cluster.keep_dir = false;
@@ -318,21 +318,21 @@ impl Cluster {
         self.data_dir().join(format!("orders-{id}.csv"))
     }
 
-    pub fn http_addr(&self, service: Service) -> String {
+    pub fn http_addr(&self, service: Process) -> String {
         match service {
-            Service::Catalog => self.catalog.clone(),
-            Service::Frontend(i) => self.frontends[i].clone(),
-            Service::Order(id) => self.replicas[&id].0.clone(),
+            Process::Catalog => self.catalog.clone(),
+            Process::Frontend(i) => self.frontends[i].clone(),
+            Process::Order(id) => self.replicas[&id].0.clone(),
         }
     }
 
     /// True while the cluster has a live process for this service.
-    pub fn is_running(&self, service: Service) -> bool {
+    pub fn is_running(&self, service: Process) -> bool {
         self.children.contains_key(&service)
     }
 
     /// Spawns one service (it resumes from its files) and waits until it answers `/health`.
-    pub fn start_service(&mut self, service: Service) -> Result<()> {
+    pub fn start_service(&mut self, service: Process) -> Result<()> {
         if self.children.contains_key(&service) {
             return Err(Error::Internal(format!(
                 "{} is already running",
@@ -340,10 +340,10 @@ impl Cluster {
             )));
         }
         let (exe, args): (&Path, Vec<String>) = match service {
-            Service::Catalog => (&self.binaries.catalog, vec![]),
-            Service::Order(id) => (&self.binaries.order, vec!["--id".into(), id.to_string()]),
-            Service::Frontend(0) => (&self.binaries.frontend, vec![]),
-            Service::Frontend(i) => (
+            Process::Catalog => (&self.binaries.catalog, vec![]),
+            Process::Order(id) => (&self.binaries.order, vec!["--id".into(), id.to_string()]),
+            Process::Frontend(0) => (&self.binaries.frontend, vec![]),
+            Process::Frontend(i) => (
                 &self.binaries.frontend,
                 vec!["--index".into(), i.to_string()],
             ),
@@ -369,7 +369,7 @@ impl Cluster {
             }
         }
         cmd.env_remove("BAZAAR_FAILPOINT");
-        if let Service::Order(id) = service {
+        if let Process::Order(id) = service {
             for (k, v) in self
                 .options
                 .replica_env
@@ -427,12 +427,12 @@ impl Cluster {
 
     /// The process id of a running service (tests and benches read its CPU time and RSS from
     /// `/proc`).
-    pub fn pid(&self, service: Service) -> Option<u32> {
+    pub fn pid(&self, service: Process) -> Option<u32> {
         self.children.get(&service).map(Child::id)
     }
 
     /// SIGKILL, and reap.
-    pub fn kill(&mut self, service: Service) {
+    pub fn kill(&mut self, service: Process) {
         if let Some(mut child) = self.children.remove(&service) {
             let _ = child.kill();
             let _ = child.wait();
@@ -440,7 +440,7 @@ impl Cluster {
     }
 
     /// Sends a signal by name (`STOP`, `CONT`, `TERM`) to a running service.
-    pub fn signal(&self, service: Service, signal: &str) -> Result<()> {
+    pub fn signal(&self, service: Process, signal: &str) -> Result<()> {
         let child = self
             .children
             .get(&service)
@@ -459,7 +459,7 @@ impl Cluster {
     }
 
     /// True if the service's process has exited by itself (e.g. at a fail point).
-    pub fn has_exited(&mut self, service: Service) -> bool {
+    pub fn has_exited(&mut self, service: Process) -> bool {
         match self.children.get_mut(&service) {
             Some(child) => child.try_wait().map(|s| s.is_some()).unwrap_or(true),
             None => true,
@@ -467,7 +467,7 @@ impl Cluster {
     }
 
     /// Forgets a service whose process has exited by itself.
-    pub fn reap(&mut self, service: Service) {
+    pub fn reap(&mut self, service: Process) {
         if let Some(mut child) = self.children.remove(&service) {
             let _ = child.wait();
         }
@@ -486,7 +486,7 @@ impl Cluster {
     pub fn wait_ready(&self, id: u32) -> Result<()> {
         let health = &self.replicas[&id].2;
         poll(&format!("order-{id} to answer Ping"), START_TIMEOUT, || {
-            crate::election::ping(health, crate::election::PING_TIMEOUT).then_some(())
+            crate::selection::ping(health, crate::selection::PING_TIMEOUT).then_some(())
         })
     }
 
@@ -1022,7 +1022,7 @@ pub fn parse_log(bytes: &[u8]) -> Result<Vec<LogEntry>> {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let services: Vec<Service> = self.children.keys().copied().collect();
+        let services: Vec<Process> = self.children.keys().copied().collect();
         for service in services {
             // A frozen process must be woken to be reaped promptly after SIGKILL.
             let _ = self.signal(service, "CONT");

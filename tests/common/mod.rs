@@ -10,7 +10,7 @@ use std::time::Duration;
 use bazaar::api::{LogEntry, Order};
 use bazaar::testkit::cluster::Binaries;
 #[allow(unused_imports)]
-pub use bazaar::testkit::cluster::{Cluster, ClusterOptions as Options, Service, CALL_TIMEOUT};
+pub use bazaar::testkit::cluster::{Cluster, ClusterOptions as Options, Process, CALL_TIMEOUT};
 
 /// The binaries cargo built for this test run.
 pub fn binaries() -> Binaries {

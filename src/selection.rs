@@ -6,8 +6,6 @@
 //!
 //! On a replica's leader-broadcast port:
 //!
-//! | request              | answer                      | meaning                                      |
-//! |----------------------|-----------------------------|----------------------------------------------|
 //! | request                      | answer                   | meaning                                       |
 //! |------------------------------|--------------------------|-----------------------------------------------|
 //! | `Ping`                       | `OK` (or `WAIT`)         | alive, and ready to lead (`WAIT`: recovering) |
@@ -34,7 +32,7 @@
 //!
 //! Caveats: the announcement `<id> <epoch>` is best effort; a replica that misses it learns the
 //! new leader from the leader's first `/propagate`. Nothing here protects against two
-//! front-ends electing different leaders at once: the epochs make the older one step down as
+//! front-ends selecting different leaders at once: the epochs make the older one step down as
 //! soon as it meets a replica that has seen the newer epoch.
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,5 +1,6 @@
-//! What every binary does before handing off: load the config, start logging, and on
-//! SIGINT/SIGTERM stop its service gracefully ([`serve_until_signal`]). Kept here so that each `bin/*.rs` is only flags and a call.
+//! Process start-up, the same for every binary: load the config, start logging, and on
+//! SIGINT/SIGTERM stop the service gracefully ([`serve_until_signal`]). Kept here so that each
+//! `bin/*.rs` is only its flags and one call.
 
 use std::path::Path;
 use std::sync::mpsc;
