@@ -1,11 +1,11 @@
 //! Wire types: every JSON body any service sends or receives, defined once.
 //!
-//! Successful answers are `{"data": ...}` ([`Data`]); failures are
-//! `{"error":{"code":C,"message":"..."}}` ([`ErrorBody`]). The front-end, the catalog, the order
+//! Successful answers are `{"data": ...}` (`Data`); failures are
+//! `{"error":{"code":C,"message":"..."}}` (`ErrorBody`). The front-end, the catalog, the order
 //! replicas, the client and the tests all use these types, so a field renamed here is renamed
 //! everywhere.
 //!
-//! Client-supplied order bodies are validated by [`OrderRequest::parse`], which is strict on
+//! Client-supplied order bodies are validated by `OrderRequest::parse`, which is strict on
 //! purpose (SPEC §3): `quantity` must be a JSON integer above zero, never a string or a float.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,21 +19,21 @@ use crate::error::{Error, Result};
 
 /// The success envelope: `{"data": T}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Data<T> {
-    pub data: T,
+pub(crate) struct Data<T> {
+    pub(crate) data: T,
 }
 
 /// The error envelope: `{"error":{"code":C,"message":"..."}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
+pub(crate) struct ErrorBody {
+    pub(crate) error: ErrorDetail,
 }
 
 /// The inside of [`ErrorBody`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorDetail {
-    pub code: u16,
-    pub message: String,
+pub(crate) struct ErrorDetail {
+    pub(crate) code: u16,
+    pub(crate) message: String,
 }
 
 impl From<&Error> for ErrorBody {
@@ -63,7 +63,7 @@ impl OrderType {
         }
     }
 
-    pub fn parse(s: &str) -> Result<OrderType> {
+    pub(crate) fn parse(s: &str) -> Result<OrderType> {
         match s {
             "buy" => Ok(OrderType::Buy),
             "sell" => Ok(OrderType::Sell),
@@ -78,7 +78,7 @@ impl OrderType {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stock {
     pub name: String,
-    pub price: f64,
+    pub(crate) price: f64,
     pub quantity: u64,
 }
 
@@ -119,11 +119,11 @@ pub struct OrderRequest {
 pub const RESEND: &str = "re-send with the same request_id";
 
 /// Longest accepted request id: ids are stored in every log line and in the catalog.
-pub const MAX_REQUEST_ID_LEN: usize = 128;
+pub(crate) const MAX_REQUEST_ID_LEN: usize = 128;
 
 impl OrderRequest {
     /// Parses and validates an order body, naming the first thing wrong with it.
-    pub fn parse(body: &[u8]) -> Result<OrderRequest> {
+    pub(crate) fn parse(body: &[u8]) -> Result<OrderRequest> {
         let value: Value = serde_json::from_slice(body)
             .map_err(|e| Error::BadRequest(format!("malformed JSON: {e}")))?;
         let obj = value
@@ -151,10 +151,13 @@ impl OrderRequest {
             request_id,
         })
     }
+}
 
-    /// The checks of [`OrderRequest::parse`] that a typed value can still fail (a batch decoded
-    /// by serde: a quantity of 0, an empty name, an oversized request id).
-    pub fn validate(&self) -> Result<()> {
+impl OrderRequest {
+    /// The checks of [`OrderRequest::parse`] on a typed value (the fuzz tests check that what
+    /// `parse` accepts passes them).
+    #[cfg(test)]
+    pub(crate) fn validate(&self) -> Result<()> {
         check_fields(&self.name, self.quantity, self.request_id.as_deref())
     }
 }
@@ -265,9 +268,9 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
-    /// The checks of [`OrderRequest::validate`] on a log entry a peer sent (replication, the
+    /// The checks of [`OrderRequest::parse`] on a log entry a peer sent (replication, the
     /// catalog's apply): an entry no leader could have numbered is refused with a 400 naming it.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         check_fields(&self.name, self.quantity, Some(&self.request_id))
             .map_err(|e| Error::BadRequest(format!("order {}: {}", self.number, e.message())))
     }
@@ -287,8 +290,8 @@ impl From<&LogEntry> for Order {
 /// `GET /cache` on the front-end.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheView {
-    pub enabled: bool,
-    pub capacity: usize,
+    pub(crate) enabled: bool,
+    pub(crate) capacity: usize,
     /// Most recently used first.
     pub items: Vec<String>,
 }
@@ -301,14 +304,14 @@ pub struct Invalidated {
 
 /// `GET /health` on the catalog.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Health {
-    pub status: String,
+pub(crate) struct Health {
+    pub(crate) status: String,
 }
 
 /// `GET /health` on the front-end.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FrontendHealth {
-    pub status: String,
+    pub(crate) status: String,
     /// The leading replica's id, `null` while none leads.
     pub leader: Option<u32>,
     /// Forwards to a replica that were retried after a failure.
@@ -320,7 +323,7 @@ pub struct FrontendHealth {
 /// `GET /health` on an order replica.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaHealth {
-    pub status: String,
+    pub(crate) status: String,
     pub id: u32,
     /// `"leader"`, `"candidate"` or `"follower"`.
     pub role: String,
@@ -341,107 +344,107 @@ pub struct ReplicaHealth {
 /// committed number) and `applied` (highest number the catalog applied) are `None` when the
 /// replica does not report them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplicaHealthSeen {
-    pub role: String,
-    pub epoch: u64,
-    pub latest: i64,
+pub(crate) struct ReplicaHealthSeen {
+    pub(crate) role: String,
+    pub(crate) epoch: u64,
+    pub(crate) latest: i64,
     #[serde(default)]
-    pub commit: Option<i64>,
+    pub(crate) commit: Option<i64>,
     #[serde(default)]
-    pub applied: Option<i64>,
+    pub(crate) applied: Option<i64>,
 }
 
 /// `GET /cluster` on the front-end: everything the live page at `/` draws, gathered in one go.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ClusterView {
+pub(crate) struct ClusterView {
     /// When this was gathered, milliseconds since the Unix epoch.
-    pub now_ms: u64,
+    pub(crate) now_ms: u64,
     /// The leading replica as this front-end sees it, `null` while none leads.
-    pub leader: Option<u32>,
+    pub(crate) leader: Option<u32>,
     /// The leader's epoch, `null` while none leads.
-    pub epoch: Option<u64>,
+    pub(crate) epoch: Option<u64>,
     /// Forwards retried after a failure, and selections that changed the leader.
-    pub retries: u64,
-    pub failovers: u64,
+    pub(crate) retries: u64,
+    pub(crate) failovers: u64,
     /// Every configured replica, in config order.
-    pub replicas: Vec<ReplicaView>,
-    pub catalog: CatalogView,
-    pub cache: CacheStats,
-    pub traffic: Traffic,
+    pub(crate) replicas: Vec<ReplicaView>,
+    pub(crate) catalog: CatalogView,
+    pub(crate) cache: CacheStats,
+    pub(crate) traffic: Traffic,
     /// The most recent leader changes, oldest first.
-    pub leader_changes: Vec<LeaderChange>,
+    pub(crate) leader_changes: Vec<LeaderChange>,
 }
 
 /// One replica on the live page.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplicaView {
-    pub id: u32,
+pub(crate) struct ReplicaView {
+    pub(crate) id: u32,
     /// Its HTTP address.
-    pub addr: String,
+    pub(crate) addr: String,
     /// False when its `/health` did not answer in time.
-    pub up: bool,
+    pub(crate) up: bool,
     /// `"leader"`, `"follower"`, `"recovering"` as it reports itself, or `"down"`.
-    pub role: String,
+    pub(crate) role: String,
     /// True for the replica this front-end forwards orders to.
-    pub is_leader: bool,
-    pub epoch: Option<u64>,
-    pub latest: Option<i64>,
-    pub commit: Option<i64>,
-    pub applied: Option<i64>,
+    pub(crate) is_leader: bool,
+    pub(crate) epoch: Option<u64>,
+    pub(crate) latest: Option<i64>,
+    pub(crate) commit: Option<i64>,
+    pub(crate) applied: Option<i64>,
     /// How many orders it holds fewer than the leader (`null` when either is unknown).
-    pub behind: Option<i64>,
+    pub(crate) behind: Option<i64>,
     /// Why it shows as down.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// The catalog on the live page.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CatalogView {
-    pub up: bool,
-    pub stocks: Vec<StockRecord>,
-    pub error: Option<String>,
+pub(crate) struct CatalogView {
+    pub(crate) up: bool,
+    pub(crate) stocks: Vec<StockRecord>,
+    pub(crate) error: Option<String>,
 }
 
 /// The front-end's cache with its counters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CacheStats {
-    pub enabled: bool,
-    pub capacity: usize,
+pub(crate) struct CacheStats {
+    pub(crate) enabled: bool,
+    pub(crate) capacity: usize,
     /// Most recently used first.
-    pub items: Vec<String>,
-    pub hits: u64,
-    pub misses: u64,
+    pub(crate) items: Vec<String>,
+    pub(crate) hits: u64,
+    pub(crate) misses: u64,
 }
 
 /// Requests the front-end handled: totals since it started and the last seconds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Traffic {
-    pub orders: u64,
-    pub lookups: u64,
+pub(crate) struct Traffic {
+    pub(crate) orders: u64,
+    pub(crate) lookups: u64,
     /// One sample per whole second, oldest first, ending with the last complete second.
-    pub per_second: Vec<RateSample>,
+    pub(crate) per_second: Vec<RateSample>,
 }
 
 /// Requests in one second.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RateSample {
+pub(crate) struct RateSample {
     /// The second, in seconds since the Unix epoch.
-    pub t: u64,
-    pub orders: u64,
-    pub lookups: u64,
+    pub(crate) t: u64,
+    pub(crate) orders: u64,
+    pub(crate) lookups: u64,
 }
 
 /// A change of leader as the front-end saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaderChange {
+pub(crate) struct LeaderChange {
     /// Milliseconds since the Unix epoch.
-    pub at_ms: u64,
+    pub(crate) at_ms: u64,
     /// The leader before, `null` when there was none.
-    pub from: Option<u32>,
+    pub(crate) from: Option<u32>,
     /// The new leader, `null` when no replica answered the selection.
-    pub to: Option<u32>,
+    pub(crate) to: Option<u32>,
     /// The new leader's epoch (`null` with `to`).
-    pub epoch: Option<u64>,
+    pub(crate) epoch: Option<u64>,
 }
 
 /// `GET /synchronize` on an order replica: how far its log goes.
@@ -450,79 +453,79 @@ pub struct SyncState {
     /// Highest order number held, -1 when the log is empty.
     pub latest: i64,
     /// The highest epoch this replica has granted or led (persisted).
-    pub epoch: u64,
+    pub(crate) epoch: u64,
     /// The epoch of the leader whose log this log is known to be a prefix of (persisted; 0
     /// when new). `(log_epoch, latest)` decides which log is more up to date.
-    pub log_epoch: u64,
+    pub(crate) log_epoch: u64,
 }
 
 impl SyncState {
     /// The order in which logs are more up to date.
-    pub fn rank(&self) -> (u64, i64) {
+    pub(crate) fn rank(&self) -> (u64, i64) {
         (self.log_epoch, self.latest)
     }
 }
 
 /// A page of log entries: `GET /orders?since=N` on an order replica.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogPage {
-    pub entries: Vec<LogEntry>,
+pub(crate) struct LogPage {
+    pub(crate) entries: Vec<LogEntry>,
     /// Highest order number the replica held when it answered, -1 when empty.
-    pub latest: i64,
+    pub(crate) latest: i64,
 }
 
 /// The entry just before a replicated batch, so the follower can check that its log agrees up
 /// to there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogPosition {
-    pub number: u64,
-    pub epoch: u64,
+pub(crate) struct LogPosition {
+    pub(crate) number: u64,
+    pub(crate) epoch: u64,
 }
 
 /// `POST /propagate`: leader to follower (replication and heartbeat).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Propagate {
+pub(crate) struct Propagate {
     /// The leader's epoch; a follower that has granted a higher one refuses with 409.
-    pub epoch: u64,
-    pub leader: u32,
+    pub(crate) epoch: u64,
+    pub(crate) leader: u32,
     /// The entry before `entries[0]`, `None` when `entries` start at order 0.
-    pub prev: Option<LogPosition>,
-    pub entries: Vec<LogEntry>,
+    pub(crate) prev: Option<LogPosition>,
+    pub(crate) entries: Vec<LogEntry>,
     /// The leader's highest number when its leadership began: a follower that holds the
     /// leader's log at least this far holds every order committed before this epoch, and only
     /// then counts as holding this epoch's log (`log_epoch`).
-    pub base: i64,
+    pub(crate) base: i64,
     /// The leader's commit point (shown by followers' `/health`).
-    pub commit: i64,
+    pub(crate) commit: i64,
 }
 
 /// The follower's answer to [`Propagate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PropagateAck {
+pub(crate) struct PropagateAck {
     /// False when `prev` did not match; the leader then resends from `latest + 1`.
-    pub accepted: bool,
+    pub(crate) accepted: bool,
     /// The follower's highest order number after applying (or the hint where to resume).
-    pub latest: i64,
+    pub(crate) latest: i64,
 }
 
 /// `POST /vote`: a candidate asks a peer to grant it `epoch`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VoteRequest {
-    pub epoch: u64,
-    pub candidate: u32,
+pub(crate) struct VoteRequest {
+    pub(crate) epoch: u64,
+    pub(crate) candidate: u32,
     /// A pre-vote: "would you grant it?", answered without changing or persisting anything,
     /// so that a replica cut off from its peers does not raise its epoch in vain.
     #[serde(default)]
-    pub pre: bool,
+    pub(crate) pre: bool,
 }
 
 /// The answer to [`VoteRequest`]: granted or not, and how far the voter's log goes, so that the
 /// candidate can take the most up-to-date log of the majority that granted it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VoteReply {
-    pub granted: bool,
+pub(crate) struct VoteReply {
+    pub(crate) granted: bool,
     /// The voter's log and its current (promised) epoch.
-    pub state: SyncState,
+    pub(crate) state: SyncState,
 }
 
 /// `POST /leader` on the catalog: a new leader of `epoch` announces itself and reads where the
@@ -542,9 +545,9 @@ pub struct CatalogState {
     /// The last order number applied, -1 before the first.
     pub applied: i64,
     /// The epoch of the leader that applied `applied` (0 before the first).
-    pub applied_epoch: u64,
+    pub(crate) applied_epoch: u64,
     /// Every stock after applying orders `0..=applied`, in catalog order.
-    pub stocks: Vec<StockRecord>,
+    pub(crate) stocks: Vec<StockRecord>,
 }
 
 /// `POST /apply` on the catalog: committed orders, applied strictly in number order, each once.

@@ -6,13 +6,13 @@
 //! reproducible in what it asks, though not in what the bazaar answers under concurrency. A
 //! session repeats `n_request` times: look a random stock up (of those the front-end lists at
 //! `GET /stocks` when the run starts), then with probability `prob` buy
-//! or sell 1 to [`MAX_TRADE`] shares of it. Every acknowledged order is kept; at the end each is
+//! or sell 1 to `MAX_TRADE` shares of it. Every acknowledged order is kept; at the end each is
 //! read back with `GET /orders/<n>` and compared.
 //!
 //! Retries: an order carries a request id no other run can mint (`api::new_request_id`), so
 //! re-sending it after a transport error or a 5xx can never trade twice; the bazaar answers a
 //! repeat with the first transaction number. Lookups and reads are retried the same way. Retries
-//! are counted; what still fails after [`RETRY_DEADLINE`] is an error. A 409 (not enough stock)
+//! are counted; what still fails after `RETRY_DEADLINE` is an error. A 409 (not enough stock)
 //! is a correct refusal, counted as `rejected`. A session that still cannot reach the bazaar
 //! after a whole retry deadline stops there: the rest of its orders count as not verified
 //! (mismatches) rather than each waiting out its own deadline.
@@ -33,16 +33,16 @@ use crate::error::{Error, Result};
 use crate::http::Client;
 
 /// Largest quantity a client trades at once.
-pub const MAX_TRADE: u64 = 5;
+pub(crate) const MAX_TRADE: u64 = 5;
 
 /// How long one request is retried before it counts as an error.
-pub const RETRY_DEADLINE: Duration = Duration::from_secs(15);
+pub(crate) const RETRY_DEADLINE: Duration = Duration::from_secs(15);
 
 /// Pause between retries of one request.
-pub const RETRY_PAUSE: Duration = Duration::from_millis(100);
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// How long to wait for one answer from the front-end (an order may wait for a fail-over).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The stock names of the shipped `conf/bazaar.yaml`, for the test harness and the eval
 /// (`cluster::STOCKS`). The client itself trades what the front-end lists (`GET /stocks`,
@@ -101,7 +101,7 @@ impl ClientOptions {
 /// Latency figures of one kind of request, in milliseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Latency {
-    pub mean: f64,
+    pub(crate) mean: f64,
     pub p50: f64,
     pub p99: f64,
     pub max: f64,
@@ -126,10 +126,10 @@ impl Latency {
 /// The run's summary; `--json` prints it as one object.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Summary {
-    pub clients: usize,
+    pub(crate) clients: usize,
     pub lookups: u64,
     pub orders: u64,
-    pub order_queries: u64,
+    pub(crate) order_queries: u64,
     pub rejected: u64,
     pub errors: u64,
     pub mismatches: u64,
@@ -154,7 +154,8 @@ impl Summary {
     }
 
     /// The longest any one request took, retries included: what a user saw as a pause.
-    pub fn longest_ms(&self) -> f64 {
+    #[cfg(feature = "testkit")]
+    pub(crate) fn longest_ms(&self) -> f64 {
         self.lookup_ms
             .max
             .max(self.order_ms.max)
@@ -450,7 +451,7 @@ enum Step {
 
 /// Calls `f` until it succeeds, fails for good, or [`RETRY_DEADLINE`] passes. Transport failures
 /// and 5xx answers are retried; other answers are final.
-pub fn retrying<T>(retries: &mut u64, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+pub(crate) fn retrying<T>(retries: &mut u64, mut f: impl FnMut() -> Result<T>) -> Result<T> {
     let deadline = Instant::now() + RETRY_DEADLINE;
     loop {
         match f() {

@@ -1,8 +1,8 @@
 //! The deployment description: one YAML file (`conf/bazaar.yaml`) for every process.
 //!
 //! [`Config::load`] reads the file, applies the environment overrides of the reference design
-//! (`CATALOG_PORT`, `CACHE_SIZE`, ...; see [`ENV_KEYS`], and `ORDER_HOST<id>`, ... for every
-//! configured replica id; see [`REPLICA_ENV_PREFIXES`]) and validates the result.
+//! (`CATALOG_PORT`, `CACHE_SIZE`, ...; see `ENV_KEYS`, and `ORDER_HOST<id>`, ... for every
+//! configured replica id; see `REPLICA_ENV_PREFIXES`) and validates the result.
 //! Any problem becomes one [`Error::Config`] line that names the key, and the binaries exit
 //! with code 2 on it. Unknown keys are errors, not silently ignored, so a typo cannot turn into
 //! a default.
@@ -22,14 +22,14 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Where binaries look for the config when `--config` is not given.
-pub const DEFAULT_CONFIG_PATH: &str = "conf/bazaar.yaml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "conf/bazaar.yaml";
 
 /// Longest stock name: names travel in every order log line and replication batch.
-pub const MAX_STOCK_NAME_LEN: usize = 64;
+pub(crate) const MAX_STOCK_NAME_LEN: usize = 64;
 
 /// The environment variables that override one key of the file (SPEC §1), with the reference
 /// names. The replicas' keys are in [`REPLICA_ENV_PREFIXES`].
-pub const ENV_KEYS: &[&str] = &[
+pub(crate) const ENV_KEYS: &[&str] = &[
     "CATALOG_HOST",
     "CATALOG_PORT",
     "FRONTEND_HOST",
@@ -45,7 +45,7 @@ pub const ENV_KEYS: &[&str] = &[
 
 /// The overrides of one replica's keys: the prefix followed by the replica's id, for any id
 /// the file configures (`ORDER_PORT2`, `ORDER_HOST12`, ...).
-pub const REPLICA_ENV_PREFIXES: &[&str] = &[
+pub(crate) const REPLICA_ENV_PREFIXES: &[&str] = &[
     "ORDER_HOST",
     "ORDER_PORT",
     "ORDER_LEADER_BROADCAST_PORT",
@@ -54,7 +54,8 @@ pub const REPLICA_ENV_PREFIXES: &[&str] = &[
 
 /// True for the name of an environment variable that overrides a key of the config: one of
 /// [`ENV_KEYS`], or a prefix of [`REPLICA_ENV_PREFIXES`] followed by a replica id.
-pub fn is_env_override(key: &str) -> bool {
+#[cfg(feature = "testkit")]
+pub(crate) fn is_env_override(key: &str) -> bool {
     ENV_KEYS.contains(&key) || replica_override(key).is_some()
 }
 
@@ -76,12 +77,12 @@ pub struct Config {
     /// Directory of every state file.
     pub output_dir: PathBuf,
     /// Seconds between the front-end's active health checks of the leader.
-    pub health_check_interval: f64,
+    pub(crate) health_check_interval: f64,
     /// The deployment's shared secret: required on every endpoint that only services call
     /// (replication, the catalog's apply path, invalidation, the election lines).
     pub secret: String,
     #[serde(default)]
-    pub http: HttpConfig,
+    pub(crate) http: HttpConfig,
     pub catalog: CatalogConfig,
     pub frontend: FrontendConfig,
     pub order: OrderConfig,
@@ -92,11 +93,11 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Most connections a service keeps open; more are answered 503 and closed.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// A keep-alive connection with no request for this long is closed.
-    pub idle_timeout_ms: u64,
+    pub(crate) idle_timeout_ms: u64,
     /// A request whose headers and body take longer than this to arrive is dropped.
-    pub request_timeout_ms: u64,
+    pub(crate) request_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -110,10 +111,10 @@ impl Default for HttpConfig {
 }
 
 impl HttpConfig {
-    pub fn idle_timeout(&self) -> Duration {
+    pub(crate) fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
     }
-    pub fn request_timeout(&self) -> Duration {
+    pub(crate) fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
 }
@@ -121,11 +122,11 @@ impl HttpConfig {
 /// One stock of the initial catalog.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StockConfig {
-    pub name: String,
-    pub price: f64,
+pub(crate) struct StockConfig {
+    pub(crate) name: String,
+    pub(crate) price: f64,
     #[serde(default = "default_quantity")]
-    pub quantity: u64,
+    pub(crate) quantity: u64,
 }
 
 fn default_quantity() -> u64 {
@@ -135,45 +136,45 @@ fn default_quantity() -> u64 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogConfig {
-    pub host: String,
+    pub(crate) host: String,
     pub port: u32,
     /// Size of the request thread pool.
     pub threads: usize,
-    pub stocks: Vec<StockConfig>,
+    pub(crate) stocks: Vec<StockConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FrontendConfig {
-    pub host: String,
+    pub(crate) host: String,
     pub port: u32,
     pub threads: usize,
     /// Serve lookups from the LRU cache.
-    pub cache: bool,
+    pub(crate) cache: bool,
     pub cache_size: usize,
     /// Append every cache change to `cache_log_path`.
     pub dump: bool,
     /// Where the cache trace goes; default `<output_dir>/frontend-cache.jsonl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_log_path: Option<PathBuf>,
+    pub(crate) cache_log_path: Option<PathBuf>,
     /// More front-ends of the deployment (`frontend --index 1` serves the first of these):
     /// the catalog invalidates every one, and any of them may select the leader.
     #[serde(default)]
-    pub others: Vec<Endpoint>,
+    pub(crate) others: Vec<Endpoint>,
 }
 
 /// A host and port of one more front-end.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u32,
+pub(crate) struct Endpoint {
+    pub(crate) host: String,
+    pub(crate) port: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrderConfig {
-    pub threads: usize,
+    pub(crate) threads: usize,
     pub replicas: Vec<ReplicaConfig>,
 }
 
@@ -181,8 +182,8 @@ pub struct OrderConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicaConfig {
-    pub id: u32,
-    pub host: String,
+    pub(crate) id: u32,
+    pub(crate) host: String,
     /// HTTP.
     pub port: u32,
     /// TCP: `Ping`, `You win`, `<id>`.
@@ -198,7 +199,7 @@ impl ReplicaConfig {
     pub fn broadcast_addr(&self) -> String {
         format!("{}:{}", self.host, self.leader_broadcast_port)
     }
-    pub fn health_addr(&self) -> String {
+    pub(crate) fn health_addr(&self) -> String {
         format!("{}:{}", self.host, self.health_check_port)
     }
 }
@@ -429,7 +430,7 @@ impl Config {
             .ok_or_else(|| Error::Config(format!("order.replicas: no replica with id {id}")))
     }
 
-    pub fn health_check_interval(&self) -> Duration {
+    pub(crate) fn health_check_interval(&self) -> Duration {
         Duration::from_secs_f64(self.health_check_interval)
     }
 
@@ -437,12 +438,12 @@ impl Config {
         format!("{}:{}", self.catalog.host, self.catalog.port)
     }
 
-    pub fn frontend_addr(&self) -> String {
+    pub(crate) fn frontend_addr(&self) -> String {
         format!("{}:{}", self.frontend.host, self.frontend.port)
     }
 
     /// Every front-end of the deployment: the default one first, then `frontend.others`.
-    pub fn frontend_addrs(&self) -> Vec<String> {
+    pub(crate) fn frontend_addrs(&self) -> Vec<String> {
         std::iter::once(self.frontend_addr())
             .chain(
                 self.frontend
@@ -491,7 +492,7 @@ impl Config {
         lines.iter().map(|line| format!("{line}\n")).collect()
     }
 
-    /// Makes front-end `index` of [`Config::frontend_addrs`] the one this process serves.
+    /// Makes front-end `index` of `Config::frontend_addrs` the one this process serves.
     pub fn serve_frontend(&mut self, index: usize) -> Result<()> {
         if index == 0 {
             return Ok(());
@@ -515,7 +516,7 @@ impl Config {
         Ok(())
     }
 
-    pub fn catalog_path(&self) -> PathBuf {
+    pub(crate) fn catalog_path(&self) -> PathBuf {
         self.output_dir.join("catalog.json")
     }
 
@@ -523,7 +524,7 @@ impl Config {
         self.output_dir.join(format!("orders-{id}.csv"))
     }
 
-    pub fn order_state_path(&self, id: u32) -> PathBuf {
+    pub(crate) fn order_state_path(&self, id: u32) -> PathBuf {
         self.output_dir.join(format!("orders-{id}.state.json"))
     }
 

@@ -2,7 +2,7 @@
 //!
 //! Every fallible function in the crate returns [`Result`]. Each variant is a kind of failure a
 //! caller may want to react to differently; [`Error::status`] is the single place that maps a
-//! variant to an HTTP status, and [`Error::from_status`] is its inverse, used when an error body
+//! variant to an HTTP status, and `Error::from_status` is its inverse, used when an error body
 //! comes back from another service so that, say, a 409 from the catalog stays a 409 at the
 //! front-end.
 
@@ -75,7 +75,7 @@ impl Error {
     }
 
     /// Rebuilds an error from a status and message that another service sent back.
-    pub fn from_status(status: u16, message: String) -> Error {
+    pub(crate) fn from_status(status: u16, message: String) -> Error {
         match status {
             400 => Error::BadRequest(message),
             401 => Error::Unauthorized(message),

@@ -20,7 +20,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Polls `f` every [`POLL_INTERVAL`] until it returns `Some`, or fails naming `what` after
 /// `timeout`.
-pub fn poll<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> Result<T> {
+pub(crate) fn poll<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> Result<T> {
     poll_every(what, timeout, POLL_INTERVAL, f)
 }
 

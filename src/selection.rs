@@ -24,11 +24,11 @@
 //! the first that answers `OK` that it won (with the highest epoch the front-end has seen as a
 //! hint), and once it answers `OK <epoch>`, tell every other replica `<id> <epoch>`. A winner
 //! that does not confirm (it may have died or be recovering) is skipped and the next is tried.
-//! The algorithm itself is [`select_with`], which takes the transport as a closure so that it
+//! The algorithm itself is `select_with`, which takes the transport as a closure so that it
 //! can be tested without sockets.
 //!
 //! The replica's side of the protocol (what each line does to its state) is in
-//! `crate::order`; this module only parses lines ([`Command::parse`]).
+//! `crate::order`; this module only parses lines (`Command::parse`).
 //!
 //! Caveats: the announcement `<id> <epoch>` is best effort; a replica that misses it learns the
 //! new leader from the leader's first `/propagate`. Nothing here protects against two
@@ -52,11 +52,11 @@ pub const YOU_WIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the front-end waits for `OK` to the `<id> <epoch>` announcement; it is best effort
 /// and a stopped replica must not delay the selection much.
-pub const ANNOUNCE_TIMEOUT: Duration = Duration::from_millis(300);
+pub(crate) const ANNOUNCE_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// Longest line either side reads: every valid line is a few bytes, so a peer sending more is
 /// not speaking this protocol.
-pub const MAX_LINE_BYTES: u64 = 256;
+pub(crate) const MAX_LINE_BYTES: u64 = 256;
 
 /// The outcome of a leader selection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub struct Leadership {
 
 /// One request line of the protocol, as a replica understands it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     /// `Ping`.
     Ping,
     /// `You win <hint> <secret>`: `hint` is the highest epoch the front-end has seen.
@@ -84,7 +84,7 @@ impl Command {
     /// Parses one line (without its line ending); `None` for anything unknown. A missing
     /// secret parses as an empty one (the caller refuses it); a secret needs the number before
     /// it, so `You win 7` is hint 7 without a secret.
-    pub fn parse(line: &str) -> Option<Command> {
+    pub(crate) fn parse(line: &str) -> Option<Command> {
         let line = line.trim();
         if line == "Ping" {
             return Some(Command::Ping);
@@ -108,7 +108,7 @@ impl Command {
     }
 
     /// The line for a log: the secret replaced by `<secret>`.
-    pub fn redacted(&self) -> String {
+    pub(crate) fn redacted(&self) -> String {
         let mut shown = self.clone();
         if let Command::YouWin { secret, .. } | Command::Leader { secret, .. } = &mut shown {
             if !secret.is_empty() {
@@ -119,7 +119,7 @@ impl Command {
     }
 
     /// The secret the line carries (empty for `Ping` and for lines without one).
-    pub fn secret(&self) -> &str {
+    pub(crate) fn secret(&self) -> &str {
         match self {
             Command::Ping => "",
             Command::YouWin { secret, .. } | Command::Leader { secret, .. } => secret,
@@ -175,7 +175,7 @@ fn write_number_and_secret(
 
 /// A replica's answer line.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// `OK`.
     Ok,
     /// `OK <epoch>`: the answer to `You win`.
@@ -202,7 +202,7 @@ impl std::fmt::Display for Reply {
 }
 
 impl Reply {
-    pub fn parse(line: &str) -> Reply {
+    pub(crate) fn parse(line: &str) -> Reply {
         let line = line.trim();
         match line {
             "OK" => Reply::Ok,
@@ -278,7 +278,7 @@ pub fn select_leader(
 
 /// The selection algorithm over any transport: `ask(addr, line, timeout)` returns the answer
 /// line or `None`. Pure apart from what `ask` does, so it is unit-tested with a fake.
-pub fn select_with(
+pub(crate) fn select_with(
     replicas: &[ReplicaConfig],
     epoch_hint: u64,
     secret: &str,

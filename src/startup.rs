@@ -69,14 +69,14 @@ pub fn init_logging(flag: Option<String>) {
 
 /// How long a graceful stop may take before the process exits anyway: under the 5 s that
 /// `./run.sh down` waits before SIGKILL, so that a stuck stop is still a clean exit.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs a service until SIGINT or SIGTERM, then stops it gracefully and exits with code 0.
 ///
 /// The handlers are installed before `start` runs, so a signal during start-up is kept and
 /// acted on once the service runs. A start error exits as [`exit_with`] does. On a signal,
 /// `stop` (the service's `shutdown`: stop accepting, close connections, join the threads) runs
-/// on a thread of its own; the process exits when it is done, after [`STOP_TIMEOUT`], or at a
+/// on a thread of its own; the process exits when it is done, after `STOP_TIMEOUT`, or at a
 /// second signal, whichever comes first. Exiting early is always safe: every state file is
 /// valid at every instant (appends are fsynced, rewrites are atomic), so the graceful stop only
 /// spares the peers half-answered connections. Without signal handlers (they could not be

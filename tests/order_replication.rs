@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use bazaar::api::{OrderAck, OrderRequest, OrderType, ReplicaHealth, StockRecord};
 use bazaar::config::Config;
-use bazaar::selection;
 use bazaar::error::Error;
 use bazaar::http::{Client, Server};
 use bazaar::order::{self, Listeners, Replica};
+use bazaar::selection;
 
 const WAIT: Duration = Duration::from_secs(15);
 const CALL: Duration = Duration::from_secs(5);

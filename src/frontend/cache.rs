@@ -72,10 +72,10 @@ use crate::error::Result;
 /// catalog relies on it: when a front-end does not confirm an invalidation (it may be paused),
 /// the catalog answers the trade only once this much time has passed since the trade became
 /// visible, so whatever that front-end cached before the trade has expired by then.
-pub const CACHE_LEASE: Duration = Duration::from_secs(1);
+pub(crate) const CACHE_LEASE: Duration = Duration::from_secs(1);
 
 /// Number of invalidation-generation counters (see the Caveats of the module doc).
-pub const GENERATION_SLOTS: usize = 1024;
+pub(crate) const GENERATION_SLOTS: usize = 1024;
 
 /// How many trace lines may wait for the writer thread before a change waits for room (see
 /// the Caveats of the module doc). A few seconds of a busy front-end's hits.
@@ -94,7 +94,7 @@ struct Node<V> {
 
 /// An O(1) least-recently-used map from `String` keys to `V`.
 #[derive(Debug)]
-pub struct Lru<V> {
+pub(crate) struct Lru<V> {
     capacity: usize,
     index: HashMap<String, usize>,
     nodes: Vec<Node<V>>,
@@ -106,7 +106,7 @@ pub struct Lru<V> {
 
 impl<V> Lru<V> {
     /// An empty cache holding at most `capacity` entries (at least one).
-    pub fn new(capacity: usize) -> Lru<V> {
+    pub(crate) fn new(capacity: usize) -> Lru<V> {
         let capacity = capacity.max(1);
         Lru {
             capacity,
@@ -117,20 +117,13 @@ impl<V> Lru<V> {
         }
     }
 
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.nodes.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
     /// The value for `key`, which becomes the most recently used.
-    pub fn get(&mut self, key: &str) -> Option<&V> {
+    pub(crate) fn get(&mut self, key: &str) -> Option<&V> {
         let slot = *self.index.get(key)?;
         self.unlink(slot);
         self.push_front(slot);
@@ -139,7 +132,7 @@ impl<V> Lru<V> {
 
     /// Inserts or replaces `key` as the most recently used; returns the key evicted to make
     /// room, if any.
-    pub fn put(&mut self, key: String, value: V) -> Option<String> {
+    pub(crate) fn put(&mut self, key: String, value: V) -> Option<String> {
         if let Some(&slot) = self.index.get(&key) {
             self.nodes[slot].value = value;
             self.unlink(slot);
@@ -167,7 +160,7 @@ impl<V> Lru<V> {
     }
 
     /// Removes `key`, returning its value.
-    pub fn remove(&mut self, key: &str) -> Option<V> {
+    pub(crate) fn remove(&mut self, key: &str) -> Option<V> {
         let slot = self.index.remove(key)?;
         self.unlink(slot);
         let last = self.nodes.len() - 1;
@@ -190,7 +183,7 @@ impl<V> Lru<V> {
     }
 
     /// The keys from most to least recently used.
-    pub fn keys(&self) -> Vec<String> {
+    pub(crate) fn keys(&self) -> Vec<String> {
         let mut keys = Vec::with_capacity(self.nodes.len());
         let mut cursor = self.head;
         while let Some(slot) = cursor {
@@ -230,7 +223,7 @@ impl<V> Lru<V> {
 /// Permission to insert a catalog answer for `key`, valid while no invalidation of the key
 /// happened since it was taken.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ticket {
+pub(crate) struct Ticket {
     key: String,
     slot: usize,
     generation: u64,
@@ -240,7 +233,7 @@ pub struct Ticket {
 
 /// What a lookup found.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     Hit(Stock),
     /// Not cached (or caching is off): ask the catalog, then [`Cache::insert`] with the ticket.
     Miss(Ticket),
@@ -274,7 +267,7 @@ struct Inner {
 }
 
 /// The thread-safe cache of the front-end.
-pub struct Cache {
+pub(crate) struct Cache {
     enabled: bool,
     capacity: usize,
     inner: Mutex<Inner>,
@@ -285,7 +278,7 @@ pub struct Cache {
 impl Cache {
     /// An empty cache. With `trace` set (and caching on), every change is appended to that
     /// file, which is created if missing (with its directory).
-    pub fn new(enabled: bool, capacity: usize, trace: Option<&Path>) -> Result<Cache> {
+    pub(crate) fn new(enabled: bool, capacity: usize, trace: Option<&Path>) -> Result<Cache> {
         let (trace, trace_writer) = match trace.filter(|_| enabled) {
             Some(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -316,12 +309,8 @@ impl Cache {
         Ok(cache)
     }
 
-    pub fn enabled(&self) -> bool {
-        self.enabled
-    }
-
     /// A hit (which becomes the most recent) or a ticket for inserting the catalog's answer.
-    pub fn lookup(&self, key: &str) -> Lookup {
+    pub(crate) fn lookup(&self, key: &str) -> Lookup {
         let slot = generation_slot(key);
         let mut inner = self.inner.lock();
         let now = Instant::now();
@@ -350,7 +339,7 @@ impl Cache {
 
     /// Inserts the catalog's answer unless the key was invalidated after the ticket was taken.
     /// Returns whether it was inserted.
-    pub fn insert(&self, ticket: Ticket, stock: Stock) -> bool {
+    pub(crate) fn insert(&self, ticket: Ticket, stock: Stock) -> bool {
         if !self.enabled {
             return false;
         }
@@ -367,7 +356,7 @@ impl Cache {
     }
 
     /// Drops `key` and refuses every insert whose ticket was taken before this call.
-    pub fn invalidate(&self, key: &str) {
+    pub(crate) fn invalidate(&self, key: &str) {
         let slot = generation_slot(key);
         let mut inner = self.inner.lock();
         inner.generations[slot] = inner.generations[slot].wrapping_add(1);
@@ -377,7 +366,7 @@ impl Cache {
     }
 
     /// What `GET /cache` shows.
-    pub fn view(&self) -> CacheView {
+    pub(crate) fn view(&self) -> CacheView {
         CacheView {
             enabled: self.enabled,
             capacity: self.capacity,

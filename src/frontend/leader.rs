@@ -40,15 +40,15 @@ use crate::selection::{self, Leadership};
 
 /// Chooses a leader among replicas given an epoch hint: `selection::select_leader` in
 /// production, a stub in tests.
-pub type Selector = dyn Fn(&[ReplicaConfig], u64) -> Option<Leadership> + Send + Sync;
+pub(crate) type Selector = dyn Fn(&[ReplicaConfig], u64) -> Option<Leadership> + Send + Sync;
 
 /// How many leader changes [`LeaderTracker::changes`] remembers: enough for a screen.
 pub(crate) const LEADER_CHANGES_KEPT: usize = 10;
 
 /// A consistent snapshot: the leader and the selection it came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct View {
-    pub leader: Option<Leadership>,
+pub(crate) struct View {
+    pub(crate) leader: Option<Leadership>,
     version: u64,
 }
 
@@ -66,7 +66,7 @@ struct State {
 }
 
 /// The front-end's knowledge of the leader.
-pub struct LeaderTracker {
+pub(crate) struct LeaderTracker {
     replicas: Vec<ReplicaConfig>,
     selector: Box<Selector>,
     state: Mutex<State>,
@@ -79,7 +79,7 @@ pub struct LeaderTracker {
 impl LeaderTracker {
     /// A tracker with no leader yet, selecting with `selection::select_leader`, which sends
     /// the deployment's `secret` on the lines that change who leads.
-    pub fn new(replicas: Vec<ReplicaConfig>, secret: &str) -> LeaderTracker {
+    pub(crate) fn new(replicas: Vec<ReplicaConfig>, secret: &str) -> LeaderTracker {
         let secret = secret.to_string();
         LeaderTracker::with_selector(
             replicas,
@@ -88,7 +88,10 @@ impl LeaderTracker {
     }
 
     /// A tracker that selects with `selector` (tests).
-    pub fn with_selector(replicas: Vec<ReplicaConfig>, selector: Box<Selector>) -> LeaderTracker {
+    pub(crate) fn with_selector(
+        replicas: Vec<ReplicaConfig>,
+        selector: Box<Selector>,
+    ) -> LeaderTracker {
         LeaderTracker {
             replicas,
             selector,
@@ -99,7 +102,7 @@ impl LeaderTracker {
         }
     }
 
-    pub fn view(&self) -> View {
+    pub(crate) fn view(&self) -> View {
         let state = self.state.lock();
         View {
             leader: state.current,
@@ -113,19 +116,19 @@ impl LeaderTracker {
     }
 
     /// The replica with this id.
-    pub fn replica(&self, id: u32) -> Option<&ReplicaConfig> {
+    pub(crate) fn replica(&self, id: u32) -> Option<&ReplicaConfig> {
         self.replicas.iter().find(|r| r.id == id)
     }
 
-    pub fn count_retry(&self) {
+    pub(crate) fn count_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn retries(&self) -> u64 {
+    pub(crate) fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
     }
 
-    pub fn failovers(&self) -> u64 {
+    pub(crate) fn failovers(&self) -> u64 {
         self.failovers.load(Ordering::Relaxed)
     }
 
@@ -136,7 +139,7 @@ impl LeaderTracker {
 
     /// Re-selects the leader because `seen` failed, unless a selection already completed
     /// since `seen` was taken; waits for a running selection at most until `deadline`.
-    pub fn reselect(&self, seen: View, deadline: Instant) -> View {
+    pub(crate) fn reselect(&self, seen: View, deadline: Instant) -> View {
         let mut state = self.state.lock();
         loop {
             if state.version != seen.version {

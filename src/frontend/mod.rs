@@ -1,6 +1,6 @@
 //! The front-end: the only service clients talk to (SPEC §3).
 //!
-//! Lookups (`GET /stocks/<name>`) are served from the LRU [`cache`] when caching is on; a miss
+//! Lookups (`GET /stocks/<name>`) are served from the LRU `cache` when caching is on; a miss
 //! takes an invalidation ticket, asks the catalog and inserts the answer only if no
 //! invalidation of that stock happened meanwhile. The catalog calls `POST /invalidation` (an
 //! `InvalidateBatch` of names; `POST /invalidation/<name>` for one name is kept) after every
@@ -10,11 +10,11 @@
 //! hold (see the cache's module doc for the race this closes).
 //!
 //! Orders (`POST /orders`, `GET /orders/<n>`) go to the leading order replica, tracked by
-//! [`leader::LeaderTracker`]. A forward that finds the leader unreachable, or hears 421 "not
+//! `leader::LeaderTracker`. A forward that finds the leader unreachable, or hears 421 "not
 //! the leader", re-selects the leader (once per failure wave, serialized) and retries the same
 //! body — same `request_id`, which the front-end assigns when the client did not, so the
 //! catalog and the replicas recognise the retry and never trade twice. Retries stop after
-//! [`MAX_FORWARD_ATTEMPTS`] or at [`FORWARD_DEADLINE`], answering 503 "no order replica
+//! `MAX_FORWARD_ATTEMPTS` or at `FORWARD_DEADLINE`, answering 503 "no order replica
 //! reachable". Every other error (400/404/409, a 503 meaning the catalog is down, 500) is the
 //! leader's real answer and goes straight back with its status.
 //!
@@ -40,9 +40,9 @@
 //! - Stock names in paths are percent-decoded here and percent-encoded on the way out
 //!   (`http::encode_segment`, `http::decode_segment`) so that odd names reach the catalog intact.
 
-pub mod cache;
+pub(crate) mod cache;
 mod dashboard;
-pub mod leader;
+pub(crate) mod leader;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -58,42 +58,42 @@ use crate::api::{
     OrderAck, OrderRequest, ReplicaHealth, Stock, StockRecord, RESEND,
 };
 use crate::config::Config;
-use crate::selection;
 use crate::error::{Error, Result};
 use crate::http::Runs::{Inline, OnPool};
 use crate::http::{
     self, decode_segment, encode_segment, Client, Handler, Request, Response, Route, Server,
     ServerOptions,
 };
+use crate::selection;
 
 use cache::{Cache, Lookup};
 use leader::{LeaderTracker, View};
 
 /// How long a lookup or a stock listing waits for the catalog.
-pub const CATALOG_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const CATALOG_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long one forward to the leader waits for its answer. A frozen leader (SIGSTOP) still
 /// accepts connections, so this is how long orders sent to it wait before the front-end
 /// re-selects; a healthy leader answers well within it, or says 503 "re-send" itself after
 /// `order::ORDER_WAIT`, and the retry (same request id) finds the order wherever it went.
-pub const FORWARD_TIMEOUT: Duration = Duration::from_millis(800);
+pub(crate) const FORWARD_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// The most time a client request spends forwarding and retrying before it gets 503.
-pub const FORWARD_DEADLINE: Duration = Duration::from_secs(6);
+pub(crate) const FORWARD_DEADLINE: Duration = Duration::from_secs(6);
 
 /// The most forwards one client request makes (a safety net under the deadline).
-pub const MAX_FORWARD_ATTEMPTS: u32 = 64;
+pub(crate) const MAX_FORWARD_ATTEMPTS: u32 = 64;
 
 /// Pause before retrying when re-selection did not produce a different leader, so that a
 /// request does not spin while no replica answers.
-pub const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How long the health-check thread waits for a selection another thread is running.
-pub const HEALTH_SELECTION_WAIT: Duration = Duration::from_secs(6);
+pub(crate) const HEALTH_SELECTION_WAIT: Duration = Duration::from_secs(6);
 
 /// The front-end's request handling, usable without any thread or socket (tests call
 /// [`FrontendApi::route`] directly).
-pub struct FrontendApi {
+pub(crate) struct FrontendApi {
     catalog_addr: String,
     client: Client,
     cache: Cache,
@@ -173,7 +173,7 @@ const ROUTES: &[Route<FrontendApi>] = &[
 impl FrontendApi {
     /// Builds the service from the config: an empty cache (opening the trace file when dump
     /// and caching are on) and no leader yet.
-    pub fn new(config: &Config) -> Result<FrontendApi> {
+    pub(crate) fn new(config: &Config) -> Result<FrontendApi> {
         FrontendApi::with_leader_tracker(
             config,
             LeaderTracker::new(config.order.replicas.clone(), &config.secret),
@@ -181,7 +181,10 @@ impl FrontendApi {
     }
 
     /// [`FrontendApi::new`] with a given leader tracker (tests pass one with a stub selector).
-    pub fn with_leader_tracker(config: &Config, leader: LeaderTracker) -> Result<FrontendApi> {
+    pub(crate) fn with_leader_tracker(
+        config: &Config,
+        leader: LeaderTracker,
+    ) -> Result<FrontendApi> {
         let trace = config.frontend.dump.then(|| config.cache_log_path());
         let cache = Cache::new(
             config.frontend.cache,
@@ -204,7 +207,7 @@ impl FrontendApi {
     }
 
     /// The one router of the front-end: the table `ROUTES`.
-    pub fn route(&self, req: &Request) -> Result<Response> {
+    pub(crate) fn route(&self, req: &Request) -> Result<Response> {
         http::dispatch(ROUTES, self, req)
     }
 
@@ -464,11 +467,6 @@ pub fn start_with_listener(config: Config, listener: TcpListener) -> Result<Fron
 impl Frontend {
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
-    }
-
-    /// The request handling behind the server.
-    pub fn service(&self) -> &Arc<FrontendApi> {
-        &self.service
     }
 
     /// Blocks until the server stops, then stops the health checks.

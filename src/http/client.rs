@@ -18,20 +18,20 @@ use crate::api::{Data, ErrorBody};
 use crate::error::{Error, Result};
 
 /// Idle keep-alive connections kept per host: at least any service's pool size.
-pub const MAX_IDLE_PER_HOST: usize = 64;
+pub(crate) const MAX_IDLE_PER_HOST: usize = 64;
 
 /// How long to wait for a TCP connect.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The agent-wide default wait for a response; callers can pass a tighter one per call.
-pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The end of an [`Error::Unreachable`] message when nothing listens at the address (the
 /// process is not running), as opposed to a peer that is silent or slow.
-pub const REFUSED: &str = "connection refused";
+pub(crate) const REFUSED: &str = "connection refused";
 
 /// True if `err` says nothing listens at the address: that process is not running.
-pub fn is_refused(err: &Error) -> bool {
+pub(crate) fn is_refused(err: &Error) -> bool {
     matches!(err, Error::Unreachable(m) if m.ends_with(REFUSED))
 }
 

@@ -1,9 +1,9 @@
 //! HTTP plumbing, written once and used by every service.
 //!
-//! - [`server`]: a blocking HTTP/1.1 server on `std::net`, requests parsed with `httparse`,
+//! - `server`: a blocking HTTP/1.1 server on `std::net`, requests parsed with `httparse`,
 //!   one thread per connection (with idle and request read timeouts and a connection cap),
 //!   every parsed request run on a fixed `threadpool`. Why not tiny_http: `docs/http-server.md`.
-//! - [`client`]: outbound calls through one shared keep-alive `ureq` agent per process.
+//! - `client`: outbound calls through one shared keep-alive `ureq` agent per process.
 //!
 //! A service is a [`Handler`]: one `route()` from [`Request`] to [`Response`] or [`Error`]; the
 //! server turns errors into the JSON error body and a panic into a 500. Each service lists its
@@ -11,8 +11,8 @@
 //! answers from it, with a 405 for a listed path under another method and a 404 for the rest.
 //! The 405 carries an `Allow` header listing the path's methods, from the same table.
 
-pub mod client;
-pub mod server;
+pub(crate) mod client;
+pub(crate) mod server;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -34,17 +34,17 @@ pub struct Request {
     /// The path without the query string, e.g. `/stocks/GameStart`.
     pub path: String,
     /// The raw query string after `?`, if any.
-    pub query: Option<String>,
+    pub(crate) query: Option<String>,
     /// Header names lower-cased.
-    pub headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     /// An HTTP/1.0 request: its connection closes unless it asks for keep-alive.
-    pub http_1_0: bool,
+    pub(crate) http_1_0: bool,
 }
 
 impl Request {
     /// Builds a request from a method and a target such as `/lookup?stock=X`.
-    pub fn new(method: &str, target: &str, body: Vec<u8>) -> Request {
+    pub(crate) fn new(method: &str, target: &str, body: Vec<u8>) -> Request {
         let (path, query) = match target.split_once('?') {
             Some((p, q)) => (p.to_string(), Some(q.to_string())),
             None => (target.to_string(), None),
@@ -66,7 +66,7 @@ impl Request {
 
     /// A query parameter. The reference client separates parameters with a literal `&amp;`,
     /// which splitting on `&` turns into a leading `amp;`: that is stripped.
-    pub fn query_param(&self, name: &str) -> Option<String> {
+    pub(crate) fn query_param(&self, name: &str) -> Option<String> {
         let query = self.query.as_deref()?;
         query.split('&').find_map(|pair| {
             let pair = pair.strip_prefix("amp;").unwrap_or(pair);
@@ -76,7 +76,7 @@ impl Request {
     }
 
     /// The first header with this (case-insensitive) name.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -86,7 +86,7 @@ impl Request {
     /// Checks that the request carries the deployment's secret (`Authorization: Bearer ..`),
     /// for the endpoints that only services call. The comparison takes the same time wherever
     /// the first wrong byte is, so the secret cannot be guessed byte by byte from timings.
-    pub fn require_secret(&self, secret: &str) -> Result<()> {
+    pub(crate) fn require_secret(&self, secret: &str) -> Result<()> {
         let given = self
             .header("authorization")
             .and_then(|v| v.strip_prefix("Bearer "))
@@ -106,7 +106,7 @@ impl Request {
     }
 
     /// Decodes the JSON body; a bad body is a 400 that says why.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
+    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(&self.body)
             .map_err(|e| Error::BadRequest(format!("malformed JSON body: {e}")))
     }
@@ -125,7 +125,7 @@ pub(crate) fn secret_matches(given: &str, secret: &str) -> bool {
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, for a path segment.
-pub fn encode_segment(s: &str) -> String {
+pub(crate) fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -138,7 +138,7 @@ pub fn encode_segment(s: &str) -> String {
 }
 
 /// Decodes `%XX` escapes of a path segment; invalid escapes are kept as they are.
-pub fn decode_segment(s: &str) -> String {
+pub(crate) fn decode_segment(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -190,7 +190,7 @@ impl Response {
     }
 
     /// The error's status with `{"error":{"code":C,"message":"..."}}`.
-    pub fn error(err: &Error) -> Response {
+    pub(crate) fn error(err: &Error) -> Response {
         let body = serde_json::to_vec(&ErrorBody::from(err)).unwrap_or_else(|_| {
             br#"{"error":{"code":500,"message":"cannot encode error"}}"#.to_vec()
         });

@@ -56,17 +56,17 @@ use crate::config::HttpConfig;
 use crate::error::{Error, Result};
 
 /// Largest request head (request line plus headers) accepted.
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// Most headers in one request.
 const MAX_HEADERS: usize = 64;
 
 /// A client that does not read its response for this long is dropped.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// After an error response, how long to keep discarding what the client still sends before
 /// closing (see `linger`).
-pub const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Most bytes discarded after an error response; a client sending more sees a reset.
 const LINGER_MAX_BYTES: usize = 1024 * 1024;
@@ -79,13 +79,13 @@ const CONNECTION_STACK_BYTES: usize = 256 * 1024;
 /// bounded by `max_connections` only, and under a flood every accepted request waited behind
 /// up to that many others. This bounds the wait of an accepted request to about this many
 /// handler runs.
-pub const MAX_QUEUED_PER_THREAD: usize = 32;
+pub(crate) const MAX_QUEUED_PER_THREAD: usize = 32;
 
 /// Handlers running on their connection's thread at once, per pool thread the service is
 /// configured with (`Handler::runs_inline`); one more is answered 503. 16 × 8 threads = 128
 /// requests in flight through a front-end: more than the 64 clients of the bench's largest
 /// run, and well under the queue that would make accepted requests wait seconds.
-pub const MAX_INLINE_PER_THREAD: usize = 16;
+pub(crate) const MAX_INLINE_PER_THREAD: usize = 16;
 
 /// After a failed `accept` (e.g. out of file descriptors), wait this long before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
@@ -119,7 +119,7 @@ impl ServerOptions {
 
 /// Binds a listening socket; failure is a config error naming the address (a port in use or
 /// a host not on this machine), so the binary exits with code 2 and says why.
-pub fn listen(addr: &str) -> Result<TcpListener> {
+pub(crate) fn listen(addr: &str) -> Result<TcpListener> {
     TcpListener::bind(addr).map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))
 }
 
@@ -213,11 +213,11 @@ impl Server {
 /// How [`accept_loop`] admits connections.
 pub(crate) struct Admission {
     /// Names the log lines and, with `-conn`, the connection threads.
-    pub name: String,
+    pub(crate) name: String,
     /// Most connections served at once; one more goes to `refuse` instead.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Stack of a connection thread; `None` for the default.
-    pub stack_bytes: Option<usize>,
+    pub(crate) stack_bytes: Option<usize>,
 }
 
 /// The accepting thread of every listener (the HTTP server's and the replica's line ports):

@@ -97,13 +97,13 @@ pub(crate) const MAX_QUEUED: usize = 10_000;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct HardState {
     /// The highest epoch granted (to itself or another) or seen.
-    pub epoch: u64,
+    pub(crate) epoch: u64,
     /// Whom `epoch` was granted to.
     #[serde(default)]
-    pub voted_for: Option<u32>,
+    pub(crate) voted_for: Option<u32>,
     /// The epoch of the leader whose log this log is a prefix of.
     #[serde(default)]
-    pub log_epoch: u64,
+    pub(crate) log_epoch: u64,
 }
 
 /// The log and hard state as the core sees them. Appends may be buffered until [`Store::sync`];
@@ -213,16 +213,16 @@ pub(crate) enum Answer {
 /// A snapshot for `/health` and the line ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Status {
-    pub role: RoleName,
-    pub epoch: u64,
-    pub leader: Option<u32>,
-    pub latest: i64,
-    pub commit: i64,
-    pub applied: i64,
-    pub log_epoch: u64,
+    pub(crate) role: RoleName,
+    pub(crate) epoch: u64,
+    pub(crate) leader: Option<u32>,
+    pub(crate) latest: i64,
+    pub(crate) commit: i64,
+    pub(crate) applied: i64,
+    pub(crate) log_epoch: u64,
     /// Answers `Ping` with `OK`: not a follower still catching up with a live leader, nor one
     /// that started less than a lease ago and has not heard from a leader yet.
-    pub ready: bool,
+    pub(crate) ready: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,15 +15,15 @@ use std::sync::OnceLock;
 use log::error;
 
 /// The catalog applied a batch; the orders in it are not answered yet.
-pub const AFTER_CATALOG_TRADE: &str = "after-catalog-trade";
+pub(crate) const AFTER_CATALOG_TRADE: &str = "after-catalog-trade";
 /// The leader's own fsync is done, nothing is replicated.
-pub const AFTER_LOG_APPEND: &str = "after-log-append";
+pub(crate) const AFTER_LOG_APPEND: &str = "after-log-append";
 /// Exactly one follower stored the order.
-pub const AFTER_REPLICATE_ONE: &str = "after-replicate-one";
+pub(crate) const AFTER_REPLICATE_ONE: &str = "after-replicate-one";
 /// Replicated everywhere, not answered.
-pub const BEFORE_REPLY: &str = "before-reply";
+pub(crate) const BEFORE_REPLY: &str = "before-reply";
 /// Not a crash: the k-th log sync with entries to write fails (see `store`).
-pub const FAIL_SYNC: &str = "fail-sync";
+pub(crate) const FAIL_SYNC: &str = "fail-sync";
 
 struct Armed {
     name: String,
@@ -57,7 +57,7 @@ fn parse(value: &str) -> Option<(String, u64)> {
 }
 
 /// Called by an order reaching point `name`: aborts the process if this is the armed hit.
-pub fn hit(name: &str) {
+pub(crate) fn hit(name: &str) {
     let Some(armed) = armed() else { return };
     if armed.name != name {
         return;
@@ -72,7 +72,7 @@ pub fn hit(name: &str) {
 
 /// True exactly the k-th time the armed point `name` is reached (a fault to inject, not a
 /// crash).
-pub fn fails(name: &str) -> bool {
+pub(crate) fn fails(name: &str) -> bool {
     let Some(armed) = armed() else { return false };
     armed.name == name && armed.hits.fetch_add(1, Ordering::SeqCst) + 1 == armed.at
 }

@@ -29,17 +29,17 @@ pub(crate) type Answerer = dyn Fn(Command) -> Reply + Send + Sync;
 pub(crate) type Stopped = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// How long a line connection may take to send its line.
-pub const LINE_READ_TIMEOUT: Duration = Duration::from_millis(500);
+pub(crate) const LINE_READ_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How long writing the answer may take.
-pub const LINE_WRITE_TIMEOUT: Duration = Duration::from_millis(500);
+pub(crate) const LINE_WRITE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Line connections served at once, per replica.
-pub const MAX_LINE_CONNECTIONS: usize = 64;
+pub(crate) const MAX_LINE_CONNECTIONS: usize = 64;
 
 /// Which port a listener serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Port {
+pub(crate) enum Port {
     /// `Ping`, `You win`, `<id> <epoch>`.
     Broadcast,
     /// `Ping` only.
@@ -69,7 +69,7 @@ fn thread_name(id: u32, port: Port) -> String {
 }
 
 /// Unblocks the accepting threads after `Node::stop` (they notice the flag on the next accept).
-pub fn wake(addrs: &[SocketAddr]) {
+pub(crate) fn wake(addrs: &[SocketAddr]) {
     for addr in addrs {
         let _ = TcpStream::connect_timeout(addr, LINE_READ_TIMEOUT);
     }

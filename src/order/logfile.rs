@@ -155,7 +155,7 @@ fn spread(hash: u32) -> u64 {
 }
 
 /// One replica's order log. Cheap reads, one writer at a time.
-pub struct OrderLog {
+pub(crate) struct OrderLog {
     path: PathBuf,
     /// The open file; holding this lock is what makes a caller the writer.
     file: Mutex<File>,
@@ -167,7 +167,7 @@ pub struct OrderLog {
 impl OrderLog {
     /// Opens `path`, creating it (and its directory) with the header when missing, repairing a
     /// torn tail, refusing a damaged file.
-    pub fn open(path: &Path) -> Result<OrderLog> {
+    pub(crate) fn open(path: &Path) -> Result<OrderLog> {
         let dir = dir_of(path);
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::State(format!("cannot create {}: {e}", dir.display())))?;
@@ -220,12 +220,8 @@ impl OrderLog {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Highest order number held, −1 when empty.
-    pub fn latest(&self) -> i64 {
+    pub(crate) fn latest(&self) -> i64 {
         self.mem.read().latest()
     }
 
@@ -234,7 +230,7 @@ impl OrderLog {
         self.mem.read().epoch_of(number)
     }
 
-    pub fn get(&self, number: u64) -> Result<Option<LogEntry>> {
+    pub(crate) fn get(&self, number: u64) -> Result<Option<LogEntry>> {
         let mem = self.mem.read();
         if number >= mem.len() {
             return Ok(None);
@@ -243,7 +239,7 @@ impl OrderLog {
     }
 
     /// The number of the order with this request id, if logged.
-    pub fn lookup(&self, request_id: &str) -> Result<Option<u64>> {
+    pub(crate) fn lookup(&self, request_id: &str) -> Result<Option<u64>> {
         let mem = self.mem.read();
         let hash = mem.id_hash(request_id);
         for &(h, number) in mem.by_request.iter_hash(spread(hash)) {
@@ -263,7 +259,7 @@ impl OrderLog {
     }
 
     /// Up to `limit` entries starting at number `since`.
-    pub fn since(&self, since: u64, limit: usize) -> Result<LogPage> {
+    pub(crate) fn since(&self, since: u64, limit: usize) -> Result<LogPage> {
         let mem = self.mem.read();
         let count = mem.len().saturating_sub(since).min(limit as u64);
         Ok(LogPage {
@@ -495,7 +491,8 @@ fn parse(bytes: &[u8], path: &Path) -> Result<(Memory, Option<u64>)> {
 /// The entries of an order log file's bytes, for readers outside the replica (the test
 /// harness): strict like [`OrderLog::open`], and stricter, since nothing is repaired here: a
 /// torn last record is an error too. No bytes at all is an empty log (a replica not started).
-pub fn entries(bytes: &[u8], path: &Path) -> Result<Vec<LogEntry>> {
+#[cfg(feature = "testkit")]
+pub(crate) fn entries(bytes: &[u8], path: &Path) -> Result<Vec<LogEntry>> {
     if bytes.is_empty() {
         return Ok(Vec::new());
     }

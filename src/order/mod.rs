@@ -13,7 +13,7 @@
 //! effects. This module is the driver around it, and its threads only move bytes:
 //!
 //! - the **core thread** drains every event that arrived (HTTP handlers, line connections,
-//!   peer and catalog answers, a tick every [`TICK`]), steps the core with each, flushes it
+//!   peer and catalog answers, a tick every `TICK`), steps the core with each, flushes it
 //!   (one fsync for all appends of the batch: group commit) and dispatches the effects;
 //! - one **peer thread** per other replica sends what the core wants sent to it (propagate,
 //!   vote, log page) and feeds the answer back as an event;
@@ -58,34 +58,34 @@ use crate::http::Runs::Inline;
 use crate::http::{self, Client, Handler, Request, Response, Route, Server, ServerOptions};
 
 /// How often the core checks heartbeats, leases and retries.
-pub const TICK: Duration = Duration::from_millis(20);
+pub(crate) const TICK: Duration = Duration::from_millis(20);
 
 /// How long `POST /orders` waits for its order to be committed and applied before answering
 /// 503 "re-send": below the front-end's forward timeout, so the front-end hears why.
-pub const ORDER_WAIT: Duration = Duration::from_millis(650);
+pub(crate) const ORDER_WAIT: Duration = Duration::from_millis(650);
 
 /// How long a peer's `/propagate` or `/vote` waits for the core (it answers at once unless
 /// the disk is slow).
-pub const PEER_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const PEER_WAIT: Duration = Duration::from_secs(2);
 
 /// How long `You win` waits for the candidacy's outcome: below `selection::YOU_WIN_TIMEOUT`.
-pub const YOU_WIN_WAIT: Duration = Duration::from_secs(4);
+pub(crate) const YOU_WIN_WAIT: Duration = Duration::from_secs(4);
 
 /// How long a propagate or vote to a peer may take: a frozen peer must not stall the leader's
 /// thread for that peer much longer than a lease.
-pub const PEER_TIMEOUT: Duration = Duration::from_millis(800);
+pub(crate) const PEER_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// How long one page of a peer's log may take to arrive.
-pub const PAGE_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const PAGE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long the catalog may take to apply a batch (it invalidates every front-end first).
-pub const CATALOG_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CATALOG_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Most events the core thread takes in one batch (one fsync).
 const MAX_DRAIN: usize = 4096;
 
 /// Most entries in one `GET /orders?since=` page.
-pub const MAX_PAGE: usize = 1000;
+pub(crate) const MAX_PAGE: usize = 1000;
 
 /// An event and, for a request, where its answer goes.
 struct Input {
@@ -466,10 +466,6 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
 }
 
 impl Replica {
-    pub fn http_addr(&self) -> std::net::SocketAddr {
-        self.server.local_addr()
-    }
-
     /// Blocks until the replica stops.
     pub fn join(self) {
         self.server.join();

@@ -6,10 +6,10 @@
 //!
 //! - `client` threads: [`client::run`] with `clients` sessions (p = `prob`) until the duration
 //!   is over; they verify every order they placed at the end.
-//! - `stale_read_probe`: trades one share of [`PROBE_STOCK`] (which the clients never trade) at
+//! - `stale_read_probe`: trades one share of `PROBE_STOCK` (which the clients never trade) at
 //!   a time and looks the stock up right after each acknowledgement. Since nothing else trades
 //!   it, the expected quantity is exact, so any stale lookup (SPEC §5.5) is caught.
-//! - the fault loop (this thread): one fault per round ([`Fault`]). Even rounds hit the leader:
+//! - the fault loop (this thread): one fault per round (`Fault`). Even rounds hit the leader:
 //!   SIGKILL it and restart it after a pause, SIGSTOP it for longer than the health check
 //!   interval, or pause both followers and kill the leader the moment they wake (issue 6's
 //!   sequence). Odd rounds hit anything: a random replica killed or frozen, the catalog or the
@@ -44,23 +44,23 @@ use crate::testkit::cluster::{
 };
 
 /// The stock only the probe trades.
-pub const PROBE_STOCK: &str = "MenhirCo";
+pub(crate) const PROBE_STOCK: &str = "MenhirCo";
 
 /// How long a killed replica stays down, at most.
-pub const MAX_DOWNTIME: Duration = Duration::from_millis(2000);
+pub(crate) const MAX_DOWNTIME: Duration = Duration::from_millis(2000);
 
 /// How long a frozen replica stays stopped, at least and at most: over the health-check
 /// interval, so that the front-end notices, and over the replicas' pause threshold.
-pub const MIN_FREEZE: Duration = Duration::from_millis(2500);
-pub const MAX_FREEZE: Duration = Duration::from_millis(4000);
+pub(crate) const MIN_FREEZE: Duration = Duration::from_millis(2500);
+pub(crate) const MAX_FREEZE: Duration = Duration::from_millis(4000);
 
 /// How long the catalog or the front-end stays frozen, at most, and two replicas frozen at
 /// once; and how long both followers are paused before the leader is killed.
-pub const MAX_SHORT_FREEZE: Duration = Duration::from_millis(2500);
-pub const MIN_SHORT_FREEZE: Duration = Duration::from_millis(800);
+pub(crate) const MAX_SHORT_FREEZE: Duration = Duration::from_millis(2500);
+pub(crate) const MIN_SHORT_FREEZE: Duration = Duration::from_millis(800);
 
 /// Quiet time between two faults.
-pub const BETWEEN_ROUNDS: Duration = Duration::from_millis(700);
+pub(crate) const BETWEEN_ROUNDS: Duration = Duration::from_millis(700);
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -78,13 +78,13 @@ pub struct ChaosOptions {
 /// What a run found.
 #[derive(Debug)]
 pub struct ChaosReport {
-    pub faults: Vec<String>,
-    pub invariants: Vec<Invariant>,
-    pub summary: Summary,
-    pub probes: u64,
-    pub failovers: u64,
-    pub frontend_retries: u64,
-    pub logged: usize,
+    pub(crate) faults: Vec<String>,
+    pub(crate) invariants: Vec<Invariant>,
+    pub(crate) summary: Summary,
+    pub(crate) probes: u64,
+    pub(crate) failovers: u64,
+    pub(crate) frontend_retries: u64,
+    pub(crate) logged: usize,
 }
 
 impl ChaosReport {
@@ -293,7 +293,7 @@ fn judge(cluster: &Cluster, faults: Vec<String>, outcome: Outcome) -> Result<Cha
 
 /// The kinds of fault a round injects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     KillReplica,
     FreezeReplica,
     /// Both followers paused, woken, and the leader killed at once.

@@ -31,20 +31,20 @@ use crate::error::{Error, Result};
 use crate::http::Client;
 use crate::local::{free_ports, poll};
 
-pub use super::proxy::{LinkProxy, LinkState};
+pub(crate) use super::proxy::{LinkProxy, LinkState};
 
 /// How long a service may take to answer `/health` after it was spawned.
-pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long to wait for the front-end to report a leader.
-pub const LEADER_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const LEADER_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the replica logs may take to become identical once the load has stopped.
 pub const QUIET_TIMEOUT: Duration = Duration::from_secs(20);
 /// How many times [`Cluster::start`] tries before it gives up.
-pub const START_ATTEMPTS: u32 = 3;
+pub(crate) const START_ATTEMPTS: u32 = 3;
 /// Timeout of one HTTP call made by the harness.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Timeout of one health or order read from a replica by the harness.
-pub const REPLICA_READ_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const REPLICA_READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Interval between two samples of the catalog (or of the replicas' roles) during a run.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -125,8 +125,8 @@ pub struct ClusterOptions {
     /// How many front-ends run (at least 1); the extra ones are listed in the config under
     /// `frontend.others` and started as `frontend --index i`.
     pub frontends: usize,
-    /// Route every directed replica→replica HTTP link through a [`LinkProxy`] owned by this
-    /// process, so that tests can [`Cluster::cut`] and [`Cluster::heal`] single links.
+    /// Route every directed replica→replica HTTP link through a `LinkProxy` owned by this
+    /// process, so that tests can [`Cluster::cut`] and `Cluster::heal` single links.
     pub proxied_links: bool,
 }
 
@@ -157,7 +157,7 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub config_path: PathBuf,
     pub options: ClusterOptions,
-    pub binaries: Binaries,
+    pub(crate) binaries: Binaries,
     /// The default front-end's address (`frontends[0]`).
     pub frontend: String,
     /// Every front-end's address, by index.
@@ -176,7 +176,7 @@ pub struct Cluster {
 impl Cluster {
     /// Configures a fresh cluster and starts every service, then waits for a leader. A start
     /// that fails (say, a port taken between choosing and binding it) is tried again on new
-    /// ports, up to [`START_ATTEMPTS`] times.
+    /// ports, up to `START_ATTEMPTS` times.
     pub fn start(binaries: Binaries, options: ClusterOptions) -> Result<Cluster> {
         let mut attempt = 1;
         loop {
@@ -324,11 +324,6 @@ impl Cluster {
             Process::Frontend(i) => self.frontends[i].clone(),
             Process::Order(id) => self.replicas[&id].0.clone(),
         }
-    }
-
-    /// True while the cluster has a live process for this service.
-    pub fn is_running(&self, service: Process) -> bool {
-        self.children.contains_key(&service)
     }
 
     /// Spawns one service (it resumes from its files) and waits until it answers `/health`.
@@ -607,16 +602,9 @@ impl Cluster {
     }
 
     /// Cuts the link `from → to`: [`LinkState::Silent`] or [`LinkState::Refused`].
-    pub fn cut_with(&self, from: u32, to: u32, how: LinkState) -> Result<()> {
+    pub(crate) fn cut_with(&self, from: u32, to: u32, how: LinkState) -> Result<()> {
         log::info!("cutting link order-{from} → order-{to} ({how:?})");
         self.link(from, to)?.set(how);
-        Ok(())
-    }
-
-    /// Heals the link `from → to`.
-    pub fn heal(&self, from: u32, to: u32) -> Result<()> {
-        log::info!("healing link order-{from} → order-{to}");
-        self.link(from, to)?.set(LinkState::Open);
         Ok(())
     }
 
@@ -649,7 +637,7 @@ impl Cluster {
     }
 
     /// Order `n` as replica `id` holds it (`GET /orders/<n>` on the replica itself).
-    pub fn replica_order(&self, id: u32, n: u64) -> Result<Order> {
+    pub(crate) fn replica_order(&self, id: u32, n: u64) -> Result<Order> {
         self.client.get(
             &self.replicas[&id].0,
             &format!("/orders/{n}"),
@@ -684,7 +672,7 @@ impl Cluster {
     }
 
     /// Every reachable replica's `/health`.
-    pub fn replica_healths(&self) -> BTreeMap<u32, ReplicaHealth> {
+    pub(crate) fn replica_healths(&self) -> BTreeMap<u32, ReplicaHealth> {
         (1..=3)
             .filter_map(|id| self.replica_health(id).ok().map(|h| (id, h)))
             .collect()
@@ -699,7 +687,7 @@ impl Cluster {
     }
 
     /// The catalog as a [`CatalogView`] (signed, so that a negative quantity shows).
-    pub fn catalog_view(&self) -> Result<CatalogView> {
+    pub(crate) fn catalog_view(&self) -> Result<CatalogView> {
         let list: Vec<SampledStock> = self.client.get(&self.catalog, "/stocks", CALL_TIMEOUT)?;
         Ok(list
             .into_iter()
@@ -735,7 +723,7 @@ struct SampledStock {
 pub type CatalogView = BTreeMap<String, (i64, i64)>;
 
 /// The initial catalog of a test bazaar: every stock at quantity 100, volume 0.
-pub fn initial_view() -> CatalogView {
+pub(crate) fn initial_view() -> CatalogView {
     STOCKS
         .iter()
         .map(|s| (s.to_string(), (INITIAL_QUANTITY, 0)))
@@ -745,7 +733,7 @@ pub fn initial_view() -> CatalogView {
 /// SPEC §5.4 at every sampled moment: each sample must equal `initial` plus some prefix of
 /// `log` (quantity − buys + sells, volume + traded quantities), never negative; with
 /// `whole_at_end`, the last sample must be the whole log. Returns the first violation.
-pub fn catalog_prefix_violation(
+pub(crate) fn catalog_prefix_violation(
     initial: &CatalogView,
     log: &[LogEntry],
     samples: &[CatalogView],
@@ -865,7 +853,7 @@ fn closest_prefix(initial: &CatalogView, log: &[LogEntry], sample: &[(i64, i64)]
 
 /// SPEC §5.8 read off the files: two replica files that hold the same number in the same
 /// epoch hold the same entry there (two leaders of one epoch would number differently).
-pub fn same_epoch_conflict(files: &[(u32, Vec<LogEntry>)]) -> Option<String> {
+pub(crate) fn same_epoch_conflict(files: &[(u32, Vec<LogEntry>)]) -> Option<String> {
     for (a, (ida, la)) in files.iter().enumerate() {
         for (idb, lb) in &files[a + 1..] {
             for (x, y) in la.iter().zip(lb) {
@@ -1015,7 +1003,7 @@ fn quantities(log: &[LogEntry], stocks: &BTreeMap<String, StockRecord>) -> Optio
 }
 
 /// Parses the bytes of an order log file strictly, with the replica's own parser
-/// ([`crate::order::logfile::entries`]).
+/// (`crate::order::logfile::entries`).
 pub fn parse_log(bytes: &[u8]) -> Result<Vec<LogEntry>> {
     crate::order::logfile::entries(bytes, Path::new("order log"))
 }

@@ -5,9 +5,9 @@
 //!
 //! - [`cluster`]: start, fault and inspect a bazaar ([`cluster::Cluster`]), and the invariant
 //!   checks of SPEC §5 read off its files and samples.
-//! - [`proxy`]: a TCP proxy per directed replica link, so that tests can cut single links.
+//! - `proxy`: a TCP proxy per directed replica link, so that tests can cut single links.
 //! - [`chaos`]: kills, freezes and restarts services under load, then checks every invariant.
 
 pub mod chaos;
 pub mod cluster;
-pub mod proxy;
+pub(crate) mod proxy;

@@ -28,11 +28,11 @@ use parking_lot::Mutex;
 use crate::error::Result;
 
 /// How long the proxy waits to connect to the real peer.
-pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+pub(crate) const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How a link treats connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LinkState {
+pub(crate) enum LinkState {
     /// Piped to the peer.
     Open,
     /// Cut: accepted and held without an answer (a silent peer).
@@ -52,15 +52,14 @@ struct Shared {
 }
 
 /// One directed link: a listener on a loopback port that forwards to `upstream`.
-pub struct LinkProxy {
+pub(crate) struct LinkProxy {
     addr: SocketAddr,
-    upstream: String,
     shared: Arc<Shared>,
 }
 
 impl LinkProxy {
     /// Binds `listen` (`127.0.0.1:<port>`) and starts accepting; connections go to `upstream`.
-    pub fn start(listen: &str, upstream: &str) -> Result<LinkProxy> {
+    pub(crate) fn start(listen: &str, upstream: &str) -> Result<LinkProxy> {
         let listener = TcpListener::bind(listen)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -74,28 +73,16 @@ impl LinkProxy {
         thread::Builder::new()
             .name(format!("proxy-{}", addr.port()))
             .spawn(move || accept_loop(listener, &up, &s))?;
-        Ok(LinkProxy {
-            addr,
-            upstream: upstream.to_string(),
-            shared,
-        })
+        Ok(LinkProxy { addr, shared })
     }
 
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.addr.port()
-    }
-
-    pub fn upstream(&self) -> &str {
-        &self.upstream
-    }
-
-    pub fn state(&self) -> LinkState {
-        *self.shared.state.lock()
     }
 
     /// Cuts the link (`Silent` or `Refused`) or heals it (`Open`), closing what the change
     /// makes stale: the piped connections on a cut, the held ones on a heal.
-    pub fn set(&self, state: LinkState) {
+    pub(crate) fn set(&self, state: LinkState) {
         *self.shared.state.lock() = state;
         if state != LinkState::Open {
             for (_, (down, up)) in self.shared.piped.lock().drain() {
