@@ -39,7 +39,7 @@ usage: ./run.sh COMMAND [ARGS]
 
   demo             build, start everything, run 5 seeded clients (p=0.5), verify, stop
   test             the full test suite (fmt, clippy, unit and end-to-end tests)
-  bench [ARGS]     the performance figures of issue 7 on private bazaars (release build,
+  bench [ARGS]     the performance figures on private bazaars (release build,
                    installs wrk with apt when missing; --only lookups|sweep|scale|failover,
                    --plot PATH, default docs/performance-clients.svg); see docs/performance.md
   up | down        start every service in the background / stop them

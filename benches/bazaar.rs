@@ -1,4 +1,4 @@
-//! `./run.sh bench`: the figures of issue 7, each next to its target and to a baseline measured
+//! `./run.sh bench`: the performance figures, each next to its target and to a baseline measured
 //! in the same run, on real release binaries started by `bazaar::testkit::cluster` on run-time ports.
 //!
 //! | figure | ours | baseline (same run) | target |
@@ -61,7 +61,7 @@ use servers::{Kind, Running, POOL_THREADS};
 
 /// The stock every lookup figure asks for.
 const LOOKUP_STOCK: &str = "GameStart";
-/// wrk's threads and connections (the issue's `wrk -t2 -c64`).
+/// wrk's threads and connections (`wrk -t2 -c64`, as the target is stated).
 const WRK_THREADS: usize = 2;
 const WRK_CONNECTIONS: usize = 64;
 /// Length of one wrk run.
@@ -102,7 +102,7 @@ const SERVICE_LOG_LEVEL: &str = "info";
 /// Cluster starts tried before a figure fails.
 const START_ATTEMPTS: u32 = 3;
 
-// Targets (issue 7).
+// Targets (docs/performance.md).
 const CACHED_RATIO: f64 = 0.9;
 const UNCACHED_RATIO: f64 = 0.8;
 const SEQ_LOOKUP_P50_MS: f64 = 0.15;

@@ -9,10 +9,10 @@
 //!    `benches/starvation.rs`) does not stall the run: this measures steady-state speed only.
 //!    Each cell is the median of several runs, servers interleaved, with the range.
 //! 2. tiny_http with a new connection per request (`Connection: close`), the only client-side
-//!    way found to avoid its starvation (NOTES.md), against the keep-alive row.
+//!    way found to avoid its starvation (docs/http-server.md), against the keep-alive row.
 //! 3. sequential round trips on one connection: raw client, the project's `Client` (one shared
 //!    ureq agent), and a raw client fetching a 2 KiB body, which shows the 44 ms
-//!    Nagle/delayed-ACK stall (NOTES.md) where it happens.
+//!    Nagle/delayed-ACK stall (docs/http-server.md) where it happens.
 //!
 //! ```text
 //! cargo bench --bench http_throughput              # 20000 requests per cell

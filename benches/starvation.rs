@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use servers::Kind;
 use support::{burst, BurstOutcome, BODY_60};
 
-/// Connections opened at once: the burst.
+/// Connections opened at once: the burst of the starvation check (docs/http-server.md).
 const CONNECTIONS: usize = 64;
 /// Keep-alive requests per connection.
 const REQUESTS: usize = 50;

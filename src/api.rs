@@ -6,7 +6,7 @@
 //! everywhere.
 //!
 //! Client-supplied order bodies are validated by `OrderRequest::parse`, which is strict on
-//! purpose (SPEC §3): `quantity` must be a JSON integer above zero, never a string or a float.
+//! purpose (docs/spec.md §3): `quantity` must be a JSON integer above zero, never a string or a float.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

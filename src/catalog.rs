@@ -1,4 +1,4 @@
-//! The catalog: every stock's price, remaining quantity and traded volume (SPEC §2), kept as
+//! The catalog: every stock's price, remaining quantity and traded volume (docs/spec.md §2), kept as
 //! the **view of the committed order log**. The order replicas decide every trade (404/409
 //! before an order is numbered); the catalog only applies committed orders, strictly in
 //! transaction-number order, each exactly once, and only from the current leader.

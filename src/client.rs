@@ -1,4 +1,4 @@
-//! The load-generating client of the course (SPEC §6), and the verifier of every order it
+//! The load-generating client of the course (docs/spec.md §6), and the verifier of every order it
 //! placed.
 //!
 //! Each of `--clients N` sessions runs on its own thread (`client_session`) with its own

@@ -27,7 +27,7 @@ pub(crate) const DEFAULT_CONFIG_PATH: &str = "conf/bazaar.yaml";
 /// Longest stock name: names travel in every order log line and replication batch.
 pub(crate) const MAX_STOCK_NAME_LEN: usize = 64;
 
-/// The environment variables that override one key of the file (SPEC §1), with the reference
+/// The environment variables that override one key of the file (docs/spec.md §1), with the reference
 /// names. The replicas' keys are in [`REPLICA_ENV_PREFIXES`].
 pub(crate) const ENV_KEYS: &[&str] = &[
     "CATALOG_HOST",

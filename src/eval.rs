@@ -4,7 +4,7 @@
 //!
 //! It drives the system only from the outside, the way a student would: every bazaar is a
 //! private one started with `./run.sh up` (own ports chosen at run time, own data and run
-//! directories under the temporary directory, passed as the environment overrides of SPEC §1),
+//! directories under the temporary directory, passed as the environment overrides of docs/spec.md §1),
 //! faults are `./run.sh kill` / `./run.sh start`, load and latency come from the `client`
 //! binary's `--json` summary, and everything else from the REST API (`GET /health` of the
 //! front-end and the replicas, `POST /orders` probes), the front-end's cache dump and `cmp` of
@@ -1505,7 +1505,7 @@ fn failover_report(md: &mut String, options: &EvalOptions, f: &Failover) {
     let _ = writeln!(
         md,
         "- With two of three replicas down, the probe orders were {} acknowledged and {} \
-         answered 503. SPEC §4 asks for majority commit (503 while fewer than two replicas \
+         answered 503. docs/spec.md §4 asks for majority commit (503 while fewer than two replicas \
          are up); {}",
         f.probes_ok,
         f.probes_503,

@@ -14,7 +14,7 @@
 //! | either without the secret    | `ERR unauthorized`       | nothing changes                               |
 //! | anything else                | `ERR unknown command`    |                                               |
 //!
-//! `<secret>` is the deployment's shared secret (SPEC §1; config `secret`, no whitespace): the
+//! `<secret>` is the deployment's shared secret (docs/spec.md §1; config `secret`, no whitespace): the
 //! two lines that change who leads are for the front-ends only. The reference design's short
 //! forms (`You win`, `You win <hint>`, `<id>`, `<id> <epoch>`) still parse, with an empty
 //! secret, so that they get `ERR unauthorized` rather than `ERR unknown command`.
@@ -255,7 +255,7 @@ pub fn ping(addr: &str, timeout: Duration) -> bool {
         .is_some_and(|answer| Reply::parse(&answer) == Reply::Ok)
 }
 
-/// Front-end side of SPEC §4: ping replicas from the highest id down, tell the first that
+/// Front-end side of docs/spec.md §4: ping replicas from the highest id down, tell the first that
 /// answers `You win <epoch_hint>`, then tell every other replica `<id> <epoch>`.
 /// `epoch_hint` is the highest epoch the caller has seen; the winner answers with the epoch it
 /// took, which is above every epoch it and its reachable peers know.

@@ -12,7 +12,7 @@ use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMod
 use crate::config::Config;
 use crate::error::{Error, Result};
 
-/// The exit code of a bad configuration or bad flags (SPEC §1).
+/// The exit code of a bad configuration or bad flags (docs/spec.md §1).
 pub const EXIT_CONFIG: i32 = 2;
 
 /// The exit code of state files that cannot be used at start (a corrupt or truncated

@@ -4,7 +4,7 @@
 //!   private network; orders through the published front-end; under client load the leader's
 //!   container is killed and restarted, a follower is cut off (`docker network disconnect`)
 //!   and reconnected, and the leader is cut off from every other container; then the
-//!   invariants of SPEC §5, with the replica files copied out of the containers.
+//!   invariants of docs/spec.md §5, with the replica files copied out of the containers.
 //! - The same compose file as a Docker Swarm stack on a one-node swarm (initialised by the
 //!   test when none is active, and left again only then).
 //!
@@ -237,7 +237,7 @@ fn trade_and_read_back(client: &Client, addr: &str, tag: &str) -> Vec<Order> {
     placed
 }
 
-/// SPEC §5 on what can be read from outside once quiet: the three files identical, every
+/// docs/spec.md §5 on what can be read from outside once quiet: the three files identical, every
 /// acknowledged order stored as acknowledged, numbers 0..N-1 with one entry per request id,
 /// and each stock's quantity (read through the front-end) = 100 − buys + sells of the log.
 fn assert_invariants(log: &[LogEntry], acknowledged: &[Order], stocks: &[StockRecord]) {

@@ -1,4 +1,4 @@
-//! End to end, on real processes: the REST contract of SPEC §3, the cache, the compatibility
+//! End to end, on real processes: the REST contract of docs/spec.md §3, the cache, the compatibility
 //! routes and concurrent buyers.
 
 mod common;
@@ -21,7 +21,7 @@ fn order(name: &str, quantity: u64, kind: OrderType) -> OrderRequest {
     }
 }
 
-/// Every order the REST contract refuses, with its status: the 400 cases of SPEC §3, an
+/// Every order the REST contract refuses, with its status: the 400 cases of docs/spec.md §3, an
 /// unknown stock and more than there is.
 const BAD_ORDERS: [(&str, &str, u16); 12] = [
     ("malformed JSON", r#"{"name":"GameStart","quantity":1"#, 400),
@@ -373,7 +373,7 @@ fn racing_buyers_never_oversell() {
     assert_eq!(log.len(), 10);
 }
 
-/// SPEC §5.5: a lookup that starts after an acknowledged trade never shows the pre-trade
+/// docs/spec.md §5.5: a lookup that starts after an acknowledged trade never shows the pre-trade
 /// quantity, even while other lookups keep missing and refilling the cache concurrently.
 #[test]
 fn no_stale_lookup_after_an_acknowledged_trade() {

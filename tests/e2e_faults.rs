@@ -1,5 +1,5 @@
-//! End to end, on real processes: crashes, freezes and restarts under load (issue 3's
-//! scenarios). After each, the invariants of SPEC §5 are checked by
+//! End to end, on real processes: crashes, freezes and restarts under load, one fault
+//! at a time. After each, the invariants of docs/spec.md §5 are checked by
 //! [`common::assert_invariants`], including that every order the clients had acknowledged is in
 //! the replicas' identical logs with the same contents.
 
@@ -53,7 +53,7 @@ fn finish(b: &Cluster, run: JoinHandle<Summary>) {
     check_run(b, &run.join().unwrap());
 }
 
-/// SPEC §5 on the files, every acknowledged order in them, and the clients saw no error and
+/// docs/spec.md §5 on the files, every acknowledged order in them, and the clients saw no error and
 /// no mismatch.
 fn check_run(b: &Cluster, summary: &Summary) {
     common::assert_invariants(b, &summary.acknowledged);
@@ -278,7 +278,7 @@ fn catalog_down_gives_a_clear_503_and_cached_lookups_keep_working_for_their_leas
     assert!((1..=2).contains(&log.len()), "{} orders logged", log.len());
 }
 
-/// Crash points inside the leader's order path (SPEC §4, issue 3 scenario 4). Replica 3 leads
+/// Crash points inside the leader's order path (docs/spec.md §4). Replica 3 leads
 /// and aborts at the fail point; the front-end's retry on replica 2 must neither lose nor
 /// double the trade; replica 3 comes back (without the fail point) and converges.
 #[test]

@@ -1,6 +1,6 @@
-//! Hostile input on real processes (issue 9): intruders without the deployment secret, junk on
+//! Hostile input on real processes: intruders without the deployment secret, junk on
 //! every HTTP and line port, bad values on every POST, overload, and broken state on start.
-//! Each test prints how many cases it tried, for the issue's closing note.
+//! Each test prints how many cases it tried.
 
 mod common;
 

@@ -1,8 +1,8 @@
-//! End to end, on real processes: SEQUENCES of faults (issue 6), written as an adversary would,
+//! End to end, on real processes: SEQUENCES of faults (each once lost or doubled orders), written as an adversary would,
 //! against public surfaces only — the front-end REST API, the replicas' `GET /orders/<n>` and
 //! `GET /health`, the catalog's `GET /stocks`, the files, and the process harness
 //! ([`bazaar::testkit::cluster`]: kill, SIGSTOP/SIGCONT, restarts, per-link TCP proxies). Each test ends
-//! with every invariant of SPEC §5 checked: acknowledged orders in every file unchanged, numbers
+//! with every invariant of docs/spec.md §5 checked: acknowledged orders in every file unchanged, numbers
 //! 0..N-1 with each request id once, files byte-identical once quiet, the catalog equal to
 //! initial + a prefix of the log at every sampled moment and to the whole log at the end, no
 //! stale lookup (a probe trades `MenhirCo` one share at a time and looks it up after each ack),
@@ -252,7 +252,7 @@ impl Load {
 
 /// Trades [`PROBE_STOCK`] one share at a time through front-end `order_fe` (re-sending each
 /// order with its request id until acknowledged) and looks it up through `lookup_fe` right
-/// after each acknowledgement: the quantity must be the post-trade one (SPEC §5.5).
+/// after each acknowledgement: the quantity must be the post-trade one (docs/spec.md §5.5).
 struct Probe {
     stop: Arc<AtomicBool>,
     handle: JoinHandle<(Vec<Order>, Option<String>)>,
@@ -355,7 +355,7 @@ impl Findings {
     }
 }
 
-/// The final check of every scenario: SPEC §5 on the files and the catalog (every sampled
+/// The final check of every scenario: docs/spec.md §5 on the files and the catalog (every sampled
 /// moment too), one leader per epoch in the samples, the probe, the scenario's own findings.
 fn finish_and_check(
     b: &Cluster,
@@ -591,7 +591,7 @@ fn catalog_stall_without_request_ids() {
     let (b, sampler) = start(Options::default());
     let load = Load::start(&b.frontend, 4, false, "c", None);
     let mut findings = Findings::default();
-    // The issue's 1.8 s, then one past the front-end's forward timeout (3 s).
+    // A 1.8 s stall, then one past the front-end's forward timeout (3 s).
     for stall in [Duration::from_millis(1800), Duration::from_millis(3500)] {
         findings.check(load.wait_more(30, PROGRESS_TIMEOUT), || {
             format!("no progress before the {stall:?} stall")

@@ -171,7 +171,7 @@ fn catalog_and_frontend_in_process() {
     }
 }
 
-/// SPEC §5.4 under concurrency: while applies (sells, so the quantity only grows) hit the
+/// docs/spec.md §5.4 under concurrency: while applies (sells, so the quantity only grows) hit the
 /// catalog, lookups through the caching front-end never return less than the quantity of
 /// the last apply acknowledged before the lookup started.
 #[test]

@@ -1,4 +1,4 @@
-//! The three checks issue 2 puts on the HTTP server layer before anything is built on it, plus
+//! The three checks the HTTP server layer had to pass before anything is built on it, plus
 //! the failure modes every service relies on it for.
 //!
 //! - *burst*: 64 keep-alive connections opened at once against a freshly started server, 50
@@ -567,7 +567,7 @@ fn connections_over_the_cap_get_503_and_shutdown_closes_the_rest() {
     }
 }
 
-/// The 44 ms Nagle/delayed-ACK stall of NOTES.md: a keep-alive response over 1 KB must not wait
+/// The 44 ms Nagle/delayed-ACK stall (docs/http-server.md, "The decision"): a keep-alive response over 1 KB must not wait
 /// for the client's delayed ACK.
 #[test]
 fn responses_over_1_kb_do_not_stall() {

@@ -1,4 +1,4 @@
-//! The front-end: the only service clients talk to (SPEC §3).
+//! The front-end: the only service clients talk to (docs/spec.md §3).
 //!
 //! Lookups (`GET /stocks/<name>`) are served from the LRU `cache` when caching is on; a miss
 //! takes an invalidation ticket, asks the catalog and inserts the answer only if no

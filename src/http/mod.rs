@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 pub use client::Client;
 pub use server::{Server, ServerOptions};
 
-/// Largest request body accepted; larger ones get 413 (SPEC §3).
+/// Largest request body accepted; larger ones get 413 (docs/spec.md §3).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// A parsed request, body fully read.

@@ -26,8 +26,8 @@
 //!   worker running at once, and shed the same way.
 //! - Framing: only `Content-Length` bodies. A body with `Transfer-Encoding: chunked` gets 411; any
 //!   other transfer coding, or `Transfer-Encoding` together with `Content-Length`, or two
-//!   different `Content-Length`s, gets 400 and the connection is closed (request smuggling, see
-//!   `NOTES.md`); so does a `Content-Length` that is not plain digits. Bodies over
+//!   different `Content-Length`s, gets 400 and the connection is closed (request smuggling: two
+//!   parsers reading one body differently); so does a `Content-Length` that is not plain digits. Bodies over
 //!   [`MAX_BODY_BYTES`] get 413 without being read. After such an error response the server
 //!   half-closes and discards what the client still sends for a moment (`linger`), so that the
 //!   client reads the response instead of a connection reset.

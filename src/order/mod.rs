@@ -1,6 +1,6 @@
 //! The order replica: one of three copies of the order log, one of which leads.
 //!
-//! A replica serves (SPEC §4):
+//! A replica serves (docs/spec.md §4):
 //!
 //! - HTTP: `POST /orders` (leader only; else 421), `GET /orders/<n>`, `GET /orders?since=N
 //!   [&limit=M]` (pages of the log), `GET /synchronize`, `GET /health`, and, with the

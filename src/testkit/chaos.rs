@@ -1,5 +1,5 @@
 //! `./run.sh chaos`: clients under load while replicas are killed, frozen and restarted, then
-//! every invariant of SPEC §5 checked.
+//! every invariant of docs/spec.md §5 checked.
 //!
 //! A run starts a fresh [`Cluster`] (its own ports and temporary data directory), then three
 //! things at once:
@@ -8,11 +8,11 @@
 //!   is over; they verify every order they placed at the end.
 //! - `stale_read_probe`: trades one share of `PROBE_STOCK` (which the clients never trade) at
 //!   a time and looks the stock up right after each acknowledgement. Since nothing else trades
-//!   it, the expected quantity is exact, so any stale lookup (SPEC §5.5) is caught.
+//!   it, the expected quantity is exact, so any stale lookup (docs/spec.md §5.5) is caught.
 //! - the fault loop (this thread): one fault per round (`Fault`). Even rounds hit the leader:
 //!   SIGKILL it and restart it after a pause, SIGSTOP it for longer than the health check
-//!   interval, or pause both followers and kill the leader the moment they wake (issue 6's
-//!   sequence). Odd rounds hit anything: a random replica killed or frozen, the catalog or the
+//!   interval, or pause both followers and kill the leader the moment they wake (the
+//!   sequence that once lost acknowledged orders). Odd rounds hit anything: a random replica killed or frozen, the catalog or the
 //!   front-end killed and restarted or frozen, two replicas frozen at once. Before the next
 //!   round it waits until every replica answers `Ping` again (has caught up).
 //! - a [`Sampler`]: the catalog's `/stocks` and every replica's `/health` every

@@ -3,7 +3,7 @@
 //! [`Cluster::configure`] picks free loopback ports ([`crate::local`]), writes a config (a
 //! serialized [`Config`]) and a data directory into a fresh temporary directory; [`Cluster::start_service`] spawns a real binary and polls its
 //! `/health` until it answers; `kill`, `signal` (`STOP`/`CONT`) and restarts drive the faults;
-//! [`Cluster::check_invariants`] reads the replicas' files and the catalog back and checks SPEC
+//! [`Cluster::check_invariants`] reads the replicas' files and the catalog back and checks docs/spec.md
 //! §5. Dropping the cluster kills every process it started and removes the directory (kept,
 //! with its logs, when the thread is panicking, so a failed test can be inspected).
 //!
@@ -144,7 +144,7 @@ impl Default for ClusterOptions {
     }
 }
 
-/// One invariant of SPEC §5 and whether it held.
+/// One invariant of docs/spec.md §5 and whether it held.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invariant {
     pub name: &'static str,
@@ -510,7 +510,7 @@ impl Cluster {
         parse_log(&bytes)
     }
 
-    /// Checks the invariants of SPEC §5 that can be read off the files and the catalog once
+    /// Checks the invariants of docs/spec.md §5 that can be read off the files and the catalog once
     /// the load has stopped, given every order the clients were told about. Returns the log
     /// (empty when the files never became identical) and one verdict per invariant.
     pub fn check_invariants(&self, acknowledged: &[Order]) -> (Vec<LogEntry>, Vec<Invariant>) {
@@ -653,7 +653,7 @@ impl Cluster {
     }
 
     /// Waits until a majority (2 of 3) of the replicas hold `order`, as an acknowledged order
-    /// must (SPEC §4: nothing is acknowledged by one copy); `Err` names who holds it.
+    /// must (docs/spec.md §4: nothing is acknowledged by one copy); `Err` names who holds it.
     pub fn wait_majority_holds(&self, order: &Order, timeout: Duration) -> Result<Vec<u32>> {
         let mut last = Vec::new();
         poll(
@@ -730,7 +730,7 @@ pub(crate) fn initial_view() -> CatalogView {
         .collect()
 }
 
-/// SPEC §5.4 at every sampled moment: each sample must equal `initial` plus some prefix of
+/// docs/spec.md §5.4 at every sampled moment: each sample must equal `initial` plus some prefix of
 /// `log` (quantity − buys + sells, volume + traded quantities), never negative; with
 /// `whole_at_end`, the last sample must be the whole log. Returns the first violation.
 pub(crate) fn catalog_prefix_violation(
@@ -851,7 +851,7 @@ fn closest_prefix(initial: &CatalogView, log: &[LogEntry], sample: &[(i64, i64)]
     )
 }
 
-/// SPEC §5.8 read off the files: two replica files that hold the same number in the same
+/// docs/spec.md §5.8 read off the files: two replica files that hold the same number in the same
 /// epoch hold the same entry there (two leaders of one epoch would number differently).
 pub(crate) fn same_epoch_conflict(files: &[(u32, Vec<LogEntry>)]) -> Option<String> {
     for (a, (ida, la)) in files.iter().enumerate() {
@@ -872,7 +872,7 @@ pub(crate) fn same_epoch_conflict(files: &[(u32, Vec<LogEntry>)]) -> Option<Stri
 /// Replicas that said they lead, as sampled: id → the epochs they led in.
 pub type LeaderSamples = BTreeMap<u32, HashSet<u64>>;
 
-/// SPEC §5.8 on samples of `/health`: no epoch led by two replicas.
+/// docs/spec.md §5.8 on samples of `/health`: no epoch led by two replicas.
 pub fn two_leaders_in_one_epoch(samples: &LeaderSamples) -> Option<String> {
     let mut by_epoch: BTreeMap<u64, u32> = BTreeMap::new();
     for (&id, epochs) in samples {
@@ -978,7 +978,7 @@ fn numbering(log: &[LogEntry]) -> Option<String> {
     None
 }
 
-/// SPEC §5.4 on the files: each stock's quantity in the catalog is 100 − buys + sells of the
+/// docs/spec.md §5.4 on the files: each stock's quantity in the catalog is 100 − buys + sells of the
 /// log. (Not checked: that every prefix of the log stays non-negative. The leader logs each
 /// batch in the order the catalog traded it, but an order retried after a fail-over is logged
 /// where the new leader takes it, which may be after trades the catalog applied later. The

@@ -4,7 +4,7 @@
 //! `./run.sh chaos` builds the `chaos` binary with `--features testkit`.
 //!
 //! - [`cluster`]: start, fault and inspect a bazaar ([`cluster::Cluster`]), and the invariant
-//!   checks of SPEC §5 read off its files and samples.
+//!   checks of docs/spec.md §5 read off its files and samples.
 //! - `proxy`: a TCP proxy per directed replica link, so that tests can cut single links.
 //! - [`chaos`]: kills, freezes and restarts services under load, then checks every invariant.
 

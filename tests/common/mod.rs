@@ -47,7 +47,7 @@ pub fn eventually(timeout: Duration, interval: Duration, mut check: impl FnMut()
     poll(timeout, interval, || check().then_some(())).is_some()
 }
 
-/// Asserts every invariant of SPEC §5 that the files and the catalog show; returns the log.
+/// Asserts every invariant of docs/spec.md §5 that the files and the catalog show; returns the log.
 pub fn assert_invariants(cluster: &Cluster, acknowledged: &[Order]) -> Vec<LogEntry> {
     let (log, verdicts) = cluster.check_invariants(acknowledged);
     for verdict in verdicts {
@@ -96,7 +96,7 @@ pub fn raw(addr: &str, method: &str, target: &str, body: &str) -> (u16, serde_js
     (status, json)
 }
 
-/// Asserts a response is the SPEC §3 error body with this code.
+/// Asserts a response is the docs/spec.md §3 error body with this code.
 pub fn assert_error(what: &str, got: &(u16, serde_json::Value), code: u16) {
     assert_eq!(got.0, code, "{what}: status (body {})", got.1);
     assert_eq!(
