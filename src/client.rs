@@ -44,26 +44,6 @@ pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How long to wait for one answer from the front-end (an order may wait for a fail-over).
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The stock names of the shipped `conf/bazaar.yaml`, for the test harness and the eval
-/// (`cluster::STOCKS`). The client itself trades what the front-end lists (`GET /stocks`,
-/// the catalog's config); a unit test keeps this list equal to the shipped config's.
-pub const DEFAULT_STOCKS: &[&str] = &[
-    "AAPL",
-    "GOOG",
-    "MSFT",
-    "SPX",
-    "OEX",
-    "DJX",
-    "NDX",
-    "CPQ",
-    "INTC",
-    "IBM",
-    "GameStart",
-    "FishCo",
-    "BoarCo",
-    "MenhirCo",
-];
-
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
@@ -520,20 +500,6 @@ mod tests {
         let mut hundred: Vec<f64> = (1..=100).map(f64::from).collect();
         let l = Latency::of(&mut hundred);
         assert_eq!((l.p50, l.p99), (51.0, 99.0));
-    }
-
-    #[test]
-    fn default_stocks_are_the_shipped_configs() {
-        let shipped =
-            crate::config::Config::from_yaml(include_str!("../conf/bazaar.yaml"), &|_| None)
-                .unwrap();
-        let names: Vec<&str> = shipped
-            .catalog
-            .stocks
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect();
-        assert_eq!(names, DEFAULT_STOCKS);
     }
 
     #[test]

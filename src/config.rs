@@ -27,6 +27,15 @@ pub(crate) const DEFAULT_CONFIG_PATH: &str = "conf/bazaar.yaml";
 /// Longest stock name: names travel in every order log line and replication batch.
 pub(crate) const MAX_STOCK_NAME_LEN: usize = 64;
 
+/// The stock names of the shipped `conf/bazaar.yaml`, compiled in: the one list that test
+/// bazaars, the benches and the evaluation start with. (Empty only if the shipped file did
+/// not parse, which a unit test rules out.)
+pub static SHIPPED_STOCKS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    Config::from_yaml(include_str!("../conf/bazaar.yaml"), &|_| None)
+        .map(|c| c.catalog.stocks.into_iter().map(|s| s.name).collect())
+        .unwrap_or_default()
+});
+
 /// The environment variables that override one key of the file (docs/spec.md §1), with the reference
 /// names. The replicas' keys are in [`REPLICA_ENV_PREFIXES`].
 pub(crate) const ENV_KEYS: &[&str] = &[
@@ -560,6 +569,12 @@ mod tests {
         Config::from_yaml(text, &move |key| {
             env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
         })
+    }
+
+    #[test]
+    fn shipped_stocks_are_the_shipped_files() {
+        assert!(SHIPPED_STOCKS.len() >= 10, "{:?}", *SHIPPED_STOCKS);
+        assert!(SHIPPED_STOCKS.iter().any(|s| s == "GameStart"));
     }
 
     #[test]

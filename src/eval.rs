@@ -730,10 +730,7 @@ fn trace_phase(options: &EvalOptions, work: &Path) -> Result<Vec<TraceLine>> {
 /// One row per stock, one column per cache event: a cell is filled while the stock is in the
 /// cache after that event; evictions and invalidations are marked.
 fn plot_trace(trace: &[TraceLine], cache_size: usize, path: &Path) -> Result<()> {
-    let mut names: Vec<String> = crate::client::DEFAULT_STOCKS
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut names: Vec<String> = crate::config::SHIPPED_STOCKS.clone();
     for line in trace {
         for name in line.items.iter().chain([&line.key]) {
             if !names.contains(name) {

@@ -124,7 +124,7 @@ impl Load {
         let count = Arc::new(AtomicUsize::new(0));
         let stocks: Vec<&'static str> = STOCKS
             .iter()
-            .copied()
+            .map(String::as_str)
             .filter(|s| *s != PROBE_STOCK)
             .collect();
         let handles = (0..threads)

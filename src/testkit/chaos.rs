@@ -178,8 +178,8 @@ impl Load {
             stocks: Some(
                 STOCKS
                     .iter()
-                    .filter(|s| **s != PROBE_STOCK)
-                    .map(|s| s.to_string())
+                    .filter(|s| s.as_str() != PROBE_STOCK)
+                    .cloned()
                     .collect(),
             ),
             ..ClientOptions::new(&host, port)

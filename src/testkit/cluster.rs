@@ -49,7 +49,7 @@ pub(crate) const REPLICA_READ_TIMEOUT: Duration = Duration::from_secs(2);
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The stocks of a test bazaar (the shipped config's), each starting at quantity 100.
-pub use crate::client::DEFAULT_STOCKS as STOCKS;
+pub use crate::config::SHIPPED_STOCKS as STOCKS;
 
 /// The quantity every stock starts with.
 pub const INITIAL_QUANTITY: i64 = 100;
