@@ -14,6 +14,7 @@ use bazaar::error::Error;
 use bazaar::http::{Client, Server};
 use bazaar::order::{self, Listeners, Replica};
 use bazaar::selection;
+use bazaar::testkit::cluster::{loopback_config, ClusterOptions};
 
 const WAIT: Duration = Duration::from_secs(15);
 const CALL: Duration = Duration::from_secs(5);
@@ -59,21 +60,16 @@ impl Cluster {
                 health: free_listener(),
             })
             .collect();
-        let mut yaml = format!(
-            "output_dir: {}\nhealth_check_interval: 0.2\nsecret: s\ncatalog:\n  host: 127.0.0.1\n  port: {}\n  threads: 2\n  stocks:\n    - {{name: GameStart, price: 1.0}}\nfrontend:\n  host: 127.0.0.1\n  port: 1\n  threads: 1\n  cache: false\n  cache_size: 1\n  dump: false\norder:\n  threads: 4\n  replicas:\n",
-            dir.path().display(),
-            port(&catalog)
-        );
-        for (i, l) in listeners.iter().enumerate() {
-            yaml += &format!(
-                "    - {{id: {}, host: 127.0.0.1, port: {}, leader_broadcast_port: {}, health_check_port: {}}}\n",
-                i + 1,
-                port(&l.http),
-                port(&l.broadcast),
-                port(&l.health)
-            );
+        let mut ports = vec![port(&catalog), 1];
+        for l in &listeners {
+            ports.extend([port(&l.http), port(&l.broadcast), port(&l.health)]);
         }
-        let config = Config::from_yaml(&yaml, &|_| None).unwrap();
+        let options = ClusterOptions {
+            cache: false,
+            health_check_interval: 0.2,
+            ..ClusterOptions::default()
+        };
+        let config: Config = loopback_config(dir.path().to_path_buf(), &ports, &options);
         let catalog = bazaar::catalog::start_with_listener(config.clone(), catalog).unwrap();
         let replicas = listeners
             .drain(..)
@@ -188,7 +184,12 @@ fn orders_replicate_catch_up_and_fail_over() {
         .filter(|&id| c.health(id).unwrap().latest == 4)
         .count();
     assert!(held >= 1, "a follower holds every acknowledged order");
-    assert_eq!(c.stocks()[0].quantity, 95, "the catalog applied all five");
+    let game_start = c
+        .stocks()
+        .into_iter()
+        .find(|s| s.name == "GameStart")
+        .unwrap();
+    assert_eq!(game_start.quantity, 95, "the catalog applied all five");
     assert_eq!(
         c.order(3, "a2").unwrap(),
         2,

@@ -222,61 +222,14 @@ impl Cluster {
         fs::create_dir_all(dir.join("logs"))?;
         let extra_frontends = options.frontends.max(1) - 1;
         let ports = free_ports(11 + extra_frontends)?;
+        let config = loopback_config(dir.join("data"), &ports, &options);
         let other_ports = &ports[11..];
-        let mut replicas = BTreeMap::new();
-        let mut replica_configs = Vec::new();
-        for id in 1..=3u32 {
-            let base = 2 + 3 * (id as usize - 1);
-            let (http, bcast, health) = (ports[base], ports[base + 1], ports[base + 2]);
-            replica_configs.push(ReplicaConfig {
-                id,
-                host: LOOPBACK.into(),
-                port: http.into(),
-                leader_broadcast_port: bcast.into(),
-                health_check_port: health.into(),
-            });
-            let addr = |p: u16| format!("{LOOPBACK}:{p}");
-            replicas.insert(id, (addr(http), addr(bcast), addr(health)));
-        }
-        let config = Config {
-            output_dir: dir.join("data"),
-            health_check_interval: options.health_check_interval,
-            secret: SECRET.into(),
-            http: HttpConfig::default(),
-            catalog: CatalogConfig {
-                host: LOOPBACK.into(),
-                port: ports[0].into(),
-                threads: THREADS,
-                stocks: STOCKS
-                    .iter()
-                    .map(|name| StockConfig {
-                        name: name.to_string(),
-                        price: PRICE,
-                        quantity: INITIAL_QUANTITY as u64,
-                    })
-                    .collect(),
-            },
-            frontend: FrontendConfig {
-                host: LOOPBACK.into(),
-                port: ports[1].into(),
-                threads: THREADS,
-                cache: options.cache,
-                cache_size: options.cache_size,
-                dump: false,
-                cache_log_path: None,
-                others: other_ports
-                    .iter()
-                    .map(|&port| Endpoint {
-                        host: LOOPBACK.into(),
-                        port: port.into(),
-                    })
-                    .collect(),
-            },
-            order: OrderConfig {
-                threads: THREADS,
-                replicas: replica_configs,
-            },
-        };
+        let replicas: BTreeMap<u32, (String, String, String)> = config
+            .order
+            .replicas
+            .iter()
+            .map(|r| (r.id, (r.http_addr(), r.broadcast_addr(), r.health_addr())))
+            .collect();
         let config_path = dir.join("bazaar.yaml");
         let yaml = serde_yaml::to_string(&config)
             .map_err(|e| Error::Internal(format!("cannot write the cluster's config: {e}")))?;
@@ -717,6 +670,64 @@ struct SampledStock {
     name: String,
     quantity: i64,
     volume: i64,
+}
+
+/// The typed config of a bazaar on loopback: `ports` are the catalog's, the front-end's, then
+/// each replica's HTTP, leader-broadcast and health ports (ids 1 to 3), then any further
+/// front-ends'. The one place test bazaars are described; written out with serde.
+pub fn loopback_config(data_dir: PathBuf, ports: &[u16], options: &ClusterOptions) -> Config {
+    let other_ports = &ports[11..];
+    let mut replica_configs = Vec::new();
+    for id in 1..=3u32 {
+        let base = 2 + 3 * (id as usize - 1);
+        let (http, bcast, health) = (ports[base], ports[base + 1], ports[base + 2]);
+        replica_configs.push(ReplicaConfig {
+            id,
+            host: LOOPBACK.into(),
+            port: http.into(),
+            leader_broadcast_port: bcast.into(),
+            health_check_port: health.into(),
+        });
+    }
+    Config {
+        output_dir: data_dir,
+        health_check_interval: options.health_check_interval,
+        secret: SECRET.into(),
+        http: HttpConfig::default(),
+        catalog: CatalogConfig {
+            host: LOOPBACK.into(),
+            port: ports[0].into(),
+            threads: THREADS,
+            stocks: STOCKS
+                .iter()
+                .map(|name| StockConfig {
+                    name: name.to_string(),
+                    price: PRICE,
+                    quantity: INITIAL_QUANTITY as u64,
+                })
+                .collect(),
+        },
+        frontend: FrontendConfig {
+            host: LOOPBACK.into(),
+            port: ports[1].into(),
+            threads: THREADS,
+            cache: options.cache,
+            cache_size: options.cache_size,
+            dump: false,
+            cache_log_path: None,
+            others: other_ports
+                .iter()
+                .map(|&port| Endpoint {
+                    host: LOOPBACK.into(),
+                    port: port.into(),
+                })
+                .collect(),
+        },
+        order: OrderConfig {
+            threads: THREADS,
+            replicas: replica_configs,
+        },
+    }
 }
 
 /// The catalog as the checks see it: stock → (quantity, volume).
