@@ -35,6 +35,22 @@
 //! - `testkit` (feature `testkit`, on for tests and benches): the test harness, a bazaar of
 //!   real processes on one machine (`testkit::cluster`) and the chaos run (`testkit::chaos`).
 //!
+//! Where each part of the contract (`docs/spec.md`) lives:
+//!
+//! | spec | what | where |
+//! |---|---|---|
+//! | §1 | processes, the config file, env overrides, the secret | [`config`], [`startup`], `bin/` |
+//! | §2 | the catalog, fenced apply, invalidation | [`catalog`] |
+//! | §3 | the REST API, the cache | [`frontend`] (bodies in [`api`]), [`http`] |
+//! | §4 | replicas: majority commit, epochs, the log | `order::core` (every rule), [`order`] (files, threads), [`selection`] |
+//! | §5 | the invariants | checked by `testkit::cluster` in `tests/`, and by `./run.sh chaos` |
+//! | §6 | the command line | `run.sh`, [`client`], [`eval`], `testkit::chaos` |
+//!
+//! What you may touch from outside the crate is what `cargo doc` shows: the services' start
+//! functions and handles, the config, the wire types, the client and the evaluation. Everything
+//! else is `pub(crate)`; the harness is behind the `testkit` feature (on for tests and benches
+//! through a self dev-dependency, off in the shipped binaries).
+//!
 //! How an order flows: the front-end validates it and gives it a request id, then forwards it to
 //! the leader. The leader decides it (404/409) against the catalog's state plus its own log,
 //! numbers and appends it (one fsync per batch), replicates it, and once a majority holds it
