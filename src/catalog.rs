@@ -809,7 +809,6 @@ pub fn start_with_listener(config: Config, listener: TcpListener) -> Result<Serv
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use parking_lot::Condvar;
 
@@ -818,28 +817,15 @@ mod tests {
 
     const SECRET: &str = "test-secret";
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
+    /// A fresh temporary directory (removed on drop) holding the catalog's files.
+    struct TempDir(tempfile::TempDir);
 
     impl TempDir {
         fn new() -> TempDir {
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "bazaar-catalog-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::SeqCst)
-            ));
-            let _ = fs::remove_dir_all(&dir);
-            TempDir(dir)
+            TempDir(tempfile::tempdir().unwrap())
         }
         fn file(&self) -> PathBuf {
-            self.0.join("sub").join("catalog.json")
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
+            self.0.path().join("sub").join("catalog.json")
         }
     }
 

@@ -1672,8 +1672,8 @@ mod tests {
 
     #[test]
     fn plots_render_to_svg() {
-        let dir = std::env::temp_dir().join(format!("bazaar-eval-test-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
         let points = vec![
             point(0.0, true, 0),
             point(0.4, true, 4),
@@ -1702,6 +1702,5 @@ mod tests {
         assert!(fs::read_to_string(dir.join("t.svg"))
             .unwrap()
             .contains("GameStart"));
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -42,13 +42,8 @@ mod tests {
 
     #[test]
     fn state_round_trips_and_old_files_load() {
-        let dir = std::env::temp_dir().join(format!(
-            "bazaar-state-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("orders-1.state.json");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orders-1.state.json");
         assert_eq!(load(&path).unwrap(), HardState::default());
         let state = HardState {
             epoch: 7,
@@ -68,6 +63,5 @@ mod tests {
         );
         std::fs::write(&path, "{\"ep").unwrap();
         assert!(load(&path).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
