@@ -79,7 +79,7 @@ const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
 
 /// `n` ports that are free right now, at random places in [`PORT_RANGE`] so that bazaars
 /// started at once rarely try the same ones.
-pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>> {
+pub fn free_ports(n: usize) -> Result<Vec<u16>> {
     let mut rng = fastrand::Rng::new();
     let mut ports = Vec::with_capacity(n);
     for _ in 0..PORT_RANGE.len() {

@@ -23,12 +23,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A port nothing listens on (bound, then released).
 fn closed_port() -> u32 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .into()
+    bazaar::local::free_ports(1).unwrap()[0].into()
 }
 
 /// A catalog and a front-end on 127.0.0.1 ports chosen at run time, their data in a temporary

@@ -333,12 +333,7 @@ mod tests {
     }
 
     fn closed_port() -> u32 {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-            .into()
+        crate::local::free_ports(1).unwrap()[0].into()
     }
 
     /// A front-end service whose replicas and catalog are on `replica_ports` and

@@ -695,12 +695,7 @@ mod tests {
 
     /// A port nothing listens on (bound, then released).
     fn closed_port() -> u32 {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-            .into()
+        crate::local::free_ports(1).unwrap()[0].into()
     }
 
     // The forwarding tests below run fake replicas on sockets yet stay here: they drive the
