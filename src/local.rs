@@ -77,7 +77,7 @@ pub(crate) fn wait_child(child: &mut Child, timeout: Duration) -> Result<bool> {
 /// outgoing connections of a running test can never take a port a service is about to bind.
 const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
 
-/// `n` ports that are free right now, at random places in [`PORT_RANGE`] so that bazaars
+/// `n` ports that are free right now, at random places in `PORT_RANGE` (below the ephemeral range) so that bazaars
 /// started at once rarely try the same ones.
 pub fn free_ports(n: usize) -> Result<Vec<u16>> {
     let mut rng = fastrand::Rng::new();
