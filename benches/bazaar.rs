@@ -532,13 +532,7 @@ fn sweep(binaries: &Binaries, plot_path: &Path) -> R<(Vec<Figure>, SweepResult)>
     let keep = std::cell::Cell::new(false);
     let mut runs = Vec::new();
     for sessions in SWEEP {
-        let services = [
-            Process::FRONTEND,
-            Process::Catalog,
-            Process::Order(1),
-            Process::Order(2),
-            Process::Order(3),
-        ];
+        let services = Process::ALL;
         let cpu_before: Vec<Option<f64>> = services.iter().map(|s| cpu_s(cluster, *s)).collect();
         let summary = run_clients(&cluster.frontend, sessions, SWEEP_SECONDS)?;
         let cpu: Vec<String> = services

@@ -679,13 +679,7 @@ fn rss_kb(pid: u32) -> u64 {
 #[test]
 fn overload_sheds_with_503_and_loses_nothing() {
     let c = quiet_cluster();
-    let services = [
-        Process::FRONTEND,
-        Process::Catalog,
-        Process::Order(1),
-        Process::Order(2),
-        Process::Order(3),
-    ];
+    let services = Process::ALL;
     let rss = |c: &Cluster| -> Vec<(String, u64)> {
         services
             .iter()
@@ -815,13 +809,7 @@ fn broken_state_on_start_exits_3_naming_the_file() {
     let good: BTreeMap<PathBuf, Vec<u8>> = files(&c);
     let binaries = common::binaries();
     let mut c = c;
-    for s in [
-        Process::FRONTEND,
-        Process::Catalog,
-        Process::Order(1),
-        Process::Order(2),
-        Process::Order(3),
-    ] {
+    for s in Process::ALL {
         c.kill(s);
     }
     let log1 = data.join("orders-1.csv");

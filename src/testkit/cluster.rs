@@ -79,6 +79,15 @@ impl Process {
     /// The default front-end.
     pub const FRONTEND: Process = Process::Frontend(0);
 
+    /// The five processes of a bazaar with one front-end.
+    pub const ALL: [Process; 5] = [
+        Process::FRONTEND,
+        Process::Catalog,
+        Process::Order(1),
+        Process::Order(2),
+        Process::Order(3),
+    ];
+
     pub fn name(self) -> String {
         match self {
             Process::Catalog => "catalog".into(),
