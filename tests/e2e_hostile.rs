@@ -26,6 +26,9 @@ const JUNK_ANSWER_TIMEOUT: Duration = Duration::from_secs(8);
 const OVERLOAD_FOR: Duration = Duration::from_secs(4);
 /// Connections hammering orders at once.
 const OVERLOAD_CONNECTIONS: usize = 512;
+/// How long a flooder waits after a 503 before it sends again, as a client told "retry later"
+/// would: without it the shed flooders spin and starve the accepted orders of CPU.
+const OVERLOAD_BACKOFF: Duration = Duration::from_millis(20);
 /// Longest an accepted (200) order may take under overload.
 const OVERLOAD_MAX_LATENCY: Duration = Duration::from_secs(6);
 /// Most an RSS may grow under overload.
@@ -65,6 +68,31 @@ fn parse_response(bytes: &[u8]) -> Option<(u16, Value)> {
         .and_then(|(_, b)| serde_json::from_str(b).ok())
         .unwrap_or(Value::Null);
     Some((status, body))
+}
+
+/// Reads one HTTP response (headers, then `Content-Length` bytes of body) from a keep-alive
+/// connection; `None` when the connection ends or times out first.
+fn read_one_response(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if bytes.len() >= end + 4 + length {
+                bytes.truncate(end + 4 + length);
+                return Some(bytes);
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+        }
+    }
 }
 
 /// Every file of the data directory with its bytes.
@@ -699,6 +727,7 @@ fn overload_sheds_with_503_and_loses_nothing() {
                 .spawn_scoped(s, move || {
                     let stocks = ["GameStart", "FishCo", "BoarCo", "MenhirCo"];
                     let mut i = 0u64;
+                    let mut stream: Option<TcpStream> = None;
                     while Instant::now() < stop_at {
                         i += 1;
                         let name = stocks[(t + i as usize) % stocks.len()];
@@ -707,21 +736,38 @@ fn overload_sheds_with_503_and_loses_nothing() {
                             r#"{{"name":"{name}","quantity":1,"type":"{kind}","request_id":"ov-{t}-{i}"}}"#
                         );
                         let started = Instant::now();
-                        let Ok(mut stream) = TcpStream::connect(&c.frontend) else {
+                        // One keep-alive connection per flooder, so that all of them are in
+                        // the front-end at once (reconnecting for every request would leave
+                        // most waiting in the kernel's accept queue instead).
+                        if stream.is_none() {
+                            stream = TcpStream::connect(&c.frontend).ok();
+                            if let Some(s) = &stream {
+                                let _ = s.set_read_timeout(Some(CALL));
+                            }
+                        }
+                        let Some(conn) = stream.as_mut() else {
                             *statuses.lock().unwrap().entry(0).or_default() += 1;
                             continue;
                         };
-                        let _ = stream.set_read_timeout(Some(CALL));
                         let request = format!(
-                            "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
                             body.len()
                         );
-                        let mut response = Vec::new();
-                        let ok = stream.write_all(request.as_bytes()).is_ok()
-                            && stream.read_to_end(&mut response).is_ok();
+                        let response = conn
+                            .write_all(request.as_bytes())
+                            .ok()
+                            .and_then(|()| read_one_response(conn));
+                        let ok = response.is_some();
+                        if !ok {
+                            stream = None;
+                        }
+                        let response = response.unwrap_or_default();
                         let got = ok.then(|| parse_response(&response)).flatten();
                         let status = got.as_ref().map_or(0, |g| g.0);
                         *statuses.lock().unwrap().entry(status).or_default() += 1;
+                        if status == 503 {
+                            thread::sleep(OVERLOAD_BACKOFF);
+                        }
                         if let Some((200, body)) = got {
                             latencies.lock().unwrap().push(started.elapsed());
                             let number = body["data"]["transaction_number"].as_u64().unwrap();
