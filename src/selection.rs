@@ -23,7 +23,8 @@
 //! [`select_leader`] is the front-end's side: ping the replicas from the highest id down, tell
 //! the first that answers `OK` that it won (with the highest epoch the front-end has seen as a
 //! hint), and once it answers `OK <epoch>`, tell every other replica `<id> <epoch>`. A winner
-//! that does not confirm (it may have died or be recovering) is skipped and the next is tried.
+//! that does not confirm (it may have died or be recovering), or confirms with an epoch below
+//! the hint (a deposed leader that has not heard yet), is skipped and the next is tried.
 //! The algorithm itself is `select_with`, which takes the transport as a closure so that it
 //! can be tested without sockets.
 //!
@@ -277,7 +278,8 @@ pub fn select_leader(
 }
 
 /// The selection algorithm over any transport: `ask(addr, line, timeout)` returns the answer
-/// line or `None`. Pure apart from what `ask` does, so it is unit-tested with a fake.
+/// line or `None`. Pure apart from what `ask` does, so it is unit-tested with a fake. An
+/// `OK <epoch>` below `epoch_hint` is not a leadership: the next replica is tried.
 pub(crate) fn select_with(
     replicas: &[ReplicaConfig],
     epoch_hint: u64,
@@ -300,7 +302,18 @@ pub(crate) fn select_with(
         .to_string();
         let won = ask(&addr, &you_win, YOU_WIN_TIMEOUT).map(|a| Reply::parse(&a));
         let epoch = match won {
-            Some(Reply::OkEpoch(epoch)) => epoch,
+            Some(Reply::OkEpoch(epoch)) if epoch >= epoch_hint => epoch,
+            // A leader of an epoch older than one this front-end has seen has been deposed,
+            // whether it knows yet or not (it may have been frozen): forwarding to it would
+            // read and decide from a stale log.
+            Some(Reply::OkEpoch(epoch)) => {
+                warn!(
+                    "replica {} answered epoch {epoch}, below {epoch_hint} already seen: \
+                     not the leader",
+                    candidate.id
+                );
+                continue;
+            }
             // A replica that speaks the reference design's protocol answers a bare OK.
             Some(Reply::Ok) => epoch_hint,
             other => {
@@ -479,6 +492,25 @@ mod tests {
                     (3, Some("OK"), None),
                 ],
                 Some(Leadership { id: 1, epoch: 8 }),
+            ),
+            (
+                "a leader below the highest epoch seen is deposed: try the next",
+                &[
+                    (1, Some("OK"), Some("OK 6")),
+                    (2, Some("OK"), Some("OK 5")),
+                    (3, Some("OK"), Some("OK 3")),
+                ],
+                Some(Leadership { id: 2, epoch: 5 }),
+            ),
+            (
+                "the sitting leader re-confirmed at the highest epoch seen",
+                &[(2, Some("OK"), Some("OK 5")), (3, Some("OK"), Some("OK 4"))],
+                Some(Leadership { id: 3, epoch: 4 }),
+            ),
+            (
+                "only stale leaders: none",
+                &[(1, Some("OK"), Some("OK 0")), (3, Some("OK"), Some("OK 3"))],
+                None,
             ),
             (
                 "bare OK keeps the hint",

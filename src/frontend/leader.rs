@@ -24,6 +24,10 @@
 //! The last few changes of leader (including "no leader") are kept with their time for the
 //! front-end's live page (`LeaderTracker::changes`, at most `LEADER_CHANGES_KEPT`).
 //!
+//! The tracker never takes a leadership whose epoch is below the highest it has seen (the
+//! selection refuses such an answer too): that replica was deposed, and reading or deciding
+//! orders on it would use a stale log.
+//!
 //! Caveats: a selection that finds no replica sets the leader to none; requests then retry
 //! until their deadline, each wave of retries running at most one selection at a time.
 
@@ -174,6 +178,19 @@ impl LeaderTracker {
     /// Records a selection's outcome; called with the lock held, before `version` moves, so
     /// nobody sees the new version with the old leader.
     fn apply(&self, state: &mut State, outcome: Option<Leadership>) {
+        // Selections ask with the highest epoch as the hint and refuse an answer below it;
+        // this holds the same for any selector, so no leader of an older epoch is ever
+        // forwarded to once a newer one was seen.
+        let outcome = match outcome {
+            Some(stale) if stale.epoch < state.highest_epoch => {
+                warn!(
+                    "order replica {} claims epoch {}, below {} already seen: not the leader",
+                    stale.id, stale.epoch, state.highest_epoch
+                );
+                None
+            }
+            other => other,
+        };
         if state.current != outcome {
             if state.changes.len() >= LEADER_CHANGES_KEPT {
                 state.changes.pop_front();
@@ -302,6 +319,15 @@ mod tests {
                 lead(3, 3),
                 vec![0, 1, 2],
                 2,
+            ),
+            // An outcome below the highest epoch seen is no leader; the next selection still
+            // hints the highest.
+            (vec![lead(2, 5), lead(3, 4)], None, vec![0, 5], 0),
+            (
+                vec![lead(2, 5), lead(3, 4), lead(1, 6)],
+                lead(1, 6),
+                vec![0, 5, 5],
+                1,
             ),
         ];
         for (outcomes, want, hints, failovers) in cases {
