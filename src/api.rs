@@ -1,7 +1,8 @@
 //! Wire types: every JSON body any service sends or receives, defined once.
 //!
 //! Successful answers are `{"data": ...}` (`Data`); failures are
-//! `{"error":{"code":C,"message":"..."}}` (`ErrorBody`). The front-end, the catalog, the order
+//! `{"error":{"code":C,"message":"..."}}` (`ErrorBody`), plus `"request_id"` on a 503 whose
+//! order must be re-sent under that id. The front-end, the catalog, the order
 //! replicas, the client and the tests all use these types, so a field renamed here is renamed
 //! everywhere.
 //!
@@ -29,11 +30,14 @@ pub(crate) struct ErrorBody {
     pub(crate) error: ErrorDetail,
 }
 
-/// The inside of [`ErrorBody`].
+/// The inside of [`ErrorBody`]. `request_id` is there only on a 503 "re-send with the same
+/// request_id" ([`Error::Resend`]): the id to re-send with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ErrorDetail {
     pub(crate) code: u16,
     pub(crate) message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) request_id: Option<String>,
 }
 
 impl From<&Error> for ErrorBody {
@@ -42,6 +46,7 @@ impl From<&Error> for ErrorBody {
             error: ErrorDetail {
                 code: err.status(),
                 message: err.message(),
+                request_id: err.request_id().map(str::to_string),
             },
         }
     }
@@ -668,6 +673,14 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&err).unwrap(),
             r#"{"error":{"code":404,"message":"no stock"}}"#
+        );
+        let err = ErrorBody::from(&Error::Resend {
+            message: "late".into(),
+            request_id: "fe-7".into(),
+        });
+        assert_eq!(
+            serde_json::to_string(&err).unwrap(),
+            r#"{"error":{"code":503,"message":"late","request_id":"fe-7"}}"#
         );
     }
 }

@@ -11,7 +11,8 @@
 //!
 //! Retries: an order carries a request id no other run can mint (`api::new_request_id`), so
 //! re-sending it after a transport error or a 5xx can never trade twice; the bazaar answers a
-//! repeat with the first transaction number. Lookups and reads are retried the same way. Retries
+//! repeat with the first transaction number. A 503 "re-send" names the id to re-send under,
+//! and the retry uses it. Lookups and reads are retried the same way. Retries
 //! are counted; what still fails after `RETRY_DEADLINE` is an error. A 409 (not enough stock)
 //! is a correct refusal, counted as `rejected`. A session that still cannot reach the bazaar
 //! after a whole retry deadline stops there: the rest of its orders count as not verified
@@ -347,11 +348,13 @@ impl Session<'_> {
     }
 
     /// One order, retried under its request id; an acknowledged one joins `placed`.
-    fn place(&mut self, order: OrderRequest, placed: &mut BTreeMap<u64, Order>) -> Step {
+    fn place(&mut self, mut order: OrderRequest, placed: &mut BTreeMap<u64, Order>) -> Step {
         let started = Instant::now();
         let (client, addr) = (&self.client, self.addr);
         let ack = retrying(&mut self.out.summary.retries, || {
-            client.post::<_, OrderAck>(addr, "/orders", &order, REQUEST_TIMEOUT)
+            let got = client.post::<_, OrderAck>(addr, "/orders", &order, REQUEST_TIMEOUT);
+            adopt_request_id(&mut order, &got);
+            got
         });
         self.out.summary.orders += 1;
         match ack {
@@ -447,8 +450,23 @@ pub(crate) fn retrying<T>(retries: &mut u64, mut f: impl FnMut() -> Result<T>) -
 fn is_retryable(err: &Error) -> bool {
     matches!(
         err,
-        Error::Unreachable(_) | Error::Unavailable(_) | Error::NotLeader(_) | Error::Internal(_)
+        Error::Unreachable(_)
+            | Error::Unavailable(_)
+            | Error::Resend { .. }
+            | Error::NotLeader(_)
+            | Error::Internal(_)
     )
+}
+
+/// After a 503 "re-send", the order is re-sent under the id that answer names: the id the
+/// bazaar may have logged it under. (This client always sends its own id, which the answer
+/// repeats; taking the answer's id also covers an order sent without one.)
+fn adopt_request_id<T>(order: &mut OrderRequest, got: &Result<T>) {
+    if let Err(err) = got {
+        if let Some(id) = err.request_id() {
+            order.request_id = Some(id.to_string());
+        }
+    }
 }
 
 /// The stock names to trade: the front-end's list (the catalog's config), retried like any
@@ -507,6 +525,13 @@ mod tests {
         let cases = [
             (Error::Unreachable("x".into()), true),
             (Error::Unavailable("x".into()), true),
+            (
+                Error::Resend {
+                    message: "x".into(),
+                    request_id: "r".into(),
+                },
+                true,
+            ),
             (Error::Conflict("x".into()), false),
             (Error::NotFound("x".into()), false),
             (Error::BadRequest("x".into()), false),
@@ -514,5 +539,25 @@ mod tests {
         for (err, want) in cases {
             assert_eq!(is_retryable(&err), want, "{err:?}");
         }
+    }
+
+    #[test]
+    fn a_resend_answer_sets_the_id_of_the_retry() {
+        let mut order = OrderRequest {
+            name: "A".into(),
+            quantity: 1,
+            kind: OrderType::Buy,
+            request_id: None,
+        };
+        adopt_request_id::<()>(&mut order, &Err(Error::Unavailable("x".into())));
+        assert_eq!(order.request_id, None);
+        let resend = Error::Resend {
+            message: "x".into(),
+            request_id: "fe-3".into(),
+        };
+        adopt_request_id::<()>(&mut order, &Err(resend));
+        assert_eq!(order.request_id.as_deref(), Some("fe-3"));
+        adopt_request_id(&mut order, &Ok(()));
+        assert_eq!(order.request_id.as_deref(), Some("fe-3"));
     }
 }

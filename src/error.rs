@@ -41,6 +41,12 @@ pub enum Error {
     NotLeader(String),
     /// A dependency answered that it cannot serve now, or no replica leads (503).
     Unavailable(String),
+    /// An order that was not acknowledged in time but may still commit (503): the client
+    /// must re-send it with `request_id`, the id it was (or would have been) logged under.
+    /// The message says so ([`crate::api::RESEND`]); the id also travels in the error body
+    /// and in a `Request-Id` header, because a client that sent no id cannot know the one
+    /// the front-end gave its order, and re-sending without it could trade twice.
+    Resend { message: String, request_id: String },
     /// A peer could not be reached at all: refused, reset or timed out. Surfaces as 503; the
     /// front-end treats it as a reason to re-select the leader, unlike [`Error::Unavailable`],
     /// which is a peer's real answer.
@@ -69,7 +75,7 @@ impl Error {
             Error::PayloadTooLarge => 413,
             Error::Unprocessable(_) => 422,
             Error::NotLeader(_) => 421,
-            Error::Unavailable(_) | Error::Unreachable(_) => 503,
+            Error::Unavailable(_) | Error::Unreachable(_) | Error::Resend { .. } => 503,
             Error::Internal(_) | Error::Config(_) | Error::State(_) => 500,
         }
     }
@@ -92,6 +98,48 @@ impl Error {
         }
     }
 
+    /// Rebuilds an error from another service's error body: [`Error::from_status`], except
+    /// that a 503 carrying a request id is an [`Error::Resend`] for that id.
+    pub(crate) fn from_body(status: u16, message: String, request_id: Option<String>) -> Error {
+        match request_id {
+            Some(request_id) if status == 503 => Error::Resend {
+                message,
+                request_id,
+            },
+            _ => Error::from_status(status, message),
+        }
+    }
+
+    /// True for a 503 whose order may still commit: an [`Error::Resend`], or a 503 whose
+    /// message says "re-send" without an id (from a replica's core, or an older service).
+    pub(crate) fn is_resend(&self) -> bool {
+        match self {
+            Error::Resend { .. } => true,
+            Error::Unavailable(m) => m.contains(crate::api::RESEND),
+            _ => false,
+        }
+    }
+
+    /// This error with `request_id` attached if it says "re-send": whoever knows the id an
+    /// order went under calls this on every error it answers that order with.
+    pub(crate) fn with_request_id(self, request_id: &str) -> Error {
+        match self {
+            Error::Unavailable(message) if message.contains(crate::api::RESEND) => Error::Resend {
+                message,
+                request_id: request_id.to_string(),
+            },
+            other => other,
+        }
+    }
+
+    /// The request id to re-send with, for an [`Error::Resend`].
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Error::Resend { request_id, .. } => Some(request_id),
+            _ => None,
+        }
+    }
+
     /// The message that goes into the JSON error body.
     pub fn message(&self) -> String {
         match self {
@@ -105,7 +153,8 @@ impl Error {
             | Error::Unreachable(m)
             | Error::Internal(m)
             | Error::Config(m)
-            | Error::State(m) => m.clone(),
+            | Error::State(m)
+            | Error::Resend { message: m, .. } => m.clone(),
             Error::MethodNotAllowed(_) => "method not allowed".into(),
             Error::LengthRequired => "a request body needs a Content-Length".into(),
             Error::PayloadTooLarge => "request body too large".into(),
@@ -164,6 +213,36 @@ mod tests {
         ];
         for err in cases {
             assert_eq!(Error::from_status(err.status(), err.message()), err);
+        }
+    }
+
+    #[test]
+    fn a_resend_keeps_its_request_id_across_the_wire() {
+        let resend = Error::Resend {
+            message: format!("not committed in time; {}", crate::api::RESEND),
+            request_id: "fe-1".into(),
+        };
+        assert_eq!(resend.status(), 503);
+        let back = Error::from_body(503, resend.message(), Some("fe-1".into()));
+        assert_eq!(back, resend);
+        assert_eq!(back.request_id(), Some("fe-1"));
+        // Only a 503 is a re-send; an id on another status is ignored.
+        assert_eq!(
+            Error::from_body(409, "x".into(), Some("fe-1".into())),
+            Error::Conflict("x".into())
+        );
+        let bare = Error::Unavailable(format!("stepped down; {}", crate::api::RESEND));
+        assert!(bare.is_resend() && bare.request_id().is_none());
+        let tagged = bare.with_request_id("r-9");
+        assert_eq!(tagged.request_id(), Some("r-9"));
+        assert!(tagged.is_resend());
+        // Other errors are left alone: a 503 that is not about this order, a 409.
+        for other in [
+            Error::Unavailable("catalog unavailable".into()),
+            Error::Conflict("not enough".into()),
+        ] {
+            assert!(!other.is_resend());
+            assert_eq!(other.clone().with_request_id("r-9"), other);
         }
     }
 }

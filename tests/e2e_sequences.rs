@@ -156,6 +156,7 @@ impl Load {
                                 client.post::<_, OrderAck>(&fe, "/orders", &req, CALL_TIMEOUT);
                             match got {
                                 Err(Error::Unavailable(_))
+                                | Err(Error::Resend { .. })
                                 | Err(Error::Unreachable(_))
                                 | Err(Error::Internal(_))
                                 | Err(Error::NotLeader(_))

@@ -56,6 +56,7 @@ fn start_bazaar(listener: TcpListener, body: &str) -> Running {
             body: body.clone(),
             content_type: bazaar::http::JSON,
             allow: None,
+            request_id: None,
         })
     };
     let options = ServerOptions::new("bench", POOL_THREADS, &HttpConfig::default());

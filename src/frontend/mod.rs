@@ -13,10 +13,18 @@
 //! `leader::LeaderTracker`. A forward that finds the leader unreachable, or hears 421 "not
 //! the leader", re-selects the leader (once per failure wave, serialized) and retries the same
 //! body — same `request_id`, which the front-end assigns when the client did not, so the
-//! catalog and the replicas recognise the retry and never trade twice. Retries stop after
+//! catalog and the replicas recognise the retry and never trade twice. An order the leader
+//! answers 503 "re-send with the same request_id" is retried the same way. Retries stop after
 //! `MAX_FORWARD_ATTEMPTS` or at `FORWARD_DEADLINE`, answering 503 "no order replica
-//! reachable". Every other error (400/404/409, a 503 meaning the catalog is down, 500) is the
+//! reachable"; for an order that 503 says "re-send" and carries the request id (body field
+//! `request_id`, header `Request-Id`), since the order may still commit and a client that sent
+//! no id could not re-send it otherwise. Every other error (400/404/409, a 503 meaning the
+//! catalog is down, a leader's 503 on a read of an order it has not committed yet, 500) is the
 //! leader's real answer and goes straight back with its status.
+//!
+//! Reads (`GET /orders/<n>`) are forwarded like orders: only a leader holding its lease
+//! answers them (anything else says 421 and the front-end re-selects), so a front-end that
+//! still points at a deposed leader does not read its stale log.
 //!
 //! The `health_check_loop` thread pings the leader's health port every
 //! `health_check_interval` (a stopped process still accepts TCP, so it waits for the `OK`) and
@@ -235,14 +243,19 @@ impl FrontendApi {
     }
 
     /// Forwards an order to the leader (with retries), then drops the stock from the cache
-    /// before the client hears of it.
+    /// before the client hears of it. A 503 "re-send" names the request id the order went
+    /// under (the client's, or the one given here), so that a client that sent none can.
     fn place_order(&self, mut order: OrderRequest) -> Result<OrderAck> {
-        if order.request_id.is_none() {
-            order.request_id = Some(self.next_request_id());
-        }
+        let request_id = order
+            .request_id
+            .get_or_insert_with(|| self.next_request_id())
+            .clone();
         self.traffic.count_order();
-        let result =
-            self.forward(|addr, timeout| self.client.post(addr, "/orders", &order, timeout));
+        let result = self
+            .forward(Some(&request_id), |addr, timeout| {
+                self.client.post(addr, "/orders", &order, timeout)
+            })
+            .map_err(|e| e.with_request_id(&request_id));
         // The catalog invalidated before it answered; doing it here as well keeps lookups
         // fresh even if that call was lost. Only an acknowledged trade needs it: after an error
         // nothing was promised, and a retry that completes the trade invalidates again. (A
@@ -255,12 +268,20 @@ impl FrontendApi {
 
     fn query_order(&self, number: u64) -> Result<Order> {
         let path = format!("/orders/{number}");
-        self.forward(|addr, timeout| self.client.get(addr, &path, timeout))
+        self.forward(None, |addr, timeout| self.client.get(addr, &path, timeout))
     }
 
     /// Calls `call(leader_http_addr, timeout)` on the leader, re-selecting and retrying while
-    /// the leader is unreachable or says it does not lead.
-    fn forward<T>(&self, call: impl Fn(&str, Duration) -> Result<T>) -> Result<T> {
+    /// the leader is unreachable or says it does not lead (421: a follower, a candidate, or a
+    /// leader without its lease, which may be deposed), and, for an order (`request_id` is
+    /// its id), while the leader says "re-send". Any other answer is the leader's, passed on
+    /// as it is: a read of an order not yet committed may get the leader's own 503, which
+    /// says nothing about whether the order will commit, so it is not retried here.
+    fn forward<T>(
+        &self,
+        request_id: Option<&str>,
+        call: impl Fn(&str, Duration) -> Result<T>,
+    ) -> Result<T> {
         let deadline = Instant::now() + FORWARD_DEADLINE;
         let mut attempts = 0;
         loop {
@@ -277,9 +298,9 @@ impl FrontendApi {
                         }
                         // The leader could not commit it in time (no majority, or it stepped
                         // down): the order may still commit, and the same request id finds it.
-                        Err(Error::Unavailable(m)) if m.contains(RESEND) => {
-                            warn!("order replica {}: {m}", replica.id);
-                            Error::Unavailable(m)
+                        Err(err) if request_id.is_some() && err.is_resend() => {
+                            warn!("order replica {}: {err}", replica.id);
+                            err
                         }
                         answer => return answer,
                     }
@@ -287,10 +308,7 @@ impl FrontendApi {
             };
             attempts += 1;
             if attempts >= MAX_FORWARD_ATTEMPTS || Instant::now() >= deadline {
-                return Err(Error::Unavailable(format!(
-                    "no order replica reachable (after {attempts} attempts; last: {failure}); \
-                     {RESEND}"
-                )));
+                return Err(give_up(attempts, &failure, request_id));
             }
             if view.leader.is_some() {
                 self.leader.count_retry();
@@ -484,6 +502,22 @@ impl Frontend {
         // Connection threads may still hold the service (and so the cache, whose drop would
         // flush): callers read the trace right after this.
         self.service.cache.flush_trace();
+    }
+}
+
+/// The answer after `attempts` forwards that all failed, the last with `failure`. An order
+/// (`request_id`) may have been logged by a leader that then became unreachable, so it may
+/// still commit: the client must re-send it under that id, which the answer carries. A read
+/// changes nothing, so it is a plain 503.
+fn give_up(attempts: u32, failure: &Error, request_id: Option<&str>) -> Error {
+    let message =
+        format!("no order replica reachable (after {attempts} attempts; last: {failure})");
+    match request_id {
+        Some(id) => Error::Resend {
+            message: format!("{message}; {RESEND}"),
+            request_id: id.to_string(),
+        },
+        None => Error::Unavailable(message),
     }
 }
 
@@ -705,6 +739,16 @@ mod tests {
     /// A fake order replica: answers `POST /orders` with `answer`, records the request ids,
     /// and serves `GET /orders/<n>`.
     fn fake_replica(answer: Result<OrderAck>, seen: Arc<Mutex<Vec<String>>>) -> Server {
+        fake_replica_reading(answer, seen, None)
+    }
+
+    /// [`fake_replica`] whose `GET /orders/<n>` answers `read_error` when given, and records
+    /// the read as `read <n>` in `seen`.
+    fn fake_replica_reading(
+        answer: Result<OrderAck>,
+        seen: Arc<Mutex<Vec<String>>>,
+        read_error: Option<Error>,
+    ) -> Server {
         let handler = move |req: &Request| match (req.method.as_str(), req.segments().as_slice()) {
             ("POST", ["orders"]) => {
                 seen.lock().push(
@@ -713,6 +757,12 @@ mod tests {
                         .unwrap_or_default(),
                 );
                 answer.clone().map(Response::ok)
+            }
+            ("GET", ["orders", _]) if read_error.is_some() => {
+                seen.lock().push(format!("read {}", req.path));
+                Err(read_error
+                    .clone()
+                    .unwrap_or(Error::Internal("unreachable".into())))
             }
             ("GET", ["orders", n]) => Ok(Response::ok(Order {
                 number: n.parse().map_err(|_| Error::BadRequest("n".into()))?,
@@ -798,6 +848,91 @@ mod tests {
         assert_eq!(s.health().retries, 2);
         r2.shutdown();
         r3.shutdown();
+    }
+
+    /// A front-end whose replicas are `servers` (ids 1.., in order) and whose selections
+    /// return `outcomes` from the last.
+    fn with_replicas(servers: &[&Server], outcomes: Vec<Leadership>) -> FrontendApi {
+        let mut config = Config::from_yaml(SHIPPED, &|_| None).unwrap();
+        config.order.replicas.truncate(servers.len());
+        for (r, server) in config.order.replicas.iter_mut().zip(servers) {
+            r.port = server.local_addr().port().into();
+        }
+        let outcomes = Mutex::new(outcomes);
+        let tracker = LeaderTracker::with_selector(
+            config.order.replicas.clone(),
+            Box::new(move |_: &[crate::config::ReplicaConfig], _: u64| outcomes.lock().pop()),
+        );
+        FrontendApi::with_leader_tracker(&config, tracker).unwrap()
+    }
+
+    /// A read that a replica answers 421 (a follower, or a leader without its lease) is not
+    /// the answer: the front-end re-selects and reads from the new leader.
+    #[test]
+    fn a_read_answered_not_leader_reselects_and_retries() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let deposed = fake_replica_reading(
+            Err(Error::NotLeader("x".into())),
+            seen.clone(),
+            Some(Error::NotLeader("replica 1 holds no lease".into())),
+        );
+        let leader = fake_replica(Err(Error::NotLeader("x".into())), seen.clone());
+        let s = with_replicas(
+            &[&deposed, &leader],
+            vec![
+                Leadership { id: 2, epoch: 6 },
+                Leadership { id: 1, epoch: 5 },
+            ],
+        );
+        s.check_leader();
+        assert_eq!(s.health().leader, Some(1));
+        let order = call(&s, "GET", "/orders/4", "").unwrap();
+        assert_eq!(
+            order.body,
+            br#"{"data":{"number":4,"name":"A","type":"sell","quantity":2}}"#
+        );
+        assert_eq!(*seen.lock(), vec!["read /orders/4".to_string()]);
+        let health = s.health();
+        assert_eq!((health.leader, health.retries), (Some(2), 1));
+        deposed.shutdown();
+        leader.shutdown();
+    }
+
+    /// The leader's own 503 on a read (an order it holds but has not committed in time) is its
+    /// answer: passed back once, without "re-send" (a read has no request id), not retried.
+    #[test]
+    fn a_read_answered_503_by_the_leader_is_passed_back() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let uncommitted = Error::Unavailable("order 3 is not committed yet".into());
+        let leader = fake_replica_reading(
+            Err(Error::NotLeader("x".into())),
+            seen.clone(),
+            Some(uncommitted.clone()),
+        );
+        let s = with_replicas(&[&leader], vec![Leadership { id: 1, epoch: 1 }]);
+        s.check_leader();
+        let resp = Response::from(call(&s, "GET", "/orders/3", ""));
+        assert_eq!(resp, Response::error(&uncommitted));
+        assert_eq!(resp.request_id, None);
+        assert_eq!((seen.lock().len(), s.health().retries), (1, 0));
+        leader.shutdown();
+    }
+
+    /// Giving up on an order names the request id to re-send with; on a read there is none.
+    #[test]
+    fn giving_up_on_an_order_carries_its_request_id() {
+        let failure = Error::Unreachable("refused".into());
+        let order = give_up(3, &failure, Some("fe-9"));
+        assert_eq!(order.status(), 503);
+        assert_eq!(order.request_id(), Some("fe-9"));
+        assert!(order.message().contains(RESEND), "{order}");
+        let resp = Response::error(&order);
+        assert_eq!(resp.request_id.as_deref(), Some("fe-9"));
+        let body: Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(body["error"]["request_id"], "fe-9");
+        let read = give_up(3, &failure, None);
+        assert_eq!((read.status(), read.request_id()), (503, None));
+        assert!(!read.message().contains(RESEND), "{read}");
     }
 
     #[test]

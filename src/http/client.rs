@@ -3,7 +3,8 @@
 //! Every call has per-phase timeouts (connect, send, receive) rather than ureq's
 //! `timeout_global`, which spawns a thread per call. Status codes are not errors at the ureq
 //! level (`http_status_as_error(false)`), so the JSON error body of another service is read and
-//! turned back into the same [`Error`] with [`Error::from_status`]. A transport failure (refused,
+//! turned back into the same [`Error`] with `Error::from_body` (a 503 with a request id stays an
+//! [`Error::Resend`] for that id). A transport failure (refused,
 //! reset, timed out) becomes [`Error::Unreachable`].
 //!
 //! Caveats: ureq keeps at most [`MAX_IDLE_PER_HOST`] idle connections per host; beyond that,
@@ -154,9 +155,12 @@ fn decode<T: DeserializeOwned>(
             .map_err(|e| Error::Internal(format!("{url}: unexpected answer: {e}")))?;
         return Ok(data.data);
     }
-    let message = match serde_json::from_slice::<ErrorBody>(&body) {
-        Ok(err) => err.error.message,
-        Err(_) => String::from_utf8_lossy(&body).chars().take(200).collect(),
+    let (message, request_id) = match serde_json::from_slice::<ErrorBody>(&body) {
+        Ok(err) => (err.error.message, err.error.request_id),
+        Err(_) => (
+            String::from_utf8_lossy(&body).chars().take(200).collect(),
+            None,
+        ),
     };
-    Err(Error::from_status(status, message))
+    Err(Error::from_body(status, message, request_id))
 }

@@ -9,7 +9,8 @@
 //! server turns errors into the JSON error body and a panic into a 500. Each service lists its
 //! routes once, as a table of `Route` rows (method, path, where it runs, handler); `dispatch`
 //! answers from it, with a 405 for a listed path under another method and a 404 for the rest.
-//! The 405 carries an `Allow` header listing the path's methods, from the same table.
+//! The 405 carries an `Allow` header listing the path's methods, from the same table. A 503
+//! "re-send with the same request_id" carries that id in its body and a `Request-Id` header.
 
 pub(crate) mod client;
 pub(crate) mod server;
@@ -21,7 +22,7 @@ use crate::api::{Data, ErrorBody};
 use crate::error::{Error, Result};
 
 pub use client::Client;
-pub use server::{Server, ServerOptions};
+pub use server::{Server, ServerOptions, REQUEST_ID_HEADER};
 
 /// Largest request body accepted; larger ones get 413 (docs/spec.md §3).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -170,6 +171,8 @@ pub struct Response {
     pub content_type: &'static str,
     /// The `Allow` header of a 405: the methods the path has.
     pub allow: Option<String>,
+    /// The `Request-Id` header of a 503 "re-send" ([`Error::Resend`]): the id to re-send with.
+    pub request_id: Option<String>,
 }
 
 /// The content type of every API answer.
@@ -184,12 +187,14 @@ impl Response {
                 body,
                 content_type: JSON,
                 allow: None,
+                request_id: None,
             },
             Err(e) => Response::error(&Error::Internal(format!("cannot encode response: {e}"))),
         }
     }
 
-    /// The error's status with `{"error":{"code":C,"message":"..."}}`.
+    /// The error's status with `{"error":{"code":C,"message":"..."}}` (and `"request_id"` in
+    /// the body and a `Request-Id` header for an [`Error::Resend`]).
     pub(crate) fn error(err: &Error) -> Response {
         let body = serde_json::to_vec(&ErrorBody::from(err)).unwrap_or_else(|_| {
             br#"{"error":{"code":500,"message":"cannot encode error"}}"#.to_vec()
@@ -203,6 +208,7 @@ impl Response {
             body,
             content_type: JSON,
             allow,
+            request_id: err.request_id().map(str::to_string),
         }
     }
 
@@ -213,6 +219,7 @@ impl Response {
             body: body.to_vec(),
             content_type,
             allow: None,
+            request_id: None,
         }
     }
 }

@@ -580,10 +580,28 @@ fn write_response(
     if let Some(allow) = &response.allow {
         write!(out, "Allow: {allow}\r\n")?;
     }
+    // A request id is the client's string: only one that is a valid header value (visible
+    // ASCII) is written as a header, so no id can add or split a header; the body always
+    // carries it.
+    if let Some(id) = response
+        .request_id
+        .as_deref()
+        .filter(|id| is_header_token(id))
+    {
+        write!(out, "{REQUEST_ID_HEADER}: {id}\r\n")?;
+    }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&response.body);
     stream.write_all(&out)?;
     stream.flush()
+}
+
+/// The header that repeats the request id of a 503 "re-send" (`Response::request_id`).
+pub const REQUEST_ID_HEADER: &str = "Request-Id";
+
+/// True if `value` can be written as a header value as it is: non-empty visible ASCII.
+fn is_header_token(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn reason(status: u16) -> &'static str {
@@ -634,6 +652,42 @@ mod tests {
             !ok.contains("Allow") && ok.ends_with("keep-alive\r\n\r\n{\"data\":1}"),
             "{ok}"
         );
+    }
+
+    #[test]
+    fn a_resend_names_its_request_id_in_a_header_and_the_body() {
+        let written = |id: &str| {
+            let mut out = Vec::new();
+            let err = Error::Resend {
+                message: "late; re-send".into(),
+                request_id: id.into(),
+            };
+            write_response(&mut out, &Response::error(&err), true).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let resend = written("fe-1a-2");
+        assert!(
+            resend.starts_with("HTTP/1.1 503 Service Unavailable\r\n")
+                && resend.contains("\r\nRequest-Id: fe-1a-2\r\n\r\n{")
+                && resend.ends_with(r#""request_id":"fe-1a-2"}}"#),
+            "{resend}"
+        );
+        // An id that is no header value (a line break, a space, non-ASCII) is only in the body.
+        for id in ["a\r\nSet-Cookie: x", "a b", "é"] {
+            let resend = written(id);
+            assert!(!resend.contains("Request-Id"), "{resend:?}");
+            let body = resend.split_once("\r\n\r\n").unwrap().1;
+            let json: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(json["error"]["request_id"], id, "{resend:?}");
+        }
+        let other = written_error(&Error::Unavailable("busy".into()));
+        assert!(!other.contains("Request-Id") && !other.contains("request_id"));
+    }
+
+    fn written_error(err: &Error) -> String {
+        let mut out = Vec::new();
+        write_response(&mut out, &Response::error(err), true).unwrap();
+        String::from_utf8(out).unwrap()
     }
 
     #[test]

@@ -166,11 +166,14 @@ impl Shared {
                     transaction_number: number,
                 }))
             }
-            Some(Answer::Order(Err(e))) => Err(e),
-            _ => Err(Error::Unavailable(format!(
-                "order {request_id} not committed in time; {}",
-                crate::api::RESEND
-            ))),
+            Some(Answer::Order(Err(e))) => Err(e.with_request_id(&request_id)),
+            _ => Err(Error::Resend {
+                message: format!(
+                    "order {request_id} not committed in time; {}",
+                    crate::api::RESEND
+                ),
+                request_id,
+            }),
         }
     }
 
