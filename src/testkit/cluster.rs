@@ -21,7 +21,8 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crate::api::{
-    FrontendHealth, LogEntry, Order, OrderAck, OrderRequest, OrderType, ReplicaHealth, StockRecord,
+    FrontendHealth, LogEntry, LogPage, Order, OrderAck, OrderRequest, OrderType, ReplicaHealth,
+    StockRecord,
 };
 use crate::config::{
     CatalogConfig, Config, Endpoint, FrontendConfig, HttpConfig, OrderConfig, ReplicaConfig,
@@ -129,6 +130,9 @@ pub struct ClusterOptions {
     pub health_check_interval: f64,
     /// Extra environment for one replica, e.g. `BAZAAR_FAILPOINT`.
     pub replica_env: BTreeMap<u32, Vec<(String, String)>>,
+    /// Extra environment for one front-end (by index), e.g. its own
+    /// `HEALTH_CHECK_INTERVAL`.
+    pub frontend_env: BTreeMap<usize, Vec<(String, String)>>,
     /// Log level of the services.
     pub log_level: String,
     /// How many front-ends run (at least 1); the extra ones are listed in the config under
@@ -146,6 +150,7 @@ impl Default for ClusterOptions {
             cache_size: 10,
             health_check_interval: 0.25,
             replica_env: BTreeMap::new(),
+            frontend_env: BTreeMap::new(),
             log_level: "debug".into(),
             frontends: 1,
             proxied_links: false,
@@ -326,6 +331,17 @@ impl Cluster {
             }
         }
         cmd.env_remove("BAZAAR_FAILPOINT");
+        if let Process::Frontend(i) = service {
+            for (k, v) in self
+                .options
+                .frontend_env
+                .get(&i)
+                .cloned()
+                .unwrap_or_default()
+            {
+                cmd.env(k, v);
+            }
+        }
         if let Process::Order(id) = service {
             for (k, v) in self
                 .options
@@ -598,13 +614,20 @@ impl Cluster {
             .post(&self.frontends[frontend], "/orders", order, CALL_TIMEOUT)
     }
 
-    /// Order `n` as replica `id` holds it (`GET /orders/<n>` on the replica itself).
+    /// Order `n` as replica `id` holds it in its log, committed or not: the first entry of
+    /// the log page `GET /orders?since=n&limit=1` on the replica itself. (`GET /orders/<n>`
+    /// answers only what the replica knows to be committed, and only on a leader holding
+    /// its lease; this asks what the replica *holds*.)
     pub(crate) fn replica_order(&self, id: u32, n: u64) -> Result<Order> {
-        self.client.get(
+        let page: LogPage = self.client.get(
             &self.replicas[&id].0,
-            &format!("/orders/{n}"),
+            &format!("/orders?since={n}&limit=1"),
             REPLICA_READ_TIMEOUT,
-        )
+        )?;
+        match page.entries.first() {
+            Some(entry) if entry.number == n => Ok(Order::from(entry)),
+            _ => Err(Error::NotFound(format!("order-{id} holds no order {n}"))),
+        }
     }
 
     /// The replicas that hold `order` with these contents right now.
