@@ -918,6 +918,54 @@ mod tests {
         leader.shutdown();
     }
 
+    /// A leader's 503 "re-send" (with the order's id, as a replica sends it) is retried under
+    /// the same id, here until the second try commits it.
+    #[test]
+    fn an_order_answered_resend_is_retried_under_its_id() {
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let log = seen.clone();
+        let handler = move |req: &Request| {
+            let id = OrderRequest::parse(&req.body)?
+                .request_id
+                .unwrap_or_default();
+            let mut log = log.lock();
+            log.push(id.clone());
+            if log.len() == 1 {
+                return Err(Error::Resend {
+                    message: format!("not committed in time; {RESEND}"),
+                    request_id: id,
+                });
+            }
+            Ok(Response::ok(OrderAck {
+                transaction_number: 4,
+            }))
+        };
+        let config = Config::from_yaml(SHIPPED, &|_| None).unwrap();
+        let leader = Server::start(
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            ServerOptions::new("fake", 2, &config.http),
+            Arc::new(handler),
+        )
+        .unwrap();
+        // After the 503 the front-end re-selects (the leader may have stepped down): it is
+        // re-confirmed.
+        let s = with_replicas(&[&leader], vec![Leadership { id: 1, epoch: 1 }; 2]);
+        s.check_leader();
+        let resp = call(
+            &s,
+            "POST",
+            "/orders",
+            r#"{"name":"A","quantity":1,"type":"buy"}"#,
+        );
+        assert_eq!(resp.unwrap().body, br#"{"data":{"transaction_number":4}}"#);
+        let ids = seen.lock().clone();
+        assert!(
+            ids.len() == 2 && ids[0] == ids[1] && ids[0].starts_with("fe-"),
+            "{ids:?}"
+        );
+        leader.shutdown();
+    }
+
     /// Giving up on an order names the request id to re-send with; on a read there is none.
     #[test]
     fn giving_up_on_an_order_carries_its_request_id() {
