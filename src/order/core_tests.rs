@@ -10,12 +10,61 @@ use crate::api::StockRecord;
 
 /// An in-memory [`Store`]: what is synced survives a crash, the rest does not.
 #[derive(Default)]
-struct MemStore {
-    entries: Vec<LogEntry>,
-    synced: usize,
-    hard: HardState,
-    /// The next sync fails (an fsync error).
-    fail_next_sync: bool,
+pub(super) struct MemStore {
+    pub(super) entries: Vec<LogEntry>,
+    /// How many of `entries` are durable.
+    pub(super) synced: usize,
+    pub(super) hard: HardState,
+    /// The next sync fails (an fsync error): what it was to write is lost.
+    pub(super) fail_next_sync: bool,
+    /// Durable writes (a sync with entries, a truncation, a hard state) left before the process
+    /// dies in the middle of its step: the simulator's crash point between two writes.
+    pub(super) crash_after: Option<u32>,
+    /// The disk as it was when the process died (entries, hard state); it keeps running on
+    /// until its step ends, but nothing it does reaches the disk or anybody else.
+    pub(super) died: Option<(Vec<LogEntry>, HardState)>,
+}
+
+impl MemStore {
+    /// Counts one durable write: false once the process died (at this write or before).
+    fn write_reaches_disk(&mut self) -> bool {
+        if self.died.is_some() {
+            return false;
+        }
+        match self.crash_after {
+            Some(0) => {
+                self.died = Some((self.entries[..self.synced].to_vec(), self.hard));
+                false
+            }
+            Some(k) => {
+                self.crash_after = Some(k - 1);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// What a crash leaves: the synced entries and the saved hard state.
+    pub(super) fn after_crash(self) -> MemStore {
+        let (entries, hard) = match self.died {
+            Some(disk) => disk,
+            None => (self.entries[..self.synced].to_vec(), self.hard),
+        };
+        MemStore {
+            synced: entries.len(),
+            entries,
+            hard,
+            ..MemStore::default()
+        }
+    }
+
+    /// The entries that survive a crash right now.
+    pub(super) fn durable(&self) -> &[LogEntry] {
+        match &self.died {
+            Some((entries, _)) => entries,
+            None => &self.entries[..self.synced],
+        }
+    }
 }
 
 impl Store for MemStore {
@@ -59,14 +108,22 @@ impl Store for MemStore {
         Ok(())
     }
     fn truncate(&mut self, from: u64) -> Result<()> {
+        // As the file store: what is pending is synced first, then the cut is durable.
+        self.sync()?;
+        self.write_reaches_disk();
         self.entries.truncate(from as usize);
         self.synced = self.synced.min(self.entries.len());
         Ok(())
     }
     fn sync(&mut self) -> Result<()> {
-        if std::mem::take(&mut self.fail_next_sync) && self.synced < self.entries.len() {
+        if self.synced == self.entries.len() {
+            return Ok(());
+        }
+        if std::mem::take(&mut self.fail_next_sync) {
             return Err(Error::Internal("injected fsync failure".into()));
         }
+        // Once dead, the process goes on believing it synced; the disk kept its copy in `died`.
+        self.write_reaches_disk();
         self.synced = self.entries.len();
         Ok(())
     }
@@ -78,24 +135,25 @@ impl Store for MemStore {
         self.hard
     }
     fn save_hard_state(&mut self, state: HardState) -> Result<()> {
+        self.write_reaches_disk();
         self.hard = state;
         Ok(())
     }
 }
 
 /// The catalog as the replicas see it: fenced by epoch, applying in number order.
-struct FakeCatalog {
-    epoch: u64,
-    applied: i64,
+pub(super) struct FakeCatalog {
+    pub(super) epoch: u64,
+    pub(super) applied: i64,
     applied_epoch: u64,
     stocks: BTreeMap<String, u64>,
     /// Every entry applied, in order.
-    history: Vec<LogEntry>,
-    down: bool,
+    pub(super) history: Vec<LogEntry>,
+    pub(super) down: bool,
 }
 
 impl FakeCatalog {
-    fn new() -> FakeCatalog {
+    pub(super) fn new() -> FakeCatalog {
         FakeCatalog {
             epoch: 0,
             applied: -1,
@@ -124,7 +182,7 @@ impl FakeCatalog {
         }
     }
 
-    fn handle(&mut self, msg: CatalogMessage) -> Result<CatalogState> {
+    pub(super) fn handle(&mut self, msg: CatalogMessage) -> Result<CatalogState> {
         if self.down {
             return Err(Error::Unreachable("catalog down".into()));
         }
@@ -186,7 +244,7 @@ struct Net {
     leaders: BTreeSet<(u64, u32)>,
 }
 
-const IDS: [u32; 3] = [1, 2, 3];
+pub(super) const IDS: [u32; 3] = [1, 2, 3];
 
 impl Net {
     fn new() -> Net {
@@ -422,9 +480,7 @@ impl Net {
     /// Kills a replica: what it had not synced is lost.
     fn crash(&mut self, id: u32) {
         if let Some(node) = self.nodes.remove(&id) {
-            let mut store = node.store;
-            store.reload().expect("memory store");
-            self.crashed.insert(id, store);
+            self.crashed.insert(id, node.store.after_crash());
         }
     }
 
@@ -487,7 +543,7 @@ impl Net {
     }
 }
 
-fn peers_of(id: u32) -> Vec<u32> {
+pub(super) fn peers_of(id: u32) -> Vec<u32> {
     IDS.into_iter().filter(|&p| p != id).collect()
 }
 
@@ -877,6 +933,17 @@ fn a_failed_fsync_steps_down_and_acknowledges_nothing() {
 #[test]
 fn a_vote_is_granted_once_per_epoch_and_survives_a_restart() {
     let mut net = Net::new();
+    // A replica that just started votes for nobody (it may have promised a lease before a
+    // crash); after a lease it does.
+    let req = VoteRequest {
+        epoch: 5,
+        candidate: 2,
+        pre: false,
+    };
+    let token = net.token();
+    net.step(1, Event::Vote { token, req });
+    assert!(matches!(net.answer(token), Some(Answer::Vote(Ok(r))) if !r.granted));
+    net.wait(LEADER_LEASE);
     let req = VoteRequest {
         epoch: 5,
         candidate: 2,
@@ -887,6 +954,7 @@ fn a_vote_is_granted_once_per_epoch_and_survives_a_restart() {
     assert!(matches!(net.answer(token), Some(Answer::Vote(Ok(r))) if r.granted));
     net.crash(1);
     net.restart(1);
+    net.wait(LEADER_LEASE);
     for (epoch, candidate, granted) in [(5, 3, false), (5, 2, true), (4, 3, false), (6, 3, true)] {
         let token = net.token();
         let req = VoteRequest {
