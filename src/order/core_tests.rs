@@ -287,6 +287,10 @@ impl Net {
         // As the driver does: propagates go out before our own fsync.
         let mut effects = node.take_propagates();
         effects.extend(node.flush());
+        if node.store.died.is_some() {
+            // The process died at a durable write of this step: nothing left it.
+            return self.crash(id);
+        }
         let status = node.status();
         if status.role == RoleName::Leader {
             self.leaders.insert((status.epoch, id));
@@ -988,4 +992,95 @@ fn propagates_fit_the_request_body_limit() {
     };
     let bytes = serde_json::to_vec(&body).expect("encodes").len();
     assert!(bytes <= crate::http::MAX_BODY_BYTES, "{bytes} bytes");
+}
+
+// ---- Persistence order: a claim is saved only after the data it vouches for ----------------
+
+/// Orders "a", "b", "c" acknowledged by replicas 3 and 2 while replica 1 was cut off.
+fn three_orders_without_replica_1() -> Net {
+    let mut net = Net::new();
+    net.wait(LEADER_LEASE);
+    net.isolate(1);
+    assert!(net.elect(3).is_some());
+    for rid in ["a", "b", "c"] {
+        number(net.place(3, Buy, 1, rid));
+    }
+    net
+}
+
+/// The acknowledged orders are still there: whoever leads now holds them at their numbers.
+fn orders_survived(net: &mut Net, leader: u32) {
+    for (n, rid) in ["a", "b", "c"].into_iter().enumerate() {
+        assert_eq!(
+            number(net.place(leader, Buy, 1, rid)),
+            n as u64,
+            "acknowledged order {rid} kept its number"
+        );
+    }
+    net.check();
+}
+
+/// A candidate that pulled a better log dies between saving `log_epoch` and syncing the
+/// pulled entries (in the old order of writes). It must not come back ranked above the
+/// replicas that hold the acknowledged orders.
+#[test]
+fn a_candidate_killed_after_its_pull_never_outranks_the_orders() {
+    let mut net = three_orders_without_replica_1();
+    net.crash(3);
+    net.heal();
+    net.wait(LEADER_LEASE);
+    // Its vote for itself, then the claim or the pulled entries, then the other: it dies at
+    // the third durable write.
+    net.node(1).store.crash_after = Some(2);
+    net.you_win(1, 1);
+    net.run();
+    net.wait(Duration::from_millis(300));
+    assert!(
+        net.crashed.contains_key(&1),
+        "replica 1 died in its election"
+    );
+    net.restart(1);
+    net.wait(LEADER_LEASE);
+    let leader = [1, 2].into_iter().find(|&id| net.elect(id).is_some());
+    orders_survived(&mut net, leader.expect("a leader"));
+}
+
+/// A follower that catches up with a new leader dies between the two writes of that step.
+#[test]
+fn a_follower_killed_between_the_two_writes_never_outranks_the_orders() {
+    let mut net = three_orders_without_replica_1();
+    net.crash(3);
+    net.restart(3);
+    net.wait(LEADER_LEASE);
+    assert!(net.elect(2).is_some());
+    // Replica 1 hears from the new leader: the epoch, then (after a mismatch) the entries
+    // through the leader's base and the claim; it dies at the third durable write.
+    net.node(1).store.crash_after = Some(2);
+    net.heal();
+    net.wait(Duration::from_millis(300));
+    assert!(net.crashed.contains_key(&1), "replica 1 died catching up");
+    net.restart(1);
+    net.crash(2);
+    net.wait(LEADER_LEASE);
+    let leader = [1, 3].into_iter().find(|&id| net.elect(id).is_some());
+    orders_survived(&mut net, leader.expect("a leader"));
+}
+
+/// A follower's log write fails after it raised `log_epoch` (old order), then it crashes once.
+#[test]
+fn a_failed_write_under_a_new_claim_never_outranks_the_orders() {
+    let mut net = three_orders_without_replica_1();
+    net.crash(3);
+    net.restart(3);
+    net.wait(LEADER_LEASE);
+    assert!(net.elect(2).is_some());
+    net.node(1).store.fail_next_sync = true;
+    net.heal();
+    net.run();
+    net.crash(1);
+    net.restart(1);
+    net.crash(2);
+    net.wait(LEADER_LEASE);
+    let leader = [1, 3].into_iter().find(|&id| net.elect(id).is_some());
+    orders_survived(&mut net, leader.expect("a leader"));
 }
