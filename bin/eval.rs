@@ -11,7 +11,7 @@ use bazaar::eval::{run, EvalOptions};
 /// real orders there, and cannot read its cache dump or kill its replicas).
 #[derive(FromArgs)]
 struct Args {
-    /// lookups per client at each point (default 1000)
+    /// lookups per client in each run of the latency phase (default 1000)
     #[argh(option, default = "1000")]
     n_request: usize,
     /// client runs per (p, cache) point, for the mean and the run-to-run spread (default 3)
@@ -26,7 +26,7 @@ struct Args {
     /// comma-separated order probabilities (default 0,0.2,0.4,0.6,0.8)
     #[argh(option, default = "String::from(\"0,0.2,0.4,0.6,0.8\")")]
     probs: String,
-    /// cache size of the cache-over-time run (default 6, fewer than the 14 stocks)
+    /// cache size of the cache-over-time run (default 6, fewer than the shipped stocks)
     #[argh(option, default = "6")]
     trace_cache_size: usize,
     /// lookups per client of the cache-over-time run (default 60)
