@@ -51,7 +51,8 @@ usage: ./run.sh COMMAND [ARGS]
   chaos [ARGS]     kill/freeze/restart replicas under load on a fresh private bazaar, then
                    check every invariant (--duration S, --seed N, --clients N, --prob P)
   eval [ARGS]      the course evaluation on private bazaars: latency CSV and plots, cache over
-                   time, fail-over, report in docs/eval/ (./run.sh eval --help for the sizes)
+                   time, fail-over, report in docs/eval/ (./run.sh eval --help for the sizes);
+                   eval --host H --port P measures an existing deployment (latency only)
   dist             static release binaries, a config and a README in dist/
   docker-up        dist, then the five services as containers (deploy/compose.yaml) on a
                    private network, front-end published on port 8080 ($BAZAAR_PUBLISH);
