@@ -429,20 +429,20 @@ cmd_dist() {
   RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR=$DIST_TARGET_DIR \
     cargo build --release --quiet --target "$DIST_TARGET" --bins
   # Shipped stripped (about 3 MB each instead of 17); the debug info goes to
-  # dist/debug/NAME.debug, named by a gnu-debuglink so that gdb finds it.
-  mkdir -p "$DIST_DIR/conf" "$DIST_DIR/debug"
+  # dist/.debug/NAME.debug, named by a gnu-debuglink: gdb looks for it there.
+  mkdir -p "$DIST_DIR/conf" "$DIST_DIR/.debug"
   local name built
   for name in "${DIST_BINS[@]}"; do
     built=$DIST_TARGET_DIR/$DIST_TARGET/release/$name
-    objcopy --only-keep-debug "$built" "$DIST_DIR/debug/$name.debug"
+    objcopy --only-keep-debug "$built" "$DIST_DIR/.debug/$name.debug"
     rm -f "$DIST_DIR/$name"
-    objcopy --strip-all --add-gnu-debuglink="$DIST_DIR/debug/$name.debug" "$built" "$DIST_DIR/$name"
+    objcopy --strip-all --add-gnu-debuglink="$DIST_DIR/.debug/$name.debug" "$built" "$DIST_DIR/$name"
     chmod 0755 "$DIST_DIR/$name"
   done
   cp conf/*.yaml "$DIST_DIR/conf/"
   cat >"$DIST_DIR/README" <<'EOF'
 Stock Bazaar: static binaries (x86-64 Linux, no shared libraries needed), stripped; their
-debug info is in debug/ (gdb finds it there; it is not needed to run them).
+debug info is in .debug/ (gdb looks there by itself; not needed to run them).
 
 Run them from this directory (each prints its options with --help):
 
@@ -476,7 +476,7 @@ start until they are given your own, the same for every service:
 keys (CATALOG_HOST, ORDER_HOST<id> for any replica id, FRONTEND_PORT, OUTPUT_DIR, ...; see
 conf/bazaar.yaml); `./frontend --print-config` shows the values in effect.
 EOF
-  echo "static binaries in $DIST_DIR/: ${DIST_BINS[*]} (stripped, debug info in $DIST_DIR/debug/) + conf/, README"
+  echo "static binaries in $DIST_DIR/: ${DIST_BINS[*]} (stripped, debug info in $DIST_DIR/.debug/) + conf/, README"
 }
 
 # docker-compose with the file secret of deploy/compose.secret-file.yaml in place of the swarm
