@@ -38,13 +38,15 @@ usage() {
 usage: ./run.sh COMMAND [ARGS]
 
   demo             build, start everything, run 5 seeded clients (p=0.5), verify, stop
+                   (a bazaar of its own: refused while services of `up` run)
   test             the full test suite (fmt, clippy, unit and end-to-end tests)
   bench [ARGS]     the performance figures on private bazaars (release build,
                    installs wrk with apt when missing; --only lookups|sweep|scale|failover,
                    --plot PATH, default docs/performance-clients.svg); see docs/performance.md
   up | down        start every service in the background / stop them
   status           show which services run and who leads
-  start SERVICE    start one service (catalog, order-1, order-2, order-3, frontend)
+  start SERVICE    start one service of the config (catalog, order-1, order-2, order-3,
+                   frontend) and wait until it listens
   kill SERVICE     SIGKILL one service
   client ARGS...   run the client (see ./run.sh client --help)
   reset            delete the data directory (the only command that removes state)
@@ -594,7 +596,10 @@ main() {
       ;;
     chaos)
       # The test harness (the `testkit` feature) is in no other binary.
-      [[ -n ${BAZAAR_BIN_DIR:-} ]] || cargo build --release --quiet --bins --features testkit
+      if [[ -z ${BAZAAR_BIN_DIR:-} ]]; then
+        echo "building (the first time takes a minute or two)…"
+        cargo build --release --quiet --bins --features testkit
+      fi
       "$BIN/chaos" "$@"
       ;;
     help | -h | --help) usage ;;

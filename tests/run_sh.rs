@@ -225,6 +225,12 @@ fn demo_refuses_while_up_runs_and_leaves_it_running() {
     let said = String::from_utf8_lossy(&status.stdout);
     assert_eq!(said.matches(" running (pid").count(), 5, "{said}");
     assert!(listening(b.frontend_port()));
+    // A replica killed and started again: start waits until it listens and says so.
+    let kill = b.run(&["kill", "order-1"], &[]);
+    assert!(kill.status.success(), "{}", text(&kill));
+    let start = b.run(&["start", "order-1"], &[]);
+    assert!(start.status.success(), "{}", text(&start));
+    assert!(listening(b.ports[2]), "order-1 does not listen after start");
 }
 
 #[test]
