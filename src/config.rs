@@ -886,7 +886,8 @@ mod tests {
             &format!("secret: x\nsecret_file: {path}"),
             1,
         );
-        let cases: Vec<(&str, &str, Vec<(&str, &str)>, &str)> = vec![
+        type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case> = vec![
             ("both keys", &both_keys, vec![], "not both"),
             (
                 "both env",
