@@ -120,7 +120,9 @@ check_service() {
   load_config
   local known
   known=$(configured_services | tr '\n' ' ')
-  if ! configured_services | grep -qx -- "$1"; then
+  # Not `configured_services | grep -q`: with pipefail, grep quitting at the first match can
+  # fail the pipeline through SIGPIPE.
+  if [[ " $known" != *" $1 "* ]]; then
     echo "run.sh: no service '$1' in $BAZAAR_CONFIG (one of: ${known% })" >&2
     exit 2
   fi
@@ -145,7 +147,8 @@ ports_of() {
 port_owner() {
   if command -v ss >/dev/null; then
     local line
-    line=$(ss -Hltnp "sport = :$1" 2>/dev/null | head -n 1)
+    line=$(ss -Hltnp "sport = :$1" 2>/dev/null || true)
+    line=${line%%$'\n'*}
     [[ -n $line ]] || return 1
     local users
     users=$(grep -o 'users:(([^)]*))' <<<"$line" | sed 's/^users:((//; s/))$//')
@@ -218,7 +221,9 @@ start_service() {
 # exited (a config error, a refused secret, a port taken meanwhile), naming why.
 wait_listening() {
   local name=$1 port deadline
-  port=$(ports_of "$name" | head -n 1)
+  # The first port: no `| head`, which can fail the pipeline through SIGPIPE (pipefail).
+  port=$(ports_of "$name")
+  port=${port%%$'\n'*}
   deadline=$((SECONDS + UP_TIMEOUT_S))
   while ((SECONDS < deadline)); do
     if ! pid_of "$name" >/dev/null; then
