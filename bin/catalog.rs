@@ -17,6 +17,7 @@ struct Args {
 fn main() {
     let args: Args = argh::from_env();
     let config = bazaar::startup::load_config_or_exit(args.config);
+    bazaar::startup::refuse_development_secret_or_exit(&config, bazaar::config::Service::Catalog);
     bazaar::startup::init_logging(args.log_level);
     bazaar::startup::serve_until_signal(
         "catalog",

@@ -35,10 +35,16 @@ struct Args {
 fn main() {
     let args = parse_args();
     bazaar::startup::init_logging(args.log_level.or_else(|| Some("warn".into())));
+    let refuse = |why: &str| bazaar::startup::exit_with(&bazaar::error::Error::Config(why.into()));
     if !(0.0..=1.0).contains(&args.prob) {
-        bazaar::startup::exit_with(&bazaar::error::Error::Config(
-            "--prob must be within 0..1".into(),
-        ));
+        refuse("--prob must be within 0..1");
+    }
+    // Zero would run nothing and print a table of zeros that looks like a measurement.
+    if args.clients == 0 {
+        refuse("--clients must be at least 1");
+    }
+    if args.n_request == 0 {
+        refuse("--n-request (--n_request) must be at least 1");
     }
     let options = ClientOptions {
         prob: args.prob,
@@ -48,9 +54,12 @@ fn main() {
         ..ClientOptions::new(&args.host, args.port)
     };
     let summary = run(&options);
+    if let Some(why) = &summary.failure {
+        eprintln!("error: {why}");
+    }
     if args.json {
         println!("{}", serde_json::to_string(&summary).unwrap_or_default());
-    } else {
+    } else if summary.failure.is_none() {
         print!("{}", summary.report());
     }
     std::process::exit(if summary.ok() { 0 } else { 1 });

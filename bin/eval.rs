@@ -5,13 +5,18 @@ use std::path::PathBuf;
 use argh::FromArgs;
 use bazaar::eval::{run, EvalOptions};
 
-/// Measure latency against p with the cache on and off, the cache over time and a fail-over,
-/// on private bazaars started with run.sh; write docs/eval/ (CSV, SVG plots, README).
+/// Measure latency against p with the cache on and off (with the cache's hit ratio), the cache
+/// over time and a fail-over, on private bazaars started with run.sh; write docs/eval/ (CSV, SVG
+/// plots, README). With --host, measure an existing deployment instead (latency only: it places
+/// real orders there, and cannot read its cache dump or kill its replicas).
 #[derive(FromArgs)]
 struct Args {
-    /// lookups per client at each point (default 1000)
+    /// lookups per client in each run of the latency phase (default 1000)
     #[argh(option, default = "1000")]
     n_request: usize,
+    /// client runs per (p, cache) point, for the mean and the run-to-run spread (default 3)
+    #[argh(option, default = "3")]
+    repeats: usize,
     /// concurrent clients (default 5)
     #[argh(option, default = "5")]
     clients: usize,
@@ -21,7 +26,7 @@ struct Args {
     /// comma-separated order probabilities (default 0,0.2,0.4,0.6,0.8)
     #[argh(option, default = "String::from(\"0,0.2,0.4,0.6,0.8\")")]
     probs: String,
-    /// cache size of the cache-over-time run (default 6, fewer than the 14 stocks)
+    /// cache size of the cache-over-time run (default 6, fewer than the shipped stocks)
     #[argh(option, default = "6")]
     trace_cache_size: usize,
     /// lookups per client of the cache-over-time run (default 60)
@@ -30,6 +35,12 @@ struct Args {
     /// skip the fail-over experiment
     #[argh(switch)]
     skip_failover: bool,
+    /// measure the deployment whose front-end is on this host instead of private bazaars
+    #[argh(option)]
+    host: Option<String>,
+    /// the front-end's port with --host (default 8080)
+    #[argh(option, default = "8080")]
+    port: u16,
     /// output directory (default docs/eval)
     #[argh(option, default = "PathBuf::from(\"docs/eval\")")]
     out: PathBuf,
@@ -53,6 +64,12 @@ fn main() {
     if probs.is_empty() || probs.iter().any(|p| !(0.0..=1.0).contains(p)) {
         usage("--probs: each must be within 0..1".into());
     }
+    if args.repeats == 0 {
+        usage("--repeats must be at least 1".into());
+    }
+    if args.clients == 0 || args.n_request == 0 {
+        usage("--clients and --n-request must be at least 1".into());
+    }
     if args.trace_cache_size == 0 {
         usage("--trace-cache-size must be at least 1".into());
     }
@@ -67,12 +84,14 @@ fn main() {
         bin_dir,
         out_dir: args.out,
         probs,
+        repeats: args.repeats,
         clients: args.clients,
         n_request: args.n_request,
         seed: args.seed,
         trace_cache_size: args.trace_cache_size,
         trace_requests: args.trace_requests,
         skip_failover: args.skip_failover,
+        remote: args.host.map(|host| format!("{host}:{}", args.port)),
     };
     match run(&options) {
         Ok(summary) => println!("{summary}"),

@@ -18,6 +18,11 @@ struct Args {
     /// log level: error, warn, info, debug, trace (default info, or RUST_LOG)
     #[argh(option)]
     log_level: Option<String>,
+    /// check that a running service (any of the bazaar's) answers GET URL, e.g.
+    /// http://127.0.0.1:8080/health, within 2 s; exit 0 if it does and 1 if not, without
+    /// reading a config: the container health check of an image with no shell or curl
+    #[argh(option)]
+    probe: Option<String>,
     /// print the resolved config (file plus environment overrides) as name=value lines for
     /// scripts, and exit: output_dir, hosts and ports of every service
     #[argh(switch)]
@@ -26,6 +31,9 @@ struct Args {
 
 fn main() {
     let args: Args = argh::from_env();
+    if let Some(url) = &args.probe {
+        bazaar::startup::probe_and_exit(url);
+    }
     let mut config = bazaar::startup::load_config_or_exit(args.config);
     if let Err(e) = config.serve_frontend(args.index) {
         bazaar::startup::exit_with(&e);
@@ -35,6 +43,7 @@ fn main() {
         print!("{}", config.shell_lines());
         return;
     }
+    bazaar::startup::refuse_development_secret_or_exit(&config, bazaar::config::Service::Frontend);
     bazaar::startup::init_logging(args.log_level);
     bazaar::startup::serve_until_signal(
         "frontend",

@@ -26,6 +26,10 @@ fn main() {
     if let Err(e) = config.replica(args.id) {
         bazaar::startup::exit_with(&e);
     }
+    bazaar::startup::refuse_development_secret_or_exit(
+        &config,
+        bazaar::config::Service::Order(args.id),
+    );
     bazaar::startup::init_logging(args.log_level);
     bazaar::startup::serve_until_signal(
         &format!("order-{}", args.id),

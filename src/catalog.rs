@@ -58,7 +58,9 @@
 //! with one line naming the file and what is wrong, and is never overwritten.
 //!
 //! **Concurrency.** Hellos and applies are serialized by one mutex held across decide and
-//! persist. Lookups read a separate `parking_lot::RwLock` view that is only replaced once the
+//! persist. A hello answers only once the applies already under way have been answered (each
+//! may wait out a cache lease for a front-end that did not confirm its invalidation), so a new
+//! leader never learns of a trade that some front-end may still hide. Lookups read a separate `parking_lot::RwLock` view that is only replaced once the
 //! file holds the new state, so a lookup never shows what is not on disk and never waits for
 //! a disk write (only for the pointer swap).
 //!
@@ -97,7 +99,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{
@@ -117,6 +119,10 @@ use crate::http::{
 /// The most time an apply spends telling every front-end to drop the traded stocks, all
 /// front-ends together (not per name or per front-end).
 pub(crate) const INVALIDATION_BUDGET: Duration = Duration::from_millis(300);
+
+/// Most a hello waits for earlier applies to settle (an apply waits one cache lease at most
+/// after its budget), before it answers 503 and the leader says hello again.
+const HELLO_SETTLE_LIMIT: Duration = Duration::from_millis(1500);
 
 /// Lines in the journal before the state is written to catalog.json and the journal emptied:
 /// at about 1.3 KB a line (14 stocks), a journal stays under 1.5 MB.
@@ -632,11 +638,7 @@ const ROUTES: &[Route<CatalogApi>] = &[
             status: "ok".into(),
         }))
     }),
-    ("POST", &["leader"], Inline, |s, req, _| {
-        req.require_secret(&s.secret)?;
-        let hello: LeaderHello = req.json()?;
-        s.catalog.hello(&hello).map(Response::ok)
-    }),
+    ("POST", &["leader"], Inline, |s, req, _| s.hello(req)),
     ("POST", &["apply"], Inline, |s, req, _| s.apply(req)),
 ];
 
@@ -647,6 +649,33 @@ pub(crate) struct CatalogApi {
     /// One invalidation worker per front-end, in `frontends` order (`None`: it could not start).
     invalidators: Vec<Option<mpsc::Sender<InvalidationJob>>>,
     secret: String,
+    /// Applies not yet answered, and until when a front-end that did not confirm may still
+    /// serve what it cached before the last change: a hello waits for both (see `hello`).
+    settling: Mutex<Settling>,
+    settled: Condvar,
+}
+
+#[derive(Clone, Copy)]
+struct Settling {
+    in_flight: u32,
+    stale_until: Instant,
+}
+
+/// Counts one apply as in flight until it is dropped (also when it fails or panics).
+struct InFlight<'a>(&'a CatalogApi);
+
+impl<'a> InFlight<'a> {
+    fn enter(api: &'a CatalogApi) -> InFlight<'a> {
+        api.settling.lock().in_flight += 1;
+        InFlight(api)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.settling.lock().in_flight -= 1;
+        self.0.settled.notify_all();
+    }
 }
 
 /// One batch for one front-end's invalidation worker.
@@ -699,6 +728,11 @@ impl CatalogApi {
             frontends,
             invalidators,
             secret: secret.to_string(),
+            settling: Mutex::new(Settling {
+                in_flight: 0,
+                stale_until: Instant::now(),
+            }),
+            settled: Condvar::new(),
         }
     }
 
@@ -712,14 +746,52 @@ impl CatalogApi {
     fn apply(&self, req: &Request) -> Result<Response> {
         req.require_secret(&self.secret)?;
         let batch: ApplyBatch = req.json()?;
+        // Counted before the state lock is taken, so that no hello can slip in between the
+        // change and this count.
+        let _in_flight = InFlight::enter(self);
         let applied = self.catalog.apply(&batch)?;
         if !self.invalidate(applied.names) {
             // A running front-end did not confirm (paused, or cut off): whatever it
             // cached before this change expires one cache lease after the change.
             let until = *self.catalog.changed_at.lock() + CACHE_LEASE;
+            {
+                let mut s = self.settling.lock();
+                s.stale_until = s.stale_until.max(until);
+            }
             std::thread::sleep(until.saturating_duration_since(Instant::now()));
         }
         Ok(Response::ok(applied.state))
+    }
+
+    /// `POST /leader`: raises the fence (so no apply of an older epoch starts after it), then
+    /// answers only once every apply already under way has been answered and no front-end can
+    /// still serve a quantity from before the last change. Otherwise a new leader would learn
+    /// an `applied` number that includes a trade some front-end may not have dropped yet, and
+    /// could acknowledge a retry of that order at once (docs/spec.md §5.5).
+    fn hello(&self, req: &Request) -> Result<Response> {
+        req.require_secret(&self.secret)?;
+        let hello: LeaderHello = req.json()?;
+        let state = self.catalog.hello(&hello)?;
+        let give_up = Instant::now() + HELLO_SETTLE_LIMIT;
+        let mut s = self.settling.lock();
+        loop {
+            let now = Instant::now();
+            if s.in_flight == 0 && now >= s.stale_until {
+                break;
+            }
+            if now >= give_up {
+                return Err(Error::Unavailable(
+                    "an earlier apply has not settled yet; say hello again".into(),
+                ));
+            }
+            let wake = if s.in_flight == 0 {
+                s.stale_until.min(give_up)
+            } else {
+                give_up
+            };
+            self.settled.wait_until(&mut s, wake);
+        }
+        Ok(Response::ok(state))
     }
 
     /// Tells every front-end, in parallel, to drop `names`, waiting at most
@@ -1522,5 +1594,46 @@ mod tests {
         );
         fe_fast.shutdown();
         fe_slow.shutdown();
+    }
+
+    /// A new leader's hello must not learn that an order was applied while a front-end that
+    /// did not confirm the invalidation may still serve the pre-trade quantity: it waits until
+    /// the apply under way has been answered (one cache lease after the change).
+    #[test]
+    fn a_hello_waits_for_an_apply_that_waits_out_a_cache_lease() {
+        let silent = Arc::new(Seen::default());
+        let (release, held) = mpsc::channel();
+        let fe = fake_frontend(silent.clone(), None, Some(Mutex::new(held)));
+        let dir = TempDir::new();
+        let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
+        let service = Arc::new(CatalogApi::new(
+            catalog,
+            vec![fe.local_addr().to_string()],
+            SECRET,
+        ));
+        let applier = service.clone();
+        let started = Instant::now();
+        let apply = std::thread::spawn(move || {
+            applier.route(&apply_request(1, vec![entry(0, "A", Buy, 1)]))
+        });
+        // Wait until the apply is visible (the front-end was asked), then say hello.
+        let visible = Instant::now() + Duration::from_secs(5);
+        while service.catalog.state().applied < 0 {
+            assert!(Instant::now() < visible, "the apply never became visible");
+            std::thread::yield_now();
+        }
+        let body = serde_json::to_vec(&hello(2)).unwrap();
+        let resp = service
+            .route(&with_secret(Request::new("POST", "/leader", body)))
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(resp.status, 200);
+        assert!(
+            took >= CACHE_LEASE,
+            "the hello answered {took:?} after the trade, inside the cache lease"
+        );
+        assert_eq!(apply.join().unwrap().unwrap().status, 200);
+        let _ = release.send(());
+        fe.shutdown();
     }
 }

@@ -18,8 +18,14 @@
 //! after a whole retry deadline stops there: the rest of its orders count as not verified
 //! (mismatches) rather than each waiting out its own deadline.
 //!
+//! Failing fast: the first request of a run (`GET /stocks`) is not retried when the connection
+//! is refused, since then nothing listens at the address (a wrong port, a bazaar not started):
+//! the run ends at once with [`Summary::failure`] saying so. Any later refusal is a fault during
+//! the run (a front-end restarting) and is retried like the rest.
+//!
 //! Caveats: latency is measured per successful request including its retries, so a fail-over
-//! shows up as one slow request, which is what a user would see.
+//! shows up as one slow request, which is what a user would see. A refused first request
+//! fails the run even if the front-end was about to start; start the client after it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +37,7 @@ use serde::Serialize;
 
 use crate::api::{new_request_id, Order, OrderAck, OrderRequest, OrderType, Stock, StockRecord};
 use crate::error::{Error, Result};
+use crate::http::client::is_refused;
 use crate::http::Client;
 
 /// Largest quantity a client trades at once.
@@ -126,6 +133,10 @@ pub struct Summary {
     /// Every acknowledged order, for tests and the chaos checker.
     #[serde(skip)]
     pub acknowledged: Vec<Order>,
+    /// Why the run could not start at all (nothing listening, no stocks listed); the
+    /// counters are then empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 impl Summary {
@@ -147,10 +158,13 @@ impl Summary {
     pub fn report(&self) -> String {
         let line = |what: &str, l: &Latency| {
             format!(
-                "{what:<7} mean {:>8.3} ms   p50 {:>8.3} ms   p99 {:>8.3} ms\n",
-                l.mean, l.p50, l.p99
+                "{what:<7} mean {:>8.3} ms   p50 {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms\n",
+                l.mean, l.p50, l.p99, l.max
             )
         };
+        if let Some(why) = &self.failure {
+            return format!("the run could not start: {why}\n");
+        }
         format!(
             "clients {}: {} lookups, {} orders ({} rejected), {} order queries; \
              {} errors, {} retries, {} mismatches\n\
@@ -190,11 +204,19 @@ pub fn run(options: &ClientOptions) -> Summary {
         _ => match list_stocks(&Client::new(), &addr, &mut listing_retries) {
             Ok(stocks) => stocks,
             Err(e) => {
-                log::error!("cannot list the stocks at {addr}: {e}");
+                let why = if is_refused(&e) {
+                    format!(
+                        "nothing listens at {addr} (connection refused): is the bazaar running, \
+                         and is this its front-end's host and port?"
+                    )
+                } else {
+                    format!("cannot list the stocks at {addr}: {}", e.message())
+                };
                 return Summary {
                     clients: options.clients.max(1),
                     errors: 1,
                     retries: listing_retries,
+                    failure: Some(why),
                     ..Summary::default()
                 };
             }
@@ -472,9 +494,16 @@ fn adopt_request_id<T>(order: &mut OrderRequest, got: &Result<T>) {
 /// The stock names to trade: the front-end's list (the catalog's config), retried like any
 /// request, so that the bazaar's config is the only list of stocks the client knows.
 fn list_stocks(client: &Client, addr: &str, retries: &mut u64) -> Result<Vec<String>> {
-    let list = retrying(retries, || {
-        client.get::<Vec<StockRecord>>(addr, "/stocks", REQUEST_TIMEOUT)
-    })?;
+    let list = match client.get::<Vec<StockRecord>>(addr, "/stocks", REQUEST_TIMEOUT) {
+        Err(e) if is_refused(&e) => return Err(e),
+        Err(e) if is_retryable(&e) => {
+            *retries += 1;
+            retrying(retries, || {
+                client.get::<Vec<StockRecord>>(addr, "/stocks", REQUEST_TIMEOUT)
+            })?
+        }
+        other => other?,
+    };
     if list.is_empty() {
         return Err(Error::NotFound("the bazaar lists no stocks".into()));
     }

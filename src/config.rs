@@ -12,6 +12,21 @@
 //!
 //! Every state file lives under `output_dir` (`OUTPUT_DIR`): `catalog.json`,
 //! `orders-N.csv`, `orders-N.state.json` and, with dump on, the cache trace.
+//!
+//! The secret: `secret` (`BAZAAR_SECRET`) gives it in the file, `secret_file`
+//! (`BAZAAR_SECRET_FILE`) names a file holding it (a Docker secret under `/run/secrets/`, a
+//! file of mode 0600). The file is read once at load; its surrounding whitespace (the final
+//! newline of `echo secret > file`) is not part of the secret. An environment variable beats
+//! the keys of the file, and naming both a secret and a secret file at the same level is an
+//! error rather than a silent choice. [`Config::refuse_development_secret`] is the check every
+//! service makes before it binds: a shipped development secret is only good on loopback.
+//!
+//! Caveats:
+//! - "Development secret" means one of [`DEVELOPMENT_SECRETS`] or any secret containing
+//!   `change-me`: a copied template is caught, a weak secret of your own is not.
+//! - Whether a host is loopback is decided from its spelling (`localhost`, `127.x.y.z`,
+//!   `::1`), without resolving it: a name that resolves to loopback counts as reachable, which
+//!   errs on the safe side.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -50,7 +65,19 @@ pub(crate) const ENV_KEYS: &[&str] = &[
     "CACHE_LOG_PATH",
     "DUMP",
     "BAZAAR_SECRET",
+    "BAZAAR_SECRET_FILE",
 ];
+
+/// The secrets this repository ships in its configs. Anyone can read them, so a service that
+/// others can reach must not use them ([`Config::refuse_development_secret`]).
+pub const DEVELOPMENT_SECRETS: &[&str] = &[
+    "dev-secret-change-me",
+    "multihost-dev-secret-change-me",
+    "container-dev-secret-change-me",
+];
+
+/// How to make and give a secret of one's own: the end of the refusal's message.
+const HOW_TO_SET_A_SECRET: &str = "make one (head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > secret.txt; chmod 600 secret.txt) and give it with BAZAAR_SECRET_FILE=secret.txt or secret_file: in the config (in a swarm: docker secret create, see deploy/README.md)";
 
 /// The overrides of one replica's keys: the prefix followed by the replica's id, for any id
 /// the file configures (`ORDER_PORT2`, `ORDER_HOST12`, ...).
@@ -79,6 +106,16 @@ fn replica_override(key: &str) -> Option<(&'static str, u32)> {
     })
 }
 
+/// Which service a process runs, for the checks that depend on the address it binds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    Catalog,
+    /// The front-end this process serves (after `Config::serve_frontend`).
+    Frontend,
+    /// The order replica with this id.
+    Order(u32),
+}
+
 /// The whole deployment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,8 +125,14 @@ pub struct Config {
     /// Seconds between the front-end's active health checks of the leader.
     pub(crate) health_check_interval: f64,
     /// The deployment's shared secret: required on every endpoint that only services call
-    /// (replication, the catalog's apply path, invalidation, the election lines).
+    /// (replication, the catalog's apply path, invalidation, the election lines). After
+    /// loading, the secret in effect (read from `secret_file` when that is set).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub secret: String,
+    /// A file holding the secret, read at load (`BAZAAR_SECRET_FILE`). `None` once loaded:
+    /// its contents are in `secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
     #[serde(default)]
     pub(crate) http: HttpConfig,
     pub catalog: CatalogConfig,
@@ -243,9 +286,57 @@ impl Config {
     pub fn from_yaml(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
         let mut config: Config =
             serde_yaml::from_str(text).map_err(|e| Error::Config(yaml_error(e)))?;
+        if config.secret_file.is_some() && !config.secret.is_empty() {
+            return Err(Error::Config(
+                "secret, secret_file: give one of them, not both".into(),
+            ));
+        }
         config.apply_env(env)?;
+        config.read_secret_file()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Replaces `secret_file` by its contents in `secret`.
+    fn read_secret_file(&mut self) -> Result<()> {
+        let Some(path) = self.secret_file.take() else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::Config(format!("secret_file: cannot read {}: {e}", path.display()))
+        })?;
+        self.secret = text.trim().to_string();
+        if self.secret.is_empty() {
+            return bad("secret_file", format!("{} is empty", path.display()));
+        }
+        Ok(())
+    }
+
+    /// Refuses to run `service` on a host other than loopback with a secret that this
+    /// repository publishes: others could call its internal endpoints with it. Every service
+    /// binary calls this before it starts.
+    pub fn refuse_development_secret(&self, service: Service) -> Result<()> {
+        let (key, host) = match service {
+            Service::Catalog => ("catalog.host".to_string(), &self.catalog.host),
+            Service::Frontend => ("frontend.host".to_string(), &self.frontend.host),
+            Service::Order(id) => (
+                format!("order.replicas[id {id}].host"),
+                &self.replica(id)?.host,
+            ),
+        };
+        self.refuse_development_secret_on(&key, host)
+    }
+
+    /// [`Config::refuse_development_secret`] for the address `host` of config key `key`.
+    fn refuse_development_secret_on(&self, key: &str, host: &str) -> Result<()> {
+        if is_loopback(host) || !is_development_secret(&self.secret) {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "secret: {key} is {host}, reachable from other machines, but the secret is the \
+             published development value {:?}: {HOW_TO_SET_A_SECRET}",
+            self.secret
+        )))
     }
 
     fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
@@ -264,6 +355,11 @@ impl Config {
                 ))),
             }
         }
+        if env("BAZAAR_SECRET").is_some() && env("BAZAAR_SECRET_FILE").is_some() {
+            return Err(Error::Config(
+                "BAZAAR_SECRET, BAZAAR_SECRET_FILE: set one of them, not both".into(),
+            ));
+        }
         for &key in ENV_KEYS {
             let Some(value) = env(key) else { continue };
             match key {
@@ -277,7 +373,15 @@ impl Config {
                 "CACHE_SIZE" => self.frontend.cache_size = parse(key, &value)?,
                 "CACHE_LOG_PATH" => self.frontend.cache_log_path = Some(PathBuf::from(value)),
                 "DUMP" => self.frontend.dump = flag(key, &value)?,
-                "BAZAAR_SECRET" => self.secret = value,
+                // The environment beats whichever of the two keys the file used.
+                "BAZAAR_SECRET" => {
+                    self.secret = value;
+                    self.secret_file = None;
+                }
+                "BAZAAR_SECRET_FILE" => {
+                    self.secret_file = Some(PathBuf::from(value));
+                    self.secret.clear();
+                }
                 _ => return Err(Error::Internal(format!("unhandled env key {key}"))),
             }
         }
@@ -338,7 +442,11 @@ impl Config {
 
     fn validate_secret(&self) -> Result<()> {
         if self.secret.trim().is_empty() {
-            return bad("secret", "must not be empty".into());
+            return bad(
+                "secret",
+                "must not be empty (set secret or secret_file, or BAZAAR_SECRET or BAZAAR_SECRET_FILE)"
+                    .into(),
+            );
         }
         // It travels in an HTTP header and as one word of a leader-selection line.
         if !self.secret.bytes().all(|b| b.is_ascii_graphic()) {
@@ -545,6 +653,20 @@ impl Config {
     }
 }
 
+/// A shipped secret, or one copied from a shipped template.
+fn is_development_secret(secret: &str) -> bool {
+    DEVELOPMENT_SECRETS.contains(&secret) || secret.contains("change-me")
+}
+
+/// True for a host that only this machine can reach, judged by its spelling.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A config error naming `key`.
 fn bad(key: &str, why: String) -> Result<()> {
     Err(Error::Config(format!("{key}: {why}")))
@@ -727,6 +849,110 @@ mod tests {
         assert!(lines.contains("order_2_port=7002\n"), "{lines}");
         assert!(lines.contains("replica_ids=1 2 3\n"), "{lines}");
         assert!(lines.contains("output_dir=data\n"), "{lines}");
+    }
+
+    #[test]
+    fn secret_file_is_read_and_the_environment_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret.txt");
+        std::fs::write(&file, "from-the-file\n").unwrap();
+        let path = file.to_str().unwrap();
+        // The env names a file: it beats the key `secret` of the shipped file.
+        let c = load(SHIPPED, &[("BAZAAR_SECRET_FILE", path)]).unwrap();
+        assert_eq!(c.secret, "from-the-file");
+        assert_eq!(c.secret_file, None);
+        // The key names a file.
+        let keyed = SHIPPED.replacen(
+            "secret: dev-secret-change-me",
+            &format!("secret_file: {path}"),
+            1,
+        );
+        assert_eq!(load(&keyed, &[]).unwrap().secret, "from-the-file");
+        // BAZAAR_SECRET beats the key secret_file.
+        assert_eq!(
+            load(&keyed, &[("BAZAAR_SECRET", "from-env")])
+                .unwrap()
+                .secret,
+            "from-env"
+        );
+        // The loaded config serializes with the secret itself and loads back unchanged.
+        let c = load(&keyed, &[]).unwrap();
+        assert_eq!(load(&serde_yaml::to_string(&c).unwrap(), &[]).unwrap(), c);
+        let missing = dir.path().join("missing");
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let both_keys = SHIPPED.replacen(
+            "secret: dev-secret-change-me",
+            &format!("secret: x\nsecret_file: {path}"),
+            1,
+        );
+        type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case> = vec![
+            ("both keys", &both_keys, vec![], "not both"),
+            (
+                "both env",
+                SHIPPED,
+                vec![("BAZAAR_SECRET", "x"), ("BAZAAR_SECRET_FILE", path)],
+                "not both",
+            ),
+            (
+                "missing file",
+                SHIPPED,
+                vec![("BAZAAR_SECRET_FILE", missing.to_str().unwrap())],
+                "secret_file: cannot read",
+            ),
+            (
+                "empty file",
+                SHIPPED,
+                vec![("BAZAAR_SECRET_FILE", empty.to_str().unwrap())],
+                "is empty",
+            ),
+        ];
+        for (what, text, env, want) in cases {
+            match load(text, &env) {
+                Err(Error::Config(m)) => assert!(m.contains(want), "{what}: {m}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn development_secret_only_on_loopback() {
+        let c = load(SHIPPED, &[]).unwrap();
+        for host in ["127.0.0.1", "127.0.1.1", "localhost", "::1", "[::1]"] {
+            assert!(
+                c.refuse_development_secret_on("frontend.host", host)
+                    .is_ok(),
+                "{host}"
+            );
+        }
+        for host in ["0.0.0.0", "::", "192.168.1.5", "frontend", "example.org"] {
+            match c.refuse_development_secret_on("frontend.host", host) {
+                Err(Error::Config(m)) => {
+                    assert!(m.contains("frontend.host") && m.contains(host), "{m}");
+                    assert!(m.contains("BAZAAR_SECRET_FILE"), "says how: {m}");
+                    assert!(!m.contains('\n'), "{m}");
+                }
+                other => panic!("{host}: {other:?}"),
+            }
+        }
+        // Every shipped config's secret counts, and so does a copy of the template.
+        for text in [SHIPPED, include_str!("../conf/multihost.yaml")] {
+            let c = load(text, &[]).unwrap();
+            assert!(c.refuse_development_secret_on("k", "0.0.0.0").is_err());
+        }
+        let copied = load(SHIPPED, &[("BAZAAR_SECRET", "prod-change-me")]).unwrap();
+        assert!(copied.refuse_development_secret_on("k", "0.0.0.0").is_err());
+        let reachable = load(SHIPPED, &[("ORDER_HOST2", "0.0.0.0")]).unwrap();
+        assert!(reachable
+            .refuse_development_secret(Service::Catalog)
+            .is_ok());
+        match reachable.refuse_development_secret(Service::Order(2)) {
+            Err(Error::Config(m)) => assert!(m.contains("id 2") && m.contains("0.0.0.0"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let own = load(SHIPPED, &[("BAZAAR_SECRET", "3f9a1c2e")]).unwrap();
+        assert!(own.refuse_development_secret_on("k", "0.0.0.0").is_ok());
     }
 
     #[test]

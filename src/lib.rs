@@ -28,7 +28,8 @@
 //! - [`client`]: the load generator and verifier.
 //! - [`eval`]: the course evaluation (`./run.sh eval`): latency, cache and fail-over figures
 //!   in `docs/eval/`, measured from the outside through `run.sh`, the client and the REST API.
-//! - [`startup`]: what every binary does around its service (config, logging, graceful stop on
+//! - [`startup`]: what every binary does around its service (config, the refusal of a published
+//!   secret off loopback, `--probe` for health checks, logging, graceful stop on
 //!   SIGINT/SIGTERM).
 //! - [`local`]: waiting with a deadline and free ports, for everything that drives bazaars from
 //!   the outside (`eval`, the test harness, the tests).

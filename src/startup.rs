@@ -1,6 +1,14 @@
-//! Process start-up, the same for every binary: load the config, start logging, and on
+//! Process start-up, the same for every binary: load the config, refuse a published secret on
+//! a reachable address ([`refuse_development_secret_or_exit`]), start logging, and on
 //! SIGINT/SIGTERM stop the service gracefully ([`serve_until_signal`]). Kept here so that each
 //! `bin/*.rs` is only its flags and one call.
+//!
+//! [`probe_and_exit`] is the other side of a service: `--probe URL` asks a running service's
+//! `/health` and exits 0 or 1, for container health checks in an image that has no shell and
+//! no curl.
+//!
+//! Caveats: the probe proves that the service's HTTP server answers within [`PROBE_TIMEOUT`],
+//! not that the bazaar as a whole works (a front-end without a leader still answers 200).
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -9,7 +17,7 @@ use std::time::Duration;
 
 use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMode};
 
-use crate::config::Config;
+use crate::config::{Config, Service};
 use crate::error::{Error, Result};
 
 /// The exit code of a bad configuration or bad flags (docs/spec.md §1).
@@ -29,6 +37,40 @@ pub fn load_config_or_exit(flag: Option<String>) -> Config {
     match Config::load(Path::new(&path)) {
         Ok(config) => config,
         Err(e) => exit_with(&e),
+    }
+}
+
+/// Exits with [`EXIT_CONFIG`] when `service` would bind an address reachable from other
+/// machines with a secret this repository publishes; see [`Config::refuse_development_secret`].
+pub fn refuse_development_secret_or_exit(config: &Config, service: Service) {
+    if let Err(e) = config.refuse_development_secret(service) {
+        exit_with(&e);
+    }
+}
+
+/// How long `--probe` waits for the answer: a service that takes longer is frozen, for its
+/// health check (well under the compose file's `timeout`).
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `--probe URL`: `GET URL` (plain `http://host:port/path`) once; exits 0 on a 200 answer
+/// within [`PROBE_TIMEOUT`], else prints why and exits 1.
+pub fn probe_and_exit(url: &str) -> ! {
+    let Some((addr, path)) = url
+        .strip_prefix("http://")
+        .map(|rest| rest.split_at(rest.find('/').unwrap_or(rest.len())))
+        .filter(|(addr, _)| !addr.is_empty())
+    else {
+        exit_with(&Error::Config(format!(
+            "--probe: {url:?} is not an http://HOST:PORT/PATH address"
+        )));
+    };
+    let path = if path.is_empty() { "/" } else { path };
+    match crate::http::Client::new().get::<serde_json::Value>(addr, path, PROBE_TIMEOUT) {
+        Ok(_) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("probe: {}", e.message());
+            std::process::exit(1);
+        }
     }
 }
 

@@ -20,6 +20,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 const BINARIES: [&str; 4] = ["catalog", "order", "frontend", "client"];
 
+/// More than a stripped binary weighs (about 3 MB), less than one with its symbols (17 MB).
+const MAX_STRIPPED_SIZE: u64 = 8 << 20;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -53,7 +56,22 @@ fn dist_binaries_are_static_and_start_from_nothing() {
         dist.join("conf/bazaar.yaml").is_file(),
         "dist/conf/bazaar.yaml"
     );
-    assert!(dist.join("README").is_file(), "dist/README");
+    let readme = std::fs::read_to_string(dist.join("README")).expect("dist/README");
+    // Commands a user can paste in dist/: with ./, in the background, and the secret.
+    for want in [
+        "./catalog ",
+        "./order ",
+        "./frontend ",
+        "./client ",
+        "nohup",
+        "kill",
+        "BAZAAR_SECRET_FILE",
+    ] {
+        assert!(
+            readme.contains(want),
+            "dist/README lacks {want:?}:\n{readme}"
+        );
+    }
     let empty_dir = empty_dir("help");
     let empty = empty_dir.path();
     for name in BINARIES {
@@ -74,6 +92,14 @@ fn dist_binaries_are_static_and_start_from_nothing() {
             !said.contains("interpreter"),
             "{name} has an interpreter: {said}"
         );
+        // Stripped: a few MB, not the 17 MB with symbols and debug info (kept in .debug/).
+        assert!(
+            said.contains(", stripped") && !said.contains("not stripped"),
+            "{name} is not stripped: {said}"
+        );
+        let size = std::fs::metadata(&bin).unwrap().len();
+        assert!(size < MAX_STRIPPED_SIZE, "{name} is {size} bytes");
+        assert!(dist.join(format!(".debug/{name}.debug")).is_file());
         let help = Command::new(&bin)
             .arg("--help")
             .env_clear()
@@ -131,6 +157,55 @@ fn dist_catalog_serves_from_an_empty_directory() {
     assert!(empty.join("data/catalog.json").is_file());
 }
 
+#[test]
+fn dist_catalog_needs_a_secret_of_its_own_on_a_reachable_address() {
+    let dist = dist();
+    let dir = empty_dir("secret");
+    let port = free_port();
+    let catalog = |env: &[(&str, String)]| {
+        Command::new(dist.join("catalog"))
+            .arg("--config")
+            .arg(dist.join("conf/bazaar.yaml"))
+            .env_clear()
+            .env("CATALOG_PORT", port.to_string())
+            .env("CATALOG_HOST", "0.0.0.0")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // The shipped development secret on 0.0.0.0: refused at start, saying how to set one.
+    let refused = catalog(&[]).wait_with_output().unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("catalog.host is 0.0.0.0") && said.contains("BAZAAR_SECRET_FILE"),
+        "{said}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "it wrote state before refusing"
+    );
+    // A secret of its own from a file: it serves (reached on loopback).
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, "a-secret-of-our-own\n").unwrap();
+    let mut child = catalog(&[("BAZAAR_SECRET_FILE", secret.display().to_string())]);
+    let addr = format!("127.0.0.1:{port}");
+    let answer = common::poll(SERVE_TIMEOUT, POLL, || {
+        match get(&addr, "/stocks/GameStart") {
+            Some(body) => Some(Some(body)),
+            None => child.try_wait().unwrap().map(|_| None),
+        }
+    })
+    .flatten();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(answer.is_some(), "never served: {out:?}");
+}
+
 /// A 200 body, or `None` while the server is not answering.
 fn get(addr: &str, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(addr).ok()?;
@@ -154,13 +229,24 @@ fn free_port() -> u16 {
 
 #[test]
 fn shipped_configs_load() {
-    for path in [
-        "conf/bazaar.yaml",
-        "conf/multihost.yaml",
-        "deploy/bazaar.yaml",
-    ] {
+    for path in ["conf/bazaar.yaml", "conf/multihost.yaml"] {
         if let Err(e) = bazaar::config::Config::load(&root().join(path)) {
             panic!("{path}: {e}");
         }
+    }
+    // The container config reads the secret from the Docker secret's file, which only a
+    // container has: given a file of its own, it loads, and it ships no secret itself.
+    let dir = empty_dir("secret-file");
+    let secret = dir.path().join("bazaar_secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let text = std::fs::read_to_string(root().join("deploy/bazaar.yaml")).unwrap();
+    assert!(
+        text.contains("secret_file: /run/secrets/bazaar_secret"),
+        "{text}"
+    );
+    let env = |key: &str| (key == "BAZAAR_SECRET_FILE").then(|| secret.display().to_string());
+    match bazaar::config::Config::from_yaml(&text, &env) {
+        Ok(config) => assert_eq!(config.secret, "s3cret"),
+        Err(e) => panic!("deploy/bazaar.yaml: {e}"),
     }
 }

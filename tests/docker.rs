@@ -6,7 +6,9 @@
 //!   and reconnected, and the leader is cut off from every other container; then the
 //!   invariants of docs/spec.md §5, with the replica files copied out of the containers.
 //! - The same compose file as a Docker Swarm stack on a one-node swarm (initialised by the
-//!   test when none is active, and left again only then).
+//!   test when none is active, and left again only then), with its secret made by
+//!   `docker secret create`; a frozen catalog is replaced by swarm through its health check.
+//! - Both refuse the development secrets the repository publishes on internal endpoints.
 //!
 //! Each test skips (passing, with a line saying why) when `docker info` or `docker-compose`
 //! does not answer. Everything a test creates carries its own project or stack name and image
@@ -50,6 +52,9 @@ const DOCKER_TIMEOUT: Duration = Duration::from_secs(120);
 const CUT_OFF_FOR: Duration = Duration::from_secs(4);
 /// How long a swarm stack may take to start every task and elect a leader.
 const STACK_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long swarm may take to replace a frozen task: three failed health checks 5 s apart
+/// (deploy/compose.yaml), each waiting up to 4 s, then the restart.
+const REPLACE_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long `docker stack rm` may take to remove the stack's containers and network.
 const STACK_RM_TIMEOUT: Duration = Duration::from_secs(60);
 /// The quantity every stock starts with (deploy/bazaar.yaml).
@@ -103,6 +108,8 @@ struct Deployment {
     port: u16,
     publish: String,
     client: Client,
+    /// run.sh's run directory for this deployment: docker-up keeps its generated secret here.
+    run_dir: tempfile::TempDir,
 }
 
 impl Deployment {
@@ -115,7 +122,18 @@ impl Deployment {
             port,
             publish: format!("127.0.0.1:{port}"),
             client: Client::new(),
+            run_dir: tempfile::Builder::new()
+                .prefix("bazaar-docker-run-")
+                .tempdir()
+                .unwrap(),
         }
+    }
+
+    /// The secret file docker-up generates (see `docker_secret_file` in run.sh).
+    fn secret_file(&self) -> PathBuf {
+        self.run_dir
+            .path()
+            .join(format!("docker-{}.secret", self.project))
     }
 
     fn env<'a>(&'a self, cmd: &'a mut Command) -> &'a mut Command {
@@ -123,6 +141,9 @@ impl Deployment {
             .env("BAZAAR_IMAGE", &self.image)
             .env("BAZAAR_DOCKER_PROJECT", &self.project)
             .env("BAZAAR_PUBLISH", self.port.to_string())
+            .env("BAZAAR_RUN_DIR", self.run_dir.path())
+            .env("BAZAAR_SECRET_FILE", self.secret_file())
+            .env_remove("BAZAAR_SECRET")
     }
 
     fn run_sh(&self, args: &[&str], timeout: Duration) -> Output {
@@ -136,6 +157,8 @@ impl Deployment {
             &self.project,
             "--file",
             "deploy/compose.yaml",
+            "--file",
+            "deploy/compose.secret-file.yaml",
         ])
         .args(args);
         run(self.env(&mut cmd), DOCKER_TIMEOUT)
@@ -203,6 +226,31 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// The front-end's invalidation endpoint (an internal one) refuses the development secrets the
+/// repository publishes and accepts `secret`.
+fn assert_internal_endpoint_needs(addr: &str, secret: &str) {
+    let call = |secret: &str| {
+        Client::with_secret(secret).post::<_, serde_json::Value>(
+            addr,
+            "/invalidation/GameStart",
+            &serde_json::json!({}),
+            CALL_TIMEOUT,
+        )
+    };
+    for published in bazaar::config::DEVELOPMENT_SECRETS {
+        let answer = call(published);
+        assert!(
+            matches!(answer, Err(bazaar::error::Error::Unauthorized(_))),
+            "{published} accepted: {answer:?}"
+        );
+    }
+    let answer = call(secret.trim());
+    assert!(
+        answer.is_ok(),
+        "the deployment's own secret refused: {answer:?}"
+    );
 }
 
 /// Places orders through the front-end and reads each back; returns them.
@@ -291,6 +339,20 @@ fn docker_up_survives_container_faults_under_load() {
     let d = Deployment::new();
     let up = d.run_sh(&["docker-up"], UP_TIMEOUT);
     assert!(up.status.success(), "docker-up failed: {}", text(&up));
+    // Quiet: neither the five endpoint_mode warnings nor the builder's deprecation notice.
+    for noise in ["endpoint_mode", "DEPRECATED"] {
+        assert!(
+            !text(&up).contains(noise),
+            "docker-up printed {noise}: {}",
+            text(&up)
+        );
+    }
+    // A secret of its own: the repository's old container secret is refused, the generated
+    // one accepted.
+    assert_internal_endpoint_needs(
+        &d.publish,
+        &std::fs::read_to_string(d.secret_file()).unwrap(),
+    );
     // Five containers of this project; only the front-end published.
     let ps = d.compose(&["ps", "--quiet"]);
     assert_eq!(String::from_utf8_lossy(&ps.stdout).lines().count(), 5);
@@ -417,6 +479,8 @@ struct Stack {
     swarm_created: bool,
     /// `docker swarm init` creates this network and `swarm leave` keeps it.
     gwbridge_created: bool,
+    /// The Docker secret holding the deployment secret, once created.
+    secret: Option<String>,
     client: Client,
 }
 
@@ -466,6 +530,12 @@ impl Drop for Stack {
                     .is_empty())
             .then_some(())
         });
+        if let Some(secret) = &self.secret {
+            let out = self.docker(&["secret", "rm", secret]);
+            if !out.status.success() {
+                eprintln!("docker secret rm {secret} failed: {}", text(&out));
+            }
+        }
         for volume in self.lines(&["volume", "ls", "-q", "--filter", &filter]) {
             let out = self.docker(&["volume", "rm", &volume]);
             if !out.status.success() {
@@ -510,6 +580,7 @@ fn compose_file_deploys_as_a_swarm_stack() {
         labels_added: Vec::new(),
         swarm_created: false,
         gwbridge_created: false,
+        secret: None,
         client: Client::new(),
     };
     match state.as_str() {
@@ -570,6 +641,24 @@ fn compose_file_deploys_as_a_swarm_stack() {
         UP_TIMEOUT,
     );
     assert!(build.status.success(), "docker build: {}", text(&build));
+    // The deployment secret as deploy/README.md makes it: a Docker secret of its own.
+    let secret_name = format!("{}_secret", stack.name);
+    let secret_value = format!("{:032x}", fastrand::u128(..));
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret_path = secret_dir.path().join("secret");
+    std::fs::write(&secret_path, &secret_value).unwrap();
+    let created = stack.docker(&[
+        "secret",
+        "create",
+        &secret_name,
+        &secret_path.display().to_string(),
+    ]);
+    assert!(
+        created.status.success(),
+        "docker secret create: {}",
+        text(&created)
+    );
+    stack.secret = Some(secret_name.clone());
     let deploy = run(
         Command::new("docker")
             .args([
@@ -581,7 +670,8 @@ fn compose_file_deploys_as_a_swarm_stack() {
             ])
             .current_dir(root())
             .env("BAZAAR_IMAGE", &stack.image)
-            .env("BAZAAR_PUBLISH", stack.port.to_string()),
+            .env("BAZAAR_PUBLISH", stack.port.to_string())
+            .env("BAZAAR_SECRET_NAME", &secret_name),
         DOCKER_TIMEOUT,
     );
     assert!(
@@ -614,4 +704,32 @@ fn compose_file_deploys_as_a_swarm_stack() {
     assert!((1..=3).contains(&leader));
     let placed = trade_and_read_back(&stack.client, &addr, "swarm-test");
     assert_eq!(placed.len(), 3);
+    assert_internal_endpoint_needs(&addr, &secret_value);
+
+    // A frozen (not crashed) catalog: its health check fails and swarm replaces the task.
+    let catalog = format!("{}_catalog", stack.name);
+    let container = stack.lines(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={catalog}"),
+    ]);
+    let container = container.first().expect("the catalog's container").clone();
+    let stop = stack.docker(&["kill", "--signal", "STOP", &container]);
+    assert!(stop.status.success(), "freeze the catalog: {}", text(&stop));
+    wait_for(
+        "swarm to replace the frozen catalog",
+        REPLACE_TIMEOUT,
+        || {
+            let tasks = stack.lines(&["service", "ps", "-q", &catalog]);
+            (tasks.len() >= 2).then_some(())
+        },
+    );
+    // The new task serves: the front-end's `GET /stocks` always asks the catalog.
+    wait_for("the replaced catalog to serve", STACK_TIMEOUT, || {
+        stack
+            .client
+            .get::<Vec<StockRecord>>(&addr, "/stocks", CALL_TIMEOUT)
+            .ok()
+    });
 }

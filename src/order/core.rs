@@ -79,6 +79,13 @@ pub(crate) const LEADER_LEASE: Duration = Duration::from_millis(800);
 /// starved of CPU, followers' answers arrive late; a short timeout there only adds fail-overs.
 pub(crate) const QUORUM_TIMEOUT: Duration = Duration::from_millis(2000);
 
+/// How long a leader may answer reads and refusals after a majority (itself included) last
+/// confirmed it: a follower that answers a propagate sent at `t` votes for nobody else before
+/// `t + LEADER_LEASE`, and a restarted replica votes for nobody during its first
+/// `LEADER_LEASE`, so no other leader can exist before `t + READ_LEASE`. Shorter than
+/// [`LEADER_LEASE`] by a margin for clocks that run at slightly different rates.
+pub(crate) const READ_LEASE: Duration = Duration::from_millis(600);
+
 /// How long a candidacy (votes and pulling the best log) may take before it gives up; well
 /// inside the front-end's `selection::YOU_WIN_TIMEOUT`, so `You win` gets an answer.
 pub(crate) const CANDIDACY_TIMEOUT: Duration = Duration::from_millis(2500);
@@ -223,6 +230,42 @@ pub(crate) struct Status {
     /// Answers `Ping` with `OK`: not a follower still catching up with a live leader, nor one
     /// that started less than a lease ago and has not heard from a leader yet.
     pub(crate) ready: bool,
+    /// While leading: reads and refusals are safe before this instant ([`READ_LEASE`]).
+    pub(crate) read_lease: Option<Instant>,
+}
+
+/// How `GET /orders/<n>` may be answered (see [`Status::read`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// At or below the commit point: its contents never change, whoever serves it.
+    Committed,
+    /// A leader holding its lease has no such number: 404.
+    NoSuchOrder,
+    /// A leader holding its lease holds it, not yet committed: wait for the commit.
+    NotYet,
+    /// Only the leader, while its lease holds, knows what is not committed: 421.
+    NotLeader,
+}
+
+impl Status {
+    /// The read rule (docs/spec.md §4): only committed orders are served, and only a leader
+    /// that holds its read lease may say that an order does not exist (any other replica may
+    /// be behind, or deposed without knowing it).
+    pub(crate) fn read(&self, number: u64, now: Instant) -> Read {
+        let number = i64::try_from(number).unwrap_or(i64::MAX);
+        let leading =
+            self.role == RoleName::Leader && self.read_lease.is_some_and(|until| now < until);
+        // A follower may know a commit point beyond what it holds (a failed sync lost the end).
+        if number <= self.commit.min(self.latest) {
+            Read::Committed
+        } else if !leading {
+            Read::NotLeader
+        } else if number > self.latest {
+            Read::NoSuchOrder
+        } else {
+            Read::NotYet
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -304,6 +347,11 @@ struct Progress {
     matched: Option<i64>,
     in_flight: bool,
     last_sent: Option<Instant>,
+    /// When the propagate in flight was sent.
+    in_flight_sent: Option<Instant>,
+    /// The send time of the newest propagate it answered: it votes for nobody else before
+    /// this plus [`LEADER_LEASE`].
+    promised: Option<Instant>,
     last_heard: Option<Instant>,
     /// After a failed send: not before this.
     retry_at: Option<Instant>,
@@ -383,6 +431,7 @@ impl<S: Store> Core<S> {
             commit: self.commit,
             applied: self.applied,
             log_epoch: self.hard.log_epoch,
+            read_lease: self.read_lease(),
             ready: match &self.role {
                 Role::Follower(f) if within(f.heard, self.now, LEADER_LEASE) => f.caught_up,
                 Role::Follower(_) => !within(Some(self.started), self.now, LEADER_LEASE),
@@ -513,6 +562,23 @@ impl<S: Store> Core<S> {
         Ok(())
     }
 
+    /// Persists `log_epoch = epoch`: the claim that our log is a prefix of that epoch's
+    /// leader's log, which ranks us above every log of an older epoch at the next election. The
+    /// claim is only true of entries on disk, so the store syncs first: a crash between the two
+    /// writes leaves the entries without the claim (harmless: we rank lower), never the claim
+    /// without the entries (which could elect us without acknowledged orders).
+    fn claim_log_epoch(&mut self, epoch: u64) -> Result<()> {
+        if self.hard.log_epoch == epoch {
+            return Ok(());
+        }
+        self.store.sync()?;
+        self.durable = self.store.latest();
+        self.save_hard(HardState {
+            log_epoch: epoch,
+            ..self.hard
+        })
+    }
+
     // ---- Leader selection ------------------------------------------------------------------
 
     fn you_win(&mut self, token: Token, hint: u64) -> Result<()> {
@@ -530,7 +596,8 @@ impl<S: Store> Core<S> {
                 Ok(())
             }
             Role::Follower(f) => {
-                if self.leader.is_some() && within(f.heard, self.now, LEADER_LEASE) {
+                let alive = self.leader.is_some() && within(f.heard, self.now, LEADER_LEASE);
+                if alive || within(Some(self.started), self.now, LEADER_LEASE) {
                     // Our leader seemed alive a moment ago: campaigning now would depose a
                     // live leader, so wait until its lease runs out.
                     debug!(
@@ -610,6 +677,8 @@ impl<S: Store> Core<S> {
             {
                 return refuse(self, "its leader is alive")
             }
+            // Whoever led may count on a promise we made before a crash (its read lease).
+            _ if self.just_started() => return refuse(self, "it started less than a lease ago"),
             _ => {}
         }
         if req.pre {
@@ -822,10 +891,9 @@ impl<S: Store> Core<S> {
             return Ok(());
         };
         let epoch = c.epoch;
-        self.save_hard(HardState {
-            log_epoch: epoch,
-            ..self.hard
-        })?;
+        // The pulled entries are still pending: the claim "my log is epoch's log" is saved only
+        // once they are on disk.
+        self.claim_log_epoch(epoch)?;
         let latest = self.store.latest();
         info!(
             "replica {} leads epoch {epoch} (log latest {latest})",
@@ -928,6 +996,7 @@ impl<S: Store> Core<S> {
             }
             p.in_flight = true;
             p.last_sent = Some(self.now);
+            p.in_flight_sent = Some(self.now);
             sends.push((peer, p.next));
         }
         let (epoch, base) = (l.epoch, l.base);
@@ -967,6 +1036,11 @@ impl<S: Store> Core<S> {
             return Ok(());
         };
         p.in_flight = false;
+        let sent = p.in_flight_sent.take();
+        if result.is_ok() {
+            // Accepted or not, it processed our propagate, so it heard from us then.
+            p.promised = p.promised.max(sent);
+        }
         match result {
             Ok(ack) if ack.accepted => {
                 p.last_heard = Some(now);
@@ -1071,10 +1145,7 @@ impl<S: Store> Core<S> {
             if self.store.position(from).is_some_and(|e| e.epoch < p.epoch) {
                 self.store.truncate(from)?;
             }
-            self.save_hard(HardState {
-                log_epoch: p.epoch,
-                ..self.hard
-            })?;
+            self.claim_log_epoch(p.epoch)?;
             self.commit = self.commit.max(p.commit.min(sent_last));
         }
         let caught_up = sent_last >= p.base && sent_last >= p.commit;
@@ -1159,6 +1230,32 @@ impl<S: Store> Core<S> {
         Ok(())
     }
 
+    /// Until when reads and refusals are safe: a majority (ourselves included) promised to
+    /// vote for nobody else until [`READ_LEASE`] after the propagates they answered.
+    fn read_lease(&self) -> Option<Instant> {
+        let Role::Leader(l) = &self.role else {
+            return None;
+        };
+        let mut promised: Vec<Instant> = l.peers.values().filter_map(|p| p.promised).collect();
+        promised.sort_unstable_by(|a, b| b.cmp(a));
+        let others = self.majority() - 1;
+        let since = match others {
+            0 => Some(self.now),
+            k => promised.get(k - 1).copied(),
+        };
+        since.map(|t| t + READ_LEASE)
+    }
+
+    fn read_lease_holds(&self) -> bool {
+        self.read_lease().is_some_and(|until| self.now < until)
+    }
+
+    /// A replica that started less than [`LEADER_LEASE`] ago may have promised a leader,
+    /// before it crashed, not to vote for anyone else for that long; it has forgotten whom.
+    fn just_started(&self) -> bool {
+        within(Some(self.started), self.now, LEADER_LEASE)
+    }
+
     /// True while a majority (ourselves included) answered within [`QUORUM_TIMEOUT`].
     fn lease_holds(&self) -> bool {
         let Role::Leader(l) = &self.role else {
@@ -1201,7 +1298,10 @@ impl<S: Store> Core<S> {
                 }
             }
             Role::Follower(f) => {
-                if !f.deferred.is_empty() && !within(f.heard, self.now, LEADER_LEASE) {
+                if !f.deferred.is_empty()
+                    && !within(f.heard, self.now, LEADER_LEASE)
+                    && !self.just_started()
+                {
                     let hint = f.hint;
                     let waiting = match &mut self.role {
                         Role::Follower(f) => std::mem::take(&mut f.deferred),
@@ -1253,7 +1353,7 @@ impl<S: Store> Core<S> {
                 let e = Error::Conflict(format!(
                     "request_id {request_id:?} was already used for another order ({number})"
                 ));
-                self.answer(token, Answer::Order(Err(e)));
+                self.refuse(token, e);
             } else if number as i64 <= self.applied {
                 self.answer(token, Answer::Order(Ok(number)));
             } else {
@@ -1270,7 +1370,7 @@ impl<S: Store> Core<S> {
         };
         let Some(quantity) = projection.get_mut(&order.name) else {
             let e = Error::NotFound(format!("no such stock: {}", order.name));
-            self.answer(token, Answer::Order(Err(e)));
+            self.refuse(token, e);
             return Ok(());
         };
         let after = match order.kind {
@@ -1287,7 +1387,7 @@ impl<S: Store> Core<S> {
         let after = match after {
             Ok(after) => after,
             Err(e) => {
-                self.answer(token, Answer::Order(Err(e)));
+                self.refuse(token, e);
                 return Ok(());
             }
         };
@@ -1305,6 +1405,21 @@ impl<S: Store> Core<S> {
         self.waiters.entry(number).or_default().push(token);
         self.replicate()?;
         Ok(())
+    }
+
+    /// Refuses an order (404, 409) only while our read lease holds: a leader deposed without
+    /// knowing it decides against a stale view of the stocks. Otherwise 421, so that the
+    /// front-end re-selects and re-sends; nothing was logged.
+    fn refuse(&mut self, token: Token, e: Error) {
+        let e = if self.read_lease_holds() {
+            e
+        } else {
+            Error::NotLeader(format!(
+                "replica {} cannot confirm that it still leads",
+                self.id
+            ))
+        };
+        self.answer(token, Answer::Order(Err(e)));
     }
 
     /// Sends the catalog the next committed orders it lacks, if nothing is in flight.
@@ -1466,3 +1581,7 @@ fn within(at: Option<Instant>, now: Instant, within: Duration) -> bool {
 #[cfg(test)]
 #[path = "core_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "sim.rs"]
+mod sim;

@@ -10,12 +10,61 @@ use crate::api::StockRecord;
 
 /// An in-memory [`Store`]: what is synced survives a crash, the rest does not.
 #[derive(Default)]
-struct MemStore {
-    entries: Vec<LogEntry>,
-    synced: usize,
-    hard: HardState,
-    /// The next sync fails (an fsync error).
-    fail_next_sync: bool,
+pub(super) struct MemStore {
+    pub(super) entries: Vec<LogEntry>,
+    /// How many of `entries` are durable.
+    pub(super) synced: usize,
+    pub(super) hard: HardState,
+    /// The next sync fails (an fsync error): what it was to write is lost.
+    pub(super) fail_next_sync: bool,
+    /// Durable writes (a sync with entries, a truncation, a hard state) left before the process
+    /// dies in the middle of its step: the simulator's crash point between two writes.
+    pub(super) crash_after: Option<u32>,
+    /// The disk as it was when the process died (entries, hard state); it keeps running on
+    /// until its step ends, but nothing it does reaches the disk or anybody else.
+    pub(super) died: Option<(Vec<LogEntry>, HardState)>,
+}
+
+impl MemStore {
+    /// Counts one durable write: false once the process died (at this write or before).
+    fn write_reaches_disk(&mut self) -> bool {
+        if self.died.is_some() {
+            return false;
+        }
+        match self.crash_after {
+            Some(0) => {
+                self.died = Some((self.entries[..self.synced].to_vec(), self.hard));
+                false
+            }
+            Some(k) => {
+                self.crash_after = Some(k - 1);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// What a crash leaves: the synced entries and the saved hard state.
+    pub(super) fn after_crash(self) -> MemStore {
+        let (entries, hard) = match self.died {
+            Some(disk) => disk,
+            None => (self.entries[..self.synced].to_vec(), self.hard),
+        };
+        MemStore {
+            synced: entries.len(),
+            entries,
+            hard,
+            ..MemStore::default()
+        }
+    }
+
+    /// The entries that survive a crash right now.
+    pub(super) fn durable(&self) -> &[LogEntry] {
+        match &self.died {
+            Some((entries, _)) => entries,
+            None => &self.entries[..self.synced],
+        }
+    }
 }
 
 impl Store for MemStore {
@@ -59,14 +108,22 @@ impl Store for MemStore {
         Ok(())
     }
     fn truncate(&mut self, from: u64) -> Result<()> {
+        // As the file store: what is pending is synced first, then the cut is durable.
+        self.sync()?;
+        self.write_reaches_disk();
         self.entries.truncate(from as usize);
         self.synced = self.synced.min(self.entries.len());
         Ok(())
     }
     fn sync(&mut self) -> Result<()> {
-        if std::mem::take(&mut self.fail_next_sync) && self.synced < self.entries.len() {
+        if self.synced == self.entries.len() {
+            return Ok(());
+        }
+        if std::mem::take(&mut self.fail_next_sync) {
             return Err(Error::Internal("injected fsync failure".into()));
         }
+        // Once dead, the process goes on believing it synced; the disk kept its copy in `died`.
+        self.write_reaches_disk();
         self.synced = self.entries.len();
         Ok(())
     }
@@ -78,24 +135,25 @@ impl Store for MemStore {
         self.hard
     }
     fn save_hard_state(&mut self, state: HardState) -> Result<()> {
+        self.write_reaches_disk();
         self.hard = state;
         Ok(())
     }
 }
 
 /// The catalog as the replicas see it: fenced by epoch, applying in number order.
-struct FakeCatalog {
-    epoch: u64,
-    applied: i64,
+pub(super) struct FakeCatalog {
+    pub(super) epoch: u64,
+    pub(super) applied: i64,
     applied_epoch: u64,
     stocks: BTreeMap<String, u64>,
     /// Every entry applied, in order.
-    history: Vec<LogEntry>,
-    down: bool,
+    pub(super) history: Vec<LogEntry>,
+    pub(super) down: bool,
 }
 
 impl FakeCatalog {
-    fn new() -> FakeCatalog {
+    pub(super) fn new() -> FakeCatalog {
         FakeCatalog {
             epoch: 0,
             applied: -1,
@@ -124,7 +182,7 @@ impl FakeCatalog {
         }
     }
 
-    fn handle(&mut self, msg: CatalogMessage) -> Result<CatalogState> {
+    pub(super) fn handle(&mut self, msg: CatalogMessage) -> Result<CatalogState> {
         if self.down {
             return Err(Error::Unreachable("catalog down".into()));
         }
@@ -186,7 +244,7 @@ struct Net {
     leaders: BTreeSet<(u64, u32)>,
 }
 
-const IDS: [u32; 3] = [1, 2, 3];
+pub(super) const IDS: [u32; 3] = [1, 2, 3];
 
 impl Net {
     fn new() -> Net {
@@ -229,6 +287,10 @@ impl Net {
         // As the driver does: propagates go out before our own fsync.
         let mut effects = node.take_propagates();
         effects.extend(node.flush());
+        if node.store.died.is_some() {
+            // The process died at a durable write of this step: nothing left it.
+            return self.crash(id);
+        }
         let status = node.status();
         if status.role == RoleName::Leader {
             self.leaders.insert((status.epoch, id));
@@ -422,9 +484,7 @@ impl Net {
     /// Kills a replica: what it had not synced is lost.
     fn crash(&mut self, id: u32) {
         if let Some(node) = self.nodes.remove(&id) {
-            let mut store = node.store;
-            store.reload().expect("memory store");
-            self.crashed.insert(id, store);
+            self.crashed.insert(id, node.store.after_crash());
         }
     }
 
@@ -487,7 +547,7 @@ impl Net {
     }
 }
 
-fn peers_of(id: u32) -> Vec<u32> {
+pub(super) fn peers_of(id: u32) -> Vec<u32> {
     IDS.into_iter().filter(|&p| p != id).collect()
 }
 
@@ -877,6 +937,17 @@ fn a_failed_fsync_steps_down_and_acknowledges_nothing() {
 #[test]
 fn a_vote_is_granted_once_per_epoch_and_survives_a_restart() {
     let mut net = Net::new();
+    // A replica that just started votes for nobody (it may have promised a lease before a
+    // crash); after a lease it does.
+    let req = VoteRequest {
+        epoch: 5,
+        candidate: 2,
+        pre: false,
+    };
+    let token = net.token();
+    net.step(1, Event::Vote { token, req });
+    assert!(matches!(net.answer(token), Some(Answer::Vote(Ok(r))) if !r.granted));
+    net.wait(LEADER_LEASE);
     let req = VoteRequest {
         epoch: 5,
         candidate: 2,
@@ -887,6 +958,7 @@ fn a_vote_is_granted_once_per_epoch_and_survives_a_restart() {
     assert!(matches!(net.answer(token), Some(Answer::Vote(Ok(r))) if r.granted));
     net.crash(1);
     net.restart(1);
+    net.wait(LEADER_LEASE);
     for (epoch, candidate, granted) in [(5, 3, false), (5, 2, true), (4, 3, false), (6, 3, true)] {
         let token = net.token();
         let req = VoteRequest {
@@ -920,4 +992,95 @@ fn propagates_fit_the_request_body_limit() {
     };
     let bytes = serde_json::to_vec(&body).expect("encodes").len();
     assert!(bytes <= crate::http::MAX_BODY_BYTES, "{bytes} bytes");
+}
+
+// ---- Persistence order: a claim is saved only after the data it vouches for ----------------
+
+/// Orders "a", "b", "c" acknowledged by replicas 3 and 2 while replica 1 was cut off.
+fn three_orders_without_replica_1() -> Net {
+    let mut net = Net::new();
+    net.wait(LEADER_LEASE);
+    net.isolate(1);
+    assert!(net.elect(3).is_some());
+    for rid in ["a", "b", "c"] {
+        number(net.place(3, Buy, 1, rid));
+    }
+    net
+}
+
+/// The acknowledged orders are still there: whoever leads now holds them at their numbers.
+fn orders_survived(net: &mut Net, leader: u32) {
+    for (n, rid) in ["a", "b", "c"].into_iter().enumerate() {
+        assert_eq!(
+            number(net.place(leader, Buy, 1, rid)),
+            n as u64,
+            "acknowledged order {rid} kept its number"
+        );
+    }
+    net.check();
+}
+
+/// A candidate that pulled a better log dies between saving `log_epoch` and syncing the
+/// pulled entries (in the old order of writes). It must not come back ranked above the
+/// replicas that hold the acknowledged orders.
+#[test]
+fn a_candidate_killed_after_its_pull_never_outranks_the_orders() {
+    let mut net = three_orders_without_replica_1();
+    net.crash(3);
+    net.heal();
+    net.wait(LEADER_LEASE);
+    // Its vote for itself, then the claim or the pulled entries, then the other: it dies at
+    // the third durable write.
+    net.node(1).store.crash_after = Some(2);
+    net.you_win(1, 1);
+    net.run();
+    net.wait(Duration::from_millis(300));
+    assert!(
+        net.crashed.contains_key(&1),
+        "replica 1 died in its election"
+    );
+    net.restart(1);
+    net.wait(LEADER_LEASE);
+    let leader = [1, 2].into_iter().find(|&id| net.elect(id).is_some());
+    orders_survived(&mut net, leader.expect("a leader"));
+}
+
+/// A follower that catches up with a new leader dies between the two writes of that step.
+#[test]
+fn a_follower_killed_between_the_two_writes_never_outranks_the_orders() {
+    let mut net = three_orders_without_replica_1();
+    net.crash(3);
+    net.restart(3);
+    net.wait(LEADER_LEASE);
+    assert!(net.elect(2).is_some());
+    // Replica 1 hears from the new leader: the epoch, then (after a mismatch) the entries
+    // through the leader's base and the claim; it dies at the third durable write.
+    net.node(1).store.crash_after = Some(2);
+    net.heal();
+    net.wait(Duration::from_millis(300));
+    assert!(net.crashed.contains_key(&1), "replica 1 died catching up");
+    net.restart(1);
+    net.crash(2);
+    net.wait(LEADER_LEASE);
+    let leader = [1, 3].into_iter().find(|&id| net.elect(id).is_some());
+    orders_survived(&mut net, leader.expect("a leader"));
+}
+
+/// A follower's log write fails after it raised `log_epoch` (old order), then it crashes once.
+#[test]
+fn a_failed_write_under_a_new_claim_never_outranks_the_orders() {
+    let mut net = three_orders_without_replica_1();
+    net.crash(3);
+    net.restart(3);
+    net.wait(LEADER_LEASE);
+    assert!(net.elect(2).is_some());
+    net.node(1).store.fail_next_sync = true;
+    net.heal();
+    net.run();
+    net.crash(1);
+    net.restart(1);
+    net.crash(2);
+    net.wait(LEADER_LEASE);
+    let leader = [1, 3].into_iter().find(|&id| net.elect(id).is_some());
+    orders_survived(&mut net, leader.expect("a leader"));
 }

@@ -34,7 +34,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::hash::BuildHasher;
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -154,11 +154,20 @@ fn spread(hash: u32) -> u64 {
     u64::from(hash).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// The writer's side of the file.
+struct Writer {
+    file: File,
+    /// A write, fsync or cut failed: the file past memory's `end` may hold bytes the disk
+    /// never got (after a failed fsync the page cache still shows them, and a later fsync may
+    /// report success without writing them). They are cut before anything else is written.
+    unsure: bool,
+}
+
 /// One replica's order log. Cheap reads, one writer at a time.
 pub(crate) struct OrderLog {
     path: PathBuf,
     /// The open file; holding this lock is what makes a caller the writer.
-    file: Mutex<File>,
+    file: Mutex<Writer>,
     /// A second handle for readers (`pread`), so reads never wait for the writer's fsync.
     reader: File,
     mem: RwLock<Memory>,
@@ -214,7 +223,10 @@ impl OrderLog {
         info!("order log {}: {} orders", path.display(), mem.len());
         Ok(OrderLog {
             path: path.to_path_buf(),
-            file: Mutex::new(file),
+            file: Mutex::new(Writer {
+                file,
+                unsure: false,
+            }),
             reader,
             mem: RwLock::new(mem),
         })
@@ -315,6 +327,16 @@ impl OrderLog {
     /// visible to readers. On an error nothing is published; [`OrderLog::reload`] then makes
     /// memory agree with whatever the file holds.
     pub(crate) fn append(&self, entries: Vec<LogEntry>) -> Result<()> {
+        self.append_inner(entries, false)
+    }
+
+    /// What a disk's failed fsync does, for the `fail-sync` fail point and tests: the bytes
+    /// are written (the page cache has them) but not synced, and the append fails.
+    pub(crate) fn append_failing_sync(&self, entries: Vec<LogEntry>) -> Result<()> {
+        self.append_inner(entries, true)
+    }
+
+    fn append_inner(&self, entries: Vec<LogEntry>, fail_sync: bool) -> Result<()> {
         let mut file = self.file.lock();
         if let Some(first) = entries.first() {
             let expected = (self.latest() + 1) as u64;
@@ -325,35 +347,44 @@ impl OrderLog {
                 )));
             }
         }
-        self.write_entries(&mut file, entries)
+        let result = self.write_entries(&mut file, entries, fail_sync);
+        file.unsure |= result.is_err();
+        result
     }
 
     /// Removes entries `from..` from the file (synced) and then from memory.
     pub(crate) fn truncate(&self, from: u64) -> Result<()> {
         let mut file = self.file.lock();
-        self.truncate_locked(&mut file, from)
+        self.cut_to_durable_end(&mut file)?;
+        let result = self.truncate_locked(&mut file.file, from);
+        file.unsure |= result.is_err();
+        result
     }
 
-    /// Re-reads the file into memory, after a failed write or fsync left them unsure.
-    pub(crate) fn reload(&self) -> Result<()> {
-        let mut file = self.file.lock();
-        let mut bytes = Vec::new();
-        file.seek(std::io::SeekFrom::Start(0))?;
-        file.read_to_end(&mut bytes)?;
-        if !bytes.starts_with(HEADER.as_bytes()) {
-            return Err(Error::Internal(format!(
-                "{}: the header is gone",
-                self.path.display()
-            )));
+    /// After a failed write or fsync: memory holds exactly what was durable (nothing is
+    /// published before its fsync succeeded), so the file is cut back to it. The file itself
+    /// is not re-read: what a failed fsync leaves in the page cache looks written but may never
+    /// reach the disk. If the cut fails too, every later write tries it again first and fails
+    /// until it succeeds.
+    pub(crate) fn forget_unsynced(&self) -> Result<()> {
+        let mut w = self.file.lock();
+        w.unsure = true;
+        self.cut_to_durable_end(&mut w)
+    }
+
+    /// Cuts the file back to memory's end if a failure left it unsure.
+    fn cut_to_durable_end(&self, w: &mut Writer) -> Result<()> {
+        if !w.unsure {
+            return Ok(());
         }
-        let (mem, torn_at) = parse(&bytes, &self.path)?;
-        // Readers hold the read lock while they read the file: cut it only under the write lock.
-        let mut guard = self.mem.write();
-        if let Some(at) = torn_at {
-            file.set_len(at)?;
-            file.sync_all()?;
-        }
-        *guard = mem;
+        let end = self.mem.read().end;
+        w.file.set_len(end)?;
+        w.file.sync_all()?;
+        w.unsure = false;
+        warn!(
+            "{}: cut back to byte {end} after a failed write (what was not synced is gone)",
+            self.path.display()
+        );
         Ok(())
     }
 
@@ -393,10 +424,12 @@ impl OrderLog {
     }
 
     /// Appends already numbered entries (they continue the log), fsyncs, publishes.
-    fn write_entries(&self, file: &mut File, entries: Vec<LogEntry>) -> Result<()> {
+    fn write_entries(&self, w: &mut Writer, entries: Vec<LogEntry>, fail_sync: bool) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
+        self.cut_to_durable_end(w)?;
+        let file = &mut w.file;
         let start = self.mem.read().end;
         let mut bytes = Vec::new();
         let mut offsets = Vec::with_capacity(entries.len());
@@ -405,6 +438,12 @@ impl OrderLog {
             bytes.extend_from_slice(&encode(e)?);
         }
         file.write_all(&bytes)?;
+        if fail_sync {
+            return Err(Error::Internal(format!(
+                "{}: fsync failed (fail point)",
+                self.path.display()
+            )));
+        }
         file.sync_data()?;
         let mut mem = self.mem.write();
         for (e, offset) in entries.into_iter().zip(offsets) {
@@ -629,8 +668,34 @@ mod tests {
         log.truncate(1).unwrap();
         assert_eq!(log.lookup("r1-e1").unwrap(), None);
         assert_eq!(epochs(&log), [1]);
-        log.reload().unwrap();
+        log.forget_unsynced().unwrap();
         assert_eq!(epochs(&log), [1], "memory agrees with the file");
+    }
+
+    /// A failed fsync leaves the bytes in the page cache: they must not come back as if
+    /// durable, neither in memory nor on the next open, and the next append continues after
+    /// the last durable entry.
+    #[test]
+    fn a_failed_fsync_is_not_trusted() {
+        let dir = temp_dir();
+        let path = dir.path().join("orders-1.csv");
+        let log = OrderLog::open(&path).unwrap();
+        log.append(entries(0..2, 1)).unwrap();
+        assert!(log.append_failing_sync(entries(2..4, 1)).is_err());
+        assert_eq!(log.latest(), 1, "nothing of a failed append is published");
+        log.forget_unsynced().unwrap();
+        assert_eq!(log.latest(), 1);
+        assert_eq!(
+            OrderLog::open(&path).unwrap().latest(),
+            1,
+            "the file was cut back"
+        );
+        // Without the explicit recovery, the next write cuts first.
+        assert!(log.append_failing_sync(entries(2..3, 1)).is_err());
+        log.append(entries(2..3, 2)).unwrap();
+        drop(log);
+        let log = OrderLog::open(&path).unwrap();
+        assert_eq!(epochs(&log), [1, 1, 2]);
     }
 
     /// Entries older than the in-memory tail are read back from the file: every read must

@@ -2,8 +2,9 @@
 //!
 //! A replica serves (docs/spec.md §4):
 //!
-//! - HTTP: `POST /orders` (leader only; else 421), `GET /orders/<n>`, `GET /orders?since=N
-//!   [&limit=M]` (pages of the log), `GET /synchronize`, `GET /health`, and, with the
+//! - HTTP: `POST /orders` (leader only; else 421), `GET /orders/<n>` (committed orders only;
+//!   see `Status::read`), `GET /orders?since=N[&limit=M]` (pages of the log as this replica
+//!   holds it, committed or not: for peers and tools), `GET /synchronize`, `GET /health`, and, with the
 //!   deployment secret, `POST /propagate` (leader → follower) and `POST /vote` (candidate →
 //!   peer).
 //! - TCP lines (`lines`, protocol in [`crate::selection`]): `Ping`, `You win <hint> <secret>`,
@@ -19,7 +20,8 @@
 //!   vote, log page) and feeds the answer back as an event;
 //! - the **catalog thread** does the same for `POST /leader` and `POST /apply`;
 //! - HTTP handlers and line connections turn requests into events and wait for the answer
-//!   with a deadline; reads (`GET /orders/..`, `/health`) never go through the core.
+//!   with a deadline; reads (`GET /orders/..`, `/health`) never go through the core: they
+//!   read the log's memory and the status the core publishes after each flush.
 //!
 //! Caveats: see `docs/replication.md` (what the protocol cannot save: a majority of disks
 //! lost for good). An order still uncommitted when its caller's deadline passes is answered
@@ -41,10 +43,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ::log::{info, warn};
-use parking_lot::RwLock;
+use parking_lot::{Condvar, Mutex};
 
 use self::core::{
-    Answer, CatalogMessage, Core, Effect, Event, PeerMessage, PeerReply, Status, Token,
+    Answer, CatalogMessage, Core, Effect, Event, PeerMessage, PeerReply, Read, Status, Token,
 };
 use self::logfile::OrderLog;
 use self::store::FileStore;
@@ -63,6 +65,10 @@ pub(crate) const TICK: Duration = Duration::from_millis(20);
 /// How long `POST /orders` waits for its order to be committed and applied before answering
 /// 503 "re-send": below the front-end's forward timeout, so the front-end hears why.
 pub(crate) const ORDER_WAIT: Duration = Duration::from_millis(650);
+
+/// How long `GET /orders/<n>` waits for an order the leader holds to commit before 503: a
+/// read of an order being committed right now (or by a leader just elected) is answered.
+pub(crate) const READ_WAIT: Duration = Duration::from_millis(500);
 
 /// How long a peer's `/propagate` or `/vote` waits for the core (it answers at once unless
 /// the disk is slow).
@@ -98,7 +104,10 @@ struct Shared {
     id: u32,
     config: Config,
     log: Arc<OrderLog>,
-    status: RwLock<Status>,
+    /// The core's status, published after every flush (so everything it counts is synced).
+    status: Mutex<Status>,
+    /// Signalled at every publish: reads of an uncommitted order wait on it.
+    published: Condvar,
     events: Sender<Input>,
     next_token: AtomicU64,
     stopped: AtomicBool,
@@ -126,7 +135,12 @@ impl Shared {
     }
 
     fn status(&self) -> Status {
-        *self.status.read()
+        *self.status.lock()
+    }
+
+    fn publish(&self, status: Status) {
+        *self.status.lock() = status;
+        self.published.notify_all();
     }
 
     fn health(&self) -> ReplicaHealth {
@@ -239,13 +253,40 @@ impl Shared {
         Ok(())
     }
 
-    /// `GET /orders/<n>`.
+    /// `GET /orders/<n>`, by the read rule of [`Status::read`]: a committed order; 404 only
+    /// from a leader holding its lease; an order it holds uncommitted after a bounded wait
+    /// for the commit; 421 from anyone else, so that the front-end re-selects.
     fn get_order(&self, n: &str) -> Result<Response> {
         let number = decimal_param(n, "order number")?;
-        let entry = self
-            .log
-            .get(number)?
-            .ok_or_else(|| Error::NotFound(format!("no order {number}")))?;
+        let deadline = Instant::now() + READ_WAIT;
+        let mut status = self.status.lock();
+        loop {
+            match status.read(number, Instant::now()) {
+                Read::Committed => break,
+                Read::NoSuchOrder => return Err(Error::NotFound(format!("no order {number}"))),
+                Read::NotLeader => {
+                    return Err(Error::NotLeader(format!(
+                        "replica {} cannot tell whether order {number} is committed; ask the \
+                         leader",
+                        self.id
+                    )))
+                }
+                Read::NotYet => {
+                    if self.published.wait_until(&mut status, deadline).timed_out() {
+                        return Err(Error::Unavailable(format!(
+                            "order {number} is not committed yet; try again"
+                        )));
+                    }
+                }
+            }
+        }
+        drop(status);
+        let entry = self.log.get(number)?.ok_or_else(|| {
+            Error::Unavailable(format!(
+                "order {number} is committed but replica {} does not hold it yet",
+                self.id
+            ))
+        })?;
         Ok(Response::ok(Order::from(&entry)))
     }
 
@@ -395,7 +436,8 @@ pub fn start_on(config: Config, id: u32, listeners: Listeners) -> Result<Replica
         id,
         config: config.clone(),
         log,
-        status: RwLock::new(status),
+        status: Mutex::new(status),
+        published: Condvar::new(),
         events,
         next_token: AtomicU64::new(0),
         stopped: AtomicBool::new(false),
@@ -527,7 +569,7 @@ fn core_loop(
             dispatch(effect, &peers, &catalog, &mut waiting);
         }
         let effects = core.flush();
-        *shared.status.write() = core.status();
+        shared.publish(core.status());
         for effect in effects {
             dispatch(effect, &peers, &catalog, &mut waiting);
         }

@@ -6,8 +6,11 @@
 //! pages for peers) read the [`OrderLog`]'s memory, which shows only synced entries.
 //!
 //! The fail point `fail-sync:k` (`BAZAAR_FAILPOINT`) makes the k-th sync that has entries to
-//! write fail after the bytes reached the file but before they count as durable, which is
-//! what a failed fsync looks like; the core then reloads memory from the file.
+//! write fail the way a disk does: the bytes are written (the page cache shows them) but not
+//! synced. The core then calls [`Store::reload`], which forgets everything that was not
+//! synced: the log file is cut back to its last synced entry (not re-read: after a failed
+//! fsync the page cache is no evidence of what the disk holds) and the hard state stays the
+//! last one saved successfully.
 //!
 //! Caveats: the pending buffer is only as large as one drained batch of events.
 
@@ -27,6 +30,8 @@ pub(crate) struct FileStore {
     pending_ids: HashMap<String, u64>,
     state_path: PathBuf,
     hard: HardState,
+    /// Tests: the next sync with entries fails like a disk (see the module doc).
+    fail_next_sync: bool,
 }
 
 impl FileStore {
@@ -38,6 +43,7 @@ impl FileStore {
             pending_ids: HashMap::new(),
             state_path,
             hard,
+            fail_next_sync: false,
         })
     }
 
@@ -120,10 +126,8 @@ impl Store for FileStore {
         }
         let entries = std::mem::take(&mut self.pending);
         self.pending_ids.clear();
-        if failpoint::fails(failpoint::FAIL_SYNC) {
-            // The bytes reach the file; the sync "fails" before they count as durable.
-            let _ = self.log.append(entries);
-            return Err(Error::Internal("fail point fail-sync: fsync failed".into()));
+        if std::mem::take(&mut self.fail_next_sync) || failpoint::fails(failpoint::FAIL_SYNC) {
+            return self.log.append_failing_sync(entries);
         }
         self.log.append(entries)?;
         failpoint::hit(failpoint::AFTER_LOG_APPEND);
@@ -133,9 +137,9 @@ impl Store for FileStore {
     fn reload(&mut self) -> Result<()> {
         self.pending.clear();
         self.pending_ids.clear();
-        self.log.reload()?;
-        self.hard = super::epoch::load(&self.state_path)?;
-        Ok(())
+        // `hard` is the last state saved successfully: a failed save may have left a newer one
+        // in the page cache, which is no proof that the disk has it.
+        self.log.forget_unsynced()
     }
 
     fn hard_state(&self) -> HardState {
@@ -146,5 +150,47 @@ impl Store for FileStore {
         super::epoch::save(&self.state_path, &state)?;
         self.hard = state;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::OrderType;
+
+    fn entry(number: u64) -> LogEntry {
+        LogEntry {
+            number,
+            name: "GameStart".into(),
+            kind: OrderType::Buy,
+            quantity: 1,
+            epoch: 1,
+            request_id: format!("r{number}"),
+        }
+    }
+
+    /// The "fsyncgate" lesson: after a failed sync the store must not trust what the file
+    /// shows (the page cache), neither now nor after a restart.
+    #[test]
+    fn a_failed_sync_loses_what_it_was_to_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("orders-1.csv");
+        let state_path = dir.path().join("orders-1.state.json");
+        let log = Arc::new(OrderLog::open(&log_path).unwrap());
+        let mut store = FileStore::new(log, state_path.clone()).unwrap();
+        store.append(vec![entry(0), entry(1)]).unwrap();
+        store.sync().unwrap();
+        store.append(vec![entry(2)]).unwrap();
+        store.fail_next_sync = true;
+        assert!(store.sync().is_err());
+        store.reload().unwrap();
+        assert_eq!(store.latest(), 1, "the failed entry is forgotten");
+        assert_eq!(store.lookup("r2").unwrap(), None);
+        let reopened = OrderLog::open(&log_path).unwrap();
+        assert_eq!(reopened.latest(), 1, "and is not in the file either");
+        // The log goes on from the last durable entry.
+        store.append(vec![entry(2)]).unwrap();
+        store.sync().unwrap();
+        assert_eq!(OrderLog::open(&log_path).unwrap().latest(), 2);
     }
 }

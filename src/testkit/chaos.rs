@@ -9,6 +9,10 @@
 //! - `stale_read_probe`: trades one share of `PROBE_STOCK` (which the clients never trade) at
 //!   a time and looks the stock up right after each acknowledgement. Since nothing else trades
 //!   it, the expected quantity is exact, so any stale lookup (docs/spec.md §5.5) is caught.
+//! - `order_reader`: reads `GET /orders/<n>` through the front-end for random numbers up to a
+//!   little past the highest it has seen; every order it was answered must be the one at that
+//!   number in the final log (a read of an uncommitted order, replaced after a fail-over, would
+//!   not be).
 //! - the fault loop (this thread): one fault per round (`Fault`). Even rounds hit the leader:
 //!   SIGKILL it and restart it after a pause, SIGSTOP it for longer than the health check
 //!   interval, or pause both followers and kill the leader the moment they wake (the
@@ -34,7 +38,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::api::{new_request_id, FrontendHealth, OrderAck, OrderRequest, OrderType, Stock};
+use crate::api::{new_request_id, FrontendHealth, Order, OrderAck, OrderRequest, OrderType, Stock};
 use crate::client::{self, ClientOptions, Summary};
 use crate::error::{Error, Result};
 use crate::http::Client;
@@ -61,6 +65,13 @@ pub(crate) const MIN_SHORT_FREEZE: Duration = Duration::from_millis(800);
 
 /// Quiet time between two faults.
 pub(crate) const BETWEEN_ROUNDS: Duration = Duration::from_millis(700);
+
+/// The order reader's numbers come from its own seed: the run's seed drives the faults.
+const READER_SEED: u64 = 15;
+/// After a failed read (404 past the end, 503 in a fail-over) the reader waits this long.
+const READ_PAUSE: Duration = Duration::from_millis(20);
+/// The reader keeps at most this many answers.
+const MAX_READS: usize = 200_000;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -147,6 +158,7 @@ pub fn run(options: &ChaosOptions) -> Result<ChaosReport> {
 struct Load {
     clients: JoinHandle<Summary>,
     probe: JoinHandle<(u64, Option<String>)>,
+    reader: JoinHandle<Vec<Order>>,
     stop_probe: Arc<AtomicBool>,
     sampler: Sampler,
 }
@@ -158,6 +170,8 @@ struct Outcome {
     summary: Summary,
     probes: u64,
     stale: Option<String>,
+    /// Every order read through `GET /orders/<n>` during the faults.
+    reads: Vec<Order>,
     samples: Vec<CatalogView>,
     leaders: LeaderSamples,
 }
@@ -194,9 +208,16 @@ impl Load {
                 .name("probe".into())
                 .spawn(move || stale_read_probe(&frontend, &stop))?
         };
+        let reader = {
+            let (frontend, stop) = (cluster.frontend.clone(), stop_probe.clone());
+            thread::Builder::new()
+                .name("reader".into())
+                .spawn(move || order_reader(&frontend, &stop))?
+        };
         Ok(Load {
             clients,
             probe,
+            reader,
             stop_probe,
             sampler,
         })
@@ -214,6 +235,10 @@ impl Load {
             .probe
             .join()
             .map_err(|_| Error::Internal("probe panicked".into()))?;
+        let reads = self
+            .reader
+            .join()
+            .map_err(|_| Error::Internal("reader panicked".into()))?;
         let health = cluster.frontend_health()?;
         // Quiet first, so that the last samples are of the quiet catalog. Files that never
         // agree are judged (and reported) by the invariant checks, not here.
@@ -224,6 +249,7 @@ impl Load {
             summary,
             probes,
             stale,
+            reads,
             samples,
             leaders,
         })
@@ -259,10 +285,24 @@ fn judge(cluster: &Cluster, faults: Vec<String>, outcome: Outcome) -> Result<Cha
         summary,
         probes,
         stale,
+        reads,
         samples,
         leaders,
     } = outcome;
     let (log, mut invariants) = cluster.check_all(&summary.acknowledged, &samples);
+    invariants.push(Invariant {
+        name: "every order read during the faults is the committed one",
+        violation: reads
+            .iter()
+            .find(|r| log.get(r.number as usize).map(Order::from).as_ref() != Some(*r))
+            .map(|r| {
+                format!(
+                    "{} reads; order {} was read as {r:?}",
+                    reads.len(),
+                    r.number
+                )
+            }),
+    });
     invariants.push(Invariant {
         name: "no epoch led by two replicas (sampled /health)",
         violation: two_leaders_in_one_epoch(&leaders),
@@ -500,6 +540,28 @@ fn stale_read_probe(frontend: &str, stop: &AtomicBool) -> (u64, Option<String>) 
         }
     }
     (trades, None)
+}
+
+/// Reads `GET /orders/<n>` through the front-end for numbers up to a little past the highest
+/// seen, until stopped: every order answered, to be compared with the final log (a read of an
+/// order that was not committed, or that a fail-over replaced, shows up there).
+fn order_reader(frontend: &str, stop: &AtomicBool) -> Vec<Order> {
+    let client = Client::new();
+    let mut rng = fastrand::Rng::with_seed(READER_SEED);
+    let mut reads = Vec::new();
+    let mut highest = 0;
+    while !stop.load(Ordering::SeqCst) && reads.len() < MAX_READS {
+        let n = rng.u64(0..=highest + 5);
+        match client.get::<Order>(frontend, &format!("/orders/{n}"), CALL_TIMEOUT) {
+            Ok(order) => {
+                highest = highest.max(order.number);
+                reads.push(order);
+            }
+            // 404 beyond the end, 503 during a fail-over: nothing to compare.
+            Err(_) => thread::sleep(READ_PAUSE),
+        }
+    }
+    reads
 }
 
 fn split_addr(addr: &str) -> Result<(String, u16)> {

@@ -725,6 +725,7 @@ pub fn loopback_config(data_dir: PathBuf, ports: &[u16], options: &ClusterOption
         output_dir: data_dir,
         health_check_interval: options.health_check_interval,
         secret: SECRET.into(),
+        secret_file: None,
         http: HttpConfig::default(),
         catalog: CatalogConfig {
             host: LOOPBACK.into(),
