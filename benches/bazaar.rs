@@ -24,7 +24,13 @@
 //! ./run.sh bench                                  # installs wrk if missing, then this
 //! cargo bench --bench bazaar -- --plot /tmp/x.svg # the same, plot elsewhere
 //! ./run.sh bench --only scale                     # one part: lookups, sweep, scale, failover
+//! ./run.sh bench --only compare --baseline DIR    # ours against other binaries, interleaved
 //! ```
+//!
+//! `--baseline DIR` (a directory with `catalog`, `order` and `frontend` built from another
+//! commit, e.g. `git worktree add /tmp/base <commit> && cargo build --release --bins` there)
+//! adds the part `compare`: sequential order p50 and 16-session orders/s of both builds,
+//! [`COMPARE_ROUNDS`] rounds, ours and theirs interleaved, each on a fresh bazaar.
 //!
 //! Caveats: load generators and services share the machine's cores, and the machine may be
 //! busy with other work: the load average at start and end is printed, and every figure is
@@ -214,6 +220,12 @@ fn main() {
     if wanted("scale") {
         record(scale(&binaries).unwrap_or_else(|e| vec![Figure::failed("scale", e)]));
     }
+    if let Some(baseline) = baseline_arg().filter(|_| wanted("compare")) {
+        record(
+            compare(&binaries, &baseline)
+                .unwrap_or_else(|e| vec![Figure::failed("compare with the baseline", e)]),
+        );
+    }
     let no_fault_max = sweep_result
         .as_ref()
         .and_then(|s| s.runs.iter().find(|(c, _)| *c == FAILOVER_SESSIONS))
@@ -262,7 +274,68 @@ fn plot_path_arg() -> PathBuf {
         })
 }
 
-/// `--only PART`: one of lookups, sweep, scale, failover.
+/// Rounds of the `compare` part (each: ours, then the baseline, on fresh bazaars).
+const COMPARE_ROUNDS: usize = 2;
+
+/// `compare`: ours within this factor of the baseline (throughput at least 1/x, p50 at most x).
+const COMPARE_TOLERANCE: f64 = 1.05;
+
+/// `--baseline DIR`: binaries of another build to compare against.
+fn baseline_arg() -> Option<Binaries> {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = args
+        .iter()
+        .position(|a| a == "--baseline")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)?;
+    Some(Binaries {
+        catalog: dir.join("catalog"),
+        order: dir.join("order"),
+        frontend: dir.join("frontend"),
+    })
+}
+
+/// Sequential order p50 and 16-session orders/s of `ours` and `theirs`, interleaved.
+fn compare(ours: &Binaries, theirs: &Binaries) -> R<Vec<Figure>> {
+    let mut p50 = [Vec::new(), Vec::new()];
+    let mut rate = [Vec::new(), Vec::new()];
+    for round in 1..=COMPARE_ROUNDS {
+        for (i, (label, binaries)) in [("ours", ours), ("baseline", theirs)].iter().enumerate() {
+            let started = start_cluster(binaries, options(true), |_| Ok(()))?;
+            let one = run_clients(&started.cluster.frontend, 1, SWEEP_SECONDS)?;
+            let sixteen = run_clients(&started.cluster.frontend, 16, SWEEP_SECONDS)?;
+            println!(
+                "  compare round {round}, {label:>8}: sequential order p50 {:.3} ms; 16 sessions {:.0} orders/s ({} errors)",
+                one.order_ms.p50,
+                sixteen.orders_per_s,
+                one.errors + sixteen.errors
+            );
+            p50[i].push(one.order_ms.p50);
+            rate[i].push(sixteen.orders_per_s);
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (our_p50, their_p50) = (mean(&p50[0]), mean(&p50[1]));
+    let (our_rate, their_rate) = (mean(&rate[0]), mean(&rate[1]));
+    Ok(vec![
+        Figure::new(
+            "compare: sequential order p50",
+            format!("{our_p50:.3} ms ({:.2}×)", our_p50 / their_p50),
+            format!("<= {COMPARE_TOLERANCE}× baseline"),
+            format!("{their_p50:.3} ms, mean of {COMPARE_ROUNDS} interleaved runs"),
+            our_p50 <= their_p50 * COMPARE_TOLERANCE,
+        ),
+        Figure::new(
+            "compare: orders/s, 16 sessions",
+            format!("{our_rate:.0} orders/s ({:.2}×)", our_rate / their_rate),
+            format!(">= baseline / {COMPARE_TOLERANCE}"),
+            format!("{their_rate:.0} orders/s, mean of {COMPARE_ROUNDS} interleaved runs"),
+            our_rate * COMPARE_TOLERANCE >= their_rate,
+        ),
+    ])
+}
+
+/// `--only PART`: one of lookups, sweep, scale, failover, compare.
 fn only_arg() -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()

@@ -1008,8 +1008,21 @@ fn three_orders_without_replica_1() -> Net {
     net
 }
 
-/// The acknowledged orders are still there: whoever leads now holds them at their numbers.
+/// The acknowledged orders are still there: whoever leads now holds them at their numbers,
+/// as they were written in epoch 1 (not taken again as new orders by a leader that lost them).
 fn orders_survived(net: &mut Net, leader: u32) {
+    let held: Vec<(u64, String)> = net.log(leader).into_iter().map(|e| (e.0, e.1)).collect();
+    assert_eq!(
+        held.get(..3),
+        Some(
+            &[
+                (1, "a".to_string()),
+                (1, "b".to_string()),
+                (1, "c".to_string())
+            ][..]
+        ),
+        "replica {leader} leads without the acknowledged orders of epoch 1"
+    );
     for (n, rid) in ["a", "b", "c"].into_iter().enumerate() {
         assert_eq!(
             number(net.place(leader, Buy, 1, rid)),
@@ -1045,40 +1058,41 @@ fn a_candidate_killed_after_its_pull_never_outranks_the_orders() {
     orders_survived(&mut net, leader.expect("a leader"));
 }
 
-/// A follower that catches up with a new leader dies between the two writes of that step.
+/// A follower that catches up with a new leader dies between the two writes of that step,
+/// while the only other copy of the orders (replica 3) is down and ranks below the new epoch.
 #[test]
 fn a_follower_killed_between_the_two_writes_never_outranks_the_orders() {
     let mut net = three_orders_without_replica_1();
     net.crash(3);
-    net.restart(3);
-    net.wait(LEADER_LEASE);
-    assert!(net.elect(2).is_some());
-    // Replica 1 hears from the new leader: the epoch, then (after a mismatch) the entries
-    // through the leader's base and the claim; it dies at the third durable write.
-    net.node(1).store.crash_after = Some(2);
     net.heal();
+    net.wait(LEADER_LEASE);
+    // Replica 1 grants epoch 2 (a durable write), then takes the leader's entries through its
+    // base and the claim: it dies at the third durable write.
+    net.node(1).store.crash_after = Some(2);
+    assert!(net.elect(2).is_some());
     net.wait(Duration::from_millis(300));
     assert!(net.crashed.contains_key(&1), "replica 1 died catching up");
     net.restart(1);
+    net.restart(3);
     net.crash(2);
     net.wait(LEADER_LEASE);
     let leader = [1, 3].into_iter().find(|&id| net.elect(id).is_some());
     orders_survived(&mut net, leader.expect("a leader"));
 }
 
-/// A follower's log write fails after it raised `log_epoch` (old order), then it crashes once.
+/// The same, but the follower's log write fails (and loses the entries) instead, and it
+/// crashes later.
 #[test]
 fn a_failed_write_under_a_new_claim_never_outranks_the_orders() {
     let mut net = three_orders_without_replica_1();
     net.crash(3);
-    net.restart(3);
-    net.wait(LEADER_LEASE);
-    assert!(net.elect(2).is_some());
-    net.node(1).store.fail_next_sync = true;
     net.heal();
-    net.run();
+    net.wait(LEADER_LEASE);
+    net.node(1).store.fail_next_sync = true;
+    assert!(net.elect(2).is_some());
     net.crash(1);
     net.restart(1);
+    net.restart(3);
     net.crash(2);
     net.wait(LEADER_LEASE);
     let leader = [1, 3].into_iter().find(|&id| net.elect(id).is_some());
