@@ -246,7 +246,8 @@ impl Shared {
         Ok(Response::ok(Order::from(&entry)))
     }
 
-    /// `GET /orders?since=N[&limit=M]`.
+    /// `GET /orders?since=N[&limit=M]`: at most `limit` entries and about
+    /// [`core::MAX_BATCH_BYTES`] of them (at least one), like every batch replicas exchange.
     fn log_page(&self, req: &Request) -> Result<Response> {
         let since = match req.query_param("since") {
             Some(s) => decimal_param(&s, "since")?,
@@ -256,7 +257,9 @@ impl Shared {
             Some(s) => decimal_param(&s, "limit")?.clamp(1, MAX_PAGE as u64) as usize,
             None => MAX_PAGE,
         };
-        Ok(Response::ok(self.log.since(since, limit)?))
+        let mut page = self.log.since(since, limit)?;
+        page.entries = core::fit_batch(page.entries, core::MAX_BATCH_BYTES);
+        Ok(Response::ok(page))
     }
 
     /// The answer to one line on the leader-broadcast (or health) port. `You win` and
