@@ -52,6 +52,9 @@
 //! - A voter's stickiness ([`LEADER_LEASE`]) delays a fail-over by up to that long after the
 //!   leader's last heartbeat.
 //! - The whole log is kept in memory by the store.
+//! - A link (a follower, the catalog) that answered 413 gets smaller batches for the rest of
+//!   the leadership. A peer whose body limit is below one entry (the largest possible one is
+//!   under 2 KiB of JSON) would still refuse that entry at every retry.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

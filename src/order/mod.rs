@@ -208,7 +208,8 @@ impl Shared {
     /// (even one with the secret) changes nothing: a sender that is another replica, entries
     /// numbered consecutively after `prev`, none from an epoch above the message's, each an
     /// order the leader could have numbered (a non-empty name, a positive quantity, a request
-    /// id of 1 to 128 characters).
+    /// id of 1 to 128 bytes). The request id's characters are not checked: clients may only
+    /// send printable ASCII now, but logs of older versions hold others and must replicate.
     ///
     /// Caveat: whether the stock exists is not checked here. A follower does not know the
     /// catalog's stocks (an existing `catalog.json` wins over the config's list), so an entry
