@@ -311,7 +311,8 @@ impl LogEntry {
     pub(crate) fn encoded_len(&self) -> usize {
         // `{"number":N,"name":S,"type":T,"quantity":Q,"epoch":E,"request_id":S}`: the keys,
         // quotes, colons, commas and braces are fixed; the rest depends on the values.
-        const FIXED: usize = r#"{"number":,"name":,"type":,"quantity":,"epoch":,"request_id":}"#.len();
+        const FIXED: usize =
+            r#"{"number":,"name":,"type":,"quantity":,"epoch":,"request_id":}"#.len();
         FIXED
             + decimal_len(self.number)
             + json_string_len(&self.name)
@@ -778,16 +779,24 @@ mod tests {
             0..40,
         )
         .prop_map(|chars| chars.into_iter().collect::<String>());
-        (any::<u64>(), text.clone(), any::<bool>(), any::<u64>(), any::<u64>(), text).prop_map(
-            |(number, name, buy, quantity, epoch, request_id)| LogEntry {
-                number,
-                name,
-                kind: if buy { OrderType::Buy } else { OrderType::Sell },
-                quantity,
-                epoch,
-                request_id,
-            },
+        (
+            any::<u64>(),
+            text.clone(),
+            any::<bool>(),
+            any::<u64>(),
+            any::<u64>(),
+            text,
         )
+            .prop_map(
+                |(number, name, buy, quantity, epoch, request_id)| LogEntry {
+                    number,
+                    name,
+                    kind: if buy { OrderType::Buy } else { OrderType::Sell },
+                    quantity,
+                    epoch,
+                    request_id,
+                },
+            )
     }
 
     proptest::proptest! {
@@ -809,7 +818,10 @@ mod tests {
                 epoch: n,
                 request_id: "\u{7f}\u{80}\u{10ffff}\"\\/".into(),
             };
-            assert_eq!(entry.encoded_len(), serde_json::to_vec(&entry).unwrap().len());
+            assert_eq!(
+                entry.encoded_len(),
+                serde_json::to_vec(&entry).unwrap().len()
+            );
         }
     }
 

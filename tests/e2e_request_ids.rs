@@ -66,13 +66,20 @@ fn request_ids_outside_printable_ascii_are_refused_and_change_nothing() {
             let got = raw(&addr, "POST", "/orders", &body);
             assert_error(&format!("{what} {id}"), &got, 400);
             let message = got.1["error"]["message"].as_str().unwrap_or_default();
-            assert!(message.contains("printable ASCII"), "{what} {id}: {message}");
+            assert!(
+                message.contains("printable ASCII"),
+                "{what} {id}: {message}"
+            );
             tried += 1;
         }
     }
     for query in ["%01abc", "a%09b", "%7F", "caf%C3%A9"] {
         let target = format!("/order?stock=GameStart&quantity=1&type=buy&request_id={query}");
-        assert_error(&format!("compat {query}"), &raw(&c.frontend, "POST", &target, ""), 400);
+        assert_error(
+            &format!("compat {query}"),
+            &raw(&c.frontend, "POST", &target, ""),
+            400,
+        );
         tried += 1;
     }
     println!("request ids: {tried} bad ids refused");
@@ -163,10 +170,14 @@ fn a_legacy_log_of_control_character_ids_replicates_and_is_applied() {
     wait_for("replica 1 to hold the legacy log", CATCH_UP_TIMEOUT, || {
         (c.replica_health(1).ok()?.latest >= last).then_some(())
     });
-    wait_for("the catalog to apply the legacy log", CATCH_UP_TIMEOUT, || {
-        let leader = c.leading_replica()?;
-        (leader.applied >= last).then_some(())
-    });
+    wait_for(
+        "the catalog to apply the legacy log",
+        CATCH_UP_TIMEOUT,
+        || {
+            let leader = c.leading_replica()?;
+            (leader.applied >= last).then_some(())
+        },
+    );
     let mut acknowledged: Vec<Order> = log.iter().map(Order::from).collect();
     for (i, kind) in [OrderType::Buy, OrderType::Sell].into_iter().enumerate() {
         let order = order_request("FishCo", 2, kind, Some(&format!("after-legacy-{i}")));
@@ -193,7 +204,11 @@ fn a_legacy_log_of_control_character_ids_replicates_and_is_applied() {
         );
     }
     assert_eq!(log.len() as u64, LEGACY_ORDERS + 2);
-    assert_eq!(log[7].request_id, control_id(7), "legacy ids kept as they were");
+    assert_eq!(
+        log[7].request_id,
+        control_id(7),
+        "legacy ids kept as they were"
+    );
     println!(
         "legacy log: {LEGACY_ORDERS} control-character orders replicated and applied, \
          {} catalog samples",

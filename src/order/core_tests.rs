@@ -953,13 +953,20 @@ fn worst_entry() -> LogEntry {
 fn propagates_applies_and_pages_fit_the_request_body_limit() {
     let limit = crate::http::MAX_BODY_BYTES;
     let worst = worst_entry();
-    assert!(worst.encoded_len() > 1500, "six bytes per control character");
+    assert!(
+        worst.encoded_len() > 1500,
+        "six bytes per control character"
+    );
     // One maximal entry fits the budget, so the one entry a batch always carries fits too.
     assert!(fit_batch(vec![worst.clone()], MAX_BATCH_BYTES).len() == 1);
     assert!(worst.encoded_len() + 2 <= MAX_BATCH_BYTES);
     // A full count of them is cut to the budget, and every message carrying it fits the limit.
     let entries = fit_batch(vec![worst.clone(); MAX_BATCH], MAX_BATCH_BYTES);
-    assert!(entries.len() > 1 && entries.len() < MAX_BATCH, "{}", entries.len());
+    assert!(
+        entries.len() > 1 && entries.len() < MAX_BATCH,
+        "{}",
+        entries.len()
+    );
     let array = serde_json::to_vec(&entries).expect("encodes").len();
     assert!(array <= MAX_BATCH_BYTES, "{array} bytes of entries");
     let propagate = Propagate {
@@ -1033,9 +1040,17 @@ fn control_character_request_ids_catch_up_and_apply_in_batches_under_the_limit()
     net.restart(1);
     net.catalog.down = false;
     net.wait(Duration::from_millis(1000));
-    assert_eq!(net.log(1), net.log(3), "the follower that was down caught up");
+    assert_eq!(
+        net.log(1),
+        net.log(3),
+        "the follower that was down caught up"
+    );
     assert_eq!(net.status(1).log_epoch, net.status(3).epoch);
-    assert_eq!(net.catalog.applied, LEGACY_ORDERS as i64 - 1, "the catalog applied");
+    assert_eq!(
+        net.catalog.applied,
+        LEGACY_ORDERS as i64 - 1,
+        "the catalog applied"
+    );
     for (n, token) in tokens.into_iter().enumerate() {
         assert_eq!(number(net.answer(token)), n as u64);
     }
@@ -1045,7 +1060,10 @@ fn control_character_request_ids_catch_up_and_apply_in_batches_under_the_limit()
         "a body of {} bytes",
         net.largest_body
     );
-    assert!(net.largest_body > MAX_BATCH_BYTES / 2, "batched, not one by one");
+    assert!(
+        net.largest_body > MAX_BATCH_BYTES / 2,
+        "batched, not one by one"
+    );
     // New orders are acknowledged after them.
     assert_eq!(number(net.place(3, Buy, 1, "after")), LEGACY_ORDERS as u64);
     net.check();
@@ -1086,8 +1104,15 @@ fn a_413_halves_the_batch_instead_of_resending_it_forever() {
     net.catalog.down = false;
     net.wait(Duration::from_millis(2000));
     assert_eq!(net.log(1), net.log(3), "the follower caught up");
-    assert_eq!(net.catalog.applied, LEGACY_ORDERS as i64 - 1, "the catalog applied");
-    assert_eq!(number(net.answer(tokens[LEGACY_ORDERS - 1])), LEGACY_ORDERS as u64 - 1);
+    assert_eq!(
+        net.catalog.applied,
+        LEGACY_ORDERS as i64 - 1,
+        "the catalog applied"
+    );
+    assert_eq!(
+        number(net.answer(tokens[LEGACY_ORDERS - 1])),
+        LEGACY_ORDERS as u64 - 1
+    );
     // Each link halves a few times, then every batch fits: a handful of 413s, not one per try.
     assert!(
         (1..=2 * 8).contains(&net.too_large),
