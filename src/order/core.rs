@@ -129,7 +129,10 @@ fn batch_cap(cap: Option<usize>) -> usize {
 fn halve_cap(cap: &mut Option<usize>, sent: usize, link: &str) {
     let halved = (sent / 2).max(1);
     if *cap != Some(halved) {
-        warn!("{link} refused a batch of {sent} entries as too large (413); sending at most {halved} from now on");
+        warn!(
+            "{link} refused a batch of {sent} entries as too large (413); \
+             sending at most {halved} from now on"
+        );
     }
     *cap = Some(halved);
 }
