@@ -123,8 +123,16 @@ pub struct OrderRequest {
 /// retries such orders itself) should send it again with the same request id.
 pub const RESEND: &str = "re-send with the same request_id";
 
-/// Longest accepted request id: ids are stored in every log line and in the catalog.
+/// Longest accepted request id, in bytes: ids are stored in every log line and travel in every
+/// replication batch.
 pub(crate) const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// What a client's request id may contain: printable ASCII, space to `~` (docs/spec.md §3).
+/// Anything else costs more in JSON than in bytes (a control character is written `\u0001`,
+/// six bytes), breaks log lines for readers, and an id is an opaque token that never needs it.
+pub(crate) fn is_request_id_char(b: u8) -> bool {
+    (0x20..=0x7E).contains(&b)
+}
 
 impl OrderRequest {
     /// Parses and validates an order body, naming the first thing wrong with it.
@@ -167,9 +175,10 @@ impl OrderRequest {
     }
 }
 
-/// The rules every order obeys wherever it comes from: a client's body, a batch decoded by
-/// serde, a log entry a peer sent. Each field is checked by one function below; a `None`
-/// stands for a JSON value of the wrong type, which gets the same message as a bad value.
+/// The rules a client's order obeys, however it arrives (a JSON body, the compatibility route).
+/// Each field is checked by one function below; a `None` stands for a JSON value of the wrong
+/// type, which gets the same message as a bad value.
+#[cfg(test)]
 fn check_fields(name: &str, quantity: u64, request_id: Option<&str>) -> Result<()> {
     check_name(Some(name))?;
     check_quantity(Some(quantity))?;
@@ -190,13 +199,29 @@ fn check_quantity(quantity: Option<u64>) -> Result<u64> {
         .ok_or_else(|| Error::BadRequest("quantity must be a positive integer".into()))
 }
 
+/// A client's request id: 1 to [`MAX_REQUEST_ID_LEN`] bytes, each [`is_request_id_char`].
 fn check_request_id(id: Option<&str>) -> Result<&str> {
-    id.filter(|s| !s.is_empty() && s.len() <= MAX_REQUEST_ID_LEN)
-        .ok_or_else(|| {
-            Error::BadRequest(format!(
-                "request_id must be a string of 1 to {MAX_REQUEST_ID_LEN} characters"
-            ))
-        })
+    id.filter(|s| {
+        !s.is_empty() && s.len() <= MAX_REQUEST_ID_LEN && s.bytes().all(is_request_id_char)
+    })
+    .ok_or_else(|| {
+        Error::BadRequest(format!(
+            "request_id must be a string of 1 to {MAX_REQUEST_ID_LEN} printable ASCII \
+             characters (space to '~', no control characters)"
+        ))
+    })
+}
+
+/// A request id already in a log: only its length is checked, not its characters. Logs
+/// written before [`is_request_id_char`] was enforced may hold any characters, and they must
+/// still load, replicate and be applied; only a new order meets the stricter rule.
+fn check_logged_request_id(id: &str) -> Result<&str> {
+    if id.is_empty() || id.len() > MAX_REQUEST_ID_LEN {
+        return Err(Error::BadRequest(format!(
+            "request_id must be a string of 1 to {MAX_REQUEST_ID_LEN} bytes"
+        )));
+    }
+    Ok(id)
 }
 
 /// A number as it appears in a path, a query parameter, a header or a line of the election
@@ -275,10 +300,52 @@ pub struct LogEntry {
 impl LogEntry {
     /// The checks of [`OrderRequest::parse`] on a log entry a peer sent (replication, the
     /// catalog's apply): an entry no leader could have numbered is refused with a 400 naming it.
+    /// The request id's characters are not checked (see `check_logged_request_id`): entries
+    /// written by older versions must still replicate.
     pub(crate) fn validate(&self) -> Result<()> {
-        check_fields(&self.name, self.quantity, Some(&self.request_id))
+        check_name(Some(&self.name))
+            .and_then(|_| check_quantity(Some(self.quantity)))
+            .and_then(|_| check_logged_request_id(&self.request_id))
+            .map(|_| ())
             .map_err(|e| Error::BadRequest(format!("order {}: {}", self.number, e.message())))
     }
+
+    /// The exact length of `serde_json::to_vec(self)`, without encoding it: what this entry
+    /// costs in a propagate, an apply batch or a log page, so that batches can be bounded by
+    /// bytes (`order::core::MAX_BATCH_BYTES`). A proptest checks it against serde_json.
+    pub(crate) fn encoded_len(&self) -> usize {
+        // `{"number":N,"name":S,"type":T,"quantity":Q,"epoch":E,"request_id":S}`: the keys,
+        // quotes, colons, commas and braces are fixed; the rest depends on the values.
+        const FIXED: usize =
+            r#"{"number":,"name":,"type":,"quantity":,"epoch":,"request_id":}"#.len();
+        FIXED
+            + decimal_len(self.number)
+            + json_string_len(&self.name)
+            + json_string_len(self.kind.as_str())
+            + decimal_len(self.quantity)
+            + decimal_len(self.epoch)
+            + json_string_len(&self.request_id)
+    }
+}
+
+/// How many decimal digits `n` has.
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// The length of `s` as a JSON string the way serde_json writes it: quotes around it; `"` and
+/// `\` and the five control characters with a short escape (`\b \t \n \f \r`) take two
+/// bytes; every other control character below 0x20 takes six (`\u00XX`); everything else,
+/// DEL and non-ASCII included, is written as its own UTF-8 bytes.
+fn json_string_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | 0x08 | 0x09 | 0x0A | 0x0C | 0x0D => 2,
+            0x00..=0x1F => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
 }
 
 impl From<&LogEntry> for Order {
@@ -628,6 +695,30 @@ mod tests {
                 r#"{"name":"X","quantity":1,"type":"buy","request_id":5}"#,
                 Some("request_id"),
             ),
+            (
+                r#"{"name":"X","quantity":1,"type":"buy","request_id":"a b~!\"{}"}"#,
+                None,
+            ),
+            (
+                r#"{"name":"X","quantity":1,"type":"buy","request_id":""}"#,
+                Some("printable ASCII"),
+            ),
+            (
+                r#"{"name":"X","quantity":1,"type":"buy","request_id":"a\u0001"}"#,
+                Some("printable ASCII"),
+            ),
+            (
+                r#"{"name":"X","quantity":1,"type":"buy","request_id":"tab\there"}"#,
+                Some("printable ASCII"),
+            ),
+            (
+                r#"{"name":"X","quantity":1,"type":"buy","request_id":"del\u007f"}"#,
+                Some("printable ASCII"),
+            ),
+            (
+                r#"{"name":"X","quantity":1,"type":"buy","request_id":"caf\u00e9"}"#,
+                Some("printable ASCII"),
+            ),
         ];
         for (body, want) in cases {
             match (ok(body), want) {
@@ -655,6 +746,88 @@ mod tests {
         assert_eq!(distinct.len(), ids.len());
         assert!(ids.iter().all(|id| id.starts_with("t-")));
         assert!(ids.iter().all(|id| check_request_id(Some(id)).is_ok()));
+    }
+
+    #[test]
+    fn request_ids_are_bounded_in_bytes_for_clients_and_in_logs() {
+        let longest = "~".repeat(MAX_REQUEST_ID_LEN);
+        assert!(check_request_id(Some(&longest)).is_ok());
+        assert!(check_request_id(Some(&format!("{longest}~"))).is_err());
+        // 43 three-byte characters are 129 bytes: the limit is in bytes, not characters.
+        let entry = |request_id: String| LogEntry {
+            number: 7,
+            name: "GameStart".into(),
+            kind: OrderType::Buy,
+            quantity: 1,
+            epoch: 1,
+            request_id,
+        };
+        assert!(entry("\u{20ac}".repeat(43)).validate().is_err());
+        // A log written before the printable-ASCII rule still replicates: its entries pass.
+        assert!(entry("\u{1}".repeat(MAX_REQUEST_ID_LEN)).validate().is_ok());
+        assert!(entry("\u{20ac}".repeat(42)).validate().is_ok());
+        assert!(entry(String::new()).validate().is_err());
+    }
+
+    fn any_entry() -> impl proptest::strategy::Strategy<Value = LogEntry> {
+        use proptest::prelude::*;
+        // Strings from every class serde_json treats differently: plain, short escapes,
+        // `\u00XX` escapes, DEL, multi-byte UTF-8.
+        let text = proptest::collection::vec(
+            prop_oneof![
+                any::<char>(),
+                (0u8..0x20).prop_map(char::from),
+                Just('"'),
+                Just('\\'),
+                Just('\u{7f}'),
+            ],
+            0..40,
+        )
+        .prop_map(|chars| chars.into_iter().collect::<String>());
+        (
+            any::<u64>(),
+            text.clone(),
+            any::<bool>(),
+            any::<u64>(),
+            any::<u64>(),
+            text,
+        )
+            .prop_map(
+                |(number, name, buy, quantity, epoch, request_id)| LogEntry {
+                    number,
+                    name,
+                    kind: if buy { OrderType::Buy } else { OrderType::Sell },
+                    quantity,
+                    epoch,
+                    request_id,
+                },
+            )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn encoded_len_is_the_length_serde_json_writes(entry in any_entry()) {
+            let bytes = serde_json::to_vec(&entry).expect("a log entry encodes");
+            proptest::prop_assert_eq!(entry.encoded_len(), bytes.len());
+        }
+    }
+
+    #[test]
+    fn encoded_len_at_the_edges() {
+        for n in [0, 9, 10, 99, 100, u64::MAX] {
+            let entry = LogEntry {
+                number: n,
+                name: "\u{0}\u{8}\u{b}\u{1f}".into(),
+                kind: OrderType::Sell,
+                quantity: n,
+                epoch: n,
+                request_id: "\u{7f}\u{80}\u{10ffff}\"\\/".into(),
+            };
+            assert_eq!(
+                entry.encoded_len(),
+                serde_json::to_vec(&entry).unwrap().len()
+            );
+        }
     }
 
     #[test]

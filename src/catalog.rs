@@ -18,7 +18,7 @@
 //!   first, nothing changes.
 //! - 400: malformed JSON; for `/apply` also entries that are not consecutive numbers, a number
 //!   above `i64::MAX`, an entry whose epoch is above the batch's, or one no leader could have
-//!   numbered (quantity 0, empty name, request id empty or over 128 characters). Nothing
+//!   numbered (quantity 0, empty name, request id empty or over 128 bytes). Nothing
 //!   changes.
 //! - 409: the epoch is below the fence (the message names both epochs). Nothing changes.
 //! - 422: the batch cannot be applied (unknown stock, quantity below zero, overflow; the

@@ -52,6 +52,9 @@
 //! - A voter's stickiness ([`LEADER_LEASE`]) delays a fail-over by up to that long after the
 //!   leader's last heartbeat.
 //! - The whole log is kept in memory by the store.
+//! - A link (a follower, the catalog) that answered 413 gets smaller batches for the rest of
+//!   the leadership. A peer whose body limit is below one entry (the largest possible one is
+//!   under 2 KiB of JSON) would still refuse that entry at every retry.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -93,9 +96,53 @@ pub(crate) const CANDIDACY_TIMEOUT: Duration = Duration::from_millis(2500);
 /// How long a failed call to a peer or the catalog waits before it is tried again.
 pub(crate) const RETRY_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Most entries in one propagate, apply batch or log page: 128 entries of the longest name and
-/// request id fit the 64 KiB request body limit (a unit test checks it).
+/// Most entries in one propagate, apply batch or log page. Batches are also bounded by bytes
+/// ([`MAX_BATCH_BYTES`]), which is what keeps them under the body limit.
 pub(crate) const MAX_BATCH: usize = 128;
+
+/// Most bytes of encoded entries in one propagate, apply batch or log page (always at least one
+/// entry, so every batch makes progress). Three quarters of the 64 KiB request body limit
+/// (`http::MAX_BODY_BYTES`): the message around the entries is under 200 bytes, and the rest is
+/// slack. A count alone cannot bound a body: one entry with a 128-byte request id of control
+/// characters is over 800 bytes of JSON, so 128 of them are 100 KiB and would get 413 forever.
+/// The largest possible entry is far below this (a unit test checks both).
+pub(crate) const MAX_BATCH_BYTES: usize = 48 * 1024;
+
+/// The longest prefix of `entries` whose JSON array fits in `budget` bytes, and never less than
+/// the first entry: a batch that cannot shrink must still move.
+pub(crate) fn fit_batch(mut entries: Vec<LogEntry>, budget: usize) -> Vec<LogEntry> {
+    let mut used = "[]".len();
+    let mut keep = 0;
+    for e in &entries {
+        let more = e.encoded_len() + usize::from(keep > 0);
+        if keep > 0 && used + more > budget {
+            break;
+        }
+        used += more;
+        keep += 1;
+    }
+    entries.truncate(keep);
+    entries
+}
+
+/// The most entries a link (a follower, the catalog) takes in one batch: [`MAX_BATCH`], or less
+/// once it answered 413 to a batch (a peer with a smaller body limit than ours).
+fn batch_cap(cap: Option<usize>) -> usize {
+    cap.unwrap_or(MAX_BATCH).clamp(1, MAX_BATCH)
+}
+
+/// After a 413 to a batch of `sent` entries on the link named `link`: half as many from now on
+/// (down to one), logged once per halving rather than once per resend.
+fn halve_cap(cap: &mut Option<usize>, sent: usize, link: &str) {
+    let halved = (sent / 2).max(1);
+    if *cap != Some(halved) {
+        warn!(
+            "{link} refused a batch of {sent} entries as too large (413); \
+             sending at most {halved} from now on"
+        );
+    }
+    *cap = Some(halved);
+}
 
 /// Most orders a leader holds while it waits for the catalog's state; more get 503.
 pub(crate) const MAX_QUEUED: usize = 10_000;
@@ -355,6 +402,8 @@ struct Progress {
     last_heard: Option<Instant>,
     /// After a failed send: not before this.
     retry_at: Option<Instant>,
+    /// Fewer entries per propagate than [`MAX_BATCH`], after a 413 (see [`halve_cap`]).
+    cap: Option<usize>,
 }
 
 #[derive(Default)]
@@ -363,6 +412,9 @@ struct CatalogLink {
     applied: Option<i64>,
     in_flight: bool,
     retry_at: Option<Instant>,
+    /// Entries in the apply in flight, and fewer per apply after a 413 (see [`halve_cap`]).
+    sent: usize,
+    cap: Option<usize>,
 }
 
 /// One replica's protocol state.
@@ -791,6 +843,9 @@ impl<S: Store> Core<S> {
         }
     }
 
+    /// Asks `from` for the page of its log that starts at `anchor`. The peer also cuts the page
+    /// at [`MAX_BATCH_BYTES`] (`order::mod`'s `GET /orders?since=`), so a page may hold fewer
+    /// entries than asked for; [`Core::page`] goes by the entries it got and `latest`.
     fn fetch(&mut self, from: u32, anchor: Option<u64>) {
         self.send(
             from,
@@ -997,12 +1052,12 @@ impl<S: Store> Core<S> {
             p.in_flight = true;
             p.last_sent = Some(self.now);
             p.in_flight_sent = Some(self.now);
-            sends.push((peer, p.next));
+            sends.push((peer, p.next, batch_cap(p.cap)));
         }
         let (epoch, base) = (l.epoch, l.base);
-        for (peer, next) in sends {
+        for (peer, next, cap) in sends {
             let prev = next.checked_sub(1).and_then(|n| self.store.position(n));
-            let entries = self.store.entries(next, MAX_BATCH)?;
+            let entries = fit_batch(self.store.entries(next, cap)?, MAX_BATCH_BYTES);
             let msg = Propagate {
                 epoch,
                 leader: self.id,
@@ -1068,6 +1123,12 @@ impl<S: Store> Core<S> {
             Err(Error::Conflict(why)) => {
                 self.become_follower(None, &format!("replica {from} refused: {why}"));
                 return Ok(());
+            }
+            Err(Error::PayloadTooLarge) => {
+                // The batch started at `next` (unchanged while it was in flight).
+                let sent = usize::try_from(sent_last + 1 - p.next as i64).unwrap_or(1);
+                halve_cap(&mut p.cap, sent, &format!("replica {from}"));
+                p.last_sent = None;
             }
             Err(e) => {
                 debug!("replica {from}: propagate failed: {e}");
@@ -1438,8 +1499,9 @@ impl<S: Store> Core<S> {
             }),
             Some(applied) if applied < commit => {
                 let from = (applied + 1) as u64;
-                let count = ((commit - applied) as usize).min(MAX_BATCH);
-                let entries = self.store.entries(from, count)?;
+                let count = ((commit - applied) as usize).min(batch_cap(l.catalog.cap));
+                let entries = fit_batch(self.store.entries(from, count)?, MAX_BATCH_BYTES);
+                l.catalog.sent = entries.len();
                 CatalogMessage::Apply(ApplyBatch {
                     epoch: l.epoch,
                     leader: self.id,
@@ -1468,6 +1530,10 @@ impl<S: Store> Core<S> {
             Err(Error::Conflict(why)) => {
                 self.become_follower(None, &format!("the catalog refused our epoch: {why}"));
                 return Ok(());
+            }
+            Err(Error::PayloadTooLarge) => {
+                halve_cap(&mut l.catalog.cap, l.catalog.sent, "the catalog");
+                return self.apply_to_catalog();
             }
             Err(e) => {
                 debug!("catalog: {e}");

@@ -225,7 +225,8 @@ impl Shared {
     /// (even one with the secret) changes nothing: a sender that is another replica, entries
     /// numbered consecutively after `prev`, none from an epoch above the message's, each an
     /// order the leader could have numbered (a non-empty name, a positive quantity, a request
-    /// id of 1 to 128 characters).
+    /// id of 1 to 128 bytes). The request id's characters are not checked: clients may only
+    /// send printable ASCII now, but logs of older versions hold others and must replicate.
     ///
     /// Caveat: whether the stock exists is not checked here. A follower does not know the
     /// catalog's stocks (an existing `catalog.json` wins over the config's list), so an entry
@@ -290,7 +291,8 @@ impl Shared {
         Ok(Response::ok(Order::from(&entry)))
     }
 
-    /// `GET /orders?since=N[&limit=M]`.
+    /// `GET /orders?since=N[&limit=M]`: at most `limit` entries and about
+    /// [`core::MAX_BATCH_BYTES`] of them (at least one), like every batch replicas exchange.
     fn log_page(&self, req: &Request) -> Result<Response> {
         let since = match req.query_param("since") {
             Some(s) => decimal_param(&s, "since")?,
@@ -300,7 +302,9 @@ impl Shared {
             Some(s) => decimal_param(&s, "limit")?.clamp(1, MAX_PAGE as u64) as usize,
             None => MAX_PAGE,
         };
-        Ok(Response::ok(self.log.since(since, limit)?))
+        let mut page = self.log.since(since, limit)?;
+        page.entries = core::fit_batch(page.entries, core::MAX_BATCH_BYTES);
+        Ok(Response::ok(page))
     }
 
     /// The answer to one line on the leader-broadcast (or health) port. `You win` and
