@@ -1258,20 +1258,18 @@ fn a_candidate_killed_after_its_pull_never_outranks_the_orders() {
     orders_survived(&mut net, leader.expect("a leader"));
 }
 
-/// A follower that catches up with a new leader dies between the two writes of that step,
-/// while the only other copy of the orders (replica 3) is down and ranks below the new epoch.
-#[test]
-fn a_follower_killed_between_the_two_writes_never_outranks_the_orders() {
+/// Replica 3 (a copy of the orders) is down; replica 1, which missed them, grants epoch 2 to
+/// replica 2 and catches up from it with `fault` armed on its store. Then replica 2 goes down
+/// and replicas 1 and 3 return: whoever leads must hold the orders.
+fn catch_up_with_a_fault(fault: impl FnOnce(&mut MemStore)) {
     let mut net = three_orders_without_replica_1();
     net.crash(3);
     net.heal();
     net.wait(LEADER_LEASE);
-    // Replica 1 grants epoch 2 (a durable write), then takes the leader's entries through its
-    // base and the claim: it dies at the third durable write.
-    net.node(1).store.crash_after = Some(2);
+    fault(&mut net.node(1).store);
     assert!(net.elect(2).is_some());
     net.wait(Duration::from_millis(300));
-    assert!(net.crashed.contains_key(&1), "replica 1 died catching up");
+    net.crash(1);
     net.restart(1);
     net.restart(3);
     net.crash(2);
@@ -1280,21 +1278,15 @@ fn a_follower_killed_between_the_two_writes_never_outranks_the_orders() {
     orders_survived(&mut net, leader.expect("a leader"));
 }
 
-/// The same, but the follower's log write fails (and loses the entries) instead, and it
-/// crashes later.
+/// A follower dies between the two writes of the step that takes the leader's entries through
+/// its base: its grant of epoch 2 is one durable write, it dies at the third.
+#[test]
+fn a_follower_killed_between_the_two_writes_never_outranks_the_orders() {
+    catch_up_with_a_fault(|store| store.crash_after = Some(2));
+}
+
+/// A follower's log write fails (and loses the entries) in that step; it crashes later.
 #[test]
 fn a_failed_write_under_a_new_claim_never_outranks_the_orders() {
-    let mut net = three_orders_without_replica_1();
-    net.crash(3);
-    net.heal();
-    net.wait(LEADER_LEASE);
-    net.node(1).store.fail_next_sync = true;
-    assert!(net.elect(2).is_some());
-    net.crash(1);
-    net.restart(1);
-    net.restart(3);
-    net.crash(2);
-    net.wait(LEADER_LEASE);
-    let leader = [1, 3].into_iter().find(|&id| net.elect(id).is_some());
-    orders_survived(&mut net, leader.expect("a leader"));
+    catch_up_with_a_fault(|store| store.fail_next_sync = true);
 }
