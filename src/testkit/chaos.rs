@@ -93,6 +93,8 @@ pub struct ChaosReport {
     pub(crate) invariants: Vec<Invariant>,
     pub(crate) summary: Summary,
     pub(crate) probes: u64,
+    /// Orders read through `GET /orders/<n>` during the faults.
+    pub(crate) reads: usize,
     pub(crate) failovers: u64,
     pub(crate) frontend_retries: u64,
     pub(crate) logged: usize,
@@ -115,7 +117,7 @@ impl ChaosReport {
         let s = &self.summary;
         out.push_str(&format!(
             "totals: {} faults; {} orders logged ({} acknowledged to clients, {} rejected), \
-             {} lookups, {} probe trades; fail-overs {}; retries {} by clients, {} by the front-end; \
+             {} lookups, {} probe trades, {} order reads; fail-overs {}; retries {} by clients, {} by the front-end; \
              longest client-visible pause {:.0} ms\n",
             self.faults.len(),
             self.logged,
@@ -123,6 +125,7 @@ impl ChaosReport {
             s.rejected,
             s.lookups,
             self.probes,
+            self.reads,
             self.failovers,
             s.retries,
             self.frontend_retries,
@@ -325,6 +328,7 @@ fn judge(cluster: &Cluster, faults: Vec<String>, outcome: Outcome) -> Result<Cha
         invariants,
         summary,
         probes,
+        reads: reads.len(),
         failovers: health.failovers,
         frontend_retries: health.retries,
         logged: log.len(),
