@@ -1290,3 +1290,47 @@ fn a_follower_killed_between_the_two_writes_never_outranks_the_orders() {
 fn a_failed_write_under_a_new_claim_never_outranks_the_orders() {
     catch_up_with_a_fault(|store| store.fail_next_sync = true);
 }
+
+/// The read rule, as a table. The simulator found the last row: a follower whose sync failed
+/// lost the end of its log but kept the commit point it had been told, and must not serve (or
+/// deny) numbers it no longer holds.
+#[test]
+fn the_read_rule() {
+    use Read::*;
+    use RoleName::*;
+    let now = Instant::now();
+    let later = now + Duration::from_millis(100);
+    let status = |role, latest, commit, lease: Option<Instant>| Status {
+        role,
+        epoch: 1,
+        leader: None,
+        latest,
+        commit,
+        applied: commit,
+        log_epoch: 1,
+        ready: true,
+        read_lease: lease,
+    };
+    let cases = [
+        // (role, latest, commit, lease, number, answer)
+        (Leader, 9, 7, Some(later), 7, Committed),
+        (Leader, 9, 7, Some(later), 8, NotYet),
+        (Leader, 9, 7, Some(later), 10, NoSuchOrder),
+        (Leader, 9, 7, Some(now), 10, NotLeader),
+        (Leader, 9, 7, None, 8, NotLeader),
+        (Leader, 9, 7, Some(now), 3, Committed),
+        (Follower, 9, 7, None, 7, Committed),
+        (Follower, 9, 7, None, 8, NotLeader),
+        (Follower, 9, 7, None, 50, NotLeader),
+        (Candidate, 9, 7, None, 2, Committed),
+        (Follower, 4, 7, None, 6, NotLeader),
+        (Follower, 4, 7, None, 4, Committed),
+    ];
+    for (role, latest, commit, lease, number, want) in cases {
+        let got = status(role, latest, commit, lease).read(number, now);
+        assert_eq!(
+            got, want,
+            "{role:?} latest {latest} commit {commit} lease {lease:?}: read of {number}"
+        );
+    }
+}
