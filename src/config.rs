@@ -731,7 +731,11 @@ mod tests {
         }
         let distinct: HashSet<_> = ports.iter().collect();
         assert_eq!(distinct.len(), ports.len(), "{ports:?}");
-        let moved = load(include_str!("../conf/five.yaml"), &[("ORDER_PORT5", "7005")]).unwrap();
+        let moved = load(
+            include_str!("../conf/five.yaml"),
+            &[("ORDER_PORT5", "7005")],
+        )
+        .unwrap();
         assert_eq!(moved.replica(5).unwrap().port, 7005);
     }
 

@@ -175,7 +175,12 @@ fn five_replicas_survive_two_failures_and_lose_nothing_with_three_down() {
     let at = logged(&b, witness);
     wait_logged(&b, witness, at + 10);
     let summary = run.join().unwrap();
-    assert_eq!(summary.errors, 0, "clients saw errors: {}", summary.report());
+    assert_eq!(
+        summary.errors,
+        0,
+        "clients saw errors: {}",
+        summary.report()
+    );
     assert_eq!(summary.mismatches, 0, "mismatches: {}", summary.report());
     assert!(!summary.acknowledged.is_empty(), "no order went through");
     for id in [first, follower] {
@@ -198,7 +203,11 @@ fn five_replicas_survive_two_failures_and_lose_nothing_with_three_down() {
     let body = serde_json::to_string(&req).unwrap();
     let started = Instant::now();
     let got = post_order_raw(&b.frontend, &body);
-    eprintln!("three of five down: {} after {:?}", got.0, started.elapsed());
+    eprintln!(
+        "three of five down: {} after {:?}",
+        got.0,
+        started.elapsed()
+    );
     assert_eq!(got.0, 503, "an order with three of five down: {}", got.1);
     assert!(
         got.1["error"]["message"].is_string(),
@@ -214,7 +223,13 @@ fn five_replicas_survive_two_failures_and_lose_nothing_with_three_down() {
     let mut returning = down.iter().copied();
     let back = returning.next().unwrap();
     b.start_service(Process::Order(back)).unwrap();
-    acknowledged.push(place_acked(&b, "FishCo", 3, OrderType::Buy, "five-three-down"));
+    acknowledged.push(place_acked(
+        &b,
+        "FishCo",
+        3,
+        OrderType::Buy,
+        "five-three-down",
+    ));
     acknowledged.push(place_acked(&b, "BoarCo", 2, OrderType::Sell, "five-after"));
     for id in returning {
         b.start_service(Process::Order(id)).unwrap();

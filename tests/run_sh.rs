@@ -285,7 +285,10 @@ fn five_replicas_are_run_from_the_config() {
     assert!(kill.status.success(), "{}", text(&kill));
     let start = b.run(&["start", "order-5"], &[]);
     assert!(start.status.success(), "{}", text(&start));
-    assert!(listening(replica_http(5)), "order-5 does not listen after start");
+    assert!(
+        listening(replica_http(5)),
+        "order-5 does not listen after start"
+    );
     let down = b.run(&["down"], &[]);
     assert!(down.status.success(), "{}", text(&down));
     assert!(
