@@ -506,7 +506,8 @@ debug info is in .debug/ (gdb looks there by itself; not needed to run them).
 Run them from this directory (each prints its options with --help):
 
   ./catalog  --config conf/bazaar.yaml
-  ./order    --config conf/bazaar.yaml --id N      (N = 1, 2, 3)
+  ./order    --config conf/bazaar.yaml --id N      (N = 1, 2, 3: each replica id of the
+                                                   config; conf/five.yaml has 1 to 5)
   ./frontend --config conf/bazaar.yaml [--dump]
   ./client   --host 127.0.0.1 --port 8080 --clients 5 --prob 0.5 [--json]
 
