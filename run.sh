@@ -53,7 +53,8 @@ usage: ./run.sh COMMAND [ARGS]
   client ARGS...   run the client (see ./run.sh client --help)
   reset            delete the data directory (the only command that removes state)
   chaos [ARGS]     kill/freeze/restart replicas under load on a fresh private bazaar, then
-                   check every invariant (--duration S, --seed N, --clients N, --prob P)
+                   check every invariant (--duration S, --seed N, --clients N, --prob P,
+                   --replicas N)
   eval [ARGS]      the course evaluation on private bazaars: latency CSV and plots, cache over
                    time, fail-over, report in docs/eval/ (./run.sh eval --help for the sizes);
                    eval --host H --port P measures an existing deployment (latency only)
