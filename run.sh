@@ -12,7 +12,9 @@ PID_DIR=$RUN_DIR/pids
 # BAZAAR_BIN_DIR: run prebuilt binaries from there and never build (eval and tests set it to
 # the binaries they were built with).
 BIN=${BAZAAR_BIN_DIR:-target/release}
-SERVICES=(catalog order-1 order-2 order-3 frontend)
+# The services of the config in start order (catalog, order-<id> for each replica id,
+# frontend): filled by load_config, so that any number of replicas is run the same way.
+SERVICES=()
 # How long `up` waits for the front-end to report a leader.
 UP_TIMEOUT_S=30
 # How long `down` waits for a service to exit after SIGTERM before SIGKILL.
@@ -45,13 +47,14 @@ usage: ./run.sh COMMAND [ARGS]
                    --plot PATH, default docs/performance-clients.svg); see docs/performance.md
   up | down        start every service in the background / stop them
   status           show which services run and who leads
-  start SERVICE    start one service of the config (catalog, order-1, order-2, order-3,
-                   frontend) and wait until it listens
+  start SERVICE    start one service of the config (catalog, order-<id> for each replica
+                   id of the config, frontend) and wait until it listens
   kill SERVICE     SIGKILL one service
   client ARGS...   run the client (see ./run.sh client --help)
   reset            delete the data directory (the only command that removes state)
   chaos [ARGS]     kill/freeze/restart replicas under load on a fresh private bazaar, then
-                   check every invariant (--duration S, --seed N, --clients N, --prob P)
+                   check every invariant (--duration S, --seed N, --clients N, --prob P,
+                   --replicas N)
   eval [ARGS]      the course evaluation on private bazaars: latency CSV and plots, cache over
                    time, fail-over, report in docs/eval/ (./run.sh eval --help for the sizes);
                    eval --host H --port P measures an existing deployment (latency only)
@@ -61,7 +64,8 @@ usage: ./run.sh COMMAND [ARGS]
                    waits for a leader
   docker-down      stop and remove those containers and their network (volumes stay)
 
-Config: $BAZAAR_CONFIG (default conf/bazaar.yaml); environment overrides as in the README.
+Config: $BAZAAR_CONFIG (default conf/bazaar.yaml; conf/five.yaml runs five replicas);
+environment overrides as in the README.
 Logs: run/logs/SERVICE.log   PIDs: run/pids/SERVICE.pid
 EOF
 }
@@ -81,6 +85,40 @@ load_config() {
   while IFS='=' read -r key value; do
     [[ -n $key ]] && CONF[$key]=$value
   done <<<"$out"
+  mapfile -t SERVICES < <(configured_services)
+}
+
+# The services that have a pid file (running or not), in stop order: front-ends, replicas
+# from the highest id down, catalog. `down` stops these rather than the config's, so that a
+# bazaar started with another BAZAAR_CONFIG (say five replicas) is stopped whole.
+recorded_services() {
+  local file names=() name
+  for file in "$PID_DIR"/*.pid; do
+    [[ -e $file ]] || continue
+    name=${file##*/}
+    names+=("${name%.pid}")
+  done
+  for name in "${names[@]}"; do
+    if [[ $name == frontend* ]]; then echo "$name"; fi
+  done
+  for name in "${names[@]}"; do
+    if [[ $name == order-* ]]; then echo "$name"; fi
+  done | sort -t- -k2,2nr
+  for name in "${names[@]}"; do
+    if [[ $name == catalog ]]; then echo "$name"; fi
+  done
+}
+
+# The first running service among the config's and those with a pid file, if any.
+first_running() {
+  local name
+  for name in "${SERVICES[@]}" $(recorded_services); do
+    if pid_of "$name" >/dev/null; then
+      echo "$name"
+      return 0
+    fi
+  done
+  return 1
 }
 
 # One value of the resolved config, e.g. `conf frontend_port` (see `frontend --help`).
@@ -200,7 +238,7 @@ command_of() {
     catalog) echo "$BIN/catalog" ;;
     frontend) echo "$BIN/frontend" ;;
     order-[0-9]*) echo "$BIN/order --id ${1#order-}" ;;
-    *) echo "unknown service '$1' (one of: ${SERVICES[*]})" >&2; return 2 ;;
+    *) echo "unknown service '$1' (one of: catalog, order-<id>, frontend)" >&2; return 2 ;;
   esac
 }
 
@@ -327,7 +365,7 @@ cmd_up() {
   local name n
   for name in "${SERVICES[@]}"; do
     if [[ $name == frontend ]]; then
-      for n in 1 2 3; do wait_for_replica "$n" || { undo_up; return 1; }; done
+      for n in $(conf replica_ids); do wait_for_replica "$n" || { undo_up; return 1; }; done
     fi
     if ! pid_of "$name" >/dev/null; then
       STARTED+=("$name")
@@ -340,13 +378,16 @@ cmd_up() {
   echo "  front-end  http://$(frontend_addr)   (try: curl http://$(frontend_addr)/stocks/GameStart)"
   echo "  live page  http://$(frontend_addr)/   (open it in a browser: replicas, cache, rates, fail-overs)"
   echo "  catalog    http://$(conf catalog_host):$(conf catalog_port)"
-  echo "  replicas   http://127.0.0.1:$(replica_port 1) :$(replica_port 2) :$(replica_port 3)"
+  local ports=() id
+  for id in $(conf replica_ids); do ports+=(":$(replica_port "$id")"); done
+  echo "  replicas   http://127.0.0.1${ports[*]}   (ids $(conf replica_ids))"
   echo "  health     $(health)"
 }
 
 cmd_down() {
-  for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
-    stop_service "${SERVICES[$i]}"
+  local name
+  for name in $(recorded_services); do
+    stop_service "$name"
   done
 }
 
@@ -359,17 +400,29 @@ cmd_status() {
       printf '%-9s stopped\n' "$name"
     fi
   done
+  # Running, but not a service of this config (started with another BAZAAR_CONFIG).
+  for name in $(recorded_services); do
+    if [[ " ${SERVICES[*]} " != *" $name "* ]] && pid=$(pid_of "$name"); then
+      printf '%-9s running (pid %s), not in %s\n' "$name" "$pid" "$BAZAAR_CONFIG"
+    fi
+  done
   echo "front-end health: $(health)"
 }
 
-# Waits until the three replica logs are byte-identical; prints the verdict.
+# Waits until every replica's log is byte-identical; prints the verdict.
 check_replicas_identical() {
-  local dir deadline
+  local dir deadline ids first id same
   dir=$(data_dir)
+  ids=$(conf replica_ids)
+  first=${ids%% *}
   deadline=$((SECONDS + QUIET_TIMEOUT_S))
   while ((SECONDS < deadline)); do
-    if cmp -s "$dir/orders-1.csv" "$dir/orders-2.csv" && cmp -s "$dir/orders-1.csv" "$dir/orders-3.csv"; then
-      echo "replica logs identical: $(($(wc -l <"$dir/orders-1.csv") - 1)) orders in each"
+    same=1
+    for id in $ids; do
+      cmp -s "$dir/orders-$first.csv" "$dir/orders-$id.csv" || { same=0; break; }
+    done
+    if ((same)) && [[ -f $dir/orders-$first.csv ]]; then
+      echo "replica logs identical: $(($(wc -l <"$dir/orders-$first.csv") - 1)) orders in each of $(wc -w <<<"$ids")"
       return 0
     fi
     sleep 0.2
@@ -380,13 +433,12 @@ check_replicas_identical() {
 
 cmd_demo() {
   local name
-  for name in "${SERVICES[@]}"; do
-    if pid_of "$name" >/dev/null; then
-      echo "run.sh: demo starts and stops a bazaar of its own, but $name is running (./run.sh up?)." >&2
-      echo "  Stop it first (./run.sh down), or load the running one with ./run.sh client --clients 5." >&2
-      return 1
-    fi
-  done
+  load_config
+  if name=$(first_running); then
+    echo "run.sh: demo starts and stops a bazaar of its own, but $name is running (./run.sh up?)." >&2
+    echo "  Stop it first (./run.sh down), or load the running one with ./run.sh client --clients 5." >&2
+    return 1
+  fi
   trap cmd_down EXIT
   cmd_up
   echo
@@ -455,7 +507,8 @@ debug info is in .debug/ (gdb looks there by itself; not needed to run them).
 Run them from this directory (each prints its options with --help):
 
   ./catalog  --config conf/bazaar.yaml
-  ./order    --config conf/bazaar.yaml --id N      (N = 1, 2, 3)
+  ./order    --config conf/bazaar.yaml --id N      (N = 1, 2, 3: each replica id of the
+                                                   config; conf/five.yaml has 1 to 5)
   ./frontend --config conf/bazaar.yaml [--dump]
   ./client   --host 127.0.0.1 --port 8080 --clients 5 --prob 0.5 [--json]
 
@@ -584,12 +637,10 @@ main() {
       local dir
       load_config
       dir=$(data_dir)
-      for name in "${SERVICES[@]}"; do
-        if pid_of "$name" >/dev/null; then
-          echo "stop the services first (./run.sh down): $name is running" >&2
-          exit 1
-        fi
-      done
+      if name=$(first_running); then
+        echo "stop the services first (./run.sh down): $name is running" >&2
+        exit 1
+      fi
       rm -rf -- "$dir"
       echo "deleted $dir/"
       ;;

@@ -27,6 +27,9 @@ struct Args {
     /// probability of an order after each lookup (default 0.6)
     #[argh(option, default = "0.6")]
     prob: f64,
+    /// order replicas, an odd number of at least 3 (default 3)
+    #[argh(option, default = "3")]
+    replicas: u32,
     /// log level of this process: error, warn, info, debug (default warn)
     #[argh(option)]
     log_level: Option<String>,
@@ -34,6 +37,13 @@ struct Args {
 
 fn main() {
     let args: Args = argh::from_env();
+    if args.replicas < 3 || args.replicas.is_multiple_of(2) {
+        eprintln!(
+            "chaos: --replicas must be odd and at least 3, got {}",
+            args.replicas
+        );
+        std::process::exit(2);
+    }
     bazaar::startup::init_logging(args.log_level.or_else(|| Some("warn".into())));
     let binaries =
         Binaries::beside_current_exe().unwrap_or_else(|e| bazaar::startup::exit_with(&e));
@@ -54,12 +64,13 @@ fn main() {
         seed: args.seed,
         clients: args.clients,
         prob: args.prob,
+        replicas: args.replicas,
         binaries,
         interrupted,
     };
     println!(
-        "chaos: seed {}, {} s, {} clients, p={}",
-        args.seed, args.duration, args.clients, args.prob
+        "chaos: seed {}, {} s, {} clients, p={}, {} replicas",
+        args.seed, args.duration, args.clients, args.prob, args.replicas
     );
     match run(&options) {
         Ok(report) => {

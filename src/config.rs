@@ -714,6 +714,31 @@ mod tests {
         assert_eq!(c.replica(1).unwrap().health_check_port, 9191);
     }
 
+    /// conf/five.yaml (README: `BAZAAR_CONFIG=conf/five.yaml ./run.sh up`) is the shipped
+    /// config with replicas 4 and 5 on ports of their own and a data directory of its own.
+    #[test]
+    fn five_replica_config_is_valid() {
+        let shipped = load(SHIPPED, &[]).unwrap();
+        let c = load(include_str!("../conf/five.yaml"), &[]).unwrap();
+        let ids: Vec<u32> = c.order.replicas.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![1, 2, 3, 4, 5]);
+        assert_ne!(c.output_dir, shipped.output_dir);
+        assert_eq!(c.catalog.stocks, shipped.catalog.stocks);
+        assert_eq!(c.replica(5).unwrap().port, 8095);
+        let mut ports = vec![c.catalog.port, c.frontend.port];
+        for r in &c.order.replicas {
+            ports.extend([r.port, r.leader_broadcast_port, r.health_check_port]);
+        }
+        let distinct: HashSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        let moved = load(
+            include_str!("../conf/five.yaml"),
+            &[("ORDER_PORT5", "7005")],
+        )
+        .unwrap();
+        assert_eq!(moved.replica(5).unwrap().port, 7005);
+    }
+
     #[test]
     fn env_overrides_the_file() {
         let c = load(
@@ -937,7 +962,11 @@ mod tests {
             }
         }
         // Every shipped config's secret counts, and so does a copy of the template.
-        for text in [SHIPPED, include_str!("../conf/multihost.yaml")] {
+        for text in [
+            SHIPPED,
+            include_str!("../conf/multihost.yaml"),
+            include_str!("../conf/five.yaml"),
+        ] {
             let c = load(text, &[]).unwrap();
             assert!(c.refuse_development_secret_on("k", "0.0.0.0").is_err());
         }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bazaar::testkit::cluster::{loopback_config, ClusterOptions};
+use bazaar::testkit::cluster::{loopback_config, port_count, ClusterOptions};
 
 /// How long one run.sh command may take (an `up` that works takes a few seconds).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(90);
@@ -29,18 +29,26 @@ fn root() -> PathBuf {
 /// One private bazaar for run.sh.
 struct Bazaar {
     dir: tempfile::TempDir,
-    /// Catalog, front-end, then HTTP, broadcast and health ports of replicas 1 to 3.
+    /// Catalog, front-end, then HTTP, broadcast and health ports of replicas 1 to n.
     ports: Vec<u16>,
 }
 
 impl Bazaar {
     fn new() -> Bazaar {
+        Bazaar::with_replicas(3)
+    }
+
+    fn with_replicas(replicas: u32) -> Bazaar {
         let dir = tempfile::Builder::new()
             .prefix("bazaar-run-sh-")
             .tempdir()
             .unwrap();
-        let ports = bazaar::local::free_ports(11).unwrap();
-        let config = loopback_config(dir.path().join("data"), &ports, &ClusterOptions::default());
+        let options = ClusterOptions {
+            replicas,
+            ..ClusterOptions::default()
+        };
+        let ports = bazaar::local::free_ports(port_count(&options)).unwrap();
+        let config = loopback_config(dir.path().join("data"), &ports, &options);
         std::fs::write(
             dir.path().join("bazaar.yaml"),
             serde_yaml::to_string(&config).unwrap(),
@@ -250,4 +258,53 @@ fn start_fails_when_the_service_exits_at_start() {
         text(&out)
     );
     assert!(!b.pid_dir().join("catalog.pid").exists());
+}
+
+/// Every command takes its services from the config: with five replicas `up` starts and
+/// waits for all five, `status` lists them, `start`/`kill` accept order-5, the logs are
+/// compared across all five, and `down` stops every one (by their pid files).
+#[test]
+fn five_replicas_are_run_from_the_config() {
+    let b = Bazaar::with_replicas(5);
+    let up = b.run(&["up"], &[]);
+    assert!(up.status.success(), "{}", text(&up));
+    assert!(
+        String::from_utf8_lossy(&up.stdout).contains("ids 1 2 3 4 5"),
+        "{}",
+        text(&up)
+    );
+    let replica_http = |id: usize| b.ports[2 + 3 * (id - 1)];
+    for id in 1..=5 {
+        assert!(listening(replica_http(id)), "order-{id} does not listen");
+    }
+    let status = b.run(&["status"], &[]);
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(said.matches(" running (pid").count(), 7, "{said}");
+    assert!(said.contains("order-5   running"), "{said}");
+    let kill = b.run(&["kill", "order-5"], &[]);
+    assert!(kill.status.success(), "{}", text(&kill));
+    let start = b.run(&["start", "order-5"], &[]);
+    assert!(start.status.success(), "{}", text(&start));
+    assert!(
+        listening(replica_http(5)),
+        "order-5 does not listen after start"
+    );
+    let down = b.run(&["down"], &[]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(
+        String::from_utf8_lossy(&down.stdout).contains("stopped order-5"),
+        "{}",
+        text(&down)
+    );
+    for id in 1..=5 {
+        assert!(!listening(replica_http(id)), "order-{id} still listens");
+    }
+    // A demo of five replicas: it verifies every order and compares all five files.
+    let demo = b.run(&["demo"], &[]);
+    assert!(demo.status.success(), "{}", text(&demo));
+    assert!(
+        String::from_utf8_lossy(&demo.stdout).contains("orders in each of 5"),
+        "{}",
+        text(&demo)
+    );
 }

@@ -15,9 +15,10 @@
 //!   not be).
 //! - the fault loop (this thread): one fault per round (`Fault`). Even rounds hit the leader:
 //!   SIGKILL it and restart it after a pause, SIGSTOP it for longer than the health check
-//!   interval, or pause both followers and kill the leader the moment they wake (the
+//!   interval, or pause every follower and kill the leader the moment they wake (the
 //!   sequence that once lost acknowledged orders). Odd rounds hit anything: a random replica killed or frozen, the catalog or the
-//!   front-end killed and restarted or frozen, two replicas frozen at once. Before the next
+//!   front-end killed and restarted or frozen, a majority of the replicas (two of three) frozen
+//!   at once. `replicas` (`--replicas N`, default 3) sets how many replicas the bazaar has. Before the next
 //!   round it waits until every replica answers `Ping` again (has caught up).
 //! - a [`Sampler`]: the catalog's `/stocks` and every replica's `/health` every
 //!   [`crate::testkit::cluster::SAMPLE_INTERVAL`], so that invariant 4 is checked at every sampled
@@ -80,6 +81,8 @@ pub struct ChaosOptions {
     pub seed: u64,
     pub clients: usize,
     pub prob: f64,
+    /// Order replicas of the bazaar (odd; 3 unless `--replicas` says otherwise).
+    pub replicas: u32,
     pub binaries: Binaries,
     /// Set from a signal handler: stop injecting faults, check what there is, clean up (the
     /// cluster's processes are killed when it is dropped, frozen ones included).
@@ -142,6 +145,7 @@ pub fn run(options: &ChaosOptions) -> Result<ChaosReport> {
         options.binaries.clone(),
         ClusterOptions {
             log_level: "info".into(),
+            replicas: options.replicas,
             ..ClusterOptions::default()
         },
     )?;
@@ -381,9 +385,20 @@ fn inject_fault(cluster: &mut Cluster, rng: &mut fastrand::Rng, round: u32) -> R
     } else {
         OTHER_FAULTS[rng.usize(..OTHER_FAULTS.len())]
     };
-    let target = if on_leader { leader } else { rng.u32(1..=3) };
+    let ids = cluster.replica_ids();
+    let target = if on_leader {
+        leader
+    } else {
+        ids[rng.usize(..ids.len())]
+    };
     let role = |id: u32| if id == leader { " (leader)" } else { "" };
-    let followers: Vec<u32> = (1..=3).filter(|&id| id != leader).collect();
+    let followers: Vec<u32> = ids.iter().copied().filter(|&id| id != leader).collect();
+    let names = |list: &[u32]| {
+        list.iter()
+            .map(|id| format!("order-{id}{}", role(*id)))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    };
     let what = match fault {
         Fault::KillReplica => {
             let down = millis_between(rng, Duration::from_millis(200), MAX_DOWNTIME);
@@ -423,18 +438,20 @@ fn inject_fault(cluster: &mut Cluster, rng: &mut fastrand::Rng, round: u32) -> R
             thread::sleep(down);
             cluster.start_service(Process::Order(leader))?;
             format!(
-                "kill -STOP order-{} and order-{} for {} ms, then kill -9 order-{leader} (leader), \
+                "kill -STOP {} for {} ms, then kill -9 order-{leader} (leader), \
                  restarted after {} ms",
-                followers[0],
-                followers[1],
+                names(&followers),
                 paused.as_millis(),
                 down.as_millis()
             )
         }
         Fault::FreezeTwoReplicas => {
             let frozen = millis_between(rng, MIN_SHORT_FREEZE, MAX_SHORT_FREEZE);
-            let spared = rng.u32(1..=3);
-            let pair: Vec<u32> = (1..=3).filter(|&id| id != spared).collect();
+            // A majority frozen at once (two of three): orders wait, nothing may break.
+            let mut pair = ids.clone();
+            rng.shuffle(&mut pair);
+            pair.truncate(cluster.majority());
+            pair.sort_unstable();
             for id in &pair {
                 cluster.signal(Process::Order(*id), "STOP")?;
             }
@@ -443,11 +460,8 @@ fn inject_fault(cluster: &mut Cluster, rng: &mut fastrand::Rng, round: u32) -> R
                 cluster.signal(Process::Order(*id), "CONT")?;
             }
             format!(
-                "kill -STOP order-{}{} and order-{}{} together for {} ms",
-                pair[0],
-                role(pair[0]),
-                pair[1],
-                role(pair[1]),
+                "kill -STOP {} together for {} ms",
+                names(&pair),
                 frozen.as_millis()
             )
         }
@@ -484,7 +498,7 @@ fn inject_fault(cluster: &mut Cluster, rng: &mut fastrand::Rng, round: u32) -> R
             )
         }
     };
-    for id in 1..=3 {
+    for id in ids {
         cluster.wait_ready(id)?;
     }
     cluster.wait_leader()?;

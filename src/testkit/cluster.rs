@@ -4,7 +4,8 @@
 //! serialized [`Config`]) and a data directory into a fresh temporary directory; [`Cluster::start_service`] spawns a real binary and polls its
 //! `/health` until it answers; `kill`, `signal` (`STOP`/`CONT`) and restarts drive the faults;
 //! [`Cluster::check_invariants`] reads the replicas' files and the catalog back and checks docs/spec.md
-//! §5. Dropping the cluster kills every process it started and removes the directory (kept,
+//! §5. The number of replicas is [`ClusterOptions::replicas`] (default 3); every check and
+//! helper iterates the configured ids and takes `n / 2 + 1` as the majority. Dropping the cluster kills every process it started and removes the directory (kept,
 //! with its logs, when the thread is panicking, so a failed test can be inspected).
 //!
 //! Caveats: free ports are found by binding a port and releasing it, so another process could
@@ -80,7 +81,8 @@ impl Process {
     /// The default front-end.
     pub const FRONTEND: Process = Process::Frontend(0);
 
-    /// The five processes of a bazaar with one front-end.
+    /// The five processes of a bazaar with one front-end and three replicas (see
+    /// [`Cluster::processes`] for any other size).
     pub const ALL: [Process; 5] = [
         Process::FRONTEND,
         Process::Catalog,
@@ -141,6 +143,9 @@ pub struct ClusterOptions {
     /// Route every directed replica→replica HTTP link through a `LinkProxy` owned by this
     /// process, so that tests can [`Cluster::cut`] and `Cluster::heal` single links.
     pub proxied_links: bool,
+    /// How many order replicas run (ids 1 to `replicas`); odd, so that a majority
+    /// (`replicas / 2 + 1`) survives `replicas / 2` failures. Default 3.
+    pub replicas: u32,
 }
 
 impl Default for ClusterOptions {
@@ -154,6 +159,7 @@ impl Default for ClusterOptions {
             log_level: "debug".into(),
             frontends: 1,
             proxied_links: false,
+            replicas: 3,
         }
     }
 }
@@ -210,11 +216,12 @@ impl Cluster {
         // Keep the logs of a cluster that fails to start.
         cluster.keep_dir = true;
         cluster.start_service(Process::Catalog)?;
-        for id in 1..=3 {
+        for id in cluster.replica_ids() {
             cluster.start_service(Process::Order(id))?;
         }
-        // Every replica ready before the front-end's first selection, so that it picks 3.
-        for id in 1..=3 {
+        // Every replica ready before the front-end's first selection, so that it picks the
+        // highest id.
+        for id in cluster.replica_ids() {
             cluster.wait_ready(id)?;
         }
         for i in 0..cluster.frontends.len() {
@@ -234,10 +241,9 @@ impl Cluster {
         ));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("logs"))?;
-        let extra_frontends = options.frontends.max(1) - 1;
-        let ports = free_ports(11 + extra_frontends)?;
+        let ports = free_ports(port_count(&options))?;
         let config = loopback_config(dir.join("data"), &ports, &options);
-        let other_ports = &ports[11..];
+        let other_ports = &ports[2 + 3 * options.replicas as usize..];
         let replicas: BTreeMap<u32, (String, String, String)> = config
             .order
             .replicas
@@ -250,8 +256,8 @@ impl Cluster {
         fs::write(&config_path, yaml)?;
         let mut links = BTreeMap::new();
         if options.proxied_links {
-            for from in 1..=3u32 {
-                for to in (1..=3u32).filter(|&to| to != from) {
+            for &from in replicas.keys() {
+                for &to in replicas.keys().filter(|&&to| to != from) {
                     let proxy = LinkProxy::start("127.0.0.1:0", &replicas[&to].0)?;
                     links.insert((from, to), proxy);
                 }
@@ -279,6 +285,25 @@ impl Cluster {
 
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
+    }
+
+    /// The configured replica ids, ascending.
+    pub fn replica_ids(&self) -> Vec<u32> {
+        self.replicas.keys().copied().collect()
+    }
+
+    /// How many replicas make a majority: `n / 2 + 1` of the `n` configured.
+    pub fn majority(&self) -> usize {
+        self.replicas.len() / 2 + 1
+    }
+
+    /// Every process of this bazaar with its default front-end: the front-end, the catalog,
+    /// then each replica ([`Process::ALL`] for three replicas).
+    pub fn processes(&self) -> Vec<Process> {
+        [Process::FRONTEND, Process::Catalog]
+            .into_iter()
+            .chain(self.replica_ids().into_iter().map(Process::Order))
+            .collect()
     }
 
     pub fn log_path(&self, id: u32) -> PathBuf {
@@ -476,14 +501,16 @@ impl Cluster {
         Ok(list.into_iter().map(|s| (s.name.clone(), s)).collect())
     }
 
-    /// Waits until the three replica logs are byte-identical; returns their entries.
+    /// Waits until every replica's log is byte-identical; returns their entries.
     pub fn wait_logs_identical(&self, timeout: Duration) -> Result<Vec<LogEntry>> {
         let bytes = poll("identical replica logs", timeout, || {
-            let files: Vec<Vec<u8>> = (1..=3)
+            let files: Vec<Vec<u8>> = self
+                .replica_ids()
+                .into_iter()
                 .map(|id| fs::read(self.log_path(id)).unwrap_or_default())
                 .collect();
-            (!files[0].is_empty() && files[0] == files[1] && files[1] == files[2])
-                .then(|| files[0].clone())
+            let first = files.first()?;
+            (!first.is_empty() && files.iter().all(|f| f == first)).then(|| first.clone())
         })?;
         parse_log(&bytes)
     }
@@ -506,7 +533,8 @@ impl Cluster {
                     name: "replica files byte-identical",
                     violation: Some(e.to_string()),
                 });
-                parse_log(&fs::read(self.log_path(1)).unwrap_or_default()).unwrap_or_default()
+                let first = self.replica_ids().first().copied().unwrap_or(1);
+                parse_log(&fs::read(self.log_path(first)).unwrap_or_default()).unwrap_or_default()
             }
         };
         verdicts.push(Invariant {
@@ -533,7 +561,9 @@ impl Cluster {
             name: "catalog (quantity and volume) = initial + the whole log",
             violation: whole,
         });
-        let files: Vec<(u32, Vec<LogEntry>)> = (1..=3)
+        let files: Vec<(u32, Vec<LogEntry>)> = self
+            .replica_ids()
+            .into_iter()
             .map(|id| {
                 let bytes = fs::read(self.log_path(id)).unwrap_or_default();
                 (id, parse_log(&bytes).unwrap_or_default())
@@ -586,10 +616,10 @@ impl Cluster {
         Ok(())
     }
 
-    /// Cuts replica `id` from both peers, both directions (silent); the front-end still
+    /// Cuts replica `id` from every peer, both directions (silent); the front-end still
     /// reaches it.
     pub fn isolate(&self, id: u32) -> Result<()> {
-        for peer in (1..=3).filter(|&p| p != id) {
+        for peer in self.replica_ids().into_iter().filter(|&p| p != id) {
             self.cut(id, peer)?;
             self.cut(peer, id)?;
         }
@@ -632,12 +662,13 @@ impl Cluster {
 
     /// The replicas that hold `order` with these contents right now.
     pub fn holders(&self, order: &Order) -> Vec<u32> {
-        (1..=3)
+        self.replica_ids()
+            .into_iter()
             .filter(|&id| self.replica_order(id, order.number).ok().as_ref() == Some(order))
             .collect()
     }
 
-    /// Waits until a majority (2 of 3) of the replicas hold `order`, as an acknowledged order
+    /// Waits until a majority ([`Cluster::majority`], 2 of 3) of the replicas hold `order`, as an acknowledged order
     /// must (docs/spec.md §4: nothing is acknowledged by one copy); `Err` names who holds it.
     pub fn wait_majority_holds(&self, order: &Order, timeout: Duration) -> Result<Vec<u32>> {
         let mut last = Vec::new();
@@ -646,7 +677,7 @@ impl Cluster {
             timeout,
             || {
                 last = self.holders(order);
-                (last.len() >= 2).then(|| last.clone())
+                (last.len() >= self.majority()).then(|| last.clone())
             },
         )
         .map_err(|_| {
@@ -658,7 +689,8 @@ impl Cluster {
 
     /// Every reachable replica's `/health`.
     pub(crate) fn replica_healths(&self) -> BTreeMap<u32, ReplicaHealth> {
-        (1..=3)
+        self.replica_ids()
+            .into_iter()
             .filter_map(|id| self.replica_health(id).ok().map(|h| (id, h)))
             .collect()
     }
@@ -704,13 +736,21 @@ struct SampledStock {
     volume: i64,
 }
 
+/// How many ports [`loopback_config`] takes for `options`: the catalog's, the front-end's,
+/// three per replica and one per further front-end.
+pub fn port_count(options: &ClusterOptions) -> usize {
+    2 + 3 * options.replicas as usize + options.frontends.max(1) - 1
+}
+
 /// The typed config of a bazaar on loopback: `ports` are the catalog's, the front-end's, then
-/// each replica's HTTP, leader-broadcast and health ports (ids 1 to 3), then any further
-/// front-ends'. The one place test bazaars are described; written out with serde.
+/// each replica's HTTP, leader-broadcast and health ports (ids 1 to `options.replicas`), then
+/// any further front-ends' ([`port_count`] in all; ports beyond the replicas' are taken as
+/// further front-ends). The one place test bazaars are described; written out with serde.
 pub fn loopback_config(data_dir: PathBuf, ports: &[u16], options: &ClusterOptions) -> Config {
-    let other_ports = &ports[11..];
+    let replica_ports = 3 * options.replicas as usize;
+    let other_ports = ports.get(2 + replica_ports..).unwrap_or_default();
     let mut replica_configs = Vec::new();
-    for id in 1..=3u32 {
+    for id in 1..=options.replicas {
         let base = 2 + 3 * (id as usize - 1);
         let (http, bcast, health) = (ports[base], ports[base + 1], ports[base + 2]);
         replica_configs.push(ReplicaConfig {
