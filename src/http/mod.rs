@@ -9,7 +9,9 @@
 //! server turns errors into the JSON error body and a panic into a 500. Each service lists its
 //! routes once, as a table of `Route` rows (method, path, where it runs, handler); `dispatch`
 //! answers from it, with a 405 for a listed path under another method and a 404 for the rest.
-//! The 405 carries an `Allow` header listing the path's methods, from the same table. A 503
+//! The 405 carries an `Allow` header listing the path's methods, from the same table.
+//! `dispatch` also counts every request in the service's `metrics::Metrics`, by route pattern
+//! and status (`GET /metrics`). A 503
 //! "re-send with the same request_id" carries that id in its body and a `Request-Id` header.
 
 pub(crate) mod client;
