@@ -11,6 +11,7 @@
 //! | `GET /stocks` | every `StockRecord`, in catalog order | |
 //! | `GET /state` | `CatalogState` with the stocks (public, read-only) | |
 //! | `GET /health` | `{"status":"ok"}` | |
+//! | `GET /metrics` | Prometheus text: applied number, fence, journal size, requests (`crate::metrics`) | |
 //! | `POST /leader` `LeaderHello` | `CatalogState` with the stocks | 401, 400, 409 |
 //! | `POST /apply` `ApplyBatch` | `CatalogState` with **`stocks: []`** | 401, 400, 409, 422, 500 |
 //!

@@ -44,6 +44,10 @@
 //! `GET /` is a live page of the whole bazaar and `GET /cluster` the JSON behind it; both live
 //! in `dashboard`.
 //!
+//! `GET /metrics` (no secret, see `crate::metrics`) gives the cache's hits, misses, evictions
+//! and invalidations, and the forwards' retries and fail-overs, copied from the counters the
+//! cache and the leader tracker keep when a scrape asks.
+//!
 //! Caveats:
 //! - Stock names in paths are percent-decoded here and percent-encoded on the way out
 //!   (`http::encode_segment`, `http::decode_segment`) so that odd names reach the catalog intact.

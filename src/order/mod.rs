@@ -4,7 +4,9 @@
 //!
 //! - HTTP: `POST /orders` (leader only; else 421), `GET /orders/<n>` (committed orders only;
 //!   see `Status::read`), `GET /orders?since=N[&limit=M]` (pages of the log as this replica
-//!   holds it, committed or not: for peers and tools), `GET /synchronize`, `GET /health`, and, with the
+//!   holds it, committed or not: for peers and tools), `GET /synchronize`, `GET /health`,
+//!   `GET /metrics` (Prometheus text: the published status, group-commit histograms,
+//!   leaderships; `crate::metrics`), and, with the
 //!   deployment secret, `POST /propagate` (leader → follower) and `POST /vote` (candidate →
 //!   peer).
 //! - TCP lines (`lines`, protocol in [`crate::selection`]): `Ping`, `You win <hint> <secret>`,
