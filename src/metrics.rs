@@ -17,8 +17,9 @@
 //!
 //! Values that the services already keep (the replica's published status, the cache's
 //! counters, the catalog's journal) are copied into the registry when a scrape asks
-//! ([`Metrics::render`]), so the hot paths pay nothing for them; only the request counters
-//! and the two replica histograms are updated as things happen (an atomic add each).
+//! ([`Metrics::render`]), so the hot paths pay nothing for them; only the request counters,
+//! the replica's two group-commit histograms and its leaderships are updated as things
+//! happen (atomic adds, no lock held across I/O).
 //!
 //! **No secret.** `/metrics` is service information, not client data: counts, numbers and
 //! timings, no order contents, no request ids, no stock names. The front-end's `/health`,
