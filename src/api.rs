@@ -486,6 +486,12 @@ pub(crate) struct CacheStats {
     pub(crate) items: Vec<String>,
     pub(crate) hits: u64,
     pub(crate) misses: u64,
+    /// Entries pushed out by a newer one (the cache was full).
+    #[serde(default)]
+    pub(crate) evictions: u64,
+    /// Entries dropped by an invalidation (invalidations of absent keys are not counted).
+    #[serde(default)]
+    pub(crate) invalidations: u64,
 }
 
 /// Requests the front-end handled: totals since it started and the last seconds.

@@ -11,6 +11,7 @@
 //! | `GET /stocks` | every `StockRecord`, in catalog order | |
 //! | `GET /state` | `CatalogState` with the stocks (public, read-only) | |
 //! | `GET /health` | `{"status":"ok"}` | |
+//! | `GET /metrics` | Prometheus text: applied number, fence, journal size, requests (`crate::metrics`) | |
 //! | `POST /leader` `LeaderHello` | `CatalogState` with the stocks | 401, 400, 409 |
 //! | `POST /apply` `ApplyBatch` | `CatalogState` with **`stocks: []`** | 401, 400, 409, 422, 500 |
 //!
@@ -95,6 +96,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -115,6 +117,8 @@ use crate::http::Runs::{Inline, OnPool};
 use crate::http::{
     self, decode_segment, Client, Handler, Request, Response, Route, Server, ServerOptions,
 };
+use crate::metrics::{gauge_value, Metrics};
+use prometheus::IntGauge;
 
 /// The most time an apply spends telling every front-end to drop the traded stocks, all
 /// front-ends together (not per name or per front-end).
@@ -173,6 +177,10 @@ pub(crate) struct Catalog {
     changed_at: Mutex<Instant>,
     /// `catalog.journal`: one line per change since the last snapshot (written under `state`).
     journal: Mutex<Journal>,
+    /// The journal's lines and bytes as of its last change, for `/metrics` without waiting
+    /// for the journal's lock (held across its fsync).
+    journal_lines: AtomicU64,
+    journal_bytes: AtomicU64,
 }
 
 /// The append-only journal next to catalog.json: every line is a whole [`CatalogFile`], so the
@@ -292,6 +300,8 @@ impl Catalog {
                 lines: 0,
                 len: 0,
             }),
+            journal_lines: AtomicU64::new(0),
+            journal_bytes: AtomicU64::new(0),
         })
     }
 
@@ -308,6 +318,20 @@ impl Catalog {
     pub(crate) fn list(&self) -> Vec<StockRecord> {
         let view = self.view.read().clone();
         view.stocks.clone()
+    }
+
+    /// The journal's lines and bytes since the last snapshot.
+    pub(crate) fn journal_size(&self) -> (u64, u64) {
+        (
+            self.journal_lines.load(Ordering::Relaxed),
+            self.journal_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The fence and the last order applied, without copying the stocks.
+    pub(crate) fn numbers(&self) -> (u64, i64) {
+        let view = self.view.read();
+        (view.epoch, view.applied)
     }
 
     /// The state as catalog.json holds it, stocks included.
@@ -521,6 +545,8 @@ impl Catalog {
                 Err(e) => warn!("cannot write the catalog snapshot: {e}"),
             }
         }
+        self.journal_lines.store(journal.lines, Ordering::Relaxed);
+        self.journal_bytes.store(journal.len, Ordering::Relaxed);
         drop(journal);
         let changed = next.stocks != state.stocks;
         *self.view.write() = Arc::new(next.clone());
@@ -638,6 +664,7 @@ const ROUTES: &[Route<CatalogApi>] = &[
             status: "ok".into(),
         }))
     }),
+    ("GET", &["metrics"], OnPool, |s, _, _| Ok(s.metrics())),
     ("POST", &["leader"], Inline, |s, req, _| s.hello(req)),
     ("POST", &["apply"], Inline, |s, req, _| s.apply(req)),
 ];
@@ -653,6 +680,39 @@ pub(crate) struct CatalogApi {
     /// serve what it cached before the last change: a hello waits for both (see `hello`).
     settling: Mutex<Settling>,
     settled: Condvar,
+    metrics: Metrics,
+    own: CatalogMetrics,
+}
+
+/// The catalog's own metrics, copied in at each scrape (`crate::metrics`).
+struct CatalogMetrics {
+    epoch: IntGauge,
+    applied: IntGauge,
+    journal_lines: IntGauge,
+    journal_bytes: IntGauge,
+}
+
+impl CatalogMetrics {
+    fn new(m: &Metrics) -> Result<CatalogMetrics> {
+        Ok(CatalogMetrics {
+            epoch: m.gauge(
+                "bazaar_catalog_epoch",
+                "The fence: the highest leader epoch the catalog has seen.",
+            )?,
+            applied: m.gauge(
+                "bazaar_catalog_applied_number",
+                "The last order number applied (-1 before the first).",
+            )?,
+            journal_lines: m.gauge(
+                "bazaar_catalog_journal_lines",
+                "Lines in catalog.journal since the last snapshot.",
+            )?,
+            journal_bytes: m.gauge(
+                "bazaar_catalog_journal_bytes",
+                "Bytes in catalog.journal since the last snapshot.",
+            )?,
+        })
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -716,14 +776,22 @@ fn spawn_invalidator(client: Client, addr: String) -> Option<mpsc::Sender<Invali
 }
 
 impl CatalogApi {
-    pub(crate) fn new(catalog: Catalog, frontends: Vec<String>, secret: &str) -> CatalogApi {
+    pub(crate) fn new(
+        catalog: Catalog,
+        frontends: Vec<String>,
+        secret: &str,
+    ) -> Result<CatalogApi> {
+        let metrics = Metrics::new()?;
+        let own = CatalogMetrics::new(&metrics)?;
         // Carries the secret: the front-ends' invalidation endpoints require it.
         let client = Client::with_secret(secret);
         let invalidators = frontends
             .iter()
             .map(|addr| spawn_invalidator(client.clone(), addr.clone()))
             .collect();
-        CatalogApi {
+        Ok(CatalogApi {
+            metrics,
+            own,
             catalog,
             frontends,
             invalidators,
@@ -733,12 +801,24 @@ impl CatalogApi {
                 stale_until: Instant::now(),
             }),
             settled: Condvar::new(),
-        }
+        })
     }
 
     /// The one router of the catalog: the table `ROUTES`.
     pub(crate) fn route(&self, req: &Request) -> Result<Response> {
-        http::dispatch(ROUTES, self, req)
+        http::dispatch(ROUTES, self, &self.metrics, req)
+    }
+
+    /// `GET /metrics` (`crate::metrics`; no secret, see there).
+    fn metrics(&self) -> Response {
+        self.metrics.render(|| {
+            let (epoch, applied) = self.catalog.numbers();
+            let (lines, bytes) = self.catalog.journal_size();
+            self.own.epoch.set(gauge_value(epoch));
+            self.own.applied.set(applied);
+            self.own.journal_lines.set(gauge_value(lines));
+            self.own.journal_bytes.set(gauge_value(bytes));
+        })
     }
 
     /// `POST /apply`: applies a batch of committed orders, then has every front-end drop what
@@ -868,7 +948,7 @@ pub fn start_with_listener(config: Config, listener: TcpListener) -> Result<Serv
         catalog,
         config.frontend_addrs(),
         &config.secret,
-    ));
+    )?);
     let options = ServerOptions::new("catalog", config.catalog.threads, &config.http);
     let server = Server::start(listener, options, service)?;
     info!(
@@ -1324,10 +1404,42 @@ mod tests {
     }
 
     #[test]
+    fn metrics_name_the_applied_number_and_journal() {
+        let dir = TempDir::new();
+        let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
+        let service = CatalogApi::new(catalog, Vec::new(), SECRET).unwrap();
+        let resp = service
+            .route(&apply_request(1, vec![entry(0, "A", Buy, 1)]))
+            .unwrap();
+        assert_eq!(resp.status, 200);
+        let resp = service
+            .route(&Request::new("GET", "/metrics", Vec::new()))
+            .unwrap();
+        crate::metrics::tests::assert_exposes(
+            &resp,
+            &[
+                "bazaar_http_requests_total",
+                "bazaar_catalog_epoch",
+                "bazaar_catalog_applied_number",
+                "bazaar_catalog_journal_lines",
+                "bazaar_catalog_journal_bytes",
+            ],
+        );
+        let text = String::from_utf8_lossy(&resp.body);
+        for line in [
+            "bazaar_catalog_applied_number 0",
+            "bazaar_catalog_journal_lines 1",
+            r#"bazaar_http_requests_total{route="POST /apply",status="200"} 1"#,
+        ] {
+            assert!(text.contains(line), "no {line} in:\n{text}");
+        }
+    }
+
+    #[test]
     fn route_table() {
         let dir = TempDir::new();
         let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
-        let service = CatalogApi::new(catalog, Vec::new(), SECRET);
+        let service = CatalogApi::new(catalog, Vec::new(), SECRET).unwrap();
         let apply = r#"{"epoch":1,"leader":3,"entries":[{"number":0,"name":"A","type":"buy","quantity":2,"epoch":1,"request_id":"x"}]}"#;
         // (method, target, body, with the secret, status, part of the answer)
         let cases: &[(&str, &str, &str, bool, u16, &str)] = &[
@@ -1501,7 +1613,7 @@ mod tests {
         let dir = TempDir::new();
         let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
         let addrs = vec![fe1.local_addr().to_string(), fe2.local_addr().to_string()];
-        let service = CatalogApi::new(catalog, addrs, SECRET);
+        let service = CatalogApi::new(catalog, addrs, SECRET).unwrap();
         let resp = service
             .route(&apply_request(
                 1,
@@ -1548,7 +1660,7 @@ mod tests {
             fe_slow.local_addr().to_string(),
             fe_fast.local_addr().to_string(),
         ];
-        let service = CatalogApi::new(catalog, addrs, SECRET);
+        let service = CatalogApi::new(catalog, addrs, SECRET).unwrap();
         let started = Instant::now();
         let resp = service
             .route(&apply_request(
@@ -1581,7 +1693,7 @@ mod tests {
         // the fan-out costs one budget at most, well under the lease.
         let addrs = vec![dead_addr, fe_fast.local_addr().to_string()];
         let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
-        let service = CatalogApi::new(catalog, addrs, SECRET);
+        let service = CatalogApi::new(catalog, addrs, SECRET).unwrap();
         let started = Instant::now();
         let resp = service
             .route(&apply_request(2, vec![entry(3, "A", Buy, 1)]))
@@ -1606,11 +1718,8 @@ mod tests {
         let fe = fake_frontend(silent.clone(), None, Some(Mutex::new(held)));
         let dir = TempDir::new();
         let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
-        let service = Arc::new(CatalogApi::new(
-            catalog,
-            vec![fe.local_addr().to_string()],
-            SECRET,
-        ));
+        let service =
+            Arc::new(CatalogApi::new(catalog, vec![fe.local_addr().to_string()], SECRET).unwrap());
         let applier = service.clone();
         let started = Instant::now();
         let apply = std::thread::spawn(move || {

@@ -302,7 +302,7 @@ proptest! {
             StockConfig { name: "B".into(), price: 2.0, quantity: 3 },
         ];
         let catalog = crate::catalog::Catalog::open(&file, &stocks).unwrap();
-        let service = crate::catalog::CatalogApi::new(catalog, Vec::new(), "s3cret");
+        let service = crate::catalog::CatalogApi::new(catalog, Vec::new(), "s3cret").unwrap();
         let state = |service: &crate::catalog::CatalogApi| {
             let r = service.route(&Request::new("GET", "/state", Vec::new())).unwrap();
             r.body

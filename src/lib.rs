@@ -31,6 +31,8 @@
 //! - [`startup`]: what every binary does around its service (config, the refusal of a published
 //!   secret off loopback, `--probe` for health checks, logging, graceful stop on
 //!   SIGINT/SIGTERM).
+//! - `metrics`: `GET /metrics` of every service in the Prometheus text format, one registry
+//!   per service instance.
 //! - [`local`]: waiting with a deadline and free ports, for everything that drives bazaars from
 //!   the outside (`eval`, the test harness, the tests).
 //! - `testkit` (feature `testkit`, on for tests and benches): the test harness, a bazaar of
@@ -71,6 +73,7 @@ pub mod eval;
 pub mod frontend;
 pub mod http;
 pub mod local;
+mod metrics;
 pub mod order;
 pub mod selection;
 pub mod startup;

@@ -264,6 +264,8 @@ struct Inner {
     trace: Option<SyncSender<TraceMessage>>,
     hits: u64,
     misses: u64,
+    evictions: u64,
+    invalidations: u64,
 }
 
 /// The thread-safe cache of the front-end.
@@ -302,6 +304,8 @@ impl Cache {
                 trace,
                 hits: 0,
                 misses: 0,
+                evictions: 0,
+                invalidations: 0,
             }),
             trace_writer,
         };
@@ -349,6 +353,7 @@ impl Cache {
         }
         let expires = ticket.taken + CACHE_LEASE;
         if let Some(evicted) = inner.lru.put(ticket.key.clone(), (stock, expires)) {
+            inner.evictions += 1;
             inner.record("evict", &evicted);
         }
         inner.record("insert", &ticket.key);
@@ -361,6 +366,7 @@ impl Cache {
         let mut inner = self.inner.lock();
         inner.generations[slot] = inner.generations[slot].wrapping_add(1);
         if inner.lru.remove(key).is_some() {
+            inner.invalidations += 1;
             inner.record("invalidate", key);
         }
     }
@@ -385,6 +391,8 @@ impl Cache {
             items: inner.lru.keys(),
             hits: inner.hits,
             misses: inner.misses,
+            evictions: inner.evictions,
+            invalidations: inner.invalidations,
         }
     }
 }

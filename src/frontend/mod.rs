@@ -44,6 +44,10 @@
 //! `GET /` is a live page of the whole bazaar and `GET /cluster` the JSON behind it; both live
 //! in `dashboard`.
 //!
+//! `GET /metrics` (no secret, see `crate::metrics`) gives the cache's hits, misses, evictions
+//! and invalidations, and the forwards' retries and fail-overs, copied from the counters the
+//! cache and the leader tracker keep when a scrape asks.
+//!
 //! Caveats:
 //! - Stock names in paths are percent-decoded here and percent-encoded on the way out
 //!   (`http::encode_segment`, `http::decode_segment`) so that odd names reach the catalog intact.
@@ -72,7 +76,9 @@ use crate::http::{
     self, decode_segment, encode_segment, Client, Handler, Request, Response, Route, Server,
     ServerOptions,
 };
+use crate::metrics::{gauge_value, mirror, Metrics};
 use crate::selection;
+use prometheus::{IntCounter, IntGauge};
 
 use cache::{Cache, Lookup};
 use leader::{LeaderTracker, View};
@@ -110,6 +116,52 @@ pub(crate) struct FrontendApi {
     secret: String,
     /// Lookups and orders per second, for the live page.
     traffic: dashboard::Traffic,
+    metrics: Metrics,
+    own: FrontendMetrics,
+}
+
+/// The front-end's own metrics: copies of the totals the cache and the leader tracker keep,
+/// taken at each scrape (`crate::metrics`).
+struct FrontendMetrics {
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+    cache_evictions: IntCounter,
+    cache_invalidations: IntCounter,
+    cache_items: IntGauge,
+    retries: IntCounter,
+    failovers: IntCounter,
+}
+
+impl FrontendMetrics {
+    fn new(m: &Metrics) -> Result<FrontendMetrics> {
+        Ok(FrontendMetrics {
+            cache_hits: m.counter(
+                "bazaar_frontend_cache_hits_total",
+                "Lookups answered from the cache.",
+            )?,
+            cache_misses: m.counter(
+                "bazaar_frontend_cache_misses_total",
+                "Lookups that asked the catalog.",
+            )?,
+            cache_evictions: m.counter(
+                "bazaar_frontend_cache_evictions_total",
+                "Cache entries pushed out by a newer one (the cache was full).",
+            )?,
+            cache_invalidations: m.counter(
+                "bazaar_frontend_cache_invalidations_total",
+                "Cache entries dropped by the catalog's invalidations.",
+            )?,
+            cache_items: m.gauge("bazaar_frontend_cache_items", "Entries in the cache now.")?,
+            retries: m.counter(
+                "bazaar_frontend_order_retries_total",
+                "Forwards of an order or order query re-sent after a failure.",
+            )?,
+            failovers: m.counter(
+                "bazaar_frontend_failovers_total",
+                "Times the front-end moved to a different leader.",
+            )?,
+        })
+    }
 }
 
 impl Handler for FrontendApi {
@@ -163,6 +215,7 @@ const ROUTES: &[Route<FrontendApi>] = &[
         Ok(Response::ok(s.invalidate(&decode_segment(path[1]))))
     }),
     ("GET", &[], OnPool, |_, _, _| Ok(dashboard::page())),
+    ("GET", &["metrics"], OnPool, |s, _, _| Ok(s.metrics())),
     ("GET", &["cluster"], OnPool, |s, _, _| {
         Ok(Response::ok(dashboard::gather(s)))
     }),
@@ -204,7 +257,11 @@ impl FrontendApi {
                 "frontend.cache_log_path: cannot open the cache trace: {e}"
             ))
         })?;
+        let metrics = Metrics::new()?;
+        let own = FrontendMetrics::new(&metrics)?;
         Ok(FrontendApi {
+            metrics,
+            own,
             catalog_addr: config.catalog_addr(),
             client: Client::new(),
             cache,
@@ -216,7 +273,23 @@ impl FrontendApi {
 
     /// The one router of the front-end: the table `ROUTES`.
     pub(crate) fn route(&self, req: &Request) -> Result<Response> {
-        http::dispatch(ROUTES, self, req)
+        http::dispatch(ROUTES, self, &self.metrics, req)
+    }
+
+    /// `GET /metrics` (`crate::metrics`; no secret, see there).
+    fn metrics(&self) -> Response {
+        self.metrics.render(|| {
+            let stats = self.cache.stats();
+            mirror(&self.own.cache_hits, stats.hits);
+            mirror(&self.own.cache_misses, stats.misses);
+            mirror(&self.own.cache_evictions, stats.evictions);
+            mirror(&self.own.cache_invalidations, stats.invalidations);
+            self.own
+                .cache_items
+                .set(gauge_value(stats.items.len() as u64));
+            mirror(&self.own.retries, self.leader.retries());
+            mirror(&self.own.failovers, self.leader.failovers());
+        })
     }
 
     /// A stock, from the cache or else from the catalog.
@@ -680,6 +753,32 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(from_body.name, "A");
+    }
+
+    #[test]
+    fn metrics_name_the_cache_and_leader_counters() {
+        let s = service();
+        call(&s, "GET", "/cache", "").unwrap();
+        let resp = call(&s, "GET", "/metrics", "").unwrap();
+        crate::metrics::tests::assert_exposes(
+            &resp,
+            &[
+                "bazaar_http_requests_total",
+                "bazaar_http_request_duration_seconds",
+                "bazaar_frontend_cache_hits_total",
+                "bazaar_frontend_cache_misses_total",
+                "bazaar_frontend_cache_evictions_total",
+                "bazaar_frontend_cache_invalidations_total",
+                "bazaar_frontend_cache_items",
+                "bazaar_frontend_order_retries_total",
+                "bazaar_frontend_failovers_total",
+            ],
+        );
+        let text = String::from_utf8_lossy(&resp.body);
+        assert!(
+            text.contains(r#"bazaar_http_requests_total{route="GET /cache",status="200"} 1"#),
+            "{text}"
+        );
     }
 
     #[test]

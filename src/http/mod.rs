@@ -9,17 +9,22 @@
 //! server turns errors into the JSON error body and a panic into a 500. Each service lists its
 //! routes once, as a table of `Route` rows (method, path, where it runs, handler); `dispatch`
 //! answers from it, with a 405 for a listed path under another method and a 404 for the rest.
-//! The 405 carries an `Allow` header listing the path's methods, from the same table. A 503
+//! The 405 carries an `Allow` header listing the path's methods, from the same table.
+//! `dispatch` also counts every request in the service's `metrics::Metrics`, by route pattern
+//! and status (`GET /metrics`). A 503
 //! "re-send with the same request_id" carries that id in its body and a `Request-Id` header.
 
 pub(crate) mod client;
 pub(crate) mod server;
+
+use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::{Data, ErrorBody};
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 
 pub use client::Client;
 pub use server::{Server, ServerOptions, REQUEST_ID_HEADER};
@@ -280,14 +285,37 @@ fn find<'t, S>(routes: &'t [Route<S>], method: &str, segments: &[&str]) -> Found
     }
 }
 
-/// Answers `req` from the table `routes` of `service`.
-pub(crate) fn dispatch<S>(routes: &[Route<S>], service: &S, req: &Request) -> Result<Response> {
+/// Answers `req` from the table `routes` of `service`, and counts it in `metrics` under its
+/// route pattern (`GET /stocks/*`; `other` for a 404 or 405: never the raw path, whose values
+/// a client chooses without bound).
+pub(crate) fn dispatch<S>(
+    routes: &[Route<S>],
+    service: &S,
+    metrics: &Metrics,
+    req: &Request,
+) -> Result<Response> {
+    let started = Instant::now();
     let segments = req.segments();
-    match find(routes, &req.method, &segments) {
-        Found::Route((_, _, _, handler)) => handler(service, req, &segments),
-        Found::OtherMethod(allowed) => Err(Error::MethodNotAllowed(allowed.join(", "))),
-        Found::NoPath => Err(Error::NotFound(format!("no such route: {}", req.path))),
-    }
+    let (route, result) = match find(routes, &req.method, &segments) {
+        Found::Route((method, path, _, handler)) => (
+            format!("{method} /{}", path.join("/")),
+            handler(service, req, &segments),
+        ),
+        Found::OtherMethod(allowed) => (
+            "other".to_string(),
+            Err(Error::MethodNotAllowed(allowed.join(", "))),
+        ),
+        Found::NoPath => (
+            "other".to_string(),
+            Err(Error::NotFound(format!("no such route: {}", req.path))),
+        ),
+    };
+    let status = match &result {
+        Ok(resp) => resp.status,
+        Err(e) => e.status(),
+    };
+    metrics.observe_request(&route, status, started.elapsed());
+    result
 }
 
 /// Whether the table runs `req` on its connection's thread; errors (404, 405) do not.
@@ -336,7 +364,9 @@ mod tests {
             }),
             ("GET", &[], Runs::OnPool, |_, _, _| Ok(Response::ok("page"))),
         ];
-        let call = |method, target| dispatch(ROUTES, &(), &Request::new(method, target, vec![]));
+        let metrics = Metrics::new().unwrap();
+        let call =
+            |method, target| dispatch(ROUTES, &(), &metrics, &Request::new(method, target, vec![]));
         assert_eq!(call("GET", "/stocks/A").unwrap().body, br#"{"data":"A"}"#);
         assert_eq!(call("GET", "/").unwrap().body, br#"{"data":"page"}"#);
         let err = call("DELETE", "/stocks/A").unwrap_err();
@@ -351,6 +381,15 @@ mod tests {
         assert!(
             !inline("POST", "/stocks/A") && !inline("PUT", "/stocks/A") && !inline("GET", "/x")
         );
+        let text = String::from_utf8_lossy(&metrics.render(|| {}).body).into_owned();
+        for line in [
+            r#"bazaar_http_requests_total{route="GET /stocks/*",status="200"} 1"#,
+            r#"bazaar_http_requests_total{route="GET /",status="200"} 1"#,
+            r#"bazaar_http_requests_total{route="other",status="405"} 1"#,
+            r#"bazaar_http_requests_total{route="other",status="404"} 1"#,
+        ] {
+            assert!(text.contains(line), "no {line} in:\n{text}");
+        }
     }
 
     #[test]

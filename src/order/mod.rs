@@ -4,7 +4,9 @@
 //!
 //! - HTTP: `POST /orders` (leader only; else 421), `GET /orders/<n>` (committed orders only;
 //!   see `Status::read`), `GET /orders?since=N[&limit=M]` (pages of the log as this replica
-//!   holds it, committed or not: for peers and tools), `GET /synchronize`, `GET /health`, and, with the
+//!   holds it, committed or not: for peers and tools), `GET /synchronize`, `GET /health`,
+//!   `GET /metrics` (Prometheus text: the published status, group-commit histograms,
+//!   leaderships; `crate::metrics`), and, with the
 //!   deployment secret, `POST /propagate` (leader → follower) and `POST /vote` (candidate →
 //!   peer).
 //! - TCP lines (`lines`, protocol in [`crate::selection`]): `Ping`, `You win <hint> <secret>`,
@@ -45,11 +47,12 @@ use std::time::{Duration, Instant};
 use ::log::{info, warn};
 use parking_lot::{Condvar, Mutex};
 
+use self::core::RoleName;
 use self::core::{
     Answer, CatalogMessage, Core, Effect, Event, PeerMessage, PeerReply, Read, Status, Token,
 };
 use self::logfile::OrderLog;
-use self::store::FileStore;
+use self::store::{FileStore, SyncMetrics};
 use crate::api::{
     decimal_param, new_request_id, CatalogState, LogPage, Order, OrderAck, OrderRequest, Propagate,
     PropagateAck, ReplicaHealth, SyncState, VoteReply, VoteRequest,
@@ -58,6 +61,8 @@ use crate::config::{Config, ReplicaConfig};
 use crate::error::{Error, Result};
 use crate::http::Runs::Inline;
 use crate::http::{self, Client, Handler, Request, Response, Route, Server, ServerOptions};
+use crate::metrics::{gauge_value, Metrics};
+use prometheus::{IntCounter, IntGauge, IntGaugeVec};
 
 /// How often the core checks heartbeats, leases and retries.
 pub(crate) const TICK: Duration = Duration::from_millis(20);
@@ -111,6 +116,70 @@ struct Shared {
     events: Sender<Input>,
     next_token: AtomicU64,
     stopped: AtomicBool,
+    metrics: Metrics,
+    own: ReplicaMetrics,
+}
+
+/// Buckets of one sync's write + fdatasync, seconds.
+const FSYNC_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// Buckets of the orders one sync writes (group commit).
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// A replica's own metrics: the published status is copied in at each scrape, the rest is
+/// counted as it happens (`crate::metrics`).
+struct ReplicaMetrics {
+    role: IntGaugeVec,
+    epoch: IntGauge,
+    last: IntGauge,
+    commit: IntGauge,
+    applied: IntGauge,
+    leaderships: IntCounter,
+}
+
+impl ReplicaMetrics {
+    /// The replica's gauges and counter, and the histograms its store feeds.
+    fn new(m: &Metrics) -> Result<(ReplicaMetrics, SyncMetrics)> {
+        let own = ReplicaMetrics {
+            role: m.gauge_vec(
+                "bazaar_replica_role",
+                "1 for the role the replica has now (follower, candidate, leader), else 0.",
+                "role",
+            )?,
+            epoch: m.gauge("bazaar_replica_epoch", "The replica's current epoch.")?,
+            last: m.gauge(
+                "bazaar_replica_last_number",
+                "The highest order number the replica holds durably (-1: none).",
+            )?,
+            commit: m.gauge(
+                "bazaar_replica_commit_number",
+                "The highest order number the replica knows committed (-1: none).",
+            )?,
+            applied: m.gauge(
+                "bazaar_replica_applied_number",
+                "The highest order number the replica knows the catalog applied (-1: none).",
+            )?,
+            leaderships: m.counter(
+                "bazaar_replica_leaderships_total",
+                "Times this replica started leading (fail-overs to it, and the first election).",
+            )?,
+        };
+        let sync = SyncMetrics {
+            seconds: m.histogram(
+                "bazaar_replica_fsync_seconds",
+                "Time of one group commit: the log write and its fdatasync.",
+                FSYNC_BUCKETS,
+            )?,
+            orders: m.histogram(
+                "bazaar_replica_sync_batch_orders",
+                "Orders written by one group commit.",
+                BATCH_BUCKETS,
+            )?,
+        };
+        Ok((own, sync))
+    }
 }
 
 impl Shared {
@@ -139,8 +208,31 @@ impl Shared {
     }
 
     fn publish(&self, status: Status) {
-        *self.status.lock() = status;
+        {
+            let mut published = self.status.lock();
+            if status.role == RoleName::Leader && published.role != RoleName::Leader {
+                self.own.leaderships.inc();
+            }
+            *published = status;
+        }
         self.published.notify_all();
+    }
+
+    /// `GET /metrics` (`crate::metrics`; no secret, see there).
+    fn metrics(&self) -> Response {
+        self.metrics.render(|| {
+            let s = self.status();
+            for role in [RoleName::Follower, RoleName::Candidate, RoleName::Leader] {
+                self.own
+                    .role
+                    .with_label_values(&[role.as_str()])
+                    .set(i64::from(s.role == role));
+            }
+            self.own.epoch.set(gauge_value(s.epoch));
+            self.own.last.set(s.latest);
+            self.own.commit.set(s.commit);
+            self.own.applied.set(s.applied);
+        })
     }
 
     fn health(&self) -> ReplicaHealth {
@@ -347,7 +439,7 @@ struct Router(Arc<Shared>);
 
 impl Handler for Router {
     fn handle(&self, req: &Request) -> Result<Response> {
-        http::dispatch(ROUTES, &*self.0, req)
+        http::dispatch(ROUTES, &*self.0, &self.0.metrics, req)
     }
 
     /// Every route reads memory or hands an event to the core thread and waits: the pool hop
@@ -373,6 +465,7 @@ const ROUTES: &[Route<Shared>] = &[
     ("GET", &["health"], Inline, |s, _, _| {
         Ok(Response::ok(s.health()))
     }),
+    ("GET", &["metrics"], Inline, |s, _, _| Ok(s.metrics())),
 ];
 
 /// The three listening sockets of a replica, bound before it starts (tests bind
@@ -414,7 +507,10 @@ pub fn start(config: Config, id: u32) -> Result<Replica> {
 pub fn start_on(config: Config, id: u32, listeners: Listeners) -> Result<Replica> {
     config.replica(id)?;
     let log = Arc::new(OrderLog::open(&config.order_log_path(id))?);
-    let store = FileStore::new(log.clone(), config.order_state_path(id))?;
+    let metrics = Metrics::new()?;
+    let (own, sync_metrics) = ReplicaMetrics::new(&metrics)?;
+    let store =
+        FileStore::new(log.clone(), config.order_state_path(id))?.with_metrics(sync_metrics);
     let peers: Vec<ReplicaConfig> = config
         .order
         .replicas
@@ -445,6 +541,8 @@ pub fn start_on(config: Config, id: u32, listeners: Listeners) -> Result<Replica
         events,
         next_token: AtomicU64::new(0),
         stopped: AtomicBool::new(false),
+        metrics,
+        own,
     });
 
     let mut threads = Vec::new();

@@ -17,6 +17,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus::Histogram;
 
 use super::core::{HardState, Store};
 use super::failpoint;
@@ -32,6 +35,14 @@ pub(crate) struct FileStore {
     hard: HardState,
     /// Tests: the next sync with entries fails like a disk (see the module doc).
     fail_next_sync: bool,
+    /// `/metrics`: seconds of each write + fdatasync, and orders written by each.
+    observe: Option<SyncMetrics>,
+}
+
+/// The histograms a sync feeds (see [`FileStore::with_metrics`]).
+pub(crate) struct SyncMetrics {
+    pub(crate) seconds: Histogram,
+    pub(crate) orders: Histogram,
 }
 
 impl FileStore {
@@ -44,7 +55,14 @@ impl FileStore {
             state_path,
             hard,
             fail_next_sync: false,
+            observe: None,
         })
+    }
+
+    /// Has every successful sync with entries observed in `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: SyncMetrics) -> FileStore {
+        self.observe = Some(metrics);
+        self
     }
 
     fn first_pending(&self) -> Option<u64> {
@@ -129,7 +147,12 @@ impl Store for FileStore {
         if std::mem::take(&mut self.fail_next_sync) || failpoint::fails(failpoint::FAIL_SYNC) {
             return self.log.append_failing_sync(entries);
         }
+        let (orders, started) = (entries.len(), Instant::now());
         self.log.append(entries)?;
+        if let Some(m) = &self.observe {
+            m.seconds.observe(started.elapsed().as_secs_f64());
+            m.orders.observe(orders as f64);
+        }
         failpoint::hit(failpoint::AFTER_LOG_APPEND);
         Ok(())
     }
