@@ -1,6 +1,6 @@
 //! End to end, on real processes: what clients read is committed, and comes from a leader that
-//! still leads (issue 15, holes 3 and 4); a 503 "re-send" names the request id to re-send
-//! with (hole 6).
+//! still leads (docs/spec.md §4, "Reads are of committed orders only"); a 503 "re-send" names
+//! the request id to re-send with (§3).
 //!
 //! - `an_uncommitted_order_is_never_read`: with both followers frozen, the leader's order
 //!   cannot commit; reading its number (through the front-end and on the leader) must not

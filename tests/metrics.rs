@@ -1,4 +1,4 @@
-//! `GET /metrics` end to end, on real processes (issue 17 §5).
+//! `GET /metrics` end to end, on real processes (docs/spec.md §1).
 //!
 //! - `every_service_answers_metrics`: each of the five services answers 200 in the Prometheus
 //!   text format with its own metric names; the leader's show its role, its group commits
