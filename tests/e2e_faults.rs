@@ -5,42 +5,15 @@
 
 mod common;
 
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bazaar::api::{Order, OrderRequest, OrderType, SyncState};
-use bazaar::client::{ClientOptions, Summary};
+use bazaar::client::Summary;
 use bazaar::selection;
-use common::{assert_error, raw, wait_for, Cluster, Options, Process, CALL_TIMEOUT};
-
-/// Starts `clients` clients against the front-end in the background.
-fn load(b: &Cluster, clients: usize, n_request: usize, seed: u64) -> JoinHandle<Summary> {
-    let (host, port) = b.frontend.rsplit_once(':').unwrap();
-    let options = ClientOptions {
-        prob: 1.0,
-        seed,
-        n_request,
-        clients,
-        ..ClientOptions::new(host, port.parse().unwrap())
-    };
-    thread::spawn(move || bazaar::client::run(&options))
-}
-
-/// Orders in replica `id`'s log file right now.
-fn logged(b: &Cluster, id: u32) -> usize {
-    common::read(&b.log_path(id))
-        .lines()
-        .count()
-        .saturating_sub(1)
-}
-
-fn wait_logged(b: &Cluster, id: u32, at_least: usize) {
-    wait_for(
-        &format!("{at_least} orders in replica {id}'s log"),
-        Duration::from_secs(30),
-        || (logged(b, id) >= at_least).then_some(()),
-    );
-}
+use common::{
+    assert_error, load, logged, raw, wait_for, wait_logged, Cluster, Options, Process, CALL_TIMEOUT,
+};
 
 fn sync_state(b: &Cluster, id: u32) -> Option<SyncState> {
     b.client

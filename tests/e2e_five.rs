@@ -10,20 +10,17 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bazaar::api::{Order, OrderType};
-use bazaar::client::{ClientOptions, Summary};
 use bazaar::testkit::cluster::{order_request, two_leaders_in_one_epoch, CatalogView, Sampler};
-use common::{wait_for, Cluster, Options, Process, CALL_TIMEOUT};
+use common::{
+    load, logged, raw_within, wait_for, wait_logged, Cluster, Options, Process, CALL_TIMEOUT,
+    PROGRESS_TIMEOUT,
+};
 
 /// The replicas of this bazaar.
 const REPLICAS: u32 = 5;
-
-/// How long the test waits for progress (orders logged, a new leader) after a fault: a
-/// fail-over (lease, vote, catch-up) on a busy machine fits well within it.
-const PROGRESS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long an order is re-sent (same request id) before the test gives up on it.
 const ACK_TIMEOUT: Duration = Duration::from_secs(40);
@@ -38,62 +35,6 @@ const NO_MAJORITY_ANSWER: Duration = Duration::from_secs(20);
 /// Read timeout of the raw order sent without a majority: longer than [`NO_MAJORITY_ANSWER`],
 /// so that a slow answer is measured rather than cut off.
 const RAW_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// `POST /orders` on a fresh connection: the status and the JSON body (`Null` if none), the
-/// status 0 when no answer came within [`RAW_TIMEOUT`]. (The harness's client would report a
-/// timeout of its own as 503, which is what this test must tell apart.)
-fn post_order_raw(addr: &str, body: &str) -> (u16, serde_json::Value) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(RAW_TIMEOUT)).unwrap();
-    let request = format!(
-        "POST /orders HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let json = text
-        .split_once("\r\n\r\n")
-        .and_then(|(_, b)| serde_json::from_str(b).ok())
-        .unwrap_or(serde_json::Value::Null);
-    (status, json)
-}
-
-/// Starts `clients` clients (every lookup followed by an order) in the background.
-fn load(b: &Cluster, clients: usize, n_request: usize, seed: u64) -> JoinHandle<Summary> {
-    let (host, port) = b.frontend.rsplit_once(':').unwrap();
-    let options = ClientOptions {
-        prob: 1.0,
-        seed,
-        n_request,
-        clients,
-        ..ClientOptions::new(host, port.parse().unwrap())
-    };
-    thread::spawn(move || bazaar::client::run(&options))
-}
-
-/// Orders in replica `id`'s log file right now.
-fn logged(b: &Cluster, id: u32) -> usize {
-    common::read(&b.log_path(id))
-        .lines()
-        .count()
-        .saturating_sub(1)
-}
-
-fn wait_logged(b: &Cluster, id: u32, at_least: usize) {
-    wait_for(
-        &format!("{at_least} orders in replica {id}'s log"),
-        PROGRESS_TIMEOUT,
-        || (logged(b, id) >= at_least).then_some(()),
-    );
-}
 
 /// Waits until the front-end reports a leader other than `not`.
 fn wait_new_leader(b: &Cluster, not: u32) -> u32 {
@@ -202,7 +143,7 @@ fn five_replicas_survive_two_failures_and_lose_nothing_with_three_down() {
     let req = order_request("FishCo", 3, OrderType::Buy, Some("five-three-down"));
     let body = serde_json::to_string(&req).unwrap();
     let started = Instant::now();
-    let got = post_order_raw(&b.frontend, &body);
+    let got = raw_within(&b.frontend, "POST", "/orders", &body, RAW_TIMEOUT);
     eprintln!(
         "three of five down: {} after {:?}",
         got.0,

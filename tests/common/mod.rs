@@ -73,9 +73,21 @@ pub fn read(path: &std::path::Path) -> String {
 
 /// One raw HTTP/1.1 request on a fresh connection: status and JSON body (`Null` if none).
 pub fn raw(addr: &str, method: &str, target: &str, body: &str) -> (u16, serde_json::Value) {
+    raw_within(addr, method, target, body, CALL_TIMEOUT)
+}
+
+/// [`raw`] with its own read timeout; the status is 0 when no answer came within it (the
+/// harness's client would report its own timeout as 503, which some tests must tell apart).
+pub fn raw_within(
+    addr: &str,
+    method: &str,
+    target: &str,
+    body: &str,
+    timeout: Duration,
+) -> (u16, serde_json::Value) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(CALL_TIMEOUT)).unwrap();
+    stream.set_read_timeout(Some(timeout)).unwrap();
     let request = format!(
         "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -108,5 +120,41 @@ pub fn assert_error(what: &str, got: &(u16, serde_json::Value), code: u16) {
         got.1["error"]["message"].is_string(),
         "{what}: error.message in {}",
         got.1
+    );
+}
+
+/// How long a test waits for orders to keep being logged.
+pub const PROGRESS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Starts `clients` clients (every lookup followed by an order) against the front-end in the
+/// background.
+pub fn load(
+    b: &Cluster,
+    clients: usize,
+    n_request: usize,
+    seed: u64,
+) -> std::thread::JoinHandle<bazaar::client::Summary> {
+    let (host, port) = b.frontend.rsplit_once(':').unwrap();
+    let options = bazaar::client::ClientOptions {
+        prob: 1.0,
+        seed,
+        n_request,
+        clients,
+        ..bazaar::client::ClientOptions::new(host, port.parse().unwrap())
+    };
+    std::thread::spawn(move || bazaar::client::run(&options))
+}
+
+/// Orders in replica `id`'s log file right now.
+pub fn logged(b: &Cluster, id: u32) -> usize {
+    read(&b.log_path(id)).lines().count().saturating_sub(1)
+}
+
+/// Waits until replica `id`'s log file holds at least `at_least` orders.
+pub fn wait_logged(b: &Cluster, id: u32, at_least: usize) {
+    wait_for(
+        &format!("{at_least} orders in replica {id}'s log"),
+        PROGRESS_TIMEOUT,
+        || (logged(b, id) >= at_least).then_some(()),
     );
 }
