@@ -15,18 +15,12 @@ use std::time::{Duration, Instant};
 use bazaar::api::{Order, OrderType};
 use bazaar::testkit::cluster::{order_request, two_leaders_in_one_epoch, CatalogView, Sampler};
 use common::{
-    load, logged, raw_within, wait_for, wait_logged, Cluster, Options, Process, CALL_TIMEOUT,
-    PROGRESS_TIMEOUT,
+    load, logged, place_acked, raw_within, wait_for, wait_logged, Cluster, Options, Process,
+    CALL_TIMEOUT, PROGRESS_TIMEOUT,
 };
 
 /// The replicas of this bazaar.
 const REPLICAS: u32 = 5;
-
-/// How long an order is re-sent (same request id) before the test gives up on it.
-const ACK_TIMEOUT: Duration = Duration::from_secs(40);
-
-/// Pause between re-sends of one order (the front-end already retries for 6 s itself).
-const RESEND_PAUSE: Duration = Duration::from_millis(200);
 
 /// How long an order sent without a majority may take to be answered 503: the front-end's
 /// forward deadline (6 s) plus slack for a loaded machine.
@@ -43,30 +37,6 @@ fn wait_new_leader(b: &Cluster, not: u32) -> u32 {
         PROGRESS_TIMEOUT,
         || b.frontend_health().ok()?.leader.filter(|&l| l != not),
     )
-}
-
-/// Sends `rid` until it is acknowledged; only 5xx and 421 (try again) are tolerated.
-fn place_acked(b: &Cluster, name: &str, quantity: u64, kind: OrderType, rid: &str) -> Order {
-    let req = order_request(name, quantity, kind, Some(rid));
-    let mut last = None;
-    let ack = common::poll(ACK_TIMEOUT, RESEND_PAUSE, || match b.place_order(0, &req) {
-        Ok(ack) => Some(ack),
-        Err(e) => {
-            assert!(
-                e.status() >= 500 || e.status() == 421,
-                "order {rid} refused for good: {e}"
-            );
-            last = Some(e);
-            None
-        }
-    })
-    .unwrap_or_else(|| panic!("order {rid} not acknowledged within {ACK_TIMEOUT:?}: {last:?}"));
-    Order {
-        number: ack.transaction_number,
-        name: name.into(),
-        kind,
-        quantity,
-    }
 }
 
 /// Asserts [`Cluster::check_all`]: docs/spec.md §5 on the files and the catalog, and every
@@ -166,12 +136,20 @@ fn five_replicas_survive_two_failures_and_lose_nothing_with_three_down() {
     b.start_service(Process::Order(back)).unwrap();
     acknowledged.push(place_acked(
         &b,
+        0,
         "FishCo",
         3,
         OrderType::Buy,
         "five-three-down",
     ));
-    acknowledged.push(place_acked(&b, "BoarCo", 2, OrderType::Sell, "five-after"));
+    acknowledged.push(place_acked(
+        &b,
+        0,
+        "BoarCo",
+        2,
+        OrderType::Sell,
+        "five-after",
+    ));
     for id in returning {
         b.start_service(Process::Order(id)).unwrap();
     }

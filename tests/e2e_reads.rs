@@ -24,15 +24,8 @@ use std::time::{Duration, Instant};
 
 use bazaar::api::{Order, OrderAck, OrderType, RESEND};
 use bazaar::testkit::cluster::order_request;
-use common::{Cluster, Options, Process, CALL_TIMEOUT};
+use common::{place_acked, Cluster, Options, Process, ACK_TIMEOUT, CALL_TIMEOUT, RESEND_PAUSE};
 use serde_json::Value;
-
-/// How long an order is re-sent (same request id) before the test gives up on it: a fail-over
-/// (lease, vote, catch-up) on a busy machine fits well within it.
-const ACK_TIMEOUT: Duration = Duration::from_secs(40);
-
-/// Pause between re-sends of one order (the front-end already retries for 6 s itself).
-const RESEND_PAUSE: Duration = Duration::from_millis(200);
 
 /// How long to wait for the front-end to see a leader.
 const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -109,40 +102,6 @@ fn read_order(addr: &str, n: u64) -> (u16, Option<Order>) {
             .unwrap_or_else(|e| panic!("order {n} from {addr}: {e}: {body}"))
     });
     (status, order)
-}
-
-/// Places an order through front-end `fe` under request id `rid`, re-sending it while the
-/// answer is a 5xx or a 421, until acknowledged; panics after [`ACK_TIMEOUT`].
-fn place_acked(
-    b: &Cluster,
-    fe: usize,
-    name: &str,
-    quantity: u64,
-    kind: OrderType,
-    rid: &str,
-) -> Order {
-    let req = order_request(name, quantity, kind, Some(rid));
-    let mut last = None;
-    let ack = common::poll(ACK_TIMEOUT, RESEND_PAUSE, || {
-        match b.place_order(fe, &req) {
-            Ok(ack) => Some(ack),
-            Err(e) => {
-                assert!(
-                    e.status() >= 500 || e.status() == 421,
-                    "order {rid} refused for good: {e}"
-                );
-                last = Some(e);
-                None
-            }
-        }
-    })
-    .unwrap_or_else(|| panic!("order {rid} not acknowledged within {ACK_TIMEOUT:?}: {last:?}"));
-    Order {
-        number: ack.transaction_number,
-        name: name.into(),
-        kind,
-        quantity,
-    }
 }
 
 fn wait_frontend_leader(b: &Cluster, fe: usize) -> u32 {

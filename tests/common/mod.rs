@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use bazaar::api::{LogEntry, Order};
+use bazaar::api::{LogEntry, Order, OrderType};
 use bazaar::testkit::cluster::Binaries;
 #[allow(unused_imports)]
 pub use bazaar::testkit::cluster::{Cluster, ClusterOptions as Options, Process, CALL_TIMEOUT};
@@ -157,4 +157,45 @@ pub fn wait_logged(b: &Cluster, id: u32, at_least: usize) {
         PROGRESS_TIMEOUT,
         || (logged(b, id) >= at_least).then_some(()),
     );
+}
+
+/// How long an order is re-sent (same request id) before a test gives up on it: a fail-over
+/// (lease, vote, catch-up) on a busy machine fits well within it.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// Pause between re-sends of one order (the front-end already retries for 6 s itself).
+pub const RESEND_PAUSE: Duration = Duration::from_millis(200);
+
+/// Places an order through front-end `fe` under request id `rid`, re-sending it while the
+/// answer is a 5xx or a 421, until acknowledged; panics after [`ACK_TIMEOUT`].
+pub fn place_acked(
+    b: &Cluster,
+    fe: usize,
+    name: &str,
+    quantity: u64,
+    kind: OrderType,
+    rid: &str,
+) -> Order {
+    let req = bazaar::testkit::cluster::order_request(name, quantity, kind, Some(rid));
+    let mut last = None;
+    let ack = poll(ACK_TIMEOUT, RESEND_PAUSE, || {
+        match b.place_order(fe, &req) {
+            Ok(ack) => Some(ack),
+            Err(e) => {
+                assert!(
+                    e.status() >= 500 || e.status() == 421,
+                    "order {rid} refused for good: {e}"
+                );
+                last = Some(e);
+                None
+            }
+        }
+    })
+    .unwrap_or_else(|| panic!("order {rid} not acknowledged within {ACK_TIMEOUT:?}: {last:?}"));
+    Order {
+        number: ack.transaction_number,
+        name: name.into(),
+        kind,
+        quantity,
+    }
 }
