@@ -42,15 +42,7 @@ fn wait_new_leader(b: &Cluster, not: u32) -> u32 {
 /// Asserts [`Cluster::check_all`]: docs/spec.md §5 on the files and the catalog, and every
 /// catalog sample a prefix of the log.
 fn assert_all_hold(b: &Cluster, acknowledged: &[Order], samples: &[CatalogView]) {
-    let (_, verdicts) = b.check_all(acknowledged, samples);
-    for verdict in verdicts {
-        assert!(
-            verdict.violation.is_none(),
-            "{}: {}",
-            verdict.name,
-            verdict.violation.unwrap_or_default()
-        );
-    }
+    common::assert_verdicts(b.check_all(acknowledged, samples).1);
 }
 
 #[test]

@@ -111,6 +111,19 @@ struct Wire<M> {
     busy: Option<(u64, M)>,
 }
 
+impl<M: Clone> Wire<M> {
+    /// If idle, takes the next queued message as request `seq` (in flight until answered or
+    /// timed out).
+    fn start(&mut self, seq: u64) -> Option<M> {
+        if self.busy.is_some() {
+            return None;
+        }
+        let msg = self.outbox.pop_front()?;
+        self.busy = Some((seq, msg.clone()));
+        Some(msg)
+    }
+}
+
 impl<M> Default for Wire<M> {
     fn default() -> Self {
         Wire {
@@ -446,16 +459,11 @@ impl Sim {
 
     /// Starts the next request on an idle link.
     fn pump(&mut self, link: Link) {
-        let wire = self.wires.entry(link).or_default();
-        if wire.busy.is_some() {
-            return;
-        }
-        let Some(msg) = wire.outbox.pop_front() else {
+        let seq = self.seq + 1;
+        let Some(msg) = self.wires.entry(link).or_default().start(seq) else {
             return;
         };
-        self.seq += 1;
-        let seq = self.seq;
-        wire.busy = Some((seq, msg.clone()));
+        self.seq = seq;
         let patience = match msg {
             PeerMessage::FetchPage { .. } => PAGE_TIMEOUT,
             _ => PEER_TIMEOUT,
@@ -584,16 +592,11 @@ impl Sim {
     }
 
     fn pump_catalog(&mut self, id: u32) {
-        let wire = self.catalog_wires.entry(id).or_default();
-        if wire.busy.is_some() {
-            return;
-        }
-        let Some(msg) = wire.outbox.pop_front() else {
+        let seq = self.seq + 1;
+        let Some(msg) = self.catalog_wires.entry(id).or_default().start(seq) else {
             return;
         };
-        self.seq += 1;
-        let seq = self.seq;
-        wire.busy = Some((seq, msg.clone()));
+        self.seq = seq;
         self.at(
             CATALOG_TIMEOUT.as_millis() as u64,
             Job::CatalogTimeout { to: id, seq },

@@ -50,6 +50,12 @@ pub fn eventually(timeout: Duration, interval: Duration, mut check: impl FnMut()
 /// Asserts every invariant of docs/spec.md §5 that the files and the catalog show; returns the log.
 pub fn assert_invariants(cluster: &Cluster, acknowledged: &[Order]) -> Vec<LogEntry> {
     let (log, verdicts) = cluster.check_invariants(acknowledged);
+    assert_verdicts(verdicts);
+    log
+}
+
+/// Asserts that no verdict names a violation.
+pub fn assert_verdicts(verdicts: Vec<bazaar::testkit::cluster::Invariant>) {
     for verdict in verdicts {
         assert!(
             verdict.violation.is_none(),
@@ -58,7 +64,6 @@ pub fn assert_invariants(cluster: &Cluster, acknowledged: &[Order]) -> Vec<LogEn
             verdict.violation.unwrap_or_default()
         );
     }
-    log
 }
 
 /// The entries of an order log file.
