@@ -13,6 +13,7 @@
 //! - [`config`]: the one YAML deployment file, its environment overrides and validation, and
 //!   the resolved values that scripts read from `frontend --print-config`.
 //! - [`api`]: every JSON body on the wire, shared by services, client and tests.
+//! - `checksum`: the CRC32C seal on every record read back from disk.
 //! - `durable`: atomic, durable replacement of a whole file (catalog snapshot, replica state).
 //! - [`error`]: the one error enum and its mapping to HTTP statuses.
 //! - [`http`]: the blocking HTTP server (thread per connection, fixed handler pool) and the
@@ -65,6 +66,7 @@
 
 pub mod api;
 pub mod catalog;
+mod checksum;
 pub mod client;
 pub mod config;
 mod durable;

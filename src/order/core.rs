@@ -158,6 +158,36 @@ pub(crate) struct HardState {
     /// The epoch of the leader whose log this log is a prefix of.
     #[serde(default)]
     pub(crate) log_epoch: u64,
+    /// How far the `log_epoch` claim reaches: our log held that leader's log through this
+    /// entry when the claim was saved. Checked at start: a log that lost any of it (cut short,
+    /// replaced) no longer backs the claim. `None` with `log_epoch` 0, and in files written
+    /// before checksums (trusted as they are).
+    #[serde(default)]
+    pub(crate) log_through: Option<Through>,
+    /// The disk was found wiped or damaged and no leader has repaired the replica yet: it
+    /// grants no vote and does not campaign (see `Core`'s recovery rules).
+    #[serde(default)]
+    pub(crate) recovering: bool,
+}
+
+/// The last entry a `log_epoch` claim covers, and its chained checksum (`crate::checksum`),
+/// which vouches for every entry up to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Through {
+    pub(crate) number: u64,
+    pub(crate) checksum: u32,
+}
+
+/// What a [`Store`] found wrong with its files when it opened them, or since (a read of an
+/// entry that no longer checks). The core decides what it means (see its recovery rules).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Damage {
+    /// The hard state is missing or failed its checksum: the replica may have granted votes
+    /// it no longer remembers. (A new replica's disk looks the same: the core asks its peers.)
+    pub(crate) state_lost: bool,
+    /// The first entry that failed its checksum (or was unreadable); the store holds only the
+    /// entries before it, and cuts the rest from its file at the next write.
+    pub(crate) log_from: Option<u64>,
 }
 
 /// The log and hard state as the core sees them. Appends may be buffered until [`Store::sync`];
@@ -181,6 +211,10 @@ pub(crate) trait Store {
     fn hard_state(&self) -> HardState;
     /// Writes the hard state durably before returning.
     fn save_hard_state(&mut self, state: HardState) -> Result<()>;
+    /// The chained checksum through synced entry `number` (see [`Through`]), if held.
+    fn checksum(&self, number: u64) -> Option<u32>;
+    /// What was found damaged or missing (at open, or by a read since).
+    fn damage(&self) -> Damage;
 }
 
 /// Identifies a caller waiting for an [`Answer`]; chosen by the driver.

@@ -139,6 +139,12 @@ impl Store for MemStore {
         self.hard = state;
         Ok(())
     }
+    fn checksum(&self, _number: u64) -> Option<u32> {
+        None
+    }
+    fn damage(&self) -> Damage {
+        Damage::default()
+    }
 }
 
 /// The catalog as the replicas see it: fenced by epoch, applying in number order.

@@ -49,6 +49,7 @@ mod tests {
             epoch: 7,
             voted_for: Some(2),
             log_epoch: 5,
+            ..HardState::default()
         };
         save(&path, &state).unwrap();
         assert_eq!(load(&path).unwrap(), state);
@@ -58,7 +59,8 @@ mod tests {
             HardState {
                 epoch: 4,
                 voted_for: None,
-                log_epoch: 0
+                log_epoch: 0,
+                ..HardState::default()
             }
         );
         std::fs::write(&path, "{\"ep").unwrap();

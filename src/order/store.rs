@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use prometheus::Histogram;
 
-use super::core::{HardState, Store};
+use super::core::{Damage, HardState, Store};
 use super::failpoint;
 use super::logfile::OrderLog;
 use crate::api::{LogEntry, LogPosition};
@@ -173,6 +173,14 @@ impl Store for FileStore {
         super::epoch::save(&self.state_path, &state)?;
         self.hard = state;
         Ok(())
+    }
+
+    fn checksum(&self, _number: u64) -> Option<u32> {
+        None // TODO(h-log): the log file's chained checksum
+    }
+
+    fn damage(&self) -> Damage {
+        Damage::default() // TODO(h-log): from OrderLog::open, epoch::load and reads
     }
 }
 
