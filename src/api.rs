@@ -409,6 +409,10 @@ pub struct ReplicaHealth {
     pub commit: i64,
     /// Highest order number the catalog has applied, as the leader last heard (-1: unknown).
     pub applied: i64,
+    /// Its disk was found wiped or damaged and no leader has repaired it yet: it votes for
+    /// nobody and answers `Ping` with `WAIT` (docs/replication.md, "Storage faults").
+    #[serde(default)]
+    pub recovering: bool,
 }
 
 /// An order replica's `GET /health` as the front-end's live page reads it: lenient, so that

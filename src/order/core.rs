@@ -235,6 +235,8 @@ pub(crate) enum Event {
     Propagate { token: Token, msg: Propagate },
     /// A candidate's `POST /vote`.
     Vote { token: Token, req: VoteRequest },
+    /// A peer's `GET /synchronize`: a recovering replica learning our epoch.
+    Probe { token: Token },
     /// The answer (or failure) of something this replica sent to a peer.
     PeerReply { from: u32, reply: PeerReply },
     /// The answer (or failure) of something this replica sent to the catalog.
@@ -262,6 +264,9 @@ pub(crate) enum PeerReply {
         since: u64,
         result: Result<LogPage>,
     },
+    Probe {
+        result: Result<SyncState>,
+    },
 }
 
 /// What the core wants done.
@@ -281,6 +286,8 @@ pub(crate) enum PeerMessage {
         since: u64,
         limit: usize,
     },
+    /// `GET /synchronize` on the peer: its hard epoch and log (see [`Recovery`]).
+    Probe,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -296,6 +303,7 @@ pub(crate) enum Answer {
     Lead(Option<u64>),
     Propagate(Result<PropagateAck>),
     Vote(Result<VoteReply>),
+    Probe(SyncState),
 }
 
 /// A snapshot for `/health` and the line ports.
@@ -313,6 +321,8 @@ pub(crate) struct Status {
     pub(crate) ready: bool,
     /// While leading: reads and refusals are safe before this instant ([`READ_LEASE`]).
     pub(crate) read_lease: Option<Instant>,
+    /// Its disk was found wiped or damaged and no leader has repaired it yet.
+    pub(crate) recovering: bool,
 }
 
 /// How `GET /orders/<n>` may be answered (see [`Status::read`]).
@@ -451,6 +461,15 @@ struct CatalogLink {
     cap: Option<usize>,
 }
 
+/// A replica whose disk was found wiped or damaged, until a leader has repaired it.
+struct Recovery {
+    /// Set when the hard state was lost: what each peer reported, until every peer answered
+    /// (then the epoch floor is known, or the deployment is found to be new).
+    probe: Option<BTreeMap<u32, SyncState>>,
+    /// When the peers that have not answered were last asked.
+    probe_sent: Option<Instant>,
+}
+
 /// One replica's protocol state.
 pub(crate) struct Core<S: Store> {
     id: u32,
@@ -471,13 +490,23 @@ pub(crate) struct Core<S: Store> {
     effects: Vec<Effect>,
     now: Instant,
     started: Instant,
+    /// `Some` while the replica recovers from a lost or damaged disk.
+    recovery: Option<Recovery>,
 }
 
 impl<S: Store> Core<S> {
-    pub(crate) fn new(id: u32, peers: Vec<u32>, store: S, now: Instant) -> Core<S> {
-        let hard = store.hard_state();
+    /// A replica on `store` as it was found on disk. If the store reports damage (or the hard
+    /// state's claim no longer matches the log), the replica starts recovering; that may
+    /// write the hard state and cut the log, hence the `Result`.
+    pub(crate) fn new(id: u32, peers: Vec<u32>, store: S, now: Instant) -> Result<Core<S>> {
+        let damage = store.damage();
+        let hard = if damage.state_lost {
+            HardState::default()
+        } else {
+            store.hard_state()
+        };
         let durable = store.latest();
-        Core {
+        let mut core = Core {
             id,
             peers,
             store,
@@ -491,7 +520,10 @@ impl<S: Store> Core<S> {
             effects: Vec::new(),
             now,
             started: now,
-        }
+            recovery: None,
+        };
+        core.check_disk(damage)?;
+        Ok(core)
     }
 
     #[cfg(test)]
@@ -518,7 +550,9 @@ impl<S: Store> Core<S> {
             applied: self.applied,
             log_epoch: self.hard.log_epoch,
             read_lease: self.read_lease(),
+            recovering: self.recovery.is_some(),
             ready: match &self.role {
+                _ if self.recovery.is_some() => false,
                 Role::Follower(f) if within(f.heard, self.now, LEADER_LEASE) => f.caught_up,
                 Role::Follower(_) => !within(Some(self.started), self.now, LEADER_LEASE),
                 _ => true,
@@ -605,6 +639,10 @@ impl<S: Store> Core<S> {
                 self.answer(token, Answer::Vote(Ok(answer)));
                 Ok(())
             }
+            Event::Probe { token } => {
+                self.answer(token, Answer::Probe(self.sync_state()));
+                Ok(())
+            }
             Event::PeerReply { from, reply } => match reply {
                 PeerReply::Propagate {
                     epoch,
@@ -613,6 +651,7 @@ impl<S: Store> Core<S> {
                 } => self.propagate_reply(from, epoch, sent_last, result),
                 PeerReply::Vote { epoch, pre, result } => self.vote_reply(from, epoch, pre, result),
                 PeerReply::Page { since, result } => self.page(from, since, result),
+                PeerReply::Probe { result } => self.probe_reply(from, result),
             },
             Event::CatalogReply { epoch, result } => self.catalog_reply(epoch, result),
         }
@@ -653,16 +692,215 @@ impl<S: Store> Core<S> {
     /// claim is only true of entries on disk, so the store syncs first: a crash between the two
     /// writes leaves the entries without the claim (harmless: we rank lower), never the claim
     /// without the entries (which could elect us without acknowledged orders).
+    ///
+    /// The claim also names the last entry it covers and that entry's chained checksum
+    /// ([`Through`]), so a log that later loses any of it is caught at start. A recovering
+    /// replica that makes the claim is repaired: its log is now a leader's log through that
+    /// leader's base.
     fn claim_log_epoch(&mut self, epoch: u64) -> Result<()> {
-        if self.hard.log_epoch == epoch {
+        if self.hard.log_epoch == epoch && self.recovery.is_none() {
             return Ok(());
         }
         self.store.sync()?;
         self.durable = self.store.latest();
+        let log_through = u64::try_from(self.durable).ok().and_then(|number| {
+            let checksum = self.store.checksum(number)?;
+            Some(Through { number, checksum })
+        });
         self.save_hard(HardState {
             log_epoch: epoch,
+            log_through,
+            recovering: false,
             ..self.hard
-        })
+        })?;
+        if self.recovery.take().is_some() {
+            info!(
+                "replica {} is repaired: its log is the log of epoch {epoch}'s leader through {}",
+                self.id, self.durable
+            );
+        }
+        Ok(())
+    }
+
+    /// Removes entries `from..` of our log. A claim that vouches for any of them goes first
+    /// (persisted claims follow their data): we then rank as a log of no epoch until the
+    /// next claim.
+    fn cut_log(&mut self, from: u64) -> Result<()> {
+        if self.hard.log_through.is_some_and(|t| t.number >= from) {
+            self.save_hard(HardState {
+                log_epoch: 0,
+                log_through: None,
+                ..self.hard
+            })?;
+        }
+        self.store.truncate(from)
+    }
+
+    // ---- Recovery from a lost or damaged disk ----------------------------------------------
+
+    /// Decides, from what the store found, whether this replica may take part as it is or
+    /// must recover first (see `docs/replication.md`, "Storage faults"):
+    ///
+    /// - hard state lost: votes it granted are forgotten, so it learns the epochs of every
+    ///   peer first ([`Core::probe_reply`]);
+    /// - log damaged, or shorter than its claim: it keeps the intact prefix and drops the
+    ///   claim (saved before the log is cut: the claim must never outlive its data).
+    ///
+    /// A recovering replica grants no vote, does not campaign and is not ready, until a
+    /// leader's propagate brings its log through that leader's base ([`Core::claim_log_epoch`]).
+    fn check_disk(&mut self, damage: Damage) -> Result<()> {
+        let claim_lost = self
+            .hard
+            .log_through
+            .filter(|t| self.store.checksum(t.number) != Some(t.checksum));
+        let log_damaged = damage.log_from;
+        if !damage.state_lost && log_damaged.is_none() && claim_lost.is_none() {
+            if self.hard.recovering && self.recovery.is_none() {
+                // A restart in the middle of a repair: still recovering.
+                warn!("replica {}: still recovering from a damaged disk", self.id);
+                self.recovery = Some(Recovery {
+                    probe: None,
+                    probe_sent: None,
+                });
+            }
+            return Ok(());
+        }
+        if damage.state_lost {
+            warn!(
+                "replica {}: its hard state is missing or damaged: it votes for nobody until it \
+                 has heard the epoch of every peer (a new deployment: all report an empty disk)",
+                self.id
+            );
+        }
+        if let Some(t) = claim_lost {
+            warn!(
+                "replica {}: its log no longer holds order {} with checksum {:08x}, which its \
+                 claim to epoch {}'s log covers (cut short or replaced): recovering",
+                self.id, t.number, t.checksum, self.hard.log_epoch
+            );
+        }
+        if let Some(n) = log_damaged {
+            warn!(
+                "replica {}: its log is damaged from order {n} on: keeping orders before it, \
+                 recovering the rest from the leader",
+                self.id
+            );
+        }
+        if !damage.state_lost {
+            self.save_hard(HardState {
+                log_epoch: 0,
+                log_through: None,
+                recovering: true,
+                ..self.hard
+            })?;
+        }
+        if let Some(n) = log_damaged {
+            self.store.truncate(n)?;
+            self.durable = self.store.latest();
+        }
+        let probe = match &self.recovery {
+            Some(r) => r.probe.clone(),
+            None => damage.state_lost.then(BTreeMap::new),
+        };
+        self.recovery = Some(Recovery {
+            probe,
+            probe_sent: None,
+        });
+        if self.is_leader() || matches!(self.role, Role::Candidate(_)) {
+            self.become_follower(None, "its disk is damaged");
+        }
+        Ok(())
+    }
+
+    /// Asks the peers that have not answered yet for their state (every
+    /// [`HEARTBEAT_INTERVAL`]).
+    fn probe_peers(&mut self) {
+        let Some(Recovery {
+            probe: Some(answers),
+            probe_sent,
+        }) = &mut self.recovery
+        else {
+            return;
+        };
+        if within(*probe_sent, self.now, HEARTBEAT_INTERVAL) {
+            return;
+        }
+        *probe_sent = Some(self.now);
+        let ask: Vec<u32> = self
+            .peers
+            .iter()
+            .copied()
+            .filter(|p| !answers.contains_key(p))
+            .collect();
+        for peer in ask {
+            self.send(peer, PeerMessage::Probe);
+        }
+    }
+
+    /// A peer's state, while our hard state is lost. Once every peer answered:
+    ///
+    /// - all report epoch 0 and an empty log: nobody ever granted an epoch, so there is no vote
+    ///   we could have forgotten: a new deployment, and we start as new;
+    /// - otherwise any epoch we granted before the loss was persisted by its candidate, which
+    ///   is among them: we take the highest as ours, granted to nobody else (as if to
+    ///   ourselves), and wait for a leader of at least that epoch to repair our log.
+    ///
+    /// Every peer, not a majority: a candidate we granted an epoch to needed only our grant and
+    /// its own, and may be the one peer that did not answer.
+    fn probe_reply(&mut self, from: u32, result: Result<SyncState>) -> Result<()> {
+        let Some(Recovery {
+            probe: Some(answers),
+            ..
+        }) = &mut self.recovery
+        else {
+            return Ok(());
+        };
+        match result {
+            Ok(state) => {
+                answers.insert(from, state);
+            }
+            Err(e) => {
+                debug!("replica {}: probe of replica {from}: {e}", self.id);
+                return Ok(());
+            }
+        }
+        if answers.len() < self.peers.len() {
+            return Ok(());
+        }
+        let fresh = answers
+            .values()
+            .all(|s| s.epoch == 0 && s.log_epoch == 0 && s.latest < 0);
+        let floor = answers.values().map(|s| s.epoch).max().unwrap_or(0);
+        if fresh {
+            // Saved even though it equals the state in memory: the file must exist, so that a
+            // restart does not take it for lost again.
+            self.store.save_hard_state(HardState::default())?;
+            self.hard = HardState::default();
+            self.recovery = None;
+            info!(
+                "replica {}: every replica reports an empty disk: a new deployment",
+                self.id
+            );
+        } else {
+            let hard = HardState {
+                epoch: floor,
+                voted_for: Some(self.id),
+                log_epoch: 0,
+                log_through: None,
+                recovering: true,
+            };
+            self.store.save_hard_state(hard)?;
+            self.hard = hard;
+            if let Some(r) = &mut self.recovery {
+                r.probe = None;
+            }
+            info!(
+                "replica {}: its peers are at epoch {floor}; it votes for nobody until a leader \
+                 of at least that epoch has repaired its log",
+                self.id
+            );
+        }
+        Ok(())
     }
 
     // ---- Leader selection ------------------------------------------------------------------
@@ -679,6 +917,11 @@ impl<S: Store> Core<S> {
             }
             Role::Candidate(c) => {
                 c.waiting.push(token);
+                Ok(())
+            }
+            Role::Follower(_) if self.recovery.is_some() => {
+                // It may not hold committed orders: it must not lead.
+                self.answer(token, Answer::Lead(None));
                 Ok(())
             }
             Role::Follower(f) => {
@@ -747,6 +990,11 @@ impl<S: Store> Core<S> {
                 state: core.sync_state(),
             })
         };
+        if self.recovery.is_some() {
+            // Its log may lack committed orders (the candidate would take a log without them)
+            // and, if its state was lost, it may have granted this epoch already.
+            return refuse(self, "its disk is recovering");
+        }
         if req.epoch < self.hard.epoch {
             return refuse(self, "a higher epoch was granted");
         }
@@ -930,7 +1178,7 @@ impl<S: Store> Core<S> {
                 if end >= page.latest {
                     // Their log ends here; ours must too.
                     if self.store.latest() > page.latest {
-                        self.store.truncate((page.latest + 1) as u64)?;
+                        self.cut_log((page.latest + 1) as u64)?;
                     }
                     info!(
                         "replica {} took the log of replica {from} (latest {})",
@@ -1195,6 +1443,14 @@ impl<S: Store> Core<S> {
         if p.leader == self.id {
             return Err(Error::BadRequest("a propagate from ourselves".into()));
         }
+        if self.recovery.as_ref().is_some_and(|r| r.probe.is_some()) {
+            // Until we know our peers' epochs we cannot tell a deposed leader from the current
+            // one, and only the current one may repair us.
+            return Err(Error::Unavailable(format!(
+                "replica {} lost its state and is learning its peers' epochs",
+                self.id
+            )));
+        }
         match &self.role {
             Role::Leader(l) if l.epoch == p.epoch => {
                 // Cannot happen: an epoch is granted by a majority once.
@@ -1238,7 +1494,7 @@ impl<S: Store> Core<S> {
             // carries an older epoch is in no log that can win.
             let from = (sent_last + 1) as u64;
             if self.store.position(from).is_some_and(|e| e.epoch < p.epoch) {
-                self.store.truncate(from)?;
+                self.cut_log(from)?;
             }
             self.claim_log_epoch(p.epoch)?;
             self.commit = self.commit.max(p.commit.min(sent_last));
@@ -1288,7 +1544,7 @@ impl<S: Store> Core<S> {
             match self.store.position(e.number) {
                 Some(ours) if ours.epoch == e.epoch => continue,
                 Some(_) => {
-                    self.store.truncate(e.number)?;
+                    self.cut_log(e.number)?;
                     fresh = i;
                     break;
                 }
@@ -1392,6 +1648,7 @@ impl<S: Store> Core<S> {
                     self.ask_votes(ask);
                 }
             }
+            Role::Follower(_) if self.recovery.is_some() => self.probe_peers(),
             Role::Follower(f) => {
                 if !f.deferred.is_empty()
                     && !within(f.heard, self.now, LEADER_LEASE)
@@ -1576,8 +1833,15 @@ impl<S: Store> Core<S> {
             }
         };
         if state.applied > latest {
+            // Impossible while at most one disk lost data (the leader holds every committed
+            // order): say what happened and what to do, in one line.
             warn!(
-                "the catalog applied up to {} but this log ends at {latest}: not taking orders",
+                "the catalog applied up to order {} but the leading log ends at {latest}: \
+                 committed orders {}..={} are on no replica that could lead (more than one disk \
+                 lost them); not taking orders. Restore a replica's files that hold them, or \
+                 accept their loss and rebuild the catalog from the log (docs/recovery.md)",
+                state.applied,
+                latest + 1,
                 state.applied
             );
             l.catalog.retry_at = Some(now + LEADER_LEASE);
@@ -1636,6 +1900,20 @@ impl<S: Store> Core<S> {
         }
         self.hard = self.store.hard_state();
         self.durable = self.store.latest();
+        // A read that found an entry damaged: recover it from the next leader.
+        let damage = self.store.damage();
+        let latest = self.store.latest();
+        if damage
+            .log_from
+            .is_some_and(|n| i64::try_from(n).is_ok_and(|n| n <= latest))
+        {
+            if let Err(e) = self.check_disk(Damage {
+                state_lost: false,
+                ..damage
+            }) {
+                log::error!("replica {}: cannot start recovering: {e}", self.id);
+            }
+        }
     }
 
     /// After a failed sync: only answers leave, and none of them claims success.
@@ -1654,6 +1932,7 @@ impl<S: Store> Core<S> {
                         Answer::Lead(_) => Answer::Lead(None),
                         Answer::Propagate(_) => Answer::Propagate(Err(failed)),
                         Answer::Vote(_) => Answer::Vote(Err(failed)),
+                        Answer::Probe(state) => Answer::Probe(state),
                     };
                     Some(Effect::Answer { token, answer })
                 }

@@ -23,6 +23,8 @@ pub(super) struct MemStore {
     /// The disk as it was when the process died (entries, hard state); it keeps running on
     /// until its step ends, but nothing it does reaches the disk or anybody else.
     pub(super) died: Option<(Vec<LogEntry>, HardState)>,
+    /// What the store found when it was opened (see [`MemStore::wiped`], [`MemStore::damaged`]).
+    pub(super) found: Damage,
 }
 
 impl MemStore {
@@ -44,7 +46,8 @@ impl MemStore {
         }
     }
 
-    /// What a crash leaves: the synced entries and the saved hard state.
+    /// What a crash leaves: the synced entries and the saved hard state (and what a disk fault
+    /// did to them that the replica has not repaired yet: a lost state stays lost until saved).
     pub(super) fn after_crash(self) -> MemStore {
         let (entries, hard) = match self.died {
             Some(disk) => disk,
@@ -54,8 +57,54 @@ impl MemStore {
             synced: entries.len(),
             entries,
             hard,
+            found: self.found,
             ..MemStore::default()
         }
+    }
+
+    /// A disk with nothing on it: a new replica's, or a wiped one's (they look the same).
+    pub(super) fn wiped() -> MemStore {
+        MemStore {
+            found: Damage {
+                state_lost: true,
+                log_from: None,
+            },
+            ..MemStore::default()
+        }
+    }
+
+    /// This (crashed) store's disk with entry `from` damaged: opened, it holds the entries
+    /// before it and reports the damage, as the file store does.
+    pub(super) fn damaged(mut self, from: u64) -> MemStore {
+        self.entries.truncate(from as usize);
+        self.synced = self.synced.min(self.entries.len());
+        self.found.log_from = Some(from);
+        self
+    }
+
+    /// This (crashed) store's disk without its hard state file.
+    pub(super) fn state_lost(mut self) -> MemStore {
+        self.hard = HardState::default();
+        self.found.state_lost = true;
+        self
+    }
+
+    /// The chained checksum through entry `number`, computed as the file store's would be
+    /// (the seal over a line), over the synced entries.
+    fn chain(&self, number: u64) -> Option<u32> {
+        let through = self.entries.get(..self.synced)?.get(..=number as usize)?;
+        Some(through.iter().fold(0, |prev, e| {
+            let line = format!(
+                "{},{},{},{},{},{}",
+                e.number,
+                e.name,
+                e.kind.as_str(),
+                e.quantity,
+                e.epoch,
+                e.request_id
+            );
+            crate::checksum::crc(prev, line.as_bytes())
+        }))
     }
 
     /// The entries that survive a crash right now.
@@ -113,6 +162,10 @@ impl Store for MemStore {
         self.write_reaches_disk();
         self.entries.truncate(from as usize);
         self.synced = self.synced.min(self.entries.len());
+        if self.found.log_from.is_some_and(|n| n >= from) {
+            // The damaged part is gone from the disk too.
+            self.found.log_from = None;
+        }
         Ok(())
     }
     fn sync(&mut self) -> Result<()> {
@@ -135,15 +188,17 @@ impl Store for MemStore {
         self.hard
     }
     fn save_hard_state(&mut self, state: HardState) -> Result<()> {
-        self.write_reaches_disk();
+        if self.write_reaches_disk() {
+            self.found.state_lost = false;
+        }
         self.hard = state;
         Ok(())
     }
-    fn checksum(&self, _number: u64) -> Option<u32> {
-        None
+    fn checksum(&self, number: u64) -> Option<u32> {
+        self.chain(number)
     }
     fn damage(&self) -> Damage {
-        Damage::default()
+        self.found
     }
 }
 
@@ -265,7 +320,7 @@ impl Net {
         let now = Instant::now();
         let nodes = IDS
             .iter()
-            .map(|&id| (id, Core::new(id, peers_of(id), MemStore::default(), now)))
+            .map(|&id| (id, Core::new(id, peers_of(id), MemStore::default(), now).unwrap()))
             .collect();
         Net {
             nodes,
@@ -412,6 +467,19 @@ impl Net {
                 };
                 PeerReply::Page { since, result }
             }
+            PeerMessage::Probe => {
+                let result = if reachable {
+                    let token = self.token();
+                    self.step(env.to, Event::Probe { token });
+                    match self.answers.remove(&token) {
+                        Some(Answer::Probe(state)) if back => Ok(state),
+                        _ => Err(unreachable()),
+                    }
+                } else {
+                    Err(unreachable())
+                };
+                PeerReply::Probe { result }
+            }
         };
         self.step(
             env.from,
@@ -531,7 +599,7 @@ impl Net {
     fn restart(&mut self, id: u32) {
         let store = self.crashed.remove(&id).expect("replica was crashed");
         self.nodes
-            .insert(id, Core::new(id, peers_of(id), store, self.now));
+            .insert(id, Core::new(id, peers_of(id), store, self.now).unwrap());
     }
 
     fn log(&self, id: u32) -> Vec<(u64, String, u64)> {
@@ -1316,6 +1384,7 @@ fn the_read_rule() {
         log_epoch: 1,
         ready: true,
         read_lease: lease,
+        recovering: false,
     };
     let cases = [
         // (role, latest, commit, lease, number, answer)

@@ -246,15 +246,20 @@ impl Shared {
             latest: s.latest,
             commit: s.commit,
             applied: s.applied,
+            recovering: s.recovering,
         }
     }
 
-    fn sync_state(&self) -> SyncState {
-        let s = self.status();
-        SyncState {
-            latest: s.latest,
-            epoch: s.epoch,
-            log_epoch: s.log_epoch,
+    /// `GET /synchronize`: asked of the core rather than read from the published status, so
+    /// that an epoch granted a moment ago is never reported as older (a recovering replica
+    /// takes its epoch floor from these answers).
+    fn sync_state(&self) -> Result<SyncState> {
+        match self.ask(|token| Event::Probe { token }, PEER_TIMEOUT) {
+            Some(Answer::Probe(state)) => Ok(state),
+            _ => Err(Error::Unavailable(format!(
+                "replica {} did not answer in time",
+                self.id
+            ))),
         }
     }
 
@@ -458,7 +463,7 @@ const ROUTES: &[Route<Shared>] = &[
         s.get_order(path[1])
     }),
     ("GET", &["synchronize"], Inline, |s, _, _| {
-        Ok(Response::ok(s.sync_state()))
+        Ok(Response::ok(s.sync_state()?))
     }),
     ("POST", &["propagate"], Inline, |s, req, _| s.propagate(req)),
     ("POST", &["vote"], Inline, |s, req, _| s.vote(req)),
@@ -523,7 +528,7 @@ pub fn start_on(config: Config, id: u32, listeners: Listeners) -> Result<Replica
         peers.iter().map(|p| p.id).collect(),
         store,
         Instant::now(),
-    );
+    )?;
     let status = core.status();
     info!(
         "replica {id} starting: {} orders, epoch {}, log epoch {}",
@@ -734,6 +739,9 @@ fn peer_loop(shared: &Shared, peer: &ReplicaConfig, outbox: Receiver<PeerMessage
                 epoch: v.epoch,
                 pre: v.pre,
                 result: client.post::<_, VoteReply>(&addr, "/vote", &v, PEER_TIMEOUT),
+            },
+            PeerMessage::Probe => PeerReply::Probe {
+                result: client.get::<SyncState>(&addr, "/synchronize", PEER_TIMEOUT),
             },
             PeerMessage::FetchPage { since, limit } => PeerReply::Page {
                 since,

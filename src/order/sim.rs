@@ -193,6 +193,9 @@ struct Sim {
     numbers: HashMap<String, u64>,
     leaders: BTreeMap<u64, u32>,
     reads: Vec<ReadSeen>,
+    /// The replica whose disk a storage fault hit, until it is repaired and every acknowledged
+    /// order is on a majority of intact disks again: at most one at a time (the fault model).
+    damaged: Option<u32>,
     /// A short history of what happened, printed with a failure.
     trace: VecDeque<String>,
 }
@@ -203,7 +206,8 @@ impl Sim {
         let nodes = IDS
             .iter()
             .map(|&id| {
-                let core = Core::new(id, peers_of(id), MemStore::default(), base);
+                let core = Core::new(id, peers_of(id), MemStore::default(), base)
+                    .unwrap_or_else(|e| panic!("replica {id} cannot start: {e}"));
                 (id, Node::Up(Box::new(core)))
             })
             .collect();
@@ -232,6 +236,7 @@ impl Sim {
             numbers: HashMap::new(),
             leaders: BTreeMap::new(),
             reads: Vec::new(),
+            damaged: None,
             trace: VecDeque::new(),
         };
         for id in IDS {
@@ -538,6 +543,12 @@ impl Sim {
                     .insert(token, Waiter::Peer { link, seq, answer });
                 self.step(to, Event::Vote { token, req });
             }
+            PeerMessage::Probe => {
+                let token = self.token();
+                self.waiters
+                    .insert(token, Waiter::Peer { link, seq, answer });
+                self.step(to, Event::Probe { token });
+            }
         }
     }
 
@@ -570,6 +581,12 @@ impl Sim {
                 pre: v.pre,
                 result: body.and_then(|b| match b {
                     Body::Core(Answer::Vote(r)) => r,
+                    other => Err(Error::Internal(format!("{other:?}"))),
+                }),
+            },
+            PeerMessage::Probe => PeerReply::Probe {
+                result: body.and_then(|b| match b {
+                    Body::Core(Answer::Probe(state)) => Ok(state),
                     other => Err(Error::Internal(format!("{other:?}"))),
                 }),
             },
@@ -725,6 +742,9 @@ impl Sim {
     // ---- Faults and clients ----------------------------------------------------------------
 
     fn chaos(&mut self) {
+        if self.repaired() {
+            self.damaged = None;
+        }
         let roll = self.rng.u16(0..1000);
         let up = self.up();
         match roll {
@@ -801,8 +821,96 @@ impl Sim {
             110..=159 => self.you_win(None),
             160..=399 => self.send_order(),
             400..=499 => self.read(),
+            500..=519 => self.storage_fault(roll),
             _ => {}
         }
+    }
+
+    /// Damages the disk of a replica that is down (what it finds when it restarts): wiped, a
+    /// damaged entry (often the last), the hard state lost, or the log cut short at a line
+    /// boundary, which no checksum can see. At most one replica's disk at a time; a cut that
+    /// no checksum catches only while every acknowledged order keeps a majority of copies.
+    fn storage_fault(&mut self, roll: u16) {
+        let down: Vec<u32> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| matches!(n, Node::Down(_)))
+            .map(|(&id, _)| id)
+            .collect();
+        let Some(id) = self.pick(&down) else { return };
+        if self.damaged.is_some() {
+            return;
+        }
+        let Some(Node::Down(store)) = self.nodes.remove(&id) else {
+            return;
+        };
+        let len = store.entries.len() as u64;
+        let (store, what) = match roll % 4 {
+            0 => (MemStore::wiped(), "wiped".to_string()),
+            1 if len > 0 => {
+                let at = if self.rng.bool() {
+                    len - 1
+                } else {
+                    self.rng.u64(0..len)
+                };
+                (store.damaged(at), format!("entry {at} damaged"))
+            }
+            2 => (store.state_lost(), "hard state lost".to_string()),
+            3 if store.hard.log_through.is_some() => {
+                // Only within what the hard state's claim covers, which the replica checks at
+                // start. A cut past it leaves nothing to check; an answer the replica sent
+                // before it crashed may still count that copy (docs/replication.md, "Storage
+                // faults": survived only while the other copies are a majority).
+                let through = store.hard.log_through.map_or(0, |t| t.number);
+                let at = self.rng.u64(0..=through);
+                let mut store = store;
+                store.entries.truncate(at as usize);
+                store.synced = store.entries.len();
+                (store, format!("log cut short to {at} entries"))
+            }
+            _ => (store, String::new()),
+        };
+        self.nodes.insert(id, Node::Down(store));
+        if !what.is_empty() {
+            self.note(format!("replica {id}'s disk: {what}"));
+            self.damaged = Some(id);
+        }
+    }
+
+    /// How many replicas hold acknowledged order `n` intact on disk (`except` not counted).
+    fn copies(&self, n: u64, acked: &LogEntry, except: Option<u32>) -> usize {
+        self.nodes
+            .iter()
+            .filter(|(&id, node)| {
+                let durable = match node {
+                    Node::Up(c) | Node::Paused(c) => c.store.durable(),
+                    Node::Down(s) => s.durable(),
+                };
+                Some(id) != except && durable.get(n as usize) == Some(acked)
+            })
+            .count()
+    }
+
+    /// The damaged replica is whole again: up, repaired, and every acknowledged order is on a
+    /// majority of disks.
+    fn repaired(&self) -> bool {
+        let Some(id) = self.damaged else { return true };
+        let majority = IDS.len() / 2 + 1;
+        matches!(self.nodes.get(&id), Some(Node::Up(c)) if !c.status().recovering)
+            && self
+                .known_committed()
+                .iter()
+                .all(|(&n, entry)| self.copies(n, entry, None) >= majority)
+    }
+
+    /// Every order known to be committed: acknowledged, or applied by the catalog (whose
+    /// acknowledgement may have been lost on its way).
+    fn known_committed(&self) -> BTreeMap<u64, LogEntry> {
+        let mut all = self.acknowledged.clone();
+        for e in &self.catalog.history {
+            all.insert(e.number, e.clone());
+        }
+        all
     }
 
     fn crash(&mut self, id: u32) {
@@ -833,7 +941,10 @@ impl Sim {
         }
         if let Some(Node::Down(store)) = self.nodes.remove(&id) {
             self.note(format!("restart replica {id}"));
-            let core = Core::new(id, peers_of(id), store, self.now());
+            let core = match Core::new(id, peers_of(id), store, self.now()) {
+                Ok(core) => core,
+                Err(e) => self.fail(&format!("replica {id} cannot start: {e}")),
+            };
             self.nodes.insert(id, Node::Up(Box::new(core)));
         }
     }
@@ -994,19 +1105,12 @@ impl Sim {
             }
             _ => None,
         });
+        // While a damaged disk is being repaired, an order may be on fewer disks (the damaged
+        // one's copy is gone), but never on none.
+        let needed = if self.damaged.is_some() { 1 } else { majority };
         for (&n, acked) in &self.acknowledged {
-            let copies = self
-                .nodes
-                .values()
-                .filter(|node| {
-                    let durable = match node {
-                        Node::Up(c) | Node::Paused(c) => c.store.durable(),
-                        Node::Down(s) => s.durable(),
-                    };
-                    durable.get(n as usize) == Some(acked)
-                })
-                .count();
-            if copies < majority {
+            let copies = self.copies(n, acked, None);
+            if copies < needed {
                 self.fail(&format!(
                     "acknowledged order {n} ({}) is held by {copies} replica(s)",
                     acked.request_id
@@ -1044,15 +1148,17 @@ impl Sim {
         self.faults = false;
         self.note("heal everything".into());
         for id in IDS {
-            self.restart(id);
-            self.resume(id);
-            if let Some(Node::Up(core)) = self.nodes.get_mut(&id) {
+            // Disarmed first: a paused replica must not die of an old fault as it resumes.
+            if let Some(Node::Up(core) | Node::Paused(core)) = self.nodes.get_mut(&id) {
                 core.store.crash_after = None;
                 core.store.fail_next_sync = false;
             }
+            self.resume(id);
+            self.restart(id);
         }
         self.cut.clear();
         self.catalog_up();
+        self.heal_disk();
         self.next_rid += 1;
         let order = OrderRequest {
             name: "GameStart".into(),
@@ -1135,7 +1241,26 @@ impl Sim {
                 self.fail(&format!("the catalog applied {e:?}, not the committed log"));
             }
         }
+        self.heal_disk();
+        if self.damaged.is_some() {
+            self.fail("liveness: a damaged replica was never repaired");
+        }
         self.check();
+    }
+
+    /// Runs until the damaged replica (if any) is whole again, within [`LIVENESS_BOUND`].
+    fn heal_disk(&mut self) {
+        let deadline = self.ms + LIVENESS_BOUND.as_millis() as u64;
+        while !self.repaired() && self.ms < deadline {
+            if self.leader.is_none() && self.ms.is_multiple_of(200) {
+                let id = IDS[(self.ms / 200 % 3) as usize];
+                self.you_win(Some(id));
+            }
+            self.run_until(self.ms + 10);
+        }
+        if self.repaired() {
+            self.damaged = None;
+        }
     }
 }
 
