@@ -320,7 +320,12 @@ impl Net {
         let now = Instant::now();
         let nodes = IDS
             .iter()
-            .map(|&id| (id, Core::new(id, peers_of(id), MemStore::default(), now).unwrap()))
+            .map(|&id| {
+                (
+                    id,
+                    Core::new(id, peers_of(id), MemStore::default(), now).unwrap(),
+                )
+            })
             .collect();
         Net {
             nodes,
@@ -1408,4 +1413,113 @@ fn the_read_rule() {
             "{role:?} latest {latest} commit {commit} lease {lease:?}: read of {number}"
         );
     }
+}
+
+/// Issue 16's first reproduction, scripted: replica 1 missed the orders, 2 and 3 hold them.
+/// 3 goes down and 2's disk is wiped. Replicas 1 and 2 must not elect anyone (1 lacks the
+/// orders, 2 remembers neither its votes nor its log); once 3 is back, whoever leads holds
+/// them, and 2 is repaired from it.
+#[test]
+fn a_wiped_replica_votes_for_nobody_until_a_leader_repaired_it() {
+    let mut net = three_orders_without_replica_1();
+    net.wait(Duration::from_millis(300));
+    net.crash(3);
+    net.crash(2);
+    net.crashed.insert(2, MemStore::wiped());
+    net.heal();
+    net.restart(2);
+    net.wait(LEADER_LEASE);
+    assert!(net.node(2).status().recovering, "a wiped replica recovers");
+    assert_eq!(net.elect(2), None, "a recovering replica does not campaign");
+    assert_eq!(
+        net.elect(1),
+        None,
+        "replica 1 has no majority without 2's vote"
+    );
+    net.restart(3);
+    net.wait(LEADER_LEASE);
+    let leader = [3, 1].into_iter().find(|&id| net.elect(id).is_some());
+    let leader = leader.expect("a leader once replica 3 is back");
+    net.wait(Duration::from_millis(300));
+    assert!(!net.node(2).status().recovering, "replica 2 is repaired");
+    assert_eq!(
+        net.log(2),
+        net.log(leader),
+        "replica 2 holds the leader's log"
+    );
+    orders_survived(&mut net, leader);
+}
+
+/// A new deployment's disks are all empty, which is also what three wiped disks look like:
+/// every replica asks the others, finds that nobody ever granted an epoch, and starts as new.
+#[test]
+fn a_new_deployment_starts_from_empty_disks() {
+    let mut net = Net::new();
+    for id in IDS {
+        net.crash(id);
+        net.crashed.insert(id, MemStore::wiped());
+    }
+    for id in IDS {
+        net.restart(id);
+        assert!(net.node(id).status().recovering, "until the peers answered");
+    }
+    net.wait(LEADER_LEASE);
+    for id in IDS {
+        assert!(
+            !net.node(id).status().recovering,
+            "replica {id} starts as new"
+        );
+        assert_eq!(
+            net.node(id).store().found.state_lost,
+            false,
+            "its state file exists"
+        );
+    }
+    assert!(net.elect(3).is_some());
+    assert_eq!(number(net.place(3, Buy, 1, "a")), 0);
+    net.check();
+}
+
+/// A follower whose log is damaged at entry 1 keeps entry 0, drops its claim before it cuts
+/// the rest (a claim never outlives its data), refuses to lead, and is repaired from the
+/// leader. A log cut short below what its claim covers is caught the same way.
+#[test]
+fn a_damaged_or_shortened_log_is_cut_and_repaired_from_the_leader() {
+    let mut net = Net::new();
+    net.wait(LEADER_LEASE);
+    assert!(net.elect(3).is_some());
+    for rid in ["a", "b", "c", "d"] {
+        number(net.place(3, Buy, 1, rid));
+    }
+    net.wait(Duration::from_millis(300));
+    net.crash(2);
+    let store = net.crashed.remove(&2).expect("crashed").damaged(1);
+    net.crashed.insert(2, store);
+    net.restart(2);
+    let status = net.node(2).status();
+    assert!(status.recovering);
+    assert_eq!(status.latest, 0, "the intact prefix is kept");
+    let hard = net.node(2).store().hard;
+    assert_eq!((hard.log_epoch, hard.recovering), (0, true));
+    assert_eq!(net.elect(2), None, "a recovering replica does not lead");
+    net.wait(Duration::from_millis(300));
+    assert!(!net.node(2).status().recovering, "repaired by the leader");
+    assert_eq!(net.log(2), net.log(3));
+
+    // Now its last two lines are gone without a trace, below what its claim covers.
+    net.crash(2);
+    let mut store = net.crashed.remove(&2).expect("crashed");
+    assert!(store.hard.log_through.is_some_and(|t| t.number == 3));
+    store.entries.truncate(2);
+    store.synced = 2;
+    net.crashed.insert(2, store);
+    net.restart(2);
+    assert!(
+        net.node(2).status().recovering,
+        "the claim no longer checks"
+    );
+    net.wait(Duration::from_millis(300));
+    assert!(!net.node(2).status().recovering);
+    assert_eq!(net.log(2), net.log(3));
+    net.check();
 }
