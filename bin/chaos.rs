@@ -1,5 +1,5 @@
-//! `chaos`: kill, freeze and restart replicas, the catalog and the front-end under load, then
-//! check every invariant.
+//! `chaos`: kill, freeze and restart replicas, the catalog and the front-end under load, wipe
+//! or damage a stopped replica's files, then check every invariant.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -11,7 +11,8 @@ use bazaar::testkit::cluster::Binaries;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 /// Run clients against a fresh local bazaar while replicas (two at once too), the catalog and
-/// the front-end are killed, frozen and restarted;
+/// the front-end are killed, frozen and restarted, and a stopped replica's files are wiped or
+/// have one digit changed (one replica at a time);
 /// print one line per invariant and the totals; exit 1 on any violation.
 #[derive(FromArgs)]
 struct Args {

@@ -18,8 +18,12 @@
 //!   interval, or pause every follower and kill the leader the moment they wake (the
 //!   sequence that once lost acknowledged orders). Odd rounds hit anything: a random replica killed or frozen, the catalog or the
 //!   front-end killed and restarted or frozen, a majority of the replicas (two of three) frozen
-//!   at once. `replicas` (`--replicas N`, default 3) sets how many replicas the bazaar has. Before the next
-//!   round it waits until every replica answers `Ping` again (has caught up).
+//!   at once. Both kinds of round may also hit a replica's disk while it is down
+//!   (`crate::testkit::storage`): its log and hard state wiped, or one digit changed in one
+//!   line of its log (the quantity of an order, usually not the last line, sometimes the last).
+//!   `replicas` (`--replicas N`, default 3) sets how many replicas the bazaar has. Before the next
+//!   round it waits until a replica whose disk was hit says `"recovering": false` on `/health`
+//!   (repaired), and until every replica answers `Ping` again (has caught up).
 //! - a [`Sampler`]: the catalog's `/stocks` and every replica's `/health` every
 //!   [`crate::testkit::cluster::SAMPLE_INTERVAL`], so that invariant 4 is checked at every sampled
 //!   moment (each sample = initial + a prefix of the final log) and no epoch is seen led by
@@ -32,7 +36,10 @@
 //! so two runs with the same seed are alike, not identical. Two replicas frozen at once, or the
 //! catalog or the front-end down, are not single faults: clients may wait, and retry, but the
 //! "no error" line still holds them to their 15 s retry deadline, which these faults stay well
-//! under.
+//! under. Storage faults stay within the fault model of docs/replication.md: at most one replica
+//! has a wiped or damaged disk at a time (the next storage fault waits until the last one's
+//! replica reports `"recovering": false`, and becomes a plain kill while it does not), and every
+//! other replica's copy is intact, so each entry keeps a majority of intact copies.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -45,8 +52,9 @@ use crate::error::{Error, Result};
 use crate::http::Client;
 use crate::testkit::cluster::{
     two_leaders_in_one_epoch, Binaries, CatalogView, Cluster, ClusterOptions, Invariant,
-    LeaderSamples, Process, Sampler, CALL_TIMEOUT, QUIET_TIMEOUT, STOCKS,
+    LeaderSamples, Process, Sampler, CALL_TIMEOUT, QUIET_TIMEOUT, REPLICA_READ_TIMEOUT, STOCKS,
 };
+use crate::testkit::storage;
 
 /// The stock only the probe trades.
 pub(crate) const PROBE_STOCK: &str = "MenhirCo";
@@ -66,6 +74,15 @@ pub(crate) const MIN_SHORT_FREEZE: Duration = Duration::from_millis(800);
 
 /// Quiet time between two faults.
 pub(crate) const BETWEEN_ROUNDS: Duration = Duration::from_millis(700);
+
+/// How long a replica whose disk was wiped or damaged may take to say `"recovering": false`
+/// once restarted: a wiped one copies the whole log (tens of thousands of orders) from the
+/// leader, on a loaded machine.
+pub(crate) const REPAIR_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One damaged line in this many is the log's last line (a different case for the replica:
+/// nothing after it vouches for it); the others are older lines.
+const LAST_LINE_ONE_IN: usize = 4;
 
 /// The order reader's numbers come from its own seed: the run's seed drives the faults.
 const READER_SEED: u64 = 15;
@@ -101,6 +118,10 @@ pub struct ChaosReport {
     pub(crate) failovers: u64,
     pub(crate) frontend_retries: u64,
     pub(crate) logged: usize,
+    /// Replicas whose log and hard state were deleted while down.
+    pub(crate) wipes: usize,
+    /// Replicas with one digit changed in their log while down.
+    pub(crate) damages: usize,
 }
 
 impl ChaosReport {
@@ -121,7 +142,7 @@ impl ChaosReport {
         out.push_str(&format!(
             "totals: {} faults; {} orders logged ({} acknowledged to clients, {} rejected), \
              {} lookups, {} probe trades, {} order reads; fail-overs {}; retries {} by clients, {} by the front-end; \
-             longest client-visible pause {:.0} ms\n",
+             longest client-visible pause {:.0} ms; storage faults: {} wipes, {} damaged lines\n",
             self.faults.len(),
             self.logged,
             s.acknowledged.len(),
@@ -133,6 +154,8 @@ impl ChaosReport {
             s.retries,
             self.frontend_retries,
             s.longest_ms(),
+            self.wipes,
+            self.damages,
         ));
         out
     }
@@ -153,9 +176,9 @@ pub fn run(options: &ChaosOptions) -> Result<ChaosReport> {
     eprintln!("chaos: live page at http://{}/", cluster.frontend);
     let deadline = Instant::now() + options.duration;
     let load = Load::start(&cluster, options, deadline)?;
-    let faults = fault_rounds(&mut cluster, options, deadline)?;
+    let (faults, storage) = fault_rounds(&mut cluster, options, deadline)?;
     let outcome = load.finish(&cluster)?;
-    let report = judge(&cluster, faults, outcome)?;
+    let report = judge(&cluster, faults, storage, outcome)?;
     // Keep the evidence (logs, files) of a run that broke something.
     cluster.keep_dir = !report.ok();
     Ok(report)
@@ -263,30 +286,98 @@ impl Load {
     }
 }
 
+/// The storage faults of a run: counts, the replica whose disk was hit last until it reports
+/// it is repaired, and the repairs that did not come in time.
+#[derive(Debug, Default)]
+struct Storage {
+    wipes: usize,
+    damages: usize,
+    /// The replica whose disk was hit and that has not yet said `"recovering": false`.
+    unrepaired: Option<u32>,
+    late: Vec<String>,
+}
+
+impl Storage {
+    /// Whether a disk may be hit now: the last one hit has been repaired. Asks that replica
+    /// again if it had not said so yet.
+    fn may_hit(&mut self, cluster: &Cluster) -> bool {
+        if let Some(id) = self.unrepaired {
+            if recovering(cluster, id) == Some(false) {
+                self.unrepaired = None;
+            }
+        }
+        self.unrepaired.is_none()
+    }
+
+    /// Waits until replica `id`, whose disk was hit, says `"recovering": false`; a replica
+    /// still recovering after [`REPAIR_TIMEOUT`] is recorded and blocks further storage faults
+    /// until it says so.
+    fn wait_repaired(&mut self, cluster: &Cluster, id: u32, what: &str) {
+        self.unrepaired = Some(id);
+        let started = Instant::now();
+        let repaired = crate::local::poll("a repaired replica", REPAIR_TIMEOUT, || {
+            (recovering(cluster, id) == Some(false)).then_some(())
+        });
+        match repaired {
+            Ok(()) => {
+                self.unrepaired = None;
+                log::info!("order-{id} repaired {:?} after {what}", started.elapsed());
+            }
+            Err(_) => self.late.push(format!(
+                "order-{id} not repaired {REPAIR_TIMEOUT:?} after {what} (last /health {:?})",
+                replica_health_json(cluster, id)
+            )),
+        }
+    }
+}
+
+/// Replica `id`'s `/health` as JSON: its `recovering` field is not in [`crate::api::ReplicaHealth`]
+/// of every version.
+fn replica_health_json(cluster: &Cluster, id: u32) -> Option<serde_json::Value> {
+    let addr = &cluster.replicas.get(&id)?.0;
+    cluster
+        .client
+        .get(addr, "/health", REPLICA_READ_TIMEOUT)
+        .ok()
+}
+
+/// What replica `id` says of `recovering`; `None` when it does not answer or say.
+fn recovering(cluster: &Cluster, id: u32) -> Option<bool> {
+    replica_health_json(cluster, id)?
+        .get("recovering")?
+        .as_bool()
+}
+
 /// One fault per round until there is no time left for the longest one before `deadline`,
-/// or until interrupted. Returns what each round did.
+/// or until interrupted. Returns what each round did, and the storage faults.
 fn fault_rounds(
     cluster: &mut Cluster,
     options: &ChaosOptions,
     deadline: Instant,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, Storage)> {
     let mut rng = fastrand::Rng::with_seed(options.seed);
     let mut faults = Vec::new();
+    let mut storage = Storage::default();
     let mut round = 0u32;
     while Instant::now() + MAX_FREEZE < deadline && !options.interrupted.load(Ordering::SeqCst) {
-        let fault = inject_fault(cluster, &mut rng, round)?;
+        let fault = inject_fault(cluster, &mut rng, round, &mut storage)?;
         log::info!("chaos round {round}: {fault}");
         eprintln!("round {round}: {fault}");
         faults.push(fault);
         round += 1;
         thread::sleep(BETWEEN_ROUNDS);
     }
-    Ok(faults)
+    Ok((faults, storage))
 }
 
 /// Every invariant: the cluster's own checks on the files and the samples, then what only a
 /// chaos run sees (leaders sampled, the probe, the clients' verdicts).
-fn judge(cluster: &Cluster, faults: Vec<String>, outcome: Outcome) -> Result<ChaosReport> {
+fn judge(
+    cluster: &Cluster,
+    faults: Vec<String>,
+    storage: Storage,
+    outcome: Outcome,
+) -> Result<ChaosReport> {
     let Outcome {
         health,
         summary,
@@ -309,6 +400,10 @@ fn judge(cluster: &Cluster, faults: Vec<String>, outcome: Outcome) -> Result<Cha
                     r.number
                 )
             }),
+    });
+    invariants.push(Invariant {
+        name: "every wiped or damaged replica repaired by itself",
+        violation: (!storage.late.is_empty()).then(|| storage.late.join("; ")),
     });
     invariants.push(Invariant {
         name: "no epoch led by two replicas (sampled /health)",
@@ -336,6 +431,8 @@ fn judge(cluster: &Cluster, faults: Vec<String>, outcome: Outcome) -> Result<Cha
         failovers: health.failovers,
         frontend_retries: health.retries,
         logged: log.len(),
+        wipes: storage.wipes,
+        damages: storage.damages,
     })
 }
 
@@ -352,6 +449,10 @@ pub(crate) enum Fault {
     FreezeFrontend,
     /// Two replicas frozen at the same time.
     FreezeTwoReplicas,
+    /// A replica killed, its log and hard state deleted, restarted.
+    WipeReplica,
+    /// A replica killed, one digit of one line of its log changed, restarted.
+    DamageReplica,
 }
 
 /// Faults of the leader's rounds, and of the other rounds.
@@ -359,10 +460,14 @@ const LEADER_FAULTS: &[Fault] = &[
     Fault::KillReplica,
     Fault::FreezeReplica,
     Fault::PauseFollowersThenKillLeader,
+    Fault::WipeReplica,
+    Fault::DamageReplica,
 ];
 const OTHER_FAULTS: &[Fault] = &[
     Fault::KillReplica,
     Fault::FreezeReplica,
+    Fault::WipeReplica,
+    Fault::DamageReplica,
     Fault::KillCatalog,
     Fault::FreezeCatalog,
     Fault::KillFrontend,
@@ -377,14 +482,23 @@ fn millis_between(rng: &mut fastrand::Rng, low: Duration, high: Duration) -> Dur
 /// One round: a fault of [`LEADER_FAULTS`] on even rounds (aimed at the leader), of
 /// [`OTHER_FAULTS`] on odd ones; then everything back up and every replica caught up.
 /// Returns what was done.
-fn inject_fault(cluster: &mut Cluster, rng: &mut fastrand::Rng, round: u32) -> Result<String> {
+fn inject_fault(
+    cluster: &mut Cluster,
+    rng: &mut fastrand::Rng,
+    round: u32,
+    storage: &mut Storage,
+) -> Result<String> {
     let leader = cluster.wait_leader()?;
     let on_leader = round.is_multiple_of(2);
-    let fault = if on_leader {
+    let mut fault = if on_leader {
         LEADER_FAULTS[rng.usize(..LEADER_FAULTS.len())]
     } else {
         OTHER_FAULTS[rng.usize(..OTHER_FAULTS.len())]
     };
+    // One damaged disk at a time: while the last one is not repaired, a kill instead.
+    if matches!(fault, Fault::WipeReplica | Fault::DamageReplica) && !storage.may_hit(cluster) {
+        fault = Fault::KillReplica;
+    }
     let ids = cluster.replica_ids();
     let target = if on_leader {
         leader
@@ -400,6 +514,33 @@ fn inject_fault(cluster: &mut Cluster, rng: &mut fastrand::Rng, round: u32) -> R
             .join(" and ")
     };
     let what = match fault {
+        Fault::WipeReplica | Fault::DamageReplica => {
+            let down = millis_between(rng, Duration::from_millis(200), MAX_DOWNTIME);
+            let service = Process::Order(target);
+            cluster.kill(service);
+            let done = if fault == Fault::WipeReplica {
+                storage::wipe_replica(cluster, target)?;
+                storage.wipes += 1;
+                "log and hard state deleted".to_string()
+            } else {
+                match damage_one_line(cluster, target, rng) {
+                    Ok(done) => {
+                        storage.damages += 1;
+                        done
+                    }
+                    Err(e) => format!("no line damaged ({e})"),
+                }
+            };
+            thread::sleep(down);
+            cluster.start_service(service)?;
+            let what = format!(
+                "kill -9 order-{target}{}, {done}, restarted after {} ms",
+                role(target),
+                down.as_millis()
+            );
+            storage.wait_repaired(cluster, target, &what);
+            what
+        }
         Fault::KillReplica => {
             let down = millis_between(rng, Duration::from_millis(200), MAX_DOWNTIME);
             let service = Process::Order(target);
@@ -503,6 +644,33 @@ fn inject_fault(cluster: &mut Cluster, rng: &mut fastrand::Rng, round: u32) -> R
     }
     cluster.wait_leader()?;
     Ok(what)
+}
+
+/// Changes one digit (an order's quantity) in one line of stopped replica `id`'s log: the last
+/// line one time in [`LAST_LINE_ONE_IN`], an older one otherwise. Returns what it did.
+fn damage_one_line(cluster: &Cluster, id: u32, rng: &mut fastrand::Rng) -> Result<String> {
+    let path = cluster.log_path(id);
+    let numbers = storage::logged_numbers(&path)?;
+    let Some((&last, older)) = numbers.split_last() else {
+        return Err(Error::NotFound(format!("order-{id}'s log is empty")));
+    };
+    let number = if older.is_empty() || rng.usize(..LAST_LINE_ONE_IN) == 0 {
+        last
+    } else {
+        older[rng.usize(..older.len())]
+    };
+    let old = storage::order_quantity(&path, number)?;
+    let new = storage::other_quantity(old, rng);
+    storage::set_order_quantity(&path, number, new)?;
+    let which = if number == last {
+        "the last line"
+    } else {
+        "an older line"
+    };
+    Ok(format!(
+        "order {number}'s quantity {old} changed to {new} in its log ({which}, of {})",
+        numbers.len()
+    ))
 }
 
 /// Trades [`PROBE_STOCK`] one share at a time and checks that the lookup right after each

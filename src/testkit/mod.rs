@@ -7,7 +7,10 @@
 //!   checks of docs/spec.md §5 read off its files and samples.
 //! - `proxy`: a TCP proxy per directed replica link, so that tests can cut single links.
 //! - [`chaos`]: kills, freezes and restarts services under load, then checks every invariant.
+//! - [`storage`]: storage faults on a stopped service's files (a wiped replica, a changed
+//!   digit in a replica's log or the catalog's newest state), for the tests and `chaos`.
 
 pub mod chaos;
 pub mod cluster;
 pub(crate) mod proxy;
+pub mod storage;

@@ -181,26 +181,114 @@ pub fn place_acked(
     kind: OrderType,
     rid: &str,
 ) -> Order {
+    place_acked_within(b, fe, name, quantity, kind, rid, ACK_TIMEOUT)
+}
+
+/// [`place_acked`], giving up (panicking) after `timeout` instead of [`ACK_TIMEOUT`]: for
+/// "orders flow again within a few seconds".
+pub fn place_acked_within(
+    b: &Cluster,
+    fe: usize,
+    name: &str,
+    quantity: u64,
+    kind: OrderType,
+    rid: &str,
+    timeout: Duration,
+) -> Order {
     let req = bazaar::testkit::cluster::order_request(name, quantity, kind, Some(rid));
     let mut last = None;
-    let ack = poll(ACK_TIMEOUT, RESEND_PAUSE, || {
-        match b.place_order(fe, &req) {
-            Ok(ack) => Some(ack),
-            Err(e) => {
-                assert!(
-                    e.status() >= 500 || e.status() == 421,
-                    "order {rid} refused for good: {e}"
-                );
-                last = Some(e);
-                None
-            }
+    let ack = poll(timeout, RESEND_PAUSE, || match b.place_order(fe, &req) {
+        Ok(ack) => Some(ack),
+        Err(e) => {
+            assert!(
+                e.status() >= 500 || e.status() == 421,
+                "order {rid} refused for good: {e}"
+            );
+            last = Some(e);
+            None
         }
     })
-    .unwrap_or_else(|| panic!("order {rid} not acknowledged within {ACK_TIMEOUT:?}: {last:?}"));
+    .unwrap_or_else(|| panic!("order {rid} not acknowledged within {timeout:?}: {last:?}"));
     Order {
         number: ack.transaction_number,
         name: name.into(),
         kind,
         quantity,
+    }
+}
+
+/// Replica `id`'s `GET /health` as JSON (so that fields this harness's types do not know,
+/// such as `recovering`, are seen), or `None` when it does not answer.
+pub fn replica_health_json(b: &Cluster, id: u32) -> Option<serde_json::Value> {
+    b.client
+        .get(&b.replicas[&id].0, "/health", Duration::from_secs(2))
+        .ok()
+}
+
+/// Waits until replica `id` says `"recovering": false` on `/health`, failing the test after
+/// `timeout` with the last answer. A replica whose `/health` has no `recovering` field at all
+/// (the code before storage-fault recovery) counts once it answers `Ping` as ready, so that
+/// a test goes on to show the failure it is about; [`assert_not_recovering`] then insists on
+/// the field.
+pub fn wait_recovered(b: &Cluster, id: u32, timeout: Duration) {
+    let mut last = None;
+    let health_port = b.replicas[&id].2.clone();
+    let done = poll(timeout, POLL, || {
+        last = replica_health_json(b, id);
+        match last.as_ref()?.get("recovering") {
+            Some(serde_json::Value::Bool(false)) => Some(()),
+            Some(_) => None,
+            None => {
+                bazaar::selection::ping(&health_port, bazaar::selection::PING_TIMEOUT).then_some(())
+            }
+        }
+    });
+    assert!(
+        done.is_some(),
+        "order-{id} still recovering (or silent) after {timeout:?}: last /health {last:?}"
+    );
+}
+
+/// Asserts that replica `id`'s `/health` says `"recovering": false`.
+pub fn assert_not_recovering(b: &Cluster, id: u32) {
+    let health = replica_health_json(b, id);
+    assert_eq!(
+        health.as_ref().and_then(|h| h.get("recovering")),
+        Some(&serde_json::Value::Bool(false)),
+        "order-{id}'s /health: {health:?}"
+    );
+}
+
+/// `GET /orders/<n>` through front-end `fe`, asked again while the answer is a 5xx or a 421 (a
+/// fail-over under way) for at most [`ACK_TIMEOUT`]: the order, or the last error.
+pub fn read_order(b: &Cluster, fe: usize, n: u64) -> Result<Order, String> {
+    let mut last = String::new();
+    poll(ACK_TIMEOUT, RESEND_PAUSE, || {
+        match b
+            .client
+            .get::<Order>(&b.frontends[fe], &format!("/orders/{n}"), CALL_TIMEOUT)
+        {
+            Ok(order) => Some(Ok(order)),
+            Err(e) if e.status() >= 500 || e.status() == 421 => {
+                last = e.to_string();
+                None
+            }
+            Err(e) => Some(Err(e.to_string())),
+        }
+    })
+    .unwrap_or(Err(last))
+}
+
+/// Asserts that every acknowledged order reads back through the default front-end exactly as
+/// it was acknowledged.
+pub fn assert_read_back(b: &Cluster, acknowledged: &[Order]) {
+    for order in acknowledged {
+        let got = read_order(b, 0, order.number);
+        assert_eq!(
+            got.as_ref(),
+            Ok(order),
+            "order {} read back through the front-end",
+            order.number
+        );
     }
 }
