@@ -47,16 +47,36 @@
 //! nothing of it (not even a fence raise) is kept, so no read ever shows a partial or negative
 //! state.
 //!
-//! **State files.** `catalog.json` is `{"epoch":E,"applied":N,"applied_epoch":A,"stocks":[..]}`,
-//! created from `catalog.stocks` of the config only when missing and replaced atomically (temp
+//! **State files.** `catalog.json` is one sealed record (`crate::checksum`, prev 0): the state
+//! `{"epoch":E,"applied":N,"applied_epoch":A,"stocks":[..]}`, then `,<crc>` and a line end. It
+//! is created from `catalog.stocks` of the config when missing and replaced atomically (temp
 //! file, fsync, rename, fsync of the directory). Each hello or batch that changes the state
-//! appends the whole new state as one line to `catalog.journal` and `fdatasync`s it before the
-//! answer (one sync, instead of the two syncs, create and rename of a rewrite); every
-//! `SNAPSHOT_EVERY` lines, and at start, the last line is folded into catalog.json and the
-//! journal emptied. A torn last line (a crash mid-append) is ignored at start; a whole line
-//! that is not a state refuses to start. A leftover temp file is removed at start. A file that cannot be read or parsed
-//! (including the old format with `recent_trades`, which has no `applied`) stops the catalog
-//! with one line naming the file and what is wrong, and is never overwritten.
+//! appends the whole new state, sealed the same way, as one line to `catalog.journal` and
+//! `fdatasync`s it before the answer (one sync, instead of the two syncs, create and rename of
+//! a rewrite); every `SNAPSHOT_EVERY` lines, and at start, the last line is folded into
+//! catalog.json and the journal emptied. A leftover temp file is removed at start. Records of
+//! the previous format (plain JSON, no seal; told apart because JSON ends with `}` and a seal
+//! with a hex digit) are read as they are and upgraded: the next journal line is sealed, and
+//! catalog.json is rewritten sealed at start as part of the fold.
+//!
+//! **Damage.** A torn last journal line (no line end: a crash mid-append, never answered) is
+//! ignored. Anything else that does not check or is not a state is damage: catalog.json (empty,
+//! torn, a changed digit, a state that breaks the rules, the old format with `recent_trades`,
+//! which has no `applied`), or any journal line that has its line end, the last one included
+//! (or one listing other stocks than catalog.json). The catalog then logs one `warn!` naming the
+//! file, the line and what was expected, renames both files aside (`catalog.json.damaged`,
+//! `catalog.journal.damaged`, replacing older ones; the journal first, so a crash between the
+//! renames finds the damage again), and starts over as if new: the config's stocks, `applied`
+//! -1, `epoch` 0. The leader's next apply finds a gap (or its hello finds -1) and re-sends the
+//! committed log from order 0, which rebuilds exactly the view of the log, as after deleting
+//! the files. No number of a damaged pair is ever served, and none is trusted, not even the
+//! fence: keeping the epoch of an intact record would be safe too, but a previous-format
+//! record has no seal, and a rotten epoch there could fence out every leader below it. Resetting
+//! the fence is safe because applies carry only committed orders, which are the same at each
+//! number in every leader's log: an old leader that applies before the current one says hello
+//! applies what the current one would, and the next hello raises the fence again. What still
+//! refuses to start, with one line naming the file: a file or directory that cannot be read,
+//! created, renamed or written (permissions, a full disk), which rebuilding cannot fix.
 //!
 //! **Concurrency.** Hellos and applies are serialized by one mutex held across decide and
 //! persist. A hello answers only once the applies already under way have been answered (each
@@ -90,6 +110,14 @@
 //!   and the restart resumes from whichever file is there.
 //! - Every journal line is the whole state (about 1.3 KB for 14 stocks): simple to replay, and
 //!   small enough for the stock lists this system is for.
+//! - Damage in either file costs a re-apply of the whole committed log (the leader's batches,
+//!   as after deleting the files), even when a sealed journal line would still hold an intact
+//!   state: damage is rare, and one recovery path is easier to trust than two.
+//! - A previous-format record carries no checksum: a changed digit in one that is still a valid
+//!   state is loaded as before. Every file written since is sealed, and the first start folds a
+//!   previous-format pair into a sealed catalog.json.
+//! - A seal catches damage, not a rewrite: a file replaced by an older sealed catalog.json is
+//!   loaded (its numbers are a prefix of the log, which the leader then completes).
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -108,6 +136,7 @@ use crate::api::{
     ApplyBatch, CatalogState, Health, InvalidateBatch, LeaderHello, LogEntry, OrderType,
     StockRecord,
 };
+use crate::checksum;
 use crate::config::{Config, StockConfig};
 use crate::durable::{dir_of, replace_file, temp_path};
 use crate::error::{Error, Result};
@@ -197,8 +226,10 @@ struct Journal {
 }
 
 impl Catalog {
-    /// Opens `path`, creating it from `initial` when missing. Creates the directory if needed
-    /// and removes a temp file left by a crash mid-write. Never overwrites an existing file.
+    /// Opens `path`, creating it from `initial` when missing, and rebuilding it from `initial`
+    /// when damaged (the damaged files moved aside; the leader then re-applies the log).
+    /// Creates the directory if needed and removes a temp file left by a crash mid-write.
+    /// Refuses to start only when a file cannot be read or written.
     pub(crate) fn open(path: &Path, initial: &[StockConfig]) -> Result<Catalog> {
         let refuse = |why: String| Error::State(format!("catalog {}: {why}", path.display()));
         fs::create_dir_all(dir_of(path))
@@ -209,10 +240,23 @@ impl Catalog {
             fs::remove_file(&temp)
                 .map_err(|e| refuse(format!("cannot remove {}: {e}", temp.display())))?;
         }
-        let (state, index) = match fs::read(path) {
-            Ok(bytes) => {
-                let file = parse_file(&bytes).map_err(refuse)?;
-                let index = index_of(&file.stocks).map_err(refuse)?;
+        let fresh = CatalogFile {
+            epoch: 0,
+            applied: -1,
+            applied_epoch: 0,
+            stocks: initial
+                .iter()
+                .map(|s| StockRecord {
+                    name: s.name.clone(),
+                    price: s.price,
+                    quantity: s.quantity,
+                    volume: 0,
+                })
+                .collect(),
+        };
+        let journal_path = path.with_extension("journal");
+        let (state, rewrite) = match load(path, &journal_path, &fresh.stocks).map_err(&refuse)? {
+            Found::State { file, rewrite } => {
                 info!(
                     "catalog loaded from {}: {} stocks, epoch {}, applied {}",
                     path.display(),
@@ -220,62 +264,51 @@ impl Catalog {
                     file.epoch,
                     file.applied
                 );
-                (file, index)
+                (file, rewrite)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let file = CatalogFile {
-                    epoch: 0,
-                    applied: -1,
-                    applied_epoch: 0,
-                    stocks: initial
-                        .iter()
-                        .map(|s| StockRecord {
-                            name: s.name.clone(),
-                            price: s.price,
-                            quantity: s.quantity,
-                            volume: 0,
-                        })
-                        .collect(),
-                };
-                let index = index_of(&file.stocks).map_err(refuse)?;
-                serde_json::to_vec(&file)
-                    .map_err(Error::from)
-                    .and_then(|bytes| replace_file(path, &bytes))
-                    .map_err(|e| refuse(format!("cannot create: {e}")))?;
+            Found::Nothing => {
                 info!(
                     "catalog created at {} with {} stocks",
                     path.display(),
-                    file.stocks.len()
+                    fresh.stocks.len()
                 );
-                (file, index)
+                (fresh, true)
             }
-            Err(e) => return Err(refuse(format!("cannot read: {e}"))),
-        };
-        let journal_path = path.with_extension("journal");
-        let state = match replay(&journal_path).map_err(&refuse)? {
-            None => state,
-            Some(last) => {
-                let same_stocks = index_of(&last.stocks).map_err(&refuse)? == index;
-                if !same_stocks {
-                    return Err(refuse(format!(
-                        "{} lists other stocks than catalog.json",
-                        journal_path.display()
-                    )));
-                }
-                info!(
-                    "catalog resumed from {}: epoch {}, applied {}",
+            Found::Damaged(why) => {
+                warn!(
+                    "{why}; moving {} and {} aside (.damaged) and starting over from the \
+                     config's {} stocks with nothing applied: the leader re-applies the \
+                     committed log from order 0",
+                    path.display(),
                     journal_path.display(),
-                    last.epoch,
-                    last.applied
+                    fresh.stocks.len()
                 );
-                // Fold the journal into catalog.json, then start it over.
-                serde_json::to_vec(&last)
-                    .map_err(Error::from)
-                    .and_then(|bytes| replace_file(path, &bytes))
-                    .map_err(|e| refuse(format!("cannot write the snapshot: {e}")))?;
-                last
+                // The journal first: a crash between the two renames then leaves the damaged
+                // catalog.json in place, found again at the next start.
+                for file in [&journal_path, path] {
+                    let aside = damaged_path(file);
+                    match fs::rename(file, &aside) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(refuse(format!(
+                                "cannot move {} to {}: {e}",
+                                file.display(),
+                                aside.display()
+                            )));
+                        }
+                        _ => {}
+                    }
+                }
+                (fresh, true)
             }
         };
+        let index = index_of(&state.stocks).map_err(&refuse)?;
+        // Creates catalog.json, folds the journal into it, or seals a previous-format file;
+        // the directory fsync in `replace_file` also makes the renames above durable.
+        if rewrite {
+            sealed(&state)
+                .and_then(|bytes| replace_file(path, &bytes))
+                .map_err(|e| refuse(format!("cannot write: {e}")))?;
+        }
         let file = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -496,8 +529,7 @@ impl Catalog {
     /// Writes `next` to catalog.json, then publishes it to lookups and makes it the state.
     /// The caller holds the state mutex (`state`).
     fn commit(&self, state: &mut CatalogState, next: CatalogState) -> Result<()> {
-        let mut line = serde_json::to_vec(&CatalogFile::from(&next))?;
-        line.push(b'\n');
+        let line = sealed(&CatalogFile::from(&next))?;
         let mut journal = self.journal.lock();
         let appended = journal
             .file
@@ -527,8 +559,7 @@ impl Catalog {
         journal.lines += 1;
         journal.len += line.len() as u64;
         if journal.lines >= SNAPSHOT_EVERY {
-            let snapshot = serde_json::to_vec(&CatalogFile::from(&next))
-                .map_err(Error::from)
+            let snapshot = sealed(&CatalogFile::from(&next))
                 .and_then(|bytes| replace_file(&self.path, &bytes))
                 .and_then(|()| {
                     Ok(journal
@@ -558,50 +589,149 @@ impl Catalog {
     }
 }
 
-/// The last whole line of the journal at `path`, if any. A last line without its line end is
-/// what a crash mid-append leaves (never answered): it is ignored. A whole line that is not a
-/// state means damage from outside: refused.
-fn replay(path: &Path) -> std::result::Result<Option<CatalogFile>, String> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+/// What the catalog's files hold at start.
+#[derive(Debug)]
+enum Found {
+    /// Neither file holds a state: a new catalog.
+    Nothing,
+    /// The newest state. `rewrite`: catalog.json must be written again (the journal has lines
+    /// to fold in, or catalog.json is in the previous format, without a seal).
+    State { file: CatalogFile, rewrite: bool },
+    /// A record does not check or is no state: what is wrong, naming the file and line.
+    Damaged(String),
+}
+
+/// Reads catalog.json and the journal without changing either. `initial`: the config's stocks,
+/// which journal lines must list when catalog.json is missing. An `Err` is an I/O error.
+fn load(
+    path: &Path,
+    journal: &Path,
+    initial: &[StockRecord],
+) -> std::result::Result<Found, String> {
+    let base = match read_if_any(path)? {
+        None => None,
+        Some(bytes) => {
+            // Written with a line end since the seal; the previous format had none.
+            let record = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+            let parsed = parse_record(record)
+                .and_then(|(file, was_sealed)| index_of(&file.stocks).map(|_| (file, was_sealed)));
+            match parsed {
+                Ok(found) => Some(found),
+                Err(why) => return Ok(Found::Damaged(format!("{} line 1: {why}", path.display()))),
+            }
+        }
     };
-    let mut last = None;
-    let lines = bytes.split_inclusive(|&b| b == b'\n').enumerate();
-    for (i, line) in lines {
-        if !line.ends_with(b"\n") {
+    let stocks = base.as_ref().map_or(initial, |(file, _)| &file.stocks[..]);
+    Ok(match (replay(journal, stocks)?, base) {
+        (Found::Nothing, Some((file, was_sealed))) => Found::State {
+            file,
+            rewrite: !was_sealed,
+        },
+        (replayed, _) => replayed,
+    })
+}
+
+/// The journal's newest state (`rewrite` set: it is to be folded in), `Nothing` without a whole
+/// line, or the first damaged line. Every line must list `stocks` (by name, in order). A last
+/// line without its line end is what a crash mid-append leaves (never answered): ignored. Any
+/// whole line that does not check or is no state is damage, the last one included.
+fn replay(path: &Path, stocks: &[StockRecord]) -> std::result::Result<Found, String> {
+    let Some(bytes) = read_if_any(path)? else {
+        return Ok(Found::Nothing);
+    };
+    let mut last = Found::Nothing;
+    for (i, line) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
+        let Some(record) = line.strip_suffix(b"\n") else {
             warn!(
                 "{}: ignoring a torn last line ({} bytes) left by a crash mid-append",
                 path.display(),
                 line.len()
             );
             break;
+        };
+        let same_stocks = |file: &CatalogFile| {
+            let names = |s: &[StockRecord]| s.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+            if file
+                .stocks
+                .iter()
+                .map(|s| &s.name)
+                .eq(stocks.iter().map(|s| &s.name))
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "lists the stocks {:?}, expected those of catalog.json (or of the config \
+                     when it is missing): {:?}",
+                    names(&file.stocks),
+                    names(stocks)
+                ))
+            }
+        };
+        match parse_record(record).and_then(|(file, _)| same_stocks(&file).map(|()| file)) {
+            Ok(file) => {
+                last = Found::State {
+                    file,
+                    rewrite: true,
+                }
+            }
+            Err(why) => {
+                return Ok(Found::Damaged(format!(
+                    "{} line {}: {why}",
+                    path.display(),
+                    i + 1
+                )))
+            }
         }
-        let file =
-            parse_file(line).map_err(|why| format!("{} line {}: {why}", path.display(), i + 1))?;
-        last = Some(file);
     }
     Ok(last)
 }
 
-/// Parses catalog.json, naming what is wrong with it.
+/// The bytes of `path`, `None` when it does not exist; `Err`: it cannot be read.
+fn read_if_any(path: &Path) -> std::result::Result<Option<Vec<u8>>, String> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// `state` as a sealed record: its JSON, the checksum and the line end.
+fn sealed(state: &CatalogFile) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec(state)?;
+    let mut out = Vec::with_capacity(json.len() + checksum::SEAL_LEN + 1);
+    checksum::seal(0, &json, &mut out);
+    Ok(out)
+}
+
+/// One record of catalog.json or the journal, without its line end: a sealed state, or a
+/// state of the previous format (plain JSON, which ends with `}` where a seal ends with a hex
+/// digit). Returns the state and whether it was sealed, or what is wrong with it.
+fn parse_record(record: &[u8]) -> std::result::Result<(CatalogFile, bool), String> {
+    if record.ends_with(b"}") {
+        return parse_file(record).map(|file| (file, false)).map_err(|why| {
+            format!("expected a state followed by its checksum, found no checksum and {why}")
+        });
+    }
+    let (payload, _) = checksum::unseal(0, record)?;
+    parse_file(payload).map(|file| (file, true))
+}
+
+/// Parses one state (the JSON of catalog.json or of a journal line), naming what is wrong.
 fn parse_file(bytes: &[u8]) -> std::result::Result<CatalogFile, String> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| format!("not valid JSON ({e}); refusing to start rather than overwrite it"))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON ({e})"))?;
     let old = value
         .as_object()
         .is_some_and(|o| o.contains_key("recent_trades") || !o.contains_key("applied"));
     if old {
         return Err(
-            "written by the old catalog (recent_trades, no \"applied\"), which this catalog \
-             cannot resume from; run `./run.sh reset` to start over"
+            "a state of the old catalog (recent_trades, no \"applied\"), which says nothing \
+             of the log"
                 .into(),
         );
     }
-    let file: CatalogFile = serde_json::from_value(value).map_err(|e| {
-        format!("not a valid catalog ({e}); refusing to start rather than overwrite it")
-    })?;
+    let file: CatalogFile =
+        serde_json::from_value(value).map_err(|e| format!("not a valid catalog state ({e})"))?;
     if file.applied < -1 {
         return Err(format!("applied is {}, below -1", file.applied));
     }
@@ -612,6 +742,13 @@ fn parse_file(bytes: &[u8]) -> std::result::Result<CatalogFile, String> {
         ));
     }
     Ok(file)
+}
+
+/// Where a damaged file is moved: `<name>.damaged`, replacing an older one.
+fn damaged_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".damaged");
+    path.with_file_name(name)
 }
 
 fn index_of(stocks: &[StockRecord]) -> std::result::Result<HashMap<String, usize>, String> {
@@ -1038,8 +1175,20 @@ mod tests {
     /// The state on disk as a restart would find it: catalog.json, then the journal's last
     /// whole line (read without opening, which would fold the journal in).
     fn saved(dir: &TempDir) -> CatalogFile {
-        let journal = replay(&dir.file().with_extension("journal")).unwrap();
-        journal.unwrap_or_else(|| parse_file(&fs::read(dir.file()).unwrap()).unwrap())
+        match load(&dir.file(), &dir.file().with_extension("journal"), &[]).unwrap() {
+            Found::State { file, .. } => file,
+            other => panic!("no state on disk: {other:?}"),
+        }
+    }
+
+    /// The state catalog.json holds, which must be sealed.
+    fn sealed_file(path: &Path) -> CatalogFile {
+        let bytes = fs::read(path).unwrap();
+        let record = bytes
+            .strip_suffix(b"\n")
+            .expect("a line end after the seal");
+        let (payload, _) = checksum::unseal(0, record).unwrap();
+        parse_file(payload).unwrap()
     }
 
     fn position(catalog: &Catalog) -> (u64, i64, u64) {
@@ -1053,8 +1202,9 @@ mod tests {
         let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
         assert_eq!(position(&catalog), (0, -1, 0));
         assert_eq!(holdings(&catalog), [(100, 0), (3, 0)]);
-        let file: serde_json::Value =
-            serde_json::from_slice(&fs::read(dir.file()).unwrap()).unwrap();
+        let bytes = fs::read(dir.file()).unwrap();
+        let (payload, _) = checksum::unseal(0, bytes.strip_suffix(b"\n").unwrap()).unwrap();
+        let file: serde_json::Value = serde_json::from_slice(payload).unwrap();
         assert_eq!(
             file,
             serde_json::json!({"epoch":0,"applied":-1,"applied_epoch":0,"stocks":[
@@ -1246,17 +1396,28 @@ mod tests {
             0,
             "folded into catalog.json"
         );
-        assert_eq!(
-            parse_file(&fs::read(dir.file()).unwrap()).unwrap().applied,
-            1
-        );
+        assert_eq!(sealed_file(&dir.file()).applied, 1);
         assert!(whole > 0);
-        // A whole line that is not a state is damage, not a crash: refused, file kept.
+        assert!(!damaged_path(&journal).exists(), "a torn line is no damage");
+        // The same bytes with their line end were answered: damage, not a crash.
         drop(catalog);
         fs::write(&journal, b"garbage\n").unwrap();
-        let err = Catalog::open(&dir.file(), &stocks()).unwrap_err();
-        assert!(err.message().contains("journal line 1"), "{err}");
-        assert_eq!(fs::read(&journal).unwrap(), b"garbage\n");
+        assert_damaged_at(&dir, &journal, 1, "too short");
+        let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
+        assert_eq!(position(&catalog), (0, -1, 0));
+        assert_eq!(fs::read(damaged_path(&journal)).unwrap(), b"garbage\n");
+        // A line that checks but lists other stocks than catalog.json: damage as well.
+        drop(catalog);
+        let mut other = sealed(&CatalogFile {
+            epoch: 1,
+            applied: 0,
+            applied_epoch: 1,
+            stocks: Vec::new(),
+        })
+        .unwrap();
+        other.extend_from_slice(br#"{"epoch":1,"applied":1,"#);
+        fs::write(&journal, &other).unwrap();
+        assert_damaged_at(&dir, &journal, 1, "lists the stocks []");
     }
 
     #[test]
@@ -1298,20 +1459,23 @@ mod tests {
         assert_eq!(holdings(&catalog), [(89, 11), (5, 2)]);
     }
 
+    /// Every file that does not hold a state is damage: moved aside, the catalog starts over
+    /// from the config (the leader re-applies the log). Old formats included: rebuilding from
+    /// the log is the one answer that is right for every version.
     #[test]
-    fn bad_or_old_files_refuse_to_start_and_are_kept() {
-        let valid = r#"{"epoch":1,"applied":0,"applied_epoch":1,"stocks":[{"name":"A","price":1.0,"quantity":1,"volume":0}]}"#;
+    fn bad_or_old_files_are_moved_aside_and_rebuilt() {
         let cases: &[(&str, &str, &str)] = &[
-            ("torn", r#"{"epoch":1,"applied":0,"sto"#, "not valid JSON"),
+            ("torn", r#"{"epoch":1,"applied":0,"sto"#, "no checksum"),
+            ("empty", "", "too short"),
             (
                 "old format",
                 r#"{"stocks":[{"name":"A","price":1.0,"quantity":1,"volume":0}],"recent_trades":[]}"#,
-                "./run.sh reset",
+                "old catalog",
             ),
             (
                 "old format without recent_trades",
                 r#"{"stocks":[{"name":"A","price":1.0,"quantity":1,"volume":0}]}"#,
-                "./run.sh reset",
+                "old catalog",
             ),
             (
                 "negative quantity",
@@ -1338,36 +1502,232 @@ mod tests {
                 r#"{"epoch":1,"applied":0,"applied_epoch":1,"stocks":[{"name":"A","price":1.0,"quantity":1,"volume":0},{"name":"A","price":1.0,"quantity":1,"volume":0}]}"#,
                 "duplicate",
             ),
+            (
+                "sealed, checksum changed",
+                "{\"epoch\":1,\"applied\":0,\"applied_epoch\":1,\"stocks\":[]},00000000\n",
+                "does not match",
+            ),
         ];
         for (name, text, part) in cases {
             let dir = TempDir::new();
             let path = dir.file();
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(&path, text).unwrap();
-            match Catalog::open(&path, &stocks()) {
-                Err(Error::State(msg)) => {
-                    assert!(msg.contains(part), "{name}: {msg}");
-                    assert!(msg.contains(&path.display().to_string()), "{name}: {msg}");
-                    assert!(!msg.contains('\n'), "{name}: one line: {msg}");
-                }
-                other => panic!("{name}: accepted: {other:?}"),
-            }
+            let Found::Damaged(why) = load(&path, &path.with_extension("journal"), &[]).unwrap()
+            else {
+                panic!("{name}: not found damaged");
+            };
+            assert!(why.contains(part), "{name}: {why}");
+            assert!(
+                why.contains(&format!("{} line 1", path.display())),
+                "{name}: {why}"
+            );
+            assert!(!why.contains('\n'), "{name}: one line: {why}");
+            let catalog = Catalog::open(&path, &stocks()).unwrap();
+            assert_eq!(position(&catalog), (0, -1, 0), "{name}");
+            assert_eq!(holdings(&catalog), [(100, 0), (3, 0)], "{name}");
+            assert_eq!(sealed_file(&path).applied, -1, "{name}");
             assert_eq!(
-                fs::read_to_string(&path).unwrap(),
+                fs::read_to_string(damaged_path(&path)).unwrap(),
                 *text,
-                "{name}: overwritten"
+                "{name}: kept aside"
             );
         }
-        // A valid file with a torn temp file next to it: the temp file goes, the file stays.
+    }
+
+    /// What cannot be rebuilt around refuses to start: a file that cannot be read.
+    #[test]
+    fn an_unreadable_file_refuses_to_start() {
+        let dir = TempDir::new();
+        let path = dir.file();
+        fs::create_dir_all(&path).unwrap();
+        match Catalog::open(&path, &stocks()) {
+            Err(Error::State(msg)) => {
+                assert!(msg.contains("cannot read"), "{msg}");
+                assert!(msg.contains(&path.display().to_string()), "{msg}");
+            }
+            other => panic!("accepted: {other:?}"),
+        }
+        assert!(path.is_dir(), "left as it was");
+        assert!(!damaged_path(&path).exists());
+    }
+
+    #[test]
+    fn a_leftover_temp_file_is_removed_and_the_file_kept() {
+        let valid = r#"{"epoch":1,"applied":0,"applied_epoch":1,"stocks":[{"name":"A","price":1.0,"quantity":1,"volume":0}]}"#;
         let dir = TempDir::new();
         let path = dir.file();
         fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, valid).unwrap();
+        let mut bytes = Vec::new();
+        checksum::seal(0, valid.as_bytes(), &mut bytes);
+        fs::write(&path, &bytes).unwrap();
         fs::write(temp_path(&path), b"{\"epoch\":2,\"appl").unwrap();
         let catalog = Catalog::open(&path, &stocks()).unwrap();
         assert!(!temp_path(&path).exists());
         assert_eq!(position(&catalog), (1, 0, 1));
-        assert_eq!(fs::read_to_string(&path).unwrap(), valid);
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            bytes,
+            "sealed already: not rewritten"
+        );
+    }
+
+    /// Files of the previous format (plain JSON, no checksum) are read, and sealed from then on.
+    #[test]
+    fn previous_format_files_load_and_are_upgraded() {
+        let dir = TempDir::new();
+        let path = dir.file();
+        let journal = path.with_extension("journal");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let state = |applied: i64, a: u64| {
+            format!(
+                r#"{{"epoch":1,"applied":{applied},"applied_epoch":1,"stocks":[{{"name":"A","price":1.5,"quantity":{a},"volume":{}}},{{"name":"B","price":2.0,"quantity":3,"volume":0}}]}}"#,
+                100 - a
+            )
+        };
+        fs::write(&path, state(0, 90)).unwrap();
+        fs::write(&journal, format!("{}\n{}\n", state(1, 85), state(2, 84))).unwrap();
+        let catalog = Catalog::open(&path, &stocks()).unwrap();
+        assert_eq!(position(&catalog), (1, 2, 1));
+        assert_eq!(holdings(&catalog), [(84, 16), (3, 0)]);
+        assert_eq!(
+            sealed_file(&path).applied,
+            2,
+            "folded in and sealed at start"
+        );
+        catalog
+            .apply(&batch(1, vec![entry(3, "A", Buy, 4)]))
+            .unwrap();
+        let line = fs::read(&journal).unwrap();
+        let (payload, _) = checksum::unseal(0, line.strip_suffix(b"\n").unwrap()).unwrap();
+        assert_eq!(
+            parse_file(payload).unwrap().applied,
+            3,
+            "the next write is sealed"
+        );
+        drop(catalog);
+        let catalog = Catalog::open(&path, &stocks()).unwrap();
+        assert_eq!(position(&catalog), (1, 3, 1));
+        assert_eq!(holdings(&catalog), [(80, 20), (3, 0)]);
+        assert_eq!(sealed_file(&path).applied, 3);
+        assert!(!damaged_path(&path).exists() && !damaged_path(&journal).exists());
+
+        // A previous-format catalog.json alone (no journal) is sealed at start too.
+        let dir = TempDir::new();
+        let path = dir.file();
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, state(0, 90)).unwrap();
+        let catalog = Catalog::open(&path, &stocks()).unwrap();
+        assert_eq!(position(&catalog), (1, 0, 1));
+        assert_eq!(sealed_file(&path).applied, 0);
+    }
+
+    /// Replaces the only `from` in line `line` (from 1) of `path` by `to`: the same length,
+    /// still a valid state, as rot or a stray edit leaves it.
+    fn change_digit(path: &Path, line: usize, from: &str, to: &str) {
+        let text = fs::read_to_string(path).unwrap();
+        let mut lines: Vec<String> = text.split_inclusive('\n').map(String::from).collect();
+        let target = &mut lines[line - 1];
+        assert_eq!(target.matches(from).count(), 1, "{from} in {target}");
+        *target = target.replacen(from, to, 1);
+        fs::write(path, lines.concat()).unwrap();
+    }
+
+    /// `path` with `.damaged` appended, where a damaged file is moved.
+    fn damaged(path: &Path) -> PathBuf {
+        PathBuf::from(format!("{}.damaged", path.display()))
+    }
+
+    /// After damage: the stocks of the config, nothing applied, the damaged files kept aside;
+    /// the leader's re-sends from order 0 bring it back to the log's numbers.
+    fn assert_rebuilt(dir: &TempDir, catalog: &Catalog, kept: &Path, changed: &str) {
+        assert_eq!(holdings(catalog), [(100, 0), (3, 0)]);
+        assert_eq!(position(catalog), (0, -1, 0));
+        assert!(
+            fs::read_to_string(damaged(kept)).unwrap().contains(changed),
+            "the damaged file is kept aside"
+        );
+        let answer = catalog
+            .apply(&batch(2, vec![entry(5, "A", Buy, 1)]))
+            .unwrap();
+        assert_eq!(
+            answer.state.applied, -1,
+            "a gap: the leader re-sends from 0"
+        );
+        catalog
+            .apply(&batch(
+                2,
+                vec![
+                    entry(0, "A", Buy, 10),
+                    entry(1, "A", Buy, 5),
+                    entry(2, "B", Sell, 2),
+                ],
+            ))
+            .unwrap();
+        assert_eq!(holdings(catalog), [(85, 15), (5, 2)]);
+        assert_eq!(position(catalog), (2, 2, 2));
+        assert_eq!(saved(dir).applied, 2);
+    }
+
+    /// The files at `path` are found damaged at line `line`, for the reason `part`.
+    fn assert_damaged_at(dir: &TempDir, path: &Path, line: usize, part: &str) {
+        let found = load(&dir.file(), &dir.file().with_extension("journal"), &[]).unwrap();
+        let Found::Damaged(why) = found else {
+            panic!("not found damaged: {found:?}");
+        };
+        assert!(
+            why.starts_with(&format!("{} line {line}: ", path.display())) && why.contains(part),
+            "{why}"
+        );
+    }
+
+    /// Three orders, one batch each: A 100 → 90 → 85, B 3 → 5.
+    fn three_orders(dir: &TempDir) {
+        let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
+        catalog
+            .apply(&batch(1, vec![entry(0, "A", Buy, 10)]))
+            .unwrap();
+        catalog
+            .apply(&batch(1, vec![entry(1, "A", Buy, 5)]))
+            .unwrap();
+        catalog
+            .apply(&batch(1, vec![entry(2, "B", Sell, 2)]))
+            .unwrap();
+        assert_eq!(holdings(&catalog), [(85, 15), (5, 2)]);
+    }
+
+    #[test]
+    fn a_changed_digit_in_catalog_json_rebuilds_from_the_config() {
+        let dir = TempDir::new();
+        three_orders(&dir);
+        // A restart folds the journal into catalog.json.
+        drop(Catalog::open(&dir.file(), &stocks()).unwrap());
+        change_digit(&dir.file(), 1, r#""quantity":85"#, r#""quantity":95"#);
+        assert_damaged_at(&dir, &dir.file(), 1, "does not match");
+        let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
+        assert_rebuilt(&dir, &catalog, &dir.file(), r#""quantity":95"#);
+    }
+
+    #[test]
+    fn a_changed_digit_in_a_middle_journal_line_rebuilds_from_the_config() {
+        let dir = TempDir::new();
+        three_orders(&dir);
+        let journal = dir.file().with_extension("journal");
+        change_digit(&journal, 2, r#""quantity":85"#, r#""quantity":86"#);
+        assert_damaged_at(&dir, &journal, 2, "does not match");
+        let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
+        assert_rebuilt(&dir, &catalog, &journal, r#""quantity":86"#);
+    }
+
+    #[test]
+    fn a_changed_digit_in_the_last_journal_line_rebuilds_from_the_config() {
+        let dir = TempDir::new();
+        three_orders(&dir);
+        let journal = dir.file().with_extension("journal");
+        change_digit(&journal, 3, r#""quantity":5,"#, r#""quantity":9,"#);
+        assert_damaged_at(&dir, &journal, 3, "does not match");
+        let catalog = Catalog::open(&dir.file(), &stocks()).unwrap();
+        assert_rebuilt(&dir, &catalog, &journal, r#""quantity":9,"#);
     }
 
     /// Two leaders at once: the new one (epoch 2) applies while the old one (epoch 1) keeps
