@@ -23,9 +23,10 @@ use crate::error::{Error, Result};
 /// The exit code of a bad configuration or bad flags (docs/spec.md §1).
 pub const EXIT_CONFIG: i32 = 2;
 
-/// The exit code of state files that cannot be used at start (a corrupt or truncated
-/// `catalog.json` or replica state file, a damaged order log, an unusable data directory): the
-/// same for every service, distinct from [`EXIT_CONFIG`]. The file is left as it is.
+/// The exit code of state that cannot be used at start (a data directory or file that cannot be
+/// created or read): the same for every service, distinct from [`EXIT_CONFIG`]. Damaged
+/// contents are not a reason to stop: the replicas recover and the catalog rebuilds from the
+/// log (`docs/replication.md`, "Storage faults").
 pub const EXIT_STATE: i32 = 3;
 
 /// Loads the config from `--config`, else `$BAZAAR_CONFIG`, else the default path. On error
