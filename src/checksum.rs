@@ -36,7 +36,10 @@ pub(crate) fn seal(prev: u32, payload: &[u8], out: &mut Vec<u8>) -> u32 {
 /// what is wrong (for a `warn!` naming the file and line).
 pub(crate) fn unseal(prev: u32, record: &[u8]) -> Result<(&[u8], u32), String> {
     let Some(split) = record.len().checked_sub(SEAL_LEN) else {
-        return Err(format!("{} bytes is too short to hold a checksum", record.len()));
+        return Err(format!(
+            "{} bytes is too short to hold a checksum",
+            record.len()
+        ));
     };
     let (payload, seal) = record.split_at(split);
     let stored = std::str::from_utf8(&seal[1..])
@@ -69,7 +72,10 @@ mod tests {
         let first = seal(0, b"0,GameStart,buy,1,1,r0", &mut out);
         let second = seal(first, b"1,GameStart,sell,2,1,r1", &mut out);
         let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').take(2).collect();
-        assert_eq!(unseal(0, lines[0]).unwrap(), (&b"0,GameStart,buy,1,1,r0"[..], first));
+        assert_eq!(
+            unseal(0, lines[0]).unwrap(),
+            (&b"0,GameStart,buy,1,1,r0"[..], first)
+        );
         assert_eq!(unseal(first, lines[1]).unwrap().1, second);
         // The chain: the second line does not check without the first one's checksum.
         assert!(unseal(0, lines[1]).is_err());

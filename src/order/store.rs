@@ -12,7 +12,14 @@
 //! fsync the page cache is no evidence of what the disk holds) and the hard state stays the
 //! last one saved successfully.
 //!
-//! Caveats: the pending buffer is only as large as one drained batch of events.
+//! Damage ([`Store::damage`]): whether the hard state was lost when the store was opened
+//! (missing or damaged: `epoch::load`), and the first order the log found damaged (at open or
+//! by a read since: `OrderLog::damage`). [`Store::checksum`] is the log's chained checksum of
+//! a synced entry, which the core records in the hard state's `log_through`.
+//!
+//! Caveats: the pending buffer is only as large as one drained batch of events. `state_lost`
+//! stays what was found at open (saving a new state does not clear it); the log's damage is
+//! cleared by a truncation that removes the damaged entry.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,6 +40,8 @@ pub(crate) struct FileStore {
     pending_ids: HashMap<String, u64>,
     state_path: PathBuf,
     hard: HardState,
+    /// The hard state was missing or damaged when the store was opened (see `epoch::load`).
+    state_lost: bool,
     /// Tests: the next sync with entries fails like a disk (see the module doc).
     fail_next_sync: bool,
     /// `/metrics`: seconds of each write + fdatasync, and orders written by each.
@@ -47,13 +56,14 @@ pub(crate) struct SyncMetrics {
 
 impl FileStore {
     pub(crate) fn new(log: Arc<OrderLog>, state_path: PathBuf) -> Result<FileStore> {
-        let hard = super::epoch::load(&state_path)?;
+        let loaded = super::epoch::load(&state_path)?;
         Ok(FileStore {
             log,
             pending: Vec::new(),
             pending_ids: HashMap::new(),
             state_path,
-            hard,
+            hard: loaded.state,
+            state_lost: loaded.lost,
             fail_next_sync: false,
             observe: None,
         })
@@ -175,12 +185,16 @@ impl Store for FileStore {
         Ok(())
     }
 
-    fn checksum(&self, _number: u64) -> Option<u32> {
-        None // TODO(h-log): the log file's chained checksum
+    fn checksum(&self, number: u64) -> Option<u32> {
+        // Synced entries only: a pending one has no line in the file yet.
+        self.log.checksum(number)
     }
 
     fn damage(&self) -> Damage {
-        Damage::default() // TODO(h-log): from OrderLog::open, epoch::load and reads
+        Damage {
+            state_lost: self.state_lost,
+            log_from: self.log.damage(),
+        }
     }
 }
 
