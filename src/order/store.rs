@@ -238,4 +238,59 @@ mod tests {
         store.sync().unwrap();
         assert_eq!(OrderLog::open(&log_path).unwrap().latest(), 2);
     }
+
+    /// What the core learns at start: a missing or damaged hard state is lost; a damaged log
+    /// reports its first damaged order; checksums are those of synced entries only.
+    #[test]
+    fn damage_and_checksums_reach_the_core() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("orders-1.csv");
+        let state_path = dir.path().join("orders-1.state.json");
+        let open = || {
+            let log = Arc::new(OrderLog::open(&log_path).unwrap());
+            FileStore::new(log, state_path.clone()).unwrap()
+        };
+        let mut store = open();
+        assert_eq!(
+            store.damage(),
+            Damage {
+                state_lost: true,
+                log_from: None
+            },
+            "no state file"
+        );
+        store.append(vec![entry(0), entry(1), entry(2)]).unwrap();
+        assert_eq!(store.checksum(2), None, "not synced yet");
+        store.sync().unwrap();
+        let through = store.checksum(2).unwrap();
+        assert_ne!(store.checksum(1), Some(through));
+        store
+            .save_hard_state(HardState {
+                epoch: 3,
+                ..HardState::default()
+            })
+            .unwrap();
+        drop(store);
+
+        let store = open();
+        assert_eq!(store.damage(), Damage::default());
+        assert_eq!(store.hard_state().epoch, 3);
+        assert_eq!(store.checksum(2), Some(through), "the same after a restart");
+        drop(store);
+
+        let mut log = std::fs::read_to_string(&log_path).unwrap();
+        log = log.replacen("1,GameStart,buy,1", "1,GameStart,buy,2", 1);
+        std::fs::write(&log_path, log).unwrap();
+        std::fs::write(&state_path, "{\"epoch\":").unwrap();
+        let store = open();
+        assert_eq!(
+            store.damage(),
+            Damage {
+                state_lost: true,
+                log_from: Some(1)
+            }
+        );
+        assert_eq!(store.hard_state(), HardState::default());
+        assert_eq!((store.latest(), store.checksum(1)), (0, None));
+    }
 }
