@@ -1388,6 +1388,30 @@ mod tests {
         assert_eq!(log.get(3).unwrap(), Some(entry(3, 2)));
     }
 
+    /// The test harness's reader: strict (damage and a torn last line are errors), and it
+    /// reads the previous format too.
+    #[cfg(feature = "testkit")]
+    #[test]
+    fn the_harness_reader_is_strict() {
+        let all = entries(0..3, 1);
+        let sealed = encode_file(&all).unwrap();
+        let path = Path::new("orders-1.csv");
+        assert_eq!(super::entries(&sealed, path).unwrap(), all);
+        assert_eq!(super::entries(b"", path).unwrap(), []);
+        let mut plain = PLAIN_HEADER.as_bytes().to_vec();
+        all.iter().for_each(|e| plain.extend(encode(e).unwrap()));
+        assert_eq!(super::entries(&plain, path).unwrap(), all);
+        let mut damaged = sealed.clone();
+        let at = line_start(&damaged, 1) + 2;
+        damaged[at] = b'X';
+        assert!(super::entries(&damaged, path).is_err());
+        assert!(
+            super::entries(&sealed[..sealed.len() - 1], path).is_err(),
+            "torn"
+        );
+        assert!(super::entries(b"number,name\n", path).is_err());
+    }
+
     /// Each case: our epochs, the sender's prev, the sender's entries (first number, epochs),
     /// the policy, the expected answer and our epochs afterwards.
     #[test]
