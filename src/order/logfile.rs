@@ -29,7 +29,7 @@
 //! was never acknowledged, so it is cut away with a warning. Any other record that does not
 //! check is damage: a `warn!` names the file, the order, the byte and line and what was
 //! expected; the file as found is copied to `<file>.damaged`; memory keeps the intact prefix
-//! only, and the first write cuts the file back to it. [`OrderLog::damage`] reports the
+//! only, and the first write cuts the file back to it. `OrderLog::damage` reports the
 //! first damaged order (the core decides what to do: see its recovery rules). A runtime read
 //! that finds a line no longer checking reports it the same way and returns an error.
 //!
@@ -42,7 +42,7 @@
 //! (the index stores numbers in 32 bits). The request-id index covers the whole log, so a
 //! retry is recognised however late it comes; loading it reads the whole file at start.
 //! Lines cut off at the end of the file on a line boundary leave nothing to check here: the
-//! hard state's `log_through` (with [`OrderLog::checksum`]) is what catches those. A torn
+//! hard state's `log_through` (with `OrderLog::checksum`) is what catches those. A torn
 //! record is recognised only as a last record with no line end at all after its start; one
 //! torn just after a line end inside a quoted request id counts as damage (safe, not quiet).
 //! If the `.damaged` copy cannot be written the log refuses to open rather than cut bytes
