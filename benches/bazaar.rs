@@ -809,7 +809,7 @@ fn replica_rss_mb(cluster: &Cluster) -> Vec<f64> {
 /// alternates a buy and a sell of 1, so no prefix goes below zero.
 fn big_state(n: usize) -> R<(Vec<u8>, String, String)> {
     const EPOCH: u64 = 1;
-    let mut csv = Vec::with_capacity(n * 48);
+    let mut csv = Vec::with_capacity(n * 57);
     csv.extend_from_slice(bazaar::order::logfile::HEADER.as_bytes());
     let mut stocks: Vec<StockRecord> = STOCKS
         .iter()
@@ -821,6 +821,8 @@ fn big_state(n: usize) -> R<(Vec<u8>, String, String)> {
         })
         .collect();
     let sessions = 16;
+    // Each line's chained checksum (the log's format): the first line's is seeded with 0.
+    let mut prev = 0;
     for i in 0..n {
         let stock = i % STOCKS.len();
         let kind = if (i / STOCKS.len()).is_multiple_of(2) {
@@ -866,7 +868,7 @@ fn big_state(n: usize) -> R<(Vec<u8>, String, String)> {
                 ));
             }
         }
-        csv.extend_from_slice(line.as_bytes());
+        prev = bazaar::order::logfile::seal_line(prev, line.trim_end().as_bytes(), &mut csv);
     }
     let state = format!(r#"{{"epoch":{EPOCH},"voted_for":3,"log_epoch":{EPOCH}}}"#);
     let catalog = serde_json::json!({

@@ -14,7 +14,7 @@ use crate::api::{InvalidateBatch, LogEntry, OrderRequest, OrderType, Propagate, 
 use crate::config::StockConfig;
 use crate::http::server::parse_head;
 use crate::http::{Request, MAX_BODY_BYTES};
-use crate::order::logfile::{encode, OrderLog, HEADER};
+use crate::order::logfile::{encode, encode_file, OrderLog, PLAIN_HEADER};
 use crate::selection::{Command, Reply};
 
 /// Cases per test inside `cargo test` unless `PROPTEST_CASES` says otherwise.
@@ -227,13 +227,16 @@ fn apply_entry() -> impl Strategy<Value = Value> {
 proptest! {
     #![proptest_config(config(FILE_CASES))]
 
-    /// The CSV loader: a log of valid entries with anything appended, a line damaged, or cut
-    /// at any byte never panics; it loads every entry before the damage or refuses to start,
-    /// and never loads an entry that was not written.
+    /// The CSV loader: a log of valid entries (in this format or the previous one) with
+    /// anything inserted or cut at any byte never panics and always opens; it loads a prefix
+    /// of what was written and, with checksums, never an entry that was not written. A cut
+    /// only ever loses the torn last line and is never damage; damage leaves the file as found
+    /// in `.damaged`.
     #[test]
     fn fuzz_csv_log_loader(
         entries in proptest::collection::vec(
             ("[A-Za-z]{1,8}", any::<bool>(), 1u64..1000, 1u64..5, "[!-~]{1,20}"), 0..6),
+        plain in any::<bool>(),
         cut in any::<proptest::sample::Index>(),
         damage in proptest::option::of((any::<proptest::sample::Index>(),
             proptest::collection::vec(any::<u8>(), 0..40))),
@@ -246,38 +249,47 @@ proptest! {
             epoch,
             request_id: format!("{rid}-{i}"),
         }).collect();
-        let mut bytes = HEADER.as_bytes().to_vec();
-        for e in &entries {
-            bytes.extend(encode(e).unwrap());
-        }
+        let (mut bytes, header) = if plain {
+            let mut bytes = PLAIN_HEADER.as_bytes().to_vec();
+            for e in &entries {
+                bytes.extend(encode(e).unwrap());
+            }
+            (bytes, PLAIN_HEADER.len())
+        } else {
+            (encode_file(&entries).unwrap(), crate::order::logfile::HEADER.len())
+        };
         let full = bytes.len();
         if let Some((at, junk)) = &damage {
-            let at = HEADER.len() + at.index(full - HEADER.len() + 1);
+            let at = header + at.index(full - header + 1);
             bytes.splice(at..at, junk.iter().copied());
         }
         let len = bytes.len();
-        let bytes = if damage.is_none() { bytes[..HEADER.len() + cut.index(len - HEADER.len() + 1)].to_vec() } else { bytes };
+        let bytes = if damage.is_none() { bytes[..header + cut.index(len - header + 1)].to_vec() } else { bytes };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("orders-1.csv");
         std::fs::write(&path, &bytes).unwrap();
-        match OrderLog::open(&path) {
-            Ok(log) => {
-                let loaded = log.since(0, usize::MAX).unwrap().entries;
-                if damage.is_none() {
-                    // A cut only ever loses the torn last line.
-                    prop_assert!(loaded.len() <= entries.len());
-                    prop_assert_eq!(&loaded[..], &entries[..loaded.len()]);
-                    prop_assert!(loaded.len() + 1 >= entries.len() || bytes.len() < full);
-                }
-                for (i, e) in loaded.iter().enumerate() {
-                    prop_assert_eq!(e.number, i as u64);
-                }
-            }
-            Err(e) => {
-                prop_assert!(damage.is_some(), "a cut log must load: {}", e);
-                prop_assert_eq!(std::fs::read(&path).unwrap(), bytes, "a refused log is left as it is");
-            }
+        let log = OrderLog::open(&path);
+        prop_assert!(log.is_ok(), "damage never refuses: {:?}", log.err());
+        let log = log.unwrap();
+        let loaded = log.since(0, usize::MAX).unwrap().entries;
+        for (i, e) in loaded.iter().enumerate() {
+            prop_assert_eq!(e.number, i as u64);
         }
+        if damage.is_none() || !plain {
+            prop_assert!(loaded.len() <= entries.len());
+            prop_assert_eq!(&loaded[..], &entries[..loaded.len()]);
+        }
+        if damage.is_none() {
+            prop_assert_eq!(log.damage(), None, "a cut is never damage");
+            prop_assert!(loaded.len() + 1 >= entries.len() || bytes.len() < full);
+        }
+        if let Some(first) = log.damage() {
+            prop_assert_eq!(first, loaded.len() as u64);
+            let damaged = dir.path().join("orders-1.csv.damaged");
+            prop_assert_eq!(std::fs::read(damaged).unwrap(), bytes, "kept as found");
+        }
+        drop(log);
+        prop_assert_eq!(OrderLog::open(&path).unwrap().since(0, usize::MAX).unwrap().entries, loaded, "reopens the same");
     }
 
     /// The catalog's `/leader` and `/apply` through its real router, with the secret: any body

@@ -10,7 +10,7 @@ use std::fs;
 use std::time::Duration;
 
 use bazaar::api::{LogEntry, Order, OrderAck, OrderType};
-use bazaar::order::logfile::{encode, HEADER};
+use bazaar::order::logfile::{encode, PLAIN_HEADER};
 use bazaar::testkit::cluster::{order_request, two_leaders_in_one_epoch, Sampler, STOCKS};
 use common::{assert_error, raw, wait_for, Cluster, Options, Process};
 
@@ -143,7 +143,7 @@ fn a_legacy_log_of_control_character_ids_replicates_and_is_applied() {
     let data = c.data_dir();
     fs::create_dir_all(&data).unwrap();
     let log = legacy_log();
-    let mut file = HEADER.as_bytes().to_vec();
+    let mut file = PLAIN_HEADER.as_bytes().to_vec();
     for entry in &log {
         file.extend(encode(entry).unwrap());
     }

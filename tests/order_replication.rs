@@ -243,10 +243,14 @@ fn a_returning_old_leader_loses_its_unreplicated_suffix() {
     c.wait_identical(&[1, 2, 3], 3);
     c.stop(3);
     // What a leader that crashed right after its local append leaves behind: an order in its
-    // own file only, which never committed.
+    // own file only, which never committed (sealed, chained from the line before: a whole
+    // append, not damage).
     let path = c.config.order_log_path(3);
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes.extend_from_slice(format!("3,GameStart,buy,9,{},lost\n", leader.epoch).as_bytes());
+    let seal = std::str::from_utf8(&bytes[bytes.len() - 9..bytes.len() - 1]).unwrap();
+    let prev = u32::from_str_radix(seal, 16).unwrap();
+    let record = format!("3,GameStart,buy,9,{},lost", leader.epoch);
+    bazaar::order::logfile::seal_line(prev, record.as_bytes(), &mut bytes);
     std::fs::write(&path, bytes).unwrap();
 
     let next =

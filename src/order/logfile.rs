@@ -1,13 +1,19 @@
-//! The order log: `orders-N.csv`, one [`LogEntry`] a line, and its in-memory index.
+//! The order log: `orders-N.csv`, one [`LogEntry`] a line, each line sealed, and its in-memory
+//! index.
 //!
-//! The file starts with the header [`HEADER`]; every later record is an order written by the
-//! `csv` crate with `\n` line endings, so that replicas holding the same entries hold
-//! byte-identical files. Entry `i` of a valid log has number `i`.
+//! Format: the header [`HEADER`], then one record an order: the entry as the `csv` crate
+//! writes it (`\n` line ends, quoting only where needed), then `,` and the CRC32C of those
+//! bytes as eight hex digits (`crate::checksum::seal`), chained: each line's checksum is seeded
+//! with the previous line's (the first with 0), so the checksum of line `n` vouches for every
+//! line up to `n`, and a changed, missing, swapped or moved line no longer checks. Replicas
+//! holding the same entries hold byte-identical files. Entry `i` of a valid log has number `i`.
 //!
-//! Memory: per order only its byte offset, its epoch (as runs) and an 8-byte slot in the
-//! request-id index; the newest `TAIL_ENTRIES` (4096) orders are also kept whole. Any other read
-//! (`get`, `since`, a request id whose hash matches) is a `pread` of the file's lines, which
-//! the page cache keeps warm. With 1,000,000 orders a replica holds about 30 MB.
+//! Memory: per order only its byte offset, its chained checksum, its epoch (as runs) and an
+//! 8-byte slot in the request-id index; the newest `TAIL_ENTRIES` (4096) orders are also kept
+//! whole. Any other read (`get`, `since`, a request id whose hash matches) is a `pread` of the
+//! file's lines, which the page cache keeps warm, and each line read is checked against the
+//! checksums in memory: what the disk changed since the log was opened is never returned.
+//! With 1,000,000 orders a replica holds about 35 MB.
 //!
 //! Writes: one writer at a time (a mutex around the file). A batch is written with one
 //! `write_all`, `sync_data`'d, and only then published to memory, so a reader never sees an
@@ -16,53 +22,80 @@
 //! no reader looks for an entry in bytes that are gone. Readers take a `parking_lot::RwLock`
 //! on the memory and never wait for an fsync (they read through their own file handle).
 //!
-//! Loading: a torn last record (no trailing newline, or unparsable, or misnumbered) is what a
-//! crash in the middle of an append leaves; it was never acknowledged, so it is cut away with
-//! a warning. A bad record anywhere else means the file was damaged by something else: the
-//! replica refuses to start rather than silently drop data.
+//! Loading: a file in the previous format (header [`PLAIN_HEADER`], no checksum column) is
+//! read with the same checks minus the seal and rewritten in this format (temp file, fsync,
+//! rename) before anything else. Then every line is checked: its CSV, its number, its seal.
+//! A last record without its line end is what a crash in the middle of an append leaves; it
+//! was never acknowledged, so it is cut away with a warning. Any other record that does not
+//! check is damage: a `warn!` names the file, the order, the byte and line and what was
+//! expected; the file as found is copied to `<file>.damaged`; memory keeps the intact prefix
+//! only, and the first write cuts the file back to it. `OrderLog::damage` reports the
+//! first damaged order (the core decides what to do: see its recovery rules). A runtime read
+//! that finds a line no longer checking reports it the same way and returns an error.
 //!
 //! This file only stores: `OrderLog::append`, `OrderLog::truncate` and reads. Which entries
 //! to keep, replace or append is decided by the replica's core (`order::core`), through the
 //! file store (`order::store`), which also batches appends into one fsync.
 //!
-//! Caveats: reads of old entries can fail (an I/O error), so they return `Result`; the core
-//! treats such a failure like a failed write. A log holds at most `u32::MAX` orders (the
-//! index stores numbers in 32 bits). The request-id index covers the whole log, so a retry is
-//! recognised however late it comes; loading it reads the whole file at start.
+//! Caveats: reads of old entries can fail (an I/O error, damage), so they return `Result`;
+//! the core treats such a failure like a failed write. A log holds at most `u32::MAX` orders
+//! (the index stores numbers in 32 bits). The request-id index covers the whole log, so a
+//! retry is recognised however late it comes; loading it reads the whole file at start.
+//! Lines cut off at the end of the file on a line boundary leave nothing to check here: the
+//! hard state's `log_through` (with `OrderLog::checksum`) is what catches those. A torn
+//! record is recognised only as a last record with no line end at all after its start; one
+//! torn just after a line end inside a quoted request id counts as damage (safe, not quiet).
+//! If the `.damaged` copy cannot be written the log refuses to open rather than cut bytes
+//! nobody kept.
 
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::hash::BuildHasher;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hashbrown::HashTable;
 use log::{info, warn};
 use parking_lot::{Mutex, RwLock};
 
 use crate::api::{LogEntry, LogPage};
-use crate::durable::{dir_of, sync_dir};
+use crate::checksum;
+use crate::durable::{dir_of, replace_file, sync_dir};
 use crate::error::{Error, Result};
 
 /// The first line of every order log.
-pub const HEADER: &str = "number,name,type,quantity,epoch,request_id\n";
+pub const HEADER: &str = "number,name,type,quantity,epoch,request_id,checksum\n";
+
+/// The first line of a log in the previous format (no checksums), upgraded when opened.
+pub const PLAIN_HEADER: &str = "number,name,type,quantity,epoch,request_id\n";
 
 /// How many of the most recent entries memory keeps whole. Replication, the catalog's apply
 /// and recent queries read within a few batches of the end, so they never touch the file.
 const TAIL_ENTRIES: usize = 4096;
 
-/// The in-memory view, published only after the file is durable. About 26 bytes an order:
-/// everything but the position, the epoch and a hash of the request id is read back from the
-/// file (the page cache keeps it warm), except the [`TAIL_ENTRIES`] newest, kept whole.
+/// Fields of a sealed record: the entry's six and its checksum.
+const SEALED_FIELDS: usize = 7;
+
+/// [`OrderLog::damage`]'s "nothing found".
+const NO_DAMAGE: u64 = u64::MAX;
+
+/// The in-memory view, published only after the file is durable. About 30 bytes an order:
+/// everything but the position, the checksum, the epoch and a hash of the request id is read
+/// back from the file (the page cache keeps it warm), except the newest `tail_cap`, kept whole.
 struct Memory {
     /// Byte offset in the file of each entry's line; entry `i` is order `i`.
     offsets: Vec<u64>,
+    /// The chained checksum of each entry's line (see the module doc).
+    crcs: Vec<u32>,
     /// The epoch of every entry as runs: `(first number, epoch)`, ascending by number.
     epochs: Vec<(u64, u64)>,
     /// The newest entries, whole; the last one is order `offsets.len() - 1`.
     tail: VecDeque<LogEntry>,
+    /// How many entries `tail` keeps ([`TAIL_ENTRIES`]; fewer in tests).
+    tail_cap: usize,
     /// Request id → order number, as `(32-bit hash of the id, number)`. Equal hashes are
     /// told apart by reading the id itself, so a collision costs a read, never a wrong answer.
     by_request: HashTable<(u32, u32)>,
@@ -72,11 +105,13 @@ struct Memory {
 }
 
 impl Memory {
-    fn new(end: u64) -> Memory {
+    fn new(end: u64, tail_cap: usize) -> Memory {
         Memory {
             offsets: Vec::new(),
+            crcs: Vec::new(),
             epochs: Vec::new(),
             tail: VecDeque::new(),
+            tail_cap,
             by_request: HashTable::new(),
             hasher: RandomState::new(),
             end,
@@ -91,13 +126,21 @@ impl Memory {
         self.offsets.len() as u64
     }
 
+    /// The checksum the line of entry `number` is chained from.
+    fn crc_before(&self, number: u64) -> u32 {
+        match number.checked_sub(1) {
+            Some(previous) => self.crcs.get(previous as usize).copied().unwrap_or(0),
+            None => 0,
+        }
+    }
+
     fn id_hash(&self, request_id: &str) -> u32 {
         // The high half: the low bits of a `RandomState` hash are as good, but this keeps the
         // table's own bits (from `spread`) independent of what is stored.
         (self.hasher.hash_one(request_id) >> 32) as u32
     }
 
-    fn push(&mut self, entry: LogEntry, offset: u64) -> Result<()> {
+    fn push(&mut self, entry: LogEntry, offset: u64, crc: u32) -> Result<()> {
         let number = u32::try_from(entry.number).map_err(|_| {
             Error::Internal(format!(
                 "order {} is beyond the {} orders one log holds",
@@ -109,13 +152,16 @@ impl Memory {
         self.by_request
             .insert_unique(spread(hash), (hash, number), |&(h, _)| spread(h));
         self.offsets.push(offset);
+        self.crcs.push(crc);
         if self.epochs.last().is_none_or(|&(_, e)| e != entry.epoch) {
             self.epochs.push((entry.number, entry.epoch));
         }
-        if self.tail.len() == TAIL_ENTRIES {
+        if self.tail.len() >= self.tail_cap {
             self.tail.pop_front();
         }
-        self.tail.push_back(entry);
+        if self.tail_cap > 0 {
+            self.tail.push_back(entry);
+        }
         Ok(())
     }
 
@@ -142,6 +188,7 @@ impl Memory {
             self.end = offset;
         }
         self.offsets.truncate(from_index);
+        self.crcs.truncate(from_index);
         self.epochs.retain(|&(first, _)| first < from);
         self.tail.retain(|e| e.number < from);
         self.by_request.retain(|&mut (_, n)| u64::from(n) < from);
@@ -157,9 +204,10 @@ fn spread(hash: u32) -> u64 {
 /// The writer's side of the file.
 struct Writer {
     file: File,
-    /// A write, fsync or cut failed: the file past memory's `end` may hold bytes the disk
-    /// never got (after a failed fsync the page cache still shows them, and a later fsync may
-    /// report success without writing them). They are cut before anything else is written.
+    /// A write, fsync or cut failed, or the file was found damaged: the file past memory's
+    /// `end` may hold bytes the disk never got (after a failed fsync the page cache still
+    /// shows them, and a later fsync may report success without writing them) or bytes that
+    /// do not check. They are cut before anything else is written.
     unsure: bool,
 }
 
@@ -171,64 +219,116 @@ pub(crate) struct OrderLog {
     /// A second handle for readers (`pread`), so reads never wait for the writer's fsync.
     reader: File,
     mem: RwLock<Memory>,
+    /// The first order found damaged (at open or by a read since), [`NO_DAMAGE`] if none.
+    /// Readers record it under the memory's read lock, hence an atomic.
+    damage: AtomicU64,
 }
 
 impl OrderLog {
-    /// Opens `path`, creating it (and its directory) with the header when missing, repairing a
-    /// torn tail, refusing a damaged file.
+    /// Opens `path`, creating it (and its directory) with the header when missing, upgrading
+    /// a file in the previous format, repairing a torn tail, keeping the intact prefix of a
+    /// damaged file (see the module doc).
     pub(crate) fn open(path: &Path) -> Result<OrderLog> {
+        OrderLog::open_with_tail(path, TAIL_ENTRIES)
+    }
+
+    /// [`OrderLog::open`] keeping `tail_cap` entries whole in memory (tests read the file
+    /// with a small one).
+    fn open_with_tail(path: &Path, tail_cap: usize) -> Result<OrderLog> {
         let dir = dir_of(path);
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::State(format!("cannot create {}: {e}", dir.display())))?;
-        let mut file = OpenOptions::new()
+        let mut bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::State(format!("cannot read {}: {e}", path.display()))),
+        };
+        let mut damage = None;
+        if bytes.len() < HEADER.len() && HEADER.as_bytes().starts_with(&bytes) {
+            // New, or a crash while the header itself was being written.
+            replace_file(path, HEADER.as_bytes())?;
+            info!("created order log {}", path.display());
+            bytes = HEADER.as_bytes().to_vec();
+        } else if bytes.starts_with(PLAIN_HEADER.as_bytes()) {
+            let (upgraded, found) = upgrade(&bytes, path)?;
+            replace_file(path, &upgraded)?;
+            info!(
+                "{}: upgraded to the format with checksums ({} bytes before, {} after)",
+                path.display(),
+                bytes.len(),
+                upgraded.len()
+            );
+            damage = found;
+            bytes = upgraded;
+        } else if !bytes.starts_with(HEADER.as_bytes()) {
+            let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+            warn!(
+                "{}: damaged at byte 0 (line 1, before order 0): the first line is {:?} where {:?} \
+                 was expected; no order is kept, the file as found is kept as {}",
+                path.display(),
+                String::from_utf8_lossy(first).chars().take(200).collect::<String>(),
+                HEADER.trim_end(),
+                damaged_path(path).display()
+            );
+            keep_damaged(path)?;
+            replace_file(path, HEADER.as_bytes())?;
+            damage = Some(0);
+            bytes = HEADER.as_bytes().to_vec();
+        }
+
+        let file = OpenOptions::new()
             .read(true)
             .append(true)
-            .create(true)
             .open(path)
             .map_err(|e| Error::State(format!("cannot open {}: {e}", path.display())))?;
         let reader = File::open(path)
             .map_err(|e| Error::State(format!("cannot open {}: {e}", path.display())))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|e| Error::State(format!("cannot read {}: {e}", path.display())))?;
 
-        if bytes.len() < HEADER.len() && HEADER.as_bytes().starts_with(&bytes) {
-            // New, or a crash while the header itself was being written.
-            file.set_len(0)?;
-            file.write_all(HEADER.as_bytes())?;
-            file.sync_all()?;
-            sync_dir(dir)?;
-            info!("created order log {}", path.display());
-            bytes = HEADER.as_bytes().to_vec();
-        }
-        if !bytes.starts_with(HEADER.as_bytes()) {
-            return Err(Error::State(format!(
-                "{}: the first line is not {:?}; refusing to start",
-                path.display(),
-                HEADER.trim_end()
-            )));
-        }
-
-        let (mem, torn_at) = parse(&bytes, path)?;
-        if let Some(at) = torn_at {
-            warn!(
-                "{}: cut a torn last record at byte {at} ({} bytes: {:?}) left by a crash mid-append",
-                path.display(),
-                bytes.len() as u64 - at,
-                String::from_utf8_lossy(&bytes[at as usize..]).chars().take(200).collect::<String>()
-            );
-            file.set_len(at)?;
-            file.sync_all()?;
+        let mut mem = Memory::new(HEADER.len() as u64, tail_cap);
+        let (end, good_end) = scan(
+            &bytes[HEADER.len()..],
+            HEADER.len() as u64,
+            true,
+            |entry, offset, crc| mem.push(entry, offset, crc),
+        )?;
+        mem.end = good_end;
+        mem.offsets.shrink_to_fit();
+        mem.crcs.shrink_to_fit();
+        mem.epochs.shrink_to_fit();
+        let mut unsure = false;
+        match end {
+            End::Clean => {}
+            End::Torn { at } => {
+                warn!(
+                    "{}: cut a torn last record at byte {at} ({} bytes: {:?}) left by a crash mid-append",
+                    path.display(),
+                    bytes.len() as u64 - at,
+                    String::from_utf8_lossy(&bytes[at as usize..]).chars().take(200).collect::<String>()
+                );
+                file.set_len(at)?;
+                file.sync_all()?;
+            }
+            End::Damaged { number, at, why } => {
+                warn!(
+                    "{}: damaged record at byte {at} (line {}, order {number}): {why}; keeping \
+                     orders 0..{number}, the rest is cut at the next write; the file as found \
+                     is kept as {}",
+                    path.display(),
+                    line_of(&bytes, at),
+                    damaged_path(path).display()
+                );
+                keep_damaged(path)?;
+                unsure = true;
+                damage = Some(damage.map_or(number, |d: u64| d.min(number)));
+            }
         }
         info!("order log {}: {} orders", path.display(), mem.len());
         Ok(OrderLog {
             path: path.to_path_buf(),
-            file: Mutex::new(Writer {
-                file,
-                unsure: false,
-            }),
+            file: Mutex::new(Writer { file, unsure }),
             reader,
             mem: RwLock::new(mem),
+            damage: AtomicU64::new(damage.unwrap_or(NO_DAMAGE)),
         })
     }
 
@@ -240,6 +340,19 @@ impl OrderLog {
     /// The epoch of order `number`, if held; from memory, never the file.
     pub(crate) fn epoch_of(&self, number: u64) -> Option<u64> {
         self.mem.read().epoch_of(number)
+    }
+
+    /// The chained checksum of order `number`'s line, if held (it vouches for every order up
+    /// to `number`); from memory.
+    pub(crate) fn checksum(&self, number: u64) -> Option<u32> {
+        let mem = self.mem.read();
+        mem.crcs.get(usize::try_from(number).ok()?).copied()
+    }
+
+    /// The first order found damaged, at open or by a read since; memory holds only what came
+    /// before it when found at open. Cleared by a truncation that removes it.
+    pub(crate) fn damage(&self) -> Option<u64> {
+        Some(self.damage.load(Ordering::SeqCst)).filter(|&d| d != NO_DAMAGE)
     }
 
     pub(crate) fn get(&self, number: u64) -> Result<Option<LogEntry>> {
@@ -280,8 +393,9 @@ impl OrderLog {
         })
     }
 
-    /// Entries `from..from + count` (all held): the file's part read and parsed, the tail's
-    /// part cloned. The caller's read lock keeps a truncation from cutting them meanwhile.
+    /// Entries `from..from + count` (all held): the file's part read, checked against the
+    /// checksums in memory and parsed, the tail's part cloned. The caller's read lock keeps a
+    /// truncation from cutting them meanwhile.
     fn read(&self, mem: &Memory, from: u64, count: u64) -> Result<Vec<LogEntry>> {
         let to = from + count;
         let tail_start = mem.tail_start();
@@ -298,29 +412,52 @@ impl OrderLog {
             self.reader.read_exact_at(&mut bytes, start)?;
             let mut reader = csv::ReaderBuilder::new()
                 .has_headers(false)
+                .flexible(true)
                 .from_reader(bytes.as_slice());
-            for (expected, record) in (from..file_to).zip(reader.deserialize::<LogEntry>()) {
-                let entry = record?;
-                if entry.number != expected {
-                    return Err(Error::Internal(format!(
-                        "{}: read order {} where {expected} was expected",
-                        self.path.display(),
-                        entry.number
-                    )));
+            let mut record = csv::ByteRecord::new();
+            for number in from..file_to {
+                let at = reader.position().byte() as usize;
+                let checked = match reader.read_byte_record(&mut record) {
+                    Ok(true) => {
+                        let line = &bytes[at..reader.position().byte() as usize];
+                        check(line, &mut record, mem.crc_before(number), number, true).and_then(
+                            |(entry, crc)| match mem.crcs.get(number as usize) {
+                                Some(&held) if held == crc => Ok(entry),
+                                held => Err(format!(
+                                    "its checksum is {crc:08x} where {held:08x?} was loaded"
+                                )),
+                            },
+                        )
+                    }
+                    Ok(false) => Err("the file ends before it".into()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match checked {
+                    Ok(entry) => out.push(entry),
+                    Err(why) => {
+                        return Err(self.damaged_read(number, start + at as u64, &why));
+                    }
                 }
-                out.push(entry);
-            }
-            if out.len() as u64 != file_to - from {
-                return Err(Error::Internal(format!(
-                    "{}: short read of orders {from}..{file_to}",
-                    self.path.display()
-                )));
             }
         }
         let skip = usize::try_from(from.saturating_sub(tail_start)).unwrap_or(usize::MAX);
         let take = usize::try_from(to.saturating_sub(from.max(tail_start))).unwrap_or(0);
         out.extend(mem.tail.iter().skip(skip).take(take).cloned());
         Ok(out)
+    }
+
+    /// Records that order `number`'s line no longer checks, and says so.
+    fn damaged_read(&self, number: u64, at: u64, why: &str) -> Error {
+        self.damage.fetch_min(number, Ordering::SeqCst);
+        warn!(
+            "{}: damaged record at byte {at} (order {number}) found by a read: {why}; it is \
+             not served",
+            self.path.display()
+        );
+        Error::Internal(format!(
+            "{}: order {number} is damaged on disk: {why}",
+            self.path.display()
+        ))
     }
 
     /// Appends already numbered entries that continue the log: one write, one fsync, then
@@ -372,7 +509,7 @@ impl OrderLog {
         self.cut_to_durable_end(&mut w)
     }
 
-    /// Cuts the file back to memory's end if a failure left it unsure.
+    /// Cuts the file back to memory's end if a failure or damage left it unsure.
     fn cut_to_durable_end(&self, w: &mut Writer) -> Result<()> {
         if !w.unsure {
             return Ok(());
@@ -382,7 +519,8 @@ impl OrderLog {
         w.file.sync_all()?;
         w.unsure = false;
         warn!(
-            "{}: cut back to byte {end} after a failed write (what was not synced is gone)",
+            "{}: cut back to byte {end}, the end of what was synced and checks (a failed write \
+             or damage found at open: what lay beyond is gone)",
             self.path.display()
         );
         Ok(())
@@ -393,32 +531,42 @@ impl OrderLog {
         // The write lock from before the cut until memory forgets: a reader must never look
         // for an entry's bytes in a file that no longer has them.
         let mut mem = self.mem.write();
+        if self.damage().is_some_and(|d| d >= from) {
+            // What was damaged is about to go (or was never loaded).
+            self.damage.store(NO_DAMAGE, Ordering::SeqCst);
+        }
         let Some(&offset) = usize::try_from(from).ok().and_then(|i| mem.offsets.get(i)) else {
             return Ok(());
         };
-        let removed: Vec<String> = self
-            .read(&mem, from, mem.len() - from)?
-            .iter()
-            .map(|e| {
-                format!(
-                    "{}:{} {} {} (epoch {}, request {})",
-                    e.number,
-                    e.name,
-                    e.kind.as_str(),
-                    e.quantity,
-                    e.epoch,
-                    e.request_id
-                )
-            })
-            .collect();
+        let removed = match self.read(&mem, from, mem.len() - from) {
+            Ok(entries) => entries
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}:{} {} {} (epoch {}, request {})",
+                        e.number,
+                        e.name,
+                        e.kind.as_str(),
+                        e.quantity,
+                        e.epoch,
+                        e.request_id
+                    )
+                })
+                .collect::<Vec<String>>()
+                .join("; "),
+            // Damaged entries are what a repair removes: the cut must not depend on them.
+            Err(e) => format!("(not all readable: {e})"),
+        };
         file.set_len(offset)?;
         file.sync_all()?;
+        let count = mem.len() - from;
         mem.truncate(from);
+        if self.damage().is_some_and(|d| d >= from) {
+            self.damage.store(NO_DAMAGE, Ordering::SeqCst);
+        }
         warn!(
-            "{}: removed {} order(s) that the leading log does not have: {}",
+            "{}: removed {count} order(s) that the leading log does not have: {removed}",
             self.path.display(),
-            removed.len(),
-            removed.join("; ")
         );
         Ok(())
     }
@@ -430,12 +578,16 @@ impl OrderLog {
         }
         self.cut_to_durable_end(w)?;
         let file = &mut w.file;
-        let start = self.mem.read().end;
+        let (start, mut prev) = {
+            let mem = self.mem.read();
+            (mem.end, mem.crcs.last().copied().unwrap_or(0))
+        };
         let mut bytes = Vec::new();
-        let mut offsets = Vec::with_capacity(entries.len());
+        let mut lines = Vec::with_capacity(entries.len());
         for e in &entries {
-            offsets.push(start + bytes.len() as u64);
-            bytes.extend_from_slice(&encode(e)?);
+            let offset = start + bytes.len() as u64;
+            prev = seal_entry(prev, e, &mut bytes)?;
+            lines.push((offset, prev));
         }
         file.write_all(&bytes)?;
         if fail_sync {
@@ -446,15 +598,16 @@ impl OrderLog {
         }
         file.sync_data()?;
         let mut mem = self.mem.write();
-        for (e, offset) in entries.into_iter().zip(offsets) {
-            mem.push(e, offset)?;
+        for (e, (offset, crc)) in entries.into_iter().zip(lines) {
+            mem.push(e, offset, crc)?;
         }
         mem.end = start + bytes.len() as u64;
         Ok(())
     }
 }
 
-/// One entry as its CSV line, `\n`-terminated.
+/// One entry as its CSV record, `\n`-terminated, without a checksum: a line of the previous
+/// format, and the payload [`seal_line`] seals.
 pub fn encode(entry: &LogEntry) -> Result<Vec<u8>> {
     let mut writer = csv::WriterBuilder::new()
         .has_headers(false)
@@ -466,94 +619,241 @@ pub fn encode(entry: &LogEntry) -> Result<Vec<u8>> {
         .map_err(|e| Error::Internal(format!("csv: {e}")))
 }
 
-/// Parses a whole log file (header included). Returns the memory view and, if the last record
-/// is torn, the offset to cut at.
-fn parse(bytes: &[u8], path: &Path) -> Result<(Memory, Option<u64>)> {
-    let header_len = HEADER.len() as u64;
-    let body = &bytes[HEADER.len()..];
+/// Appends one line of the log to `out`: `record` (an [`encode`]d entry without its line
+/// end), its checksum chained from `prev` (the previous line's; 0 for order 0), `\n`. Returns
+/// the checksum, the next line's `prev`. For whoever writes a log file by hand (tests,
+/// benches): the replica writes exactly these bytes.
+pub fn seal_line(prev: u32, record: &[u8], out: &mut Vec<u8>) -> u32 {
+    checksum::seal(prev, record, out)
+}
+
+/// A whole log file holding `entries` (numbered from 0), as a replica writes it.
+pub fn encode_file(entries: &[LogEntry]) -> Result<Vec<u8>> {
+    let mut out = HEADER.as_bytes().to_vec();
+    let mut prev = 0;
+    for e in entries {
+        prev = seal_entry(prev, e, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Appends `entry`'s sealed line to `out`; returns its checksum.
+fn seal_entry(prev: u32, entry: &LogEntry, out: &mut Vec<u8>) -> Result<u32> {
+    let line = encode(entry)?;
+    Ok(seal_line(
+        prev,
+        line.strip_suffix(b"\n").unwrap_or(&line),
+        out,
+    ))
+}
+
+/// Where the file at `path` is copied (the log) or moved (the hard state) when found damaged:
+/// `<name>.damaged` next to it, for an operator to look at. Overwritten by the next damage.
+pub(crate) fn damaged_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".damaged");
+    path.with_file_name(name)
+}
+
+/// Copies the file at `path` to its [`damaged_path`], durably, before any of it is cut.
+fn keep_damaged(path: &Path) -> Result<()> {
+    let copy = damaged_path(path);
+    let kept = std::fs::copy(path, &copy)
+        .and_then(|_| File::open(&copy)?.sync_all())
+        .map_err(|e| {
+            Error::State(format!(
+                "{}: damaged, and it cannot be kept as {}: {e}",
+                path.display(),
+                copy.display()
+            ))
+        });
+    kept?;
+    sync_dir(dir_of(path))
+}
+
+/// The 1-based line of byte `at` in `bytes` (for a warning: a request id may hold a line end).
+fn line_of(bytes: &[u8], at: u64) -> usize {
+    let at = usize::try_from(at).unwrap_or(usize::MAX).min(bytes.len());
+    1 + bytes[..at].iter().filter(|&&b| b == b'\n').count()
+}
+
+/// How a log's records ended (see [`scan`]).
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// Every record checked.
+    Clean,
+    /// The last record, at byte `at`, has no line end: a crash mid-append.
+    Torn { at: u64 },
+    /// Order `number`'s record, at byte `at`, does not check, for the reason `why`.
+    Damaged { number: u64, at: u64, why: String },
+}
+
+/// Walks the records of a log's `body` (what follows its header; `base` is the header's
+/// length), checking each (its CSV, its number and, when `sealed`, its checksum chained from
+/// the previous record), and hands each that checks to `each(entry, offset, crc)` (`crc` is 0
+/// when not `sealed`). Stops at the first that does not check. Returns how it ended and the
+/// byte offset just past the last record that checked.
+fn scan(
+    body: &[u8],
+    base: u64,
+    sealed: bool,
+    mut each: impl FnMut(LogEntry, u64, u32) -> Result<()>,
+) -> Result<(End, u64)> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
+        .flexible(true)
         .from_reader(body);
-    let mut mem = Memory::new(header_len);
     let mut record = csv::ByteRecord::new();
+    let (mut prev, mut number, mut good_end) = (0, 0, 0);
     loop {
         let start = reader.position().byte();
         let result = reader.read_byte_record(&mut record);
         let end = reader.position().byte();
-        let is_last = end as usize >= body.len();
-        let entry = match result {
-            Ok(false) => break,
-            Ok(true) => record
-                .deserialize::<LogEntry>(None)
-                .map_err(|e| e.to_string())
-                .and_then(|e| {
-                    if e.number == mem.len() {
-                        Ok(e)
-                    } else {
-                        Err(format!(
-                            "order number {} where {} was expected",
-                            e.number,
-                            mem.len()
-                        ))
-                    }
-                }),
+        let checked = match result {
+            Ok(false) if start as usize >= body.len() => return Ok((End::Clean, base + good_end)),
+            // Only empty lines were left: not what this format writes.
+            Ok(false) => Err("empty lines where a record or the end was expected".into()),
+            Ok(true) => check(
+                &body[start as usize..end as usize],
+                &mut record,
+                prev,
+                number,
+                sealed,
+            ),
             Err(e) => Err(e.to_string()),
         };
-        let complete = !is_last || (end > 0 && body.get(end as usize - 1) == Some(&b'\n'));
-        // A record without its line end can only be the last one: a torn append.
-        let entry = entry.and_then(|e| {
-            if complete {
-                Ok(e)
-            } else {
-                Err("no line end".into())
+        match checked {
+            Ok((entry, crc)) => {
+                each(entry, base + start, crc)?;
+                prev = crc;
+                number += 1;
+                good_end = end;
             }
-        });
-        match entry {
-            Ok(entry) => mem.push(entry, header_len + start)?,
-            Err(_) if is_last => return Ok((mem, Some(header_len + start))),
+            // A record without its line end can only be the last one: a torn append. A line
+            // end anywhere after `start` means a whole line that does not check: damage.
+            Err(_) if !body[start as usize..].contains(&b'\n') => {
+                return Ok((End::Torn { at: base + start }, base + good_end))
+            }
             Err(why) => {
-                return Err(Error::State(format!(
-                    "{}: damaged record at byte {} (order {}): {why}; refusing to start",
-                    path.display(),
-                    header_len + start,
-                    mem.len()
-                )))
+                let at = base + start;
+                return Ok((End::Damaged { number, at, why }, base + good_end));
             }
         }
-        mem.end = header_len + end;
     }
-    mem.offsets.shrink_to_fit();
-    mem.epochs.shrink_to_fit();
-    Ok((mem, None))
+}
+
+/// Checks one record read by the `csv` reader: `line` is its bytes, line end included, and
+/// `record` its fields. Returns the entry and the line's checksum (0 when not `sealed`).
+fn check(
+    line: &[u8],
+    record: &mut csv::ByteRecord,
+    prev: u32,
+    number: u64,
+    sealed: bool,
+) -> std::result::Result<(LogEntry, u32), String> {
+    let Some(line) = line.strip_suffix(b"\n") else {
+        return Err("no line end".into());
+    };
+    let crc = if sealed {
+        let (_, crc) = checksum::unseal(prev, line)
+            .map_err(|why| format!("{why} (chained from {prev:08x})"))?;
+        if record.len() != SEALED_FIELDS {
+            return Err(format!(
+                "{} fields where {SEALED_FIELDS} were expected",
+                record.len()
+            ));
+        }
+        record.truncate(SEALED_FIELDS - 1);
+        crc
+    } else {
+        0
+    };
+    let entry: LogEntry = record.deserialize(None).map_err(|e| e.to_string())?;
+    if entry.number != number {
+        return Err(format!(
+            "order number {} where {number} was expected",
+            entry.number
+        ));
+    }
+    Ok((entry, crc))
+}
+
+/// A log file in the previous format (header [`PLAIN_HEADER`]) rewritten in this one, and
+/// the first damaged order if any: checked as the previous version did (CSV, numbers), a torn
+/// last record cut, a damaged one and what follows dropped (the file as found is kept).
+fn upgrade(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Option<u64>)> {
+    let body = &bytes[PLAIN_HEADER.len()..];
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 4 + HEADER.len());
+    out.extend_from_slice(HEADER.as_bytes());
+    let mut prev = 0;
+    let (end, _) = scan(body, PLAIN_HEADER.len() as u64, false, |entry, _, _| {
+        prev = seal_entry(prev, &entry, &mut out)?;
+        Ok(())
+    })?;
+    match end {
+        End::Clean => Ok((out, None)),
+        End::Torn { at } => {
+            warn!(
+                "{}: dropped a torn last record at byte {at} ({} bytes) left by a crash mid-append",
+                path.display(),
+                bytes.len() as u64 - at
+            );
+            Ok((out, None))
+        }
+        End::Damaged { number, at, why } => {
+            warn!(
+                "{}: damaged record at byte {at} (line {}, order {number}): {why}; keeping \
+                 orders 0..{number}; the file as found is kept as {}",
+                path.display(),
+                line_of(bytes, at),
+                damaged_path(path).display()
+            );
+            keep_damaged(path)?;
+            Ok((out, Some(number)))
+        }
+    }
 }
 
 /// The entries of an order log file's bytes, for readers outside the replica (the test
-/// harness): strict like [`OrderLog::open`], and stricter, since nothing is repaired here: a
-/// torn last record is an error too. No bytes at all is an empty log (a replica not started).
+/// harness): checked like [`OrderLog::open`] (the previous format too), and stricter, since
+/// nothing is repaired here: damage and a torn last record are errors. No bytes at all is an
+/// empty log (a replica not started).
 #[cfg(feature = "testkit")]
 pub(crate) fn entries(bytes: &[u8], path: &Path) -> Result<Vec<LogEntry>> {
     if bytes.is_empty() {
         return Ok(Vec::new());
     }
-    if !bytes.starts_with(HEADER.as_bytes()) {
+    let (header, sealed) = if bytes.starts_with(HEADER.as_bytes()) {
+        (HEADER, true)
+    } else if bytes.starts_with(PLAIN_HEADER.as_bytes()) {
+        (PLAIN_HEADER, false)
+    } else {
         return Err(Error::State(format!(
             "{}: no order log header",
             path.display()
         )));
-    }
-    // `parse` checks every record (numbering, torn tail) but keeps no entries: read them after.
-    if let (_, Some(at)) = parse(bytes, path)? {
-        return Err(Error::State(format!(
+    };
+    let mut out = Vec::new();
+    let (end, _) = scan(
+        &bytes[header.len()..],
+        header.len() as u64,
+        sealed,
+        |entry, _, _| {
+            out.push(entry);
+            Ok(())
+        },
+    )?;
+    match end {
+        End::Clean => Ok(out),
+        End::Torn { at } => Err(Error::State(format!(
             "{}: torn last record at byte {at}",
             path.display()
-        )));
+        ))),
+        End::Damaged { number, at, why } => Err(Error::State(format!(
+            "{}: damaged record at byte {at} (order {number}): {why}",
+            path.display()
+        ))),
     }
-    csv::ReaderBuilder::new()
-        .has_headers(false)
-        .from_reader(&bytes[HEADER.len()..])
-        .deserialize()
-        .map(|record| record.map_err(Error::from))
-        .collect()
 }
 
 #[cfg(test)]
@@ -598,6 +898,27 @@ mod tests {
 
     fn entries(range: std::ops::Range<u64>, epoch: u64) -> Vec<LogEntry> {
         range.map(|n| entry(n, epoch)).collect()
+    }
+
+    /// A log file of these CSV records, sealed by hand (not by the code under test).
+    fn sealed_text(records: &[&str]) -> String {
+        let mut text = HEADER.to_string();
+        let mut prev = 0;
+        for record in records {
+            prev = crate::checksum::crc(prev, record.as_bytes());
+            text.push_str(&format!("{record},{prev:08x}\n"));
+        }
+        text
+    }
+
+    /// The byte offset of order `number`'s line in a log file written by `log_with`.
+    fn line_start(bytes: &[u8], number: u64) -> usize {
+        let needle = format!("\n{number},");
+        bytes
+            .windows(needle.len())
+            .position(|w| w == needle.as_bytes())
+            .unwrap()
+            + 1
     }
 
     /// A log whose entries have these epochs, in a fresh directory.
@@ -651,10 +972,17 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text,
-            format!(
-                "{HEADER}0,GameStart,buy,1,1,r0-e1\n1,GameStart,sell,2,1,r1-e1\n2,GameStart,buy,3,2,r2-e2\n"
-            )
+            sealed_text(&[
+                "0,GameStart,buy,1,1,r0-e1",
+                "1,GameStart,sell,2,1,r1-e1",
+                "2,GameStart,buy,3,2,r2-e2"
+            ])
         );
+        assert_eq!(
+            log.checksum(0),
+            Some(crate::checksum::crc(0, b"0,GameStart,buy,1,1,r0-e1"))
+        );
+        assert_eq!(log.checksum(3), None);
         drop(log);
         let log = OrderLog::open(&path).unwrap();
         assert_eq!(log.latest(), 2);
@@ -800,12 +1128,11 @@ mod tests {
     fn torn_tail_is_cut() {
         // Each case: what a crash left after two good lines; the log must reopen with 2 orders.
         let tails: &[&str] = &[
-            "2,GameStart,buy,3,1,r2",   // no newline
-            "2,GameSt",                 // half a line
-            "2,GameStart,buy,3,1,\"r2", // an open quote
-            "x,y\n",                    // unparsable, newline present
-            "\0\0\0\0",                 // zeroed block
-            "5,GameStart,buy,3,1,r5\n", // misnumbered last line
+            "2,GameStart,buy,3,1,r2",             // no newline
+            "2,GameSt",                           // half a line
+            "2,GameStart,buy,3,1,\"r2",           // an open quote
+            "\0\0\0\0",                           // zeroed block
+            "2,GameStart,buy,3,1,r2-e1,00000000", // whole but for its line end
         ];
         for tail in tails {
             let (log, path) = log_with(&[1, 1]);
@@ -816,6 +1143,8 @@ mod tests {
             std::fs::write(&path, &bytes).unwrap();
             let log = OrderLog::open(&path).unwrap();
             assert_eq!(log.latest(), 1, "{tail:?}");
+            assert_eq!(log.damage(), None, "{tail:?}: torn is not damage");
+            assert!(!damaged_path(&path).exists(), "{tail:?}");
             assert_eq!(
                 std::fs::read(&path).unwrap(),
                 good,
@@ -840,24 +1169,247 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), HEADER);
     }
 
+    /// Damage anywhere but a torn last line: the log opens with the intact prefix, says which
+    /// order is the first damaged, keeps the file as found, cuts it at the next write (append
+    /// or truncate), and then reopens clean.
     #[test]
-    fn damage_refuses_to_start() {
-        let cases: &[&str] = &[
-            "number,name\n",                                                    // wrong header
-            "number,name,type,quantity,epoch,request_id\nx,y\n1,A,buy,1,1,r\n", // bad middle
-            "number,name,type,quantity,epoch,request_id\n1,A,buy,1,1,r\n1,A,buy,1,1,s\n", // gap
+    fn damage_keeps_the_intact_prefix() {
+        type Damaging = fn(&mut Vec<u8>);
+        // (what, first damaged order, the damage) on a log of orders 0..5.
+        let cases: &[(&str, u64, Damaging)] = &[
+            ("a changed digit in a middle line", 2, |b| {
+                // Order 2's quantity 3 → 7: still a valid CSV line, same length.
+                let at = line_start(b, 2) + "2,GameStart,buy,".len();
+                assert_eq!(b[at], b'3');
+                b[at] = b'7';
+            }),
+            ("a changed last line, line end kept", 4, |b| {
+                let at = line_start(b, 4) + "4,GameStart,buy,".len();
+                b[at] = b'9';
+            }),
+            ("two lines swapped", 1, |b| {
+                let (one, two, three) = (line_start(b, 1), line_start(b, 2), line_start(b, 3));
+                let mut swapped = b[two..three].to_vec();
+                swapped.extend_from_slice(&b[one..two]);
+                b.splice(one..three, swapped);
+            }),
+            ("a line missing", 3, |b| {
+                let (three, four) = (line_start(b, 3), line_start(b, 4));
+                b.drain(three..four);
+            }),
+            ("a line sealed in another chain", 3, |b| {
+                // It checks on its own (chained from 0), not after the line before it.
+                let three = line_start(b, 3);
+                let four = line_start(b, 4);
+                let mut line = Vec::new();
+                let e = entry(3, 1);
+                seal_entry(0, &e, &mut line).unwrap();
+                b.splice(three..four, line);
+            }),
+            ("a zeroed block with a line after it", 1, |b| {
+                let (one, two) = (line_start(b, 1), line_start(b, 2));
+                b[one..two - 1].fill(0);
+            }),
+            ("an empty line", 2, |b| {
+                let two = line_start(b, 2);
+                b.insert(two, b'\n');
+            }),
+            ("the header", 0, |b| b[3] = b'X'),
+            (
+                "the previous header's first line, checksums below",
+                0,
+                |b| {
+                    b.splice(..HEADER.len(), b"number,name\n".iter().copied());
+                },
+            ),
         ];
-        for text in cases {
-            let path_dir = temp_dir();
-            let path = path_dir.path().join("orders-1.csv");
-            std::fs::write(&path, text).unwrap();
-            assert!(OrderLog::open(&path).is_err(), "{text:?}");
+        for &(what, first, damage) in cases {
+            let (log, path) = log_with(&[1, 1, 1, 1, 1]);
+            drop(log);
+            let good = std::fs::read(&path).unwrap();
+            let mut bytes = good.clone();
+            damage(&mut bytes);
+            std::fs::write(&path, &bytes).unwrap();
+
+            let log = OrderLog::open(&path).unwrap();
+            assert_eq!(log.damage(), Some(first), "{what}");
+            assert_eq!(log.latest(), first as i64 - 1, "{what}: the prefix");
             assert_eq!(
-                std::fs::read_to_string(&path).unwrap(),
-                *text,
-                "left untouched"
+                log.since(0, usize::MAX).unwrap().entries,
+                entries(0..first, 1),
+                "{what}: only what checks"
+            );
+            assert_eq!(
+                log.lookup(&entry(first, 1).request_id).unwrap(),
+                None,
+                "{what}"
+            );
+            assert_eq!(
+                std::fs::read(damaged_path(&path)).unwrap(),
+                bytes,
+                "{what}: kept"
+            );
+            if first > 0 {
+                assert_eq!(
+                    std::fs::read(&path).unwrap(),
+                    bytes,
+                    "{what}: nothing cut before a write"
+                );
+            }
+            // The next write cuts the damage away and continues the intact prefix.
+            log.append(vec![entry(first, 2)]).unwrap();
+            drop(log);
+            let mut want = entries(0..first, 1);
+            want.push(entry(first, 2));
+            let log = OrderLog::open(&path).unwrap();
+            assert_eq!(log.damage(), None, "{what}: reopens clean");
+            assert_eq!(log.since(0, usize::MAX).unwrap().entries, want, "{what}");
+            let (fresh, fresh_path) = log_with(&[]);
+            fresh.append(want.clone()).unwrap();
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                std::fs::read(&*fresh_path).unwrap(),
+                "{what}: the file as if written so"
             );
         }
+    }
+
+    /// A truncation is a write too: it cuts the damage first. It also clears the damage it
+    /// removes.
+    #[test]
+    fn truncate_after_damage_cuts_it() {
+        let (log, path) = log_with(&[1, 1, 1, 1, 1]);
+        drop(log);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = line_start(&bytes, 3) + 2;
+        bytes[at] = b'g';
+        std::fs::write(&path, &bytes).unwrap();
+        let log = OrderLog::open(&path).unwrap();
+        assert_eq!(log.damage(), Some(3));
+        log.truncate(2).unwrap();
+        assert_eq!(log.damage(), None, "removed");
+        drop(log);
+        let log = OrderLog::open(&path).unwrap();
+        assert_eq!((log.latest(), log.damage()), (1, None));
+        assert_eq!(log.since(0, 9).unwrap().entries, entries(0..2, 1));
+    }
+
+    /// A log in the previous format (no checksums) is upgraded in place at open: the same bytes
+    /// as a log written with checksums from the start, and it then reopens unchanged.
+    #[test]
+    fn a_log_in_the_previous_format_is_upgraded() {
+        let mut odd = entry(2, 1);
+        odd.request_id = "a,b \"c\"\nd".into();
+        let mut all = entries(0..2, 1);
+        all.push(odd);
+        all.extend(entries(3..6, 2));
+        let plain = |entries: &[LogEntry]| {
+            let mut bytes = PLAIN_HEADER.as_bytes().to_vec();
+            for e in entries {
+                bytes.extend(encode(e).unwrap());
+            }
+            bytes
+        };
+        let (fresh, fresh_path) = log_with(&[]);
+        fresh.append(all.clone()).unwrap();
+        let sealed = std::fs::read(&*fresh_path).unwrap();
+        assert_eq!(sealed, encode_file(&all).unwrap());
+
+        let dir = temp_dir();
+        let path = dir.path().join("orders-1.csv");
+        std::fs::write(&path, plain(&all)).unwrap();
+        let log = OrderLog::open(&path).unwrap();
+        assert_eq!(log.damage(), None);
+        assert_eq!(log.since(0, 99).unwrap().entries, all);
+        assert_eq!(std::fs::read(&path).unwrap(), sealed, "byte-identical");
+        assert_eq!(log.checksum(5), fresh.checksum(5));
+        log.append(vec![entry(6, 2)]).unwrap();
+        drop(log);
+        assert_eq!(OrderLog::open(&path).unwrap().latest(), 6);
+
+        // A torn last line is dropped; damage keeps the prefix and the file as found.
+        let mut torn = plain(&all);
+        torn.extend_from_slice(b"6,GameStart,bu");
+        std::fs::write(&path, &torn).unwrap();
+        let log = OrderLog::open(&path).unwrap();
+        assert_eq!((log.latest(), log.damage()), (5, None));
+        assert_eq!(std::fs::read(&path).unwrap(), sealed);
+        let mut damaged = plain(&all[..4]);
+        damaged.extend_from_slice(b"9,GameStart,buy,1,2,r9\n");
+        damaged.extend(encode(&all[5]).unwrap());
+        std::fs::write(&path, &damaged).unwrap();
+        let log = OrderLog::open(&path).unwrap();
+        assert_eq!((log.latest(), log.damage()), (3, Some(4)));
+        assert_eq!(std::fs::read(damaged_path(&path)).unwrap(), damaged);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            encode_file(&all[..4]).unwrap()
+        );
+    }
+
+    /// An entry older than the in-memory tail is read from the file: if the disk changed it
+    /// since the log was opened, the read fails and reports the damage, and nothing damaged
+    /// is returned, by any read.
+    #[test]
+    fn a_damaged_entry_is_never_read() {
+        let dir = temp_dir();
+        let path = dir.path().join("orders-1.csv");
+        let log = OrderLog::open_with_tail(&path, 2).unwrap();
+        log.append(entries(0..8, 1)).unwrap();
+        assert_eq!(log.get(3).unwrap(), Some(entry(3, 1)), "from the file");
+
+        // The same length, a valid line, another quantity: what rot or a stray write does.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = line_start(&bytes, 3) + "3,GameStart,sell,".len();
+        assert_eq!(bytes[at], b'4');
+        bytes[at] = b'7';
+        std::fs::write(&path, &bytes).unwrap();
+
+        assert!(log.get(3).is_err());
+        assert_eq!(log.damage(), Some(3));
+        assert!(log.since(1, 4).is_err(), "a page across it");
+        assert!(log.lookup(&entry(3, 1).request_id).is_err());
+        assert_eq!(
+            log.get(2).unwrap(),
+            Some(entry(2, 1)),
+            "the line before is fine"
+        );
+        assert_eq!(log.get(4).unwrap(), Some(entry(4, 1)), "and the one after");
+        // A later find keeps the first.
+        let at = line_start(&bytes, 5) + "5,GameStart,sell,".len();
+        bytes[at] = b'1';
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(log.get(5).is_err());
+        assert_eq!(log.damage(), Some(3));
+        // The repair: the damaged suffix goes, new entries come.
+        log.truncate(3).unwrap();
+        assert_eq!(log.damage(), None);
+        log.append(entries(3..8, 2)).unwrap();
+        assert_eq!(log.get(3).unwrap(), Some(entry(3, 2)));
+    }
+
+    /// The test harness's reader: strict (damage and a torn last line are errors), and it
+    /// reads the previous format too.
+    #[cfg(feature = "testkit")]
+    #[test]
+    fn the_harness_reader_is_strict() {
+        let all = entries(0..3, 1);
+        let sealed = encode_file(&all).unwrap();
+        let path = Path::new("orders-1.csv");
+        assert_eq!(super::entries(&sealed, path).unwrap(), all);
+        assert_eq!(super::entries(b"", path).unwrap(), []);
+        let mut plain = PLAIN_HEADER.as_bytes().to_vec();
+        all.iter().for_each(|e| plain.extend(encode(e).unwrap()));
+        assert_eq!(super::entries(&plain, path).unwrap(), all);
+        let mut damaged = sealed.clone();
+        let at = line_start(&damaged, 1) + 2;
+        damaged[at] = b'X';
+        assert!(super::entries(&damaged, path).is_err());
+        assert!(
+            super::entries(&sealed[..sealed.len() - 1], path).is_err(),
+            "torn"
+        );
+        assert!(super::entries(b"number,name\n", path).is_err());
     }
 
     /// Each case: our epochs, the sender's prev, the sender's entries (first number, epochs),

@@ -12,7 +12,14 @@
 //! fsync the page cache is no evidence of what the disk holds) and the hard state stays the
 //! last one saved successfully.
 //!
-//! Caveats: the pending buffer is only as large as one drained batch of events.
+//! Damage ([`Store::damage`]): whether the hard state was lost when the store was opened
+//! (missing or damaged: `epoch::load`), and the first order the log found damaged (at open or
+//! by a read since: `OrderLog::damage`). [`Store::checksum`] is the log's chained checksum of
+//! a synced entry, which the core records in the hard state's `log_through`.
+//!
+//! Caveats: the pending buffer is only as large as one drained batch of events. `state_lost`
+//! stays what was found at open (saving a new state does not clear it); the log's damage is
+//! cleared by a truncation that removes the damaged entry.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,6 +40,8 @@ pub(crate) struct FileStore {
     pending_ids: HashMap<String, u64>,
     state_path: PathBuf,
     hard: HardState,
+    /// The hard state was missing or damaged when the store was opened (see `epoch::load`).
+    state_lost: bool,
     /// Tests: the next sync with entries fails like a disk (see the module doc).
     fail_next_sync: bool,
     /// `/metrics`: seconds of each write + fdatasync, and orders written by each.
@@ -47,13 +56,14 @@ pub(crate) struct SyncMetrics {
 
 impl FileStore {
     pub(crate) fn new(log: Arc<OrderLog>, state_path: PathBuf) -> Result<FileStore> {
-        let hard = super::epoch::load(&state_path)?;
+        let loaded = super::epoch::load(&state_path)?;
         Ok(FileStore {
             log,
             pending: Vec::new(),
             pending_ids: HashMap::new(),
             state_path,
-            hard,
+            hard: loaded.state,
+            state_lost: loaded.lost,
             fail_next_sync: false,
             observe: None,
         })
@@ -175,12 +185,16 @@ impl Store for FileStore {
         Ok(())
     }
 
-    fn checksum(&self, _number: u64) -> Option<u32> {
-        None // TODO(h-log): the log file's chained checksum
+    fn checksum(&self, number: u64) -> Option<u32> {
+        // Synced entries only: a pending one has no line in the file yet.
+        self.log.checksum(number)
     }
 
     fn damage(&self) -> Damage {
-        Damage::default() // TODO(h-log): from OrderLog::open, epoch::load and reads
+        Damage {
+            state_lost: self.state_lost,
+            log_from: self.log.damage(),
+        }
     }
 }
 
@@ -223,5 +237,60 @@ mod tests {
         store.append(vec![entry(2)]).unwrap();
         store.sync().unwrap();
         assert_eq!(OrderLog::open(&log_path).unwrap().latest(), 2);
+    }
+
+    /// What the core learns at start: a missing or damaged hard state is lost; a damaged log
+    /// reports its first damaged order; checksums are those of synced entries only.
+    #[test]
+    fn damage_and_checksums_reach_the_core() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("orders-1.csv");
+        let state_path = dir.path().join("orders-1.state.json");
+        let open = || {
+            let log = Arc::new(OrderLog::open(&log_path).unwrap());
+            FileStore::new(log, state_path.clone()).unwrap()
+        };
+        let mut store = open();
+        assert_eq!(
+            store.damage(),
+            Damage {
+                state_lost: true,
+                log_from: None
+            },
+            "no state file"
+        );
+        store.append(vec![entry(0), entry(1), entry(2)]).unwrap();
+        assert_eq!(store.checksum(2), None, "not synced yet");
+        store.sync().unwrap();
+        let through = store.checksum(2).unwrap();
+        assert_ne!(store.checksum(1), Some(through));
+        store
+            .save_hard_state(HardState {
+                epoch: 3,
+                ..HardState::default()
+            })
+            .unwrap();
+        drop(store);
+
+        let store = open();
+        assert_eq!(store.damage(), Damage::default());
+        assert_eq!(store.hard_state().epoch, 3);
+        assert_eq!(store.checksum(2), Some(through), "the same after a restart");
+        drop(store);
+
+        let mut log = std::fs::read_to_string(&log_path).unwrap();
+        log = log.replacen("1,GameStart,buy,1", "1,GameStart,buy,2", 1);
+        std::fs::write(&log_path, log).unwrap();
+        std::fs::write(&state_path, "{\"epoch\":").unwrap();
+        let store = open();
+        assert_eq!(
+            store.damage(),
+            Damage {
+                state_lost: true,
+                log_from: Some(1)
+            }
+        );
+        assert_eq!(store.hard_state(), HardState::default());
+        assert_eq!((store.latest(), store.checksum(1)), (0, None));
     }
 }
