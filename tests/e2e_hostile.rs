@@ -858,7 +858,10 @@ fn run_until_named(exe: &Path, args: &[&str], file: &str) -> Option<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(|l| l.ok())
+        {
             if tx.send(line).is_err() {
                 return;
             }

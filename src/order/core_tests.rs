@@ -1469,9 +1469,8 @@ fn a_new_deployment_starts_from_empty_disks() {
             !net.node(id).status().recovering,
             "replica {id} starts as new"
         );
-        assert_eq!(
-            net.node(id).store().found.state_lost,
-            false,
+        assert!(
+            !net.node(id).store().found.state_lost,
             "its state file exists"
         );
     }
