@@ -132,7 +132,8 @@ fn legacy_log() -> Vec<LogEntry> {
 }
 
 /// (b) A bazaar started from files an older version wrote: replicas 2 and 3 hold the legacy
-/// log (epoch 1, led by 3), replica 1's files are missing (its disk was replaced), and the
+/// log (epoch 1, led by 3), replica 1's files are missing (its disk was replaced: it recovers
+/// from the leader), and the
 /// catalog starts from the config (applied nothing). The empty follower catches up, the
 /// catalog applies the whole log, new orders are acknowledged, and every check of docs/spec.md
 /// §5 holds. Before batches were bounded by bytes, every propagate to replica 1 and every
@@ -160,11 +161,13 @@ fn a_legacy_log_of_control_character_ids_replicates_and_is_applied() {
     for id in 1..=3 {
         c.start_service(Process::Order(id)).unwrap();
     }
-    for id in 1..=3 {
+    // Replica 1 lost its files: it recovers (not ready) until the leader has repaired it.
+    for id in [2, 3] {
         c.wait_ready(id).unwrap();
     }
     c.start_service(Process::FRONTEND).unwrap();
     c.wait_leader().unwrap();
+    c.wait_ready(1).unwrap();
 
     let last = LEGACY_ORDERS as i64 - 1;
     wait_for("replica 1 to hold the legacy log", CATCH_UP_TIMEOUT, || {
