@@ -415,6 +415,9 @@ struct Pull {
     from: u32,
     /// Our entry that the next page must start with (`None`: from order 0).
     anchor: Option<u64>,
+    /// The last number the source held when it granted: a page that ends before it means the
+    /// source lost its log since (a wiped disk, restarted within the candidacy).
+    granted_latest: i64,
 }
 
 struct Leadership {
@@ -1118,7 +1121,12 @@ impl<S: Store> Core<S> {
                     c.epoch
                 );
                 let anchor = u64::try_from(self.store.latest()).ok();
-                c.pull = Some(Pull { from, anchor });
+                let granted_latest = c.grants.get(&from).map_or(-1, |s| s.latest);
+                c.pull = Some(Pull {
+                    from,
+                    anchor,
+                    granted_latest,
+                });
                 self.fetch(from, anchor);
                 Ok(())
             }
@@ -1156,6 +1164,15 @@ impl<S: Store> Core<S> {
                 return Ok(());
             }
         };
+        if page.latest < pull.granted_latest {
+            // Taking what it holds now would lose what it held (and reported) when it granted.
+            let why = format!(
+                "replica {from}'s log now ends at {}, before {} where it ended when it granted",
+                page.latest, pull.granted_latest
+            );
+            self.give_up(&why);
+            return Ok(());
+        }
         let anchor = pull.anchor;
         let (prev, rest) = match (anchor, page.entries.split_first()) {
             (None, _) => (None, &page.entries[..]),

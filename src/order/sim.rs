@@ -196,6 +196,9 @@ struct Sim {
     /// The replica whose disk a storage fault hit, until it is repaired and every acknowledged
     /// order is on a majority of intact disks again: at most one at a time (the fault model).
     damaged: Option<u32>,
+    /// The highest commit point any replica has known: everything up to it is committed,
+    /// acknowledged or not.
+    max_commit: i64,
     /// A short history of what happened, printed with a failure.
     trace: VecDeque<String>,
 }
@@ -237,6 +240,7 @@ impl Sim {
             leaders: BTreeMap::new(),
             reads: Vec::new(),
             damaged: None,
+            max_commit: -1,
             trace: VecDeque::new(),
         };
         for id in IDS {
@@ -368,10 +372,17 @@ impl Sim {
                 msg,
                 answer,
             } => {
+                let before = self.catalog.applied;
                 let result = match self.catalog_mode {
                     CatalogMode::Down => Err(Error::Unreachable("catalog down".into())),
                     _ => self.catalog.handle(msg),
                 };
+                if self.catalog.applied != before {
+                    self.note(format!(
+                        "the catalog applied through {} from replica {from}",
+                        self.catalog.applied
+                    ));
+                }
                 self.check();
                 if answer && !self.lost() {
                     let d = self.delay();
@@ -742,6 +753,11 @@ impl Sim {
     // ---- Faults and clients ----------------------------------------------------------------
 
     fn chaos(&mut self) {
+        for node in self.nodes.values() {
+            if let Node::Up(c) | Node::Paused(c) = node {
+                self.max_commit = self.max_commit.max(c.commit);
+            }
+        }
         if self.repaired() {
             self.damaged = None;
         }
@@ -891,12 +907,27 @@ impl Sim {
             .count()
     }
 
-    /// The damaged replica is whole again: up, repaired, and every acknowledged order is on a
-    /// majority of disks.
+    /// The damaged replica is whole again: up, repaired, and every committed order (through
+    /// the highest commit point known, acknowledged or not) is on a majority of disks.
     fn repaired(&self) -> bool {
         let Some(id) = self.damaged else { return true };
         let majority = IDS.len() / 2 + 1;
+        let disks: Vec<&[LogEntry]> = self
+            .nodes
+            .values()
+            .map(|node| match node {
+                Node::Up(c) | Node::Paused(c) => c.store.durable(),
+                Node::Down(s) => s.durable(),
+            })
+            .collect();
+        let on_a_majority = |n: usize| {
+            disks
+                .iter()
+                .filter_map(|d| d.get(n))
+                .any(|e| disks.iter().filter(|d| d.get(n) == Some(e)).count() >= majority)
+        };
         matches!(self.nodes.get(&id), Some(Node::Up(c)) if !c.status().recovering)
+            && (0..=self.max_commit).all(|n| on_a_majority(n as usize))
             && self
                 .known_committed()
                 .iter()
