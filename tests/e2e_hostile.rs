@@ -822,14 +822,19 @@ fn overload_sheds_with_503_and_loses_nothing() {
     assert_eq!(raw(&c.frontend, "GET", "/health", "").0, 200);
 }
 
-/// Starts one binary on `config` and waits for it to exit: (exit code, stderr).
-fn run_to_exit(exe: &Path, args: &[&str]) -> (Option<i32>, String) {
-    let mut child = std::process::Command::new(exe)
+/// Starts one binary with its stderr piped (stdout dropped).
+fn spawn_piped(exe: &Path, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(exe)
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Starts one binary on `config` and waits for it to exit: (exit code, stderr).
+fn run_to_exit(exe: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = spawn_piped(exe, args);
     let Some(status) = common::poll(EXIT_TIMEOUT, EXIT_POLL, || child.try_wait().unwrap()) else {
         let _ = child.kill();
         let _ = child.wait();
@@ -849,12 +854,7 @@ fn run_to_exit(exe: &Path, args: &[&str]) -> (Option<i32>, String) {
 /// running, and kills it: the line, or `None` if it exited or never said so.
 fn run_until_named(exe: &Path, args: &[&str], file: &str) -> Option<String> {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(exe)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(exe, args);
     let (tx, rx) = std::sync::mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {

@@ -429,18 +429,7 @@ fn a_wiped_follower_is_whole_again_while_orders_go_on() {
         RECOVERY_TIMEOUT,
     )];
     let summary = run.join().unwrap();
-    assert_eq!(
-        summary.errors,
-        0,
-        "clients saw errors: {}",
-        summary.report()
-    );
-    assert_eq!(
-        summary.mismatches,
-        0,
-        "clients saw mismatches: {}",
-        summary.report()
-    );
+    common::assert_clients_clean(&summary);
     acked.extend(summary.acknowledged);
     finish(&b, &acked);
     assert_not_recovering(&b, 1);

@@ -89,22 +89,15 @@ impl MemStore {
         self
     }
 
-    /// The chained checksum through entry `number`, computed as the file store's would be
-    /// (the seal over a line), over the synced entries.
+    /// The chained checksum through entry `number`, as the file store seals it (its own line
+    /// encoding), over the synced entries.
     fn chain(&self, number: u64) -> Option<u32> {
         let through = self.entries.get(..self.synced)?.get(..=number as usize)?;
-        Some(through.iter().fold(0, |prev, e| {
-            let line = format!(
-                "{},{},{},{},{},{}",
-                e.number,
-                e.name,
-                e.kind.as_str(),
-                e.quantity,
-                e.epoch,
-                e.request_id
-            );
-            crate::checksum::crc(prev, line.as_bytes())
-        }))
+        through.iter().try_fold(0, |prev, e| {
+            let line = crate::order::logfile::encode(e).ok()?;
+            let record = line.strip_suffix(b"\n").unwrap_or(&line);
+            Some(crate::checksum::crc(prev, record))
+        })
     }
 
     /// The entries that survive a crash right now.

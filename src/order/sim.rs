@@ -305,6 +305,14 @@ impl Sim {
             .collect()
     }
 
+    fn down(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| matches!(n, Node::Down(_)))
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
     fn pick(&mut self, ids: &[u32]) -> Option<u32> {
         (!ids.is_empty()).then(|| ids[self.rng.usize(0..ids.len())])
     }
@@ -782,12 +790,7 @@ impl Sim {
                 }
             }
             20..=39 => {
-                let down: Vec<u32> = self
-                    .nodes
-                    .iter()
-                    .filter(|(_, n)| matches!(n, Node::Down(_)))
-                    .map(|(&id, _)| id)
-                    .collect();
+                let down = self.down();
                 if let Some(id) = self.pick(&down) {
                     self.restart(id);
                 }
@@ -847,12 +850,7 @@ impl Sim {
     /// boundary, which no checksum can see. At most one replica's disk at a time; a cut that
     /// no checksum catches only while every acknowledged order keeps a majority of copies.
     fn storage_fault(&mut self, roll: u16) {
-        let down: Vec<u32> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| matches!(n, Node::Down(_)))
-            .map(|(&id, _)| id)
-            .collect();
+        let down = self.down();
         let Some(id) = self.pick(&down) else { return };
         if self.damaged.is_some() {
             return;

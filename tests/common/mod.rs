@@ -292,3 +292,19 @@ pub fn assert_read_back(b: &Cluster, acknowledged: &[Order]) {
         );
     }
 }
+
+/// The clients of a load run saw no error and no mismatch (the report says what they saw).
+pub fn assert_clients_clean(summary: &bazaar::client::Summary) {
+    assert_eq!(
+        summary.errors,
+        0,
+        "clients saw errors: {}",
+        summary.report()
+    );
+    assert_eq!(
+        summary.mismatches,
+        0,
+        "clients saw mismatches: {}",
+        summary.report()
+    );
+}
