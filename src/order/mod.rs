@@ -15,9 +15,15 @@
 //! Every rule lives in `core`: a single-owner state machine that takes events and returns
 //! effects. This module is the driver around it, and its threads only move bytes:
 //!
-//! - the **core thread** drains every event that arrived (HTTP handlers, line connections,
-//!   peer and catalog answers, a tick every `TICK`), steps the core with each, flushes it
-//!   (one fsync for all appends of the batch: group commit) and dispatches the effects;
+//! - the core is **driven by whichever thread brings an event** (flat combining): the
+//!   thread queues its event, and if no other thread holds the core it takes every queued
+//!   event, steps the core with each, flushes it (one fsync for all appends of the round:
+//!   group commit) and dispatches the effects; a thread that finds the core held just waits
+//!   for its answer, and the holder takes its event in its next round. So an order, a
+//!   follower's propagate or a peer's answer is stepped on the thread that read it, without
+//!   a hand-off to another thread and back (each hand-off is a wake-up: `docs/performance.md`);
+//! - the **core thread** only ticks (heartbeats, leases, retries every `TICK`) and takes over
+//!   when a driver has done `MAX_DRIVE_ROUNDS` rounds and events are still queued;
 //! - one **peer thread** per other replica sends what the core wants sent to it (propagate,
 //!   vote, log page) and feeds the answer back as an event;
 //! - the **catalog thread** does the same for `POST /leader` and `POST /apply`;
@@ -92,8 +98,10 @@ pub(crate) const PAGE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the catalog may take to apply a batch (it invalidates every front-end first).
 pub(crate) const CATALOG_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Most events the core thread takes in one batch (one fsync).
-const MAX_DRAIN: usize = 4096;
+/// Rounds a thread that brought an event drives the core before it hands over to the core
+/// thread (`Shared::drive`): enough to take what queued during its own fsync, few enough
+/// that its own caller is not kept waiting behind a steady stream of others' events.
+const MAX_DRIVE_ROUNDS: usize = 4;
 
 /// Most entries in one `GET /orders?since=` page.
 pub(crate) const MAX_PAGE: usize = 1000;
@@ -113,7 +121,12 @@ struct Shared {
     status: Mutex<Status>,
     /// Signalled at every publish: reads of an uncommitted order wait on it.
     published: Condvar,
-    events: Sender<Input>,
+    /// Events not yet stepped. Whoever holds `driving` next takes them all as one batch.
+    inbox: Mutex<Vec<Input>>,
+    /// The core and what only its current driver touches; see [`Shared::drive`].
+    driving: Mutex<Driving>,
+    /// Wakes the core thread: a driver left events behind, or the replica is stopping.
+    kick: Condvar,
     next_token: AtomicU64,
     stopped: AtomicBool,
     metrics: Metrics,
@@ -191,16 +204,73 @@ impl Shared {
     fn ask(&self, make: impl FnOnce(Token) -> Event, wait: Duration) -> Option<Answer> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::sync_channel(1);
-        let input = Input {
+        self.submit(Input {
             event: make(token),
             reply: Some((token, tx)),
-        };
-        self.events.send(input).ok()?;
+        });
         rx.recv_timeout(wait).ok()
     }
 
     fn tell(&self, event: Event) {
-        let _ = self.events.send(Input { event, reply: None });
+        self.submit(Input { event, reply: None });
+    }
+
+    /// Queues `input` for the core and drives the core if nobody else does right now.
+    fn submit(&self, input: Input) {
+        self.inbox.lock().push(input);
+        self.drive();
+    }
+
+    /// Steps the core with everything queued, on this thread, if no other thread holds it
+    /// (flat combining; see the module doc). A thread that finds it held leaves at once: the
+    /// holder looks at the inbox again after letting go, so nothing queued is left behind.
+    /// After [`MAX_DRIVE_ROUNDS`] rounds the core thread takes over, so that a connection
+    /// thread does not keep its own caller waiting while others keep queueing.
+    fn drive(&self) {
+        for _ in 0..MAX_DRIVE_ROUNDS {
+            let Some(mut driving) = self.driving.try_lock() else {
+                return;
+            };
+            self.drive_once(&mut driving);
+            drop(driving);
+            if self.inbox.lock().is_empty() {
+                return;
+            }
+        }
+        self.kick.notify_one();
+    }
+
+    /// One round: steps the core with every queued event (and a tick when one is due),
+    /// writes and fsyncs what they appended (one fsync for the whole round: group commit),
+    /// publishes the status and hands out the effects. False if there was nothing to do.
+    fn drive_once(&self, d: &mut Driving) -> bool {
+        let batch = std::mem::take(&mut *self.inbox.lock());
+        let now = Instant::now();
+        let tick = now >= d.next_tick;
+        if batch.is_empty() && !tick {
+            return false;
+        }
+        for input in batch {
+            if let Some((token, tx)) = input.reply {
+                d.waiting.insert(token, tx);
+            }
+            d.core.step(now, input.event);
+        }
+        if tick {
+            d.core.step(now, Event::Tick);
+            d.next_tick = now + TICK;
+        }
+        // Propagates first, so that our fsync overlaps the followers' round trip; everything
+        // else only once our appends are durable.
+        for effect in d.core.take_propagates() {
+            d.dispatch(effect);
+        }
+        let effects = d.core.flush();
+        self.publish(d.core.status());
+        for effect in effects {
+            d.dispatch(effect);
+        }
+        true
     }
 
     fn status(&self) -> Status {
@@ -536,14 +606,30 @@ pub fn start_on(config: Config, id: u32, listeners: Listeners) -> Result<Replica
         status.epoch,
         status.log_epoch
     );
-    let (events, inbox) = mpsc::channel();
+    let mut outboxes = HashMap::new();
+    let mut peer_inboxes = Vec::new();
+    for peer in peers {
+        let (tx, rx) = mpsc::channel();
+        outboxes.insert(peer.id, tx);
+        peer_inboxes.push((peer, rx));
+    }
+    let (catalog_tx, catalog_rx) = mpsc::channel();
+    let driving = Driving {
+        core,
+        waiting: HashMap::new(),
+        peers: outboxes,
+        catalog: catalog_tx,
+        next_tick: Instant::now(),
+    };
     let shared = Arc::new(Shared {
         id,
         config: config.clone(),
         log,
         status: Mutex::new(status),
         published: Condvar::new(),
-        events,
+        inbox: Mutex::new(Vec::new()),
+        driving: Mutex::new(driving),
+        kick: Condvar::new(),
         next_token: AtomicU64::new(0),
         stopped: AtomicBool::new(false),
         metrics,
@@ -551,24 +637,18 @@ pub fn start_on(config: Config, id: u32, listeners: Listeners) -> Result<Replica
     });
 
     let mut threads = Vec::new();
-    let mut outboxes = HashMap::new();
-    for peer in peers {
-        let (tx, rx) = mpsc::channel();
-        outboxes.insert(peer.id, tx);
+    for (peer, rx) in peer_inboxes {
         let s = shared.clone();
         threads.push(spawn(&format!("order-{id}-peer-{}", peer.id), move || {
             peer_loop(&s, &peer, rx)
         })?);
     }
-    let (catalog_tx, catalog_rx) = mpsc::channel();
     let s = shared.clone();
     threads.push(spawn(&format!("order-{id}-catalog"), move || {
         catalog_loop(&s, catalog_rx)
     })?);
     let s = shared.clone();
-    threads.push(spawn(&format!("order-{id}-core"), move || {
-        core_loop(&s, core, inbox, outboxes, catalog_tx)
-    })?);
+    threads.push(spawn(&format!("order-{id}-core"), move || core_loop(&s))?);
 
     let line_addrs = vec![
         listeners.broadcast.local_addr()?,
@@ -626,7 +706,7 @@ impl Replica {
     /// Stops every thread and waits for them.
     pub fn shutdown(self) {
         self.shared.stopped.store(true, Ordering::SeqCst);
-        self.shared.tell(Event::Tick);
+        self.shared.kick.notify_all();
         lines::wake(&self.line_addrs);
         self.server.shutdown();
         for t in self.threads {
@@ -635,75 +715,50 @@ impl Replica {
     }
 }
 
-/// Steps the core with every event that arrived, flushes it (one fsync), dispatches effects.
-fn core_loop(
-    shared: &Shared,
-    mut core: Core<FileStore>,
-    inbox: Receiver<Input>,
+/// The core and the places its effects go: owned by whichever thread drives the core.
+struct Driving {
+    core: Core<FileStore>,
+    /// Requests waiting for the core's answer, by token.
+    waiting: HashMap<Token, SyncSender<Answer>>,
     peers: HashMap<u32, Sender<PeerMessage>>,
     catalog: Sender<CatalogMessage>,
-) {
-    let mut waiting: HashMap<Token, SyncSender<Answer>> = HashMap::new();
-    let mut next_tick = Instant::now();
-    while !shared.stopped() {
-        let mut batch = Vec::new();
-        match inbox.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
-            Ok(input) => batch.push(input),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-        while batch.len() < MAX_DRAIN {
-            match inbox.try_recv() {
-                Ok(input) => batch.push(input),
-                Err(_) => break,
+    /// When the core is next due a tick.
+    next_tick: Instant,
+}
+
+impl Driving {
+    /// Hands one effect to the thread that carries it out.
+    fn dispatch(&mut self, effect: Effect) {
+        match effect {
+            Effect::Send { to, msg } => {
+                if let Some(tx) = self.peers.get(&to) {
+                    let _ = tx.send(msg);
+                }
             }
-        }
-        let now = Instant::now();
-        for input in batch {
-            if let Some((token, tx)) = input.reply {
-                waiting.insert(token, tx);
+            Effect::Catalog(msg) => {
+                let _ = self.catalog.send(msg);
             }
-            core.step(now, input.event);
-        }
-        if now >= next_tick {
-            core.step(now, Event::Tick);
-            next_tick = now + TICK;
-        }
-        // Propagates first, so that our fsync overlaps the followers' round trip; everything
-        // else only once our appends are durable.
-        let early = core.take_propagates();
-        for effect in early {
-            dispatch(effect, &peers, &catalog, &mut waiting);
-        }
-        let effects = core.flush();
-        shared.publish(core.status());
-        for effect in effects {
-            dispatch(effect, &peers, &catalog, &mut waiting);
+            Effect::Answer { token, answer } => {
+                if let Some(tx) = self.waiting.remove(&token) {
+                    // A caller that gave up has dropped its receiver: nothing to do.
+                    let _ = tx.try_send(answer);
+                }
+            }
         }
     }
 }
 
-/// Hands one effect to the thread that carries it out.
-fn dispatch(
-    effect: Effect,
-    peers: &HashMap<u32, Sender<PeerMessage>>,
-    catalog: &Sender<CatalogMessage>,
-    waiting: &mut HashMap<Token, SyncSender<Answer>>,
-) {
-    match effect {
-        Effect::Send { to, msg } => {
-            if let Some(tx) = peers.get(&to) {
-                let _ = tx.send(msg);
-            }
-        }
-        Effect::Catalog(msg) => {
-            let _ = catalog.send(msg);
-        }
-        Effect::Answer { token, answer } => {
-            if let Some(tx) = waiting.remove(&token) {
-                // A caller that gave up has dropped its receiver: nothing to do.
-                let _ = tx.try_send(answer);
-            }
+/// The core thread: drives the core when a tick is due and when a driver left events behind
+/// (`Shared::drive`). Under load the threads that bring events drive it themselves.
+fn core_loop(shared: &Shared) {
+    while !shared.stopped() {
+        let mut driving = shared.driving.lock();
+        while shared.drive_once(&mut driving) {}
+        let wake = driving.next_tick;
+        drop(driving);
+        let mut inbox = shared.inbox.lock();
+        if inbox.is_empty() && !shared.stopped() {
+            shared.kick.wait_until(&mut inbox, wake);
         }
     }
 }
