@@ -3,7 +3,7 @@
 //! - `server`: a blocking HTTP/1.1 server on `std::net`, requests parsed with `httparse`,
 //!   one thread per connection (with idle and request read timeouts and a connection cap),
 //!   every parsed request run on a fixed `threadpool`. Why not tiny_http: `docs/http-server.md`.
-//! - `client`: outbound calls through one shared keep-alive `ureq` agent per process.
+//! - `client`: outbound calls through one shared pool of keep-alive connections per process.
 //!
 //! A service is a [`Handler`]: one `route()` from [`Request`] to [`Response`] or [`Error`]; the
 //! server turns errors into the JSON error body and a panic into a 500. Each service lists its
