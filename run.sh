@@ -26,6 +26,8 @@ QUIET_TIMEOUT_S=15
 DIST_DIR=dist
 DIST_TARGET=x86_64-unknown-linux-gnu
 DIST_TARGET_DIR=target/dist
+# The root package's binaries only: eval (the workspace member eval/) is not shipped, so the
+# dist build leaves it and its plotting crate out.
 DIST_BINS=(catalog order frontend client)
 # docker-up/docker-down: one image FROM scratch (deploy/Dockerfile), five containers
 # (deploy/compose.yaml). Overridable so that tests run beside a user's own deployment.
@@ -143,7 +145,8 @@ data_dir() {
 build() {
   [[ -n ${BAZAAR_BIN_DIR:-} ]] && return 0
   echo "building (the first time takes a minute or two)…"
-  cargo build --release --quiet --bins
+  # --workspace: the eval binary is the workspace member eval/ (bazaar-eval).
+  cargo build --release --quiet --workspace --bins
 }
 
 # The service names of the config: catalog, order-<id> for each configured replica, frontend.
@@ -471,11 +474,11 @@ cmd_bench() {
 
 cmd_test() {
   cargo fmt --all -- --check
-  cargo clippy --all-targets --quiet -- -D warnings
-  RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+  cargo clippy --workspace --all-targets --quiet -- -D warnings
+  RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
   local out status=0
   out=$(mktemp)
-  cargo test --release -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee "$out" || status=$?
+  cargo test --release --workspace -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee "$out" || status=$?
   # One closing line for the whole suite (cargo prints one per test binary).
   awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$out"
   rm -f "$out"

@@ -31,7 +31,7 @@ struct Args {
     /// order replicas, an odd number of at least 3 (default 3)
     #[argh(option, default = "3")]
     replicas: u32,
-    /// log level of this process: error, warn, info, debug (default warn)
+    /// log level of this process: error, warn, info, debug (default warn, or RUST_LOG)
     #[argh(option)]
     log_level: Option<String>,
 }
@@ -45,7 +45,7 @@ fn main() {
         );
         std::process::exit(2);
     }
-    bazaar::startup::init_logging(args.log_level.or_else(|| Some("warn".into())));
+    bazaar::startup::init_logging_or(args.log_level, "warn");
     let binaries =
         Binaries::beside_current_exe().unwrap_or_else(|e| bazaar::startup::exit_with(&e));
     // Ctrl-C ends the faults early instead of killing this process, so that the cluster is

@@ -27,14 +27,14 @@ struct Args {
     /// print one JSON object instead of the text summary
     #[argh(switch)]
     json: bool,
-    /// log level: error, warn, info, debug, trace (default warn)
+    /// log level: error, warn, info, debug, trace (default warn, or RUST_LOG)
     #[argh(option)]
     log_level: Option<String>,
 }
 
 fn main() {
     let args = parse_args();
-    bazaar::startup::init_logging(args.log_level.or_else(|| Some("warn".into())));
+    bazaar::startup::init_logging_or(args.log_level, "warn");
     let refuse = |why: &str| bazaar::startup::exit_with(&bazaar::error::Error::Config(why.into()));
     if !(0.0..=1.0).contains(&args.prob) {
         refuse("--prob must be within 0..1");

@@ -254,7 +254,7 @@ pub(crate) fn decimal_param(s: &str, what: &str) -> Result<u64> {
 ///
 /// Caveat: a wall clock stepped back to the very nanosecond of an earlier start, in a process
 /// that also got the earlier pid, could repeat ids.
-pub(crate) fn new_request_id(tag: &str) -> String {
+pub fn new_request_id(tag: &str) -> String {
     static START: OnceLock<String> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let start = START.get_or_init(|| {
@@ -483,19 +483,19 @@ pub(crate) struct CatalogView {
 
 /// The front-end's cache with its counters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct CacheStats {
-    pub(crate) enabled: bool,
-    pub(crate) capacity: usize,
+pub struct CacheStats {
+    pub enabled: bool,
+    pub capacity: usize,
     /// Most recently used first.
-    pub(crate) items: Vec<String>,
-    pub(crate) hits: u64,
-    pub(crate) misses: u64,
+    pub items: Vec<String>,
+    pub hits: u64,
+    pub misses: u64,
     /// Entries pushed out by a newer one (the cache was full).
     #[serde(default)]
-    pub(crate) evictions: u64,
+    pub evictions: u64,
     /// Entries dropped by an invalidation (invalidations of absent keys are not counted).
     #[serde(default)]
-    pub(crate) invalidations: u64,
+    pub invalidations: u64,
 }
 
 /// Requests the front-end handled: totals since it started and the last seconds.

@@ -27,17 +27,20 @@
 //!   catalog's apply path) is in `order::core`, a state machine without I/O; the rest of the
 //!   module is the fsynced CSV log and the threads that move bytes.
 //! - [`client`]: the load generator and verifier.
-//! - [`eval`]: the course evaluation (`./run.sh eval`): latency, cache and fail-over figures
-//!   in `docs/eval/`, measured from the outside through `run.sh`, the client and the REST API.
 //! - [`startup`]: what every binary does around its service (config, the refusal of a published
 //!   secret off loopback, `--probe` for health checks, logging, graceful stop on
 //!   SIGINT/SIGTERM).
 //! - `metrics`: `GET /metrics` of every service in the Prometheus text format, one registry
 //!   per service instance.
 //! - [`local`]: waiting with a deadline and free ports, for everything that drives bazaars from
-//!   the outside (`eval`, the test harness, the tests).
+//!   the outside (the evaluation, the test harness, the tests).
 //! - `testkit` (feature `testkit`, on for tests and benches): the test harness, a bazaar of
 //!   real processes on one machine (`testkit::cluster`) and the chaos run (`testkit::chaos`).
+//!
+//! Not here: the course evaluation (`./run.sh eval`: latency, cache and fail-over figures in
+//! `docs/eval/`) is the workspace member `eval/` (package `bazaar-eval`, binary `eval`). It
+//! drives bazaars only from the outside, through `run.sh`, the client and this crate's public
+//! API, so that its plotting crate is compiled into no service.
 //!
 //! Where each part of the contract (`docs/spec.md`) lives:
 //!
@@ -48,12 +51,13 @@
 //! | §3 | the REST API, the cache | [`frontend`] (bodies in [`api`]), [`http`] |
 //! | §4 | replicas: majority commit, epochs, the log | `order::core` (every rule), [`order`] (files, threads), [`selection`] |
 //! | §5 | the invariants | checked by `testkit::cluster` in `tests/`, and by `./run.sh chaos` |
-//! | §6 | the command line | `run.sh`, [`client`], [`eval`], `testkit::chaos` |
+//! | §6 | the command line | `run.sh`, [`client`], `eval/` (the `bazaar-eval` crate), `testkit::chaos` |
 //!
 //! What you may touch from outside the crate is what `cargo doc` shows: the services' start
-//! functions and handles, the config, the wire types, the client and the evaluation. Everything
-//! else is `pub(crate)`; the harness is behind the `testkit` feature (on for tests and benches
-//! through a self dev-dependency, off in the shipped binaries).
+//! functions and handles, the config, the wire types, the client and the helpers the evaluation
+//! (`eval/`) drives bazaars with. Everything else is `pub(crate)`; the harness is behind the
+//! `testkit` feature (on for tests and benches through a self dev-dependency, off in the shipped
+//! binaries).
 //!
 //! How an order flows: the front-end validates it and gives it a request id, then forwards it to
 //! the leader. The leader decides it (404/409) against the catalog's state plus its own log,
@@ -71,7 +75,6 @@ pub mod client;
 pub mod config;
 mod durable;
 pub mod error;
-pub mod eval;
 pub mod frontend;
 pub mod http;
 pub mod local;

@@ -1,9 +1,9 @@
 //! Driving bazaars on this machine from the outside: waiting for something with a deadline,
 //! waiting for a child process, choosing free loopback ports.
 //!
-//! Shared by [`crate::eval`] (a production tool, `./run.sh eval`), the test harness (the
-//! `testkit` feature) and the integration tests, so that every wait in the repository polls the
-//! same way at the same [`POLL_INTERVAL`].
+//! Shared by the evaluation (the `bazaar-eval` crate in `eval/`, a production tool behind
+//! `./run.sh eval`), the test harness (the `testkit` feature) and the integration tests, so
+//! that every wait in the repository polls the same way at the same [`POLL_INTERVAL`].
 //!
 //! Caveats: free ports are found by binding a port and releasing it, so another process could
 //! take one in between; callers retry a start on new ports when a service cannot bind.
@@ -20,7 +20,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Polls `f` every [`POLL_INTERVAL`] until it returns `Some`, or fails naming `what` after
 /// `timeout`.
-pub(crate) fn poll<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> Result<T> {
+pub fn poll<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> Result<T> {
     poll_every(what, timeout, POLL_INTERVAL, f)
 }
 
@@ -51,7 +51,7 @@ pub fn poll_every<T>(
 
 /// Waits for a child with a deadline, and kills (and reaps) it past the deadline, so that a
 /// wedged child never outlives the wait. True when it exited with status 0.
-pub(crate) fn wait_child(child: &mut Child, timeout: Duration) -> Result<bool> {
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Result<bool> {
     let mut failed = None;
     let waited = poll("a child process to exit", timeout, || {
         match child.try_wait() {

@@ -89,9 +89,15 @@ pub fn exit_with(err: &Error) -> ! {
 /// Starts logging to stderr. The level comes from `--log-level`, else `RUST_LOG` (a plain level
 /// such as `debug`), else `info`.
 pub fn init_logging(flag: Option<String>) {
+    init_logging_or(flag, "info");
+}
+
+/// [`init_logging`] with another default level: the tools (client, chaos, eval) print their
+/// own results on stdout and stay at `warn` unless `--log-level` or `RUST_LOG` asks for more.
+pub fn init_logging_or(flag: Option<String>, default: &str) {
     let wanted = flag
         .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info".into());
+        .unwrap_or_else(|| default.into());
     let level = wanted.parse::<LevelFilter>().unwrap_or_else(|_| {
         eprintln!("error: config: --log-level: unknown level {wanted:?} (error, warn, info, debug, trace)");
         std::process::exit(EXIT_CONFIG);

@@ -2,23 +2,55 @@
 //! through run.sh, and the CSV (one row per run, probabilities as given), the plots and the
 //! report come out complete; and `eval --host/--port` measures a running bazaar it did not
 //! start, skipping what needs the deployment's machines.
-
-mod common;
+//!
+//! The service binaries are the root crate's: they must sit beside `eval` in the workspace's
+//! `target/release`. `cargo test --release --workspace` (what `./run.sh test` runs) builds them
+//! before any test runs; after `cargo test -p bazaar-eval` alone, run
+//! `cargo build --release --workspace --bins` first.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use bazaar::testkit::cluster::{Binaries, Cluster, ClusterOptions, Process};
 
 /// Three bazaar starts and the fail-over schedule (about 30 s of faults) on a shared machine.
 const EVAL_TIMEOUT: Duration = Duration::from_secs(300);
 /// Poll interval while the eval runs.
 const POLL: Duration = Duration::from_millis(200);
 
+/// The directory of the binaries cargo built for this run: `eval` and, beside it, the services
+/// and the client (the eval finds them there too).
+fn bin_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_eval"))
+        .parent()
+        .expect("eval has a directory")
+        .to_path_buf();
+    for name in ["catalog", "order", "frontend", "client"] {
+        assert!(
+            dir.join(name).is_file(),
+            "no {name} beside eval in {}: run `cargo build --release --workspace --bins` (or \
+             `cargo test --release --workspace`), which builds the services with the eval",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// Polls `f` every `interval` until it gives `Some`, for at most `timeout`.
+fn poll<T>(timeout: Duration, interval: Duration, f: impl FnMut() -> Option<T>) -> Option<T> {
+    bazaar::local::poll_every("a test condition", timeout, interval, f).ok()
+}
+
 /// Runs the eval binary with these arguments, writing to `out`; fails the test unless it
 /// succeeds within [`EVAL_TIMEOUT`].
 fn run_eval(args: &[&str], out: &Path) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eval"))
+    // The workspace root, where run.sh is.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("eval/ has a parent")
+        .to_path_buf();
+    let mut child = Command::new(bin_dir().join("eval"))
         .args(args)
         .arg("--run-sh")
         .arg(root.join("run.sh"))
@@ -27,7 +59,7 @@ fn run_eval(args: &[&str], out: &Path) {
         .stdin(Stdio::null())
         .spawn()
         .expect("run eval");
-    let Some(status) = common::poll(EVAL_TIMEOUT, POLL, || child.try_wait().unwrap()) else {
+    let Some(status) = poll(EVAL_TIMEOUT, POLL, || child.try_wait().unwrap()) else {
         let _ = child.kill();
         let _ = child.wait();
         panic!("eval still running after {EVAL_TIMEOUT:?}");
@@ -129,8 +161,14 @@ fn eval_writes_csv_plots_and_report() {
 
 #[test]
 fn eval_measures_an_existing_deployment() {
-    let bazaar = common::start(common::Options::default());
-    let addr = bazaar.http_addr(common::Process::FRONTEND);
+    let dir = bin_dir();
+    let binaries = Binaries {
+        catalog: dir.join("catalog"),
+        order: dir.join("order"),
+        frontend: dir.join("frontend"),
+    };
+    let bazaar = Cluster::start(binaries, ClusterOptions::default()).expect("start a bazaar");
+    let addr = bazaar.http_addr(Process::FRONTEND);
     let (host, port) = addr.rsplit_once(':').unwrap();
     let out_dir = out_dir();
     let out = out_dir.path();

@@ -1,9 +1,17 @@
-//! `eval`: the course evaluation; `./run.sh eval` runs it. The work is in `bazaar::eval`.
+//! The flags of `eval` and what they become: [`EvalOptions`], checked; and the files a run
+//! writes.
+//!
+//! Caveats:
+//!
+//! - A bad flag value exits at once with the config exit code (2), as the services do; the
+//!   probabilities are kept as typed, so that the CSV and the report print them as given.
+//! - The service and client binaries are taken from the directory of this executable (one
+//!   `target/release` for the workspace), not looked up on `PATH`.
 
 use std::path::PathBuf;
 
 use argh::FromArgs;
-use bazaar::eval::{run, EvalOptions};
+use bazaar::error::Error;
 
 /// Measure latency against p with the cache on and off (with the cache's hit ratio), the cache
 /// over time and a fail-over, on private bazaars started with run.sh; write docs/eval/ (CSV, SVG
@@ -47,14 +55,17 @@ struct Args {
     /// run.sh to drive the bazaars with (default ./run.sh)
     #[argh(option, default = "PathBuf::from(\"./run.sh\")")]
     run_sh: PathBuf,
+    /// log level of this process: error, warn, info, debug, trace (default warn, or RUST_LOG)
+    #[argh(option)]
+    log_level: Option<String>,
 }
 
-fn main() {
+/// The flags of this process, checked (a bad one exits with the config exit code), with logging
+/// started.
+pub(crate) fn from_env() -> EvalOptions {
     let args: Args = argh::from_env();
-    bazaar::startup::init_logging(Some("warn".into()));
-    let usage = |message: String| -> ! {
-        bazaar::startup::exit_with(&bazaar::error::Error::Config(message))
-    };
+    bazaar::startup::init_logging_or(args.log_level.clone(), "warn");
+    let usage = |message: String| -> ! { bazaar::startup::exit_with(&Error::Config(message)) };
     let probs: Vec<f64> = args
         .probs
         .split(',')
@@ -78,7 +89,7 @@ fn main() {
         .ok()
         .and_then(|exe| exe.parent().map(|dir| dir.to_path_buf()))
         .unwrap_or_else(|| usage("cannot locate the directory of this binary".into()));
-    let options = EvalOptions {
+    EvalOptions {
         run_sh: args.run_sh,
         client: bin_dir.join("client"),
         bin_dir,
@@ -92,12 +103,56 @@ fn main() {
         trace_requests: args.trace_requests,
         skip_failover: args.skip_failover,
         remote: args.host.map(|host| format!("{host}:{}", args.port)),
-    };
-    match run(&options) {
-        Ok(summary) => println!("{summary}"),
-        Err(e) => {
-            eprintln!("eval: failed: {e}");
-            std::process::exit(1);
+    }
+}
+
+/// What to run; the flags are [`Args`].
+#[derive(Clone, Debug)]
+pub(crate) struct EvalOptions {
+    /// `run.sh` of this checkout.
+    pub(crate) run_sh: PathBuf,
+    /// The `client` binary.
+    pub(crate) client: PathBuf,
+    /// Where the service binaries are (handed to run.sh as `BAZAAR_BIN_DIR`).
+    pub(crate) bin_dir: PathBuf,
+    /// Where the CSV, the plots and the README go.
+    pub(crate) out_dir: PathBuf,
+    /// The order probabilities of the latency phase.
+    pub(crate) probs: Vec<f64>,
+    /// Client runs per (p, cache) point.
+    pub(crate) repeats: usize,
+    /// Concurrent clients.
+    pub(crate) clients: usize,
+    /// Lookups per client at each point of the latency phase.
+    pub(crate) n_request: usize,
+    /// Seed of the client runs (the same for cache on and off).
+    pub(crate) seed: u64,
+    /// Cache size of the cache-trace phase (smaller than the catalog's stocks).
+    pub(crate) trace_cache_size: usize,
+    /// Lookups per client of the cache-trace phase.
+    pub(crate) trace_requests: usize,
+    /// Skip the fail-over phase.
+    pub(crate) skip_failover: bool,
+    /// Measure the deployment whose front-end is at this `host:port` instead of private
+    /// bazaars (latency phase only).
+    pub(crate) remote: Option<String>,
+}
+
+/// The files a run writes, in the order the report shows them.
+pub(crate) fn written_files(options: &EvalOptions) -> Vec<&'static str> {
+    let mut files = vec!["latency.csv", "latency.svg"];
+    if options.remote.is_none() {
+        files.push("cache-trace.svg");
+        if !options.skip_failover {
+            files.push("failover.svg");
         }
     }
+    files.push("README.md");
+    files
+}
+
+/// A probability as the user wrote it: `0.25` stays `0.25`, `0` stays `0` (the shortest text
+/// that reads back as the same number).
+pub(crate) fn fmt_prob(p: f64) -> String {
+    format!("{p}")
 }
