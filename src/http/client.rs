@@ -51,6 +51,9 @@ pub(crate) const REFUSED: &str = "connection refused";
 /// Largest answer body read.
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
+/// The read buffer a connection starts with: an answer of the order path fits.
+const READ_CHUNK: usize = 8192;
+
 /// Largest answer head read.
 const MAX_ANSWER_HEAD_BYTES: usize = 64 * 1024;
 
@@ -255,12 +258,15 @@ impl From<io::Error> for Failure {
     }
 }
 
-/// One keep-alive connection and the read timeout its socket has now.
+/// One keep-alive connection, the timeouts its socket has now, and its read buffer.
 struct Conn {
     stream: TcpStream,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// Zeroed once and kept for the connection's life (a fresh zeroed chunk per read was
+    /// 1.5% of the services' CPU); the answer read so far is `buf[..filled]`.
     buf: Vec<u8>,
+    filled: usize,
 }
 
 impl Conn {
@@ -278,7 +284,8 @@ impl Conn {
                         stream,
                         read_timeout: None,
                         write_timeout: None,
-                        buf: Vec::with_capacity(1024),
+                        buf: vec![0; READ_CHUNK],
+                        filled: 0,
                     });
                 }
                 Err(e) => last = e,
@@ -301,7 +308,7 @@ impl Conn {
             self.stream.set_write_timeout(Some(left))?;
             self.write_timeout = Some(left);
         }
-        self.buf.clear();
+        self.filled = 0;
         match self.stream.write_all(request) {
             Ok(()) => {}
             Err(e) if is_closed(&e) => return Err(Failure::Stale),
@@ -325,7 +332,7 @@ impl Conn {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut response = httparse::Response::new(&mut headers);
-            match response.parse(&self.buf) {
+            match response.parse(&self.buf[..self.filled]) {
                 Ok(httparse::Status::Complete(head_len)) => {
                     let status = response.code.unwrap_or(0);
                     let mut length = None;
@@ -345,13 +352,13 @@ impl Conn {
                     }
                     return Ok((head_len, status, length, keep_alive));
                 }
-                Ok(httparse::Status::Partial) if self.buf.len() < MAX_ANSWER_HEAD_BYTES => {}
+                Ok(httparse::Status::Partial) if self.filled < MAX_ANSWER_HEAD_BYTES => {}
                 Ok(httparse::Status::Partial) => {
                     return Err(Failure::Malformed("answer head too large".into()))
                 }
                 Err(e) => return Err(Failure::Malformed(format!("bad answer: {e}"))),
             }
-            let fresh = self.buf.is_empty();
+            let fresh = self.filled == 0;
             match self.read_some(deadline) {
                 Ok(0) if fresh => return Err(Failure::Stale),
                 Ok(0) => return Err(Failure::Io(io::ErrorKind::UnexpectedEof.into())),
@@ -373,8 +380,15 @@ impl Conn {
         if length.is_some_and(|n| n > MAX_ANSWER_BYTES) {
             return Err(Failure::Malformed("answer body too large".into()));
         }
+        if let Some(n) = length {
+            // One allocation for a large answer (a page of the log) instead of doublings.
+            let need = head_len + n;
+            if need > self.buf.len() {
+                self.buf.resize(need, 0);
+            }
+        }
         loop {
-            let have = self.buf.len() - head_len;
+            let have = self.filled - head_len;
             match length {
                 Some(n) if have >= n => break,
                 _ if have > MAX_ANSWER_BYTES => {
@@ -388,8 +402,8 @@ impl Conn {
                 _ => {}
             }
         }
-        let end = length.map_or(self.buf.len(), |n| head_len + n);
-        if end != self.buf.len() {
+        let end = length.map_or(self.filled, |n| head_len + n);
+        if end != self.filled {
             return Err(Failure::Malformed("bytes after the answer".into()));
         }
         Ok(self.buf[head_len..end].to_vec())
@@ -406,10 +420,13 @@ impl Conn {
                 self.stream.set_read_timeout(Some(left))?;
                 self.read_timeout = Some(left);
             }
-            let mut chunk = [0u8; 8192];
-            match self.stream.read(&mut chunk) {
+            if self.filled == self.buf.len() {
+                let grown = (2 * self.buf.len()).max(READ_CHUNK);
+                self.buf.resize(grown, 0);
+            }
+            match self.stream.read(&mut self.buf[self.filled..]) {
                 Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
+                    self.filled += n;
                     return Ok(n);
                 }
                 // The timeout set was shorter than what is left now (set for an earlier,
