@@ -191,7 +191,8 @@ pub(crate) struct Damage {
 }
 
 /// The log and hard state as the core sees them. Appends may be buffered until [`Store::sync`];
-/// the core never lets an effect out before `sync` succeeded.
+/// the core never lets an effect out before `sync` succeeded. Every error a method returns is
+/// an [`Error::Storage`]: the core steps down and reloads for that error and no other.
 pub(crate) trait Store {
     /// Highest number held (synced or not), −1 when empty.
     fn latest(&self) -> i64;
@@ -632,8 +633,10 @@ impl<S: Store> Core<S> {
             Event::Propagate { token, msg } => {
                 let answer = self.propagate(msg);
                 self.answer(token, Answer::Propagate(answer.clone()));
+                // A refusal was the answer and changes nothing here; only our own storage
+                // failing goes on to `step`, which steps down and reloads.
                 answer.map(|_| ()).or_else(|e| match e {
-                    Error::Internal(_) => Err(e),
+                    Error::Storage(_) => Err(e),
                     _ => Ok(()),
                 })
             }

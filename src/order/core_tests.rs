@@ -166,7 +166,7 @@ impl Store for MemStore {
             return Ok(());
         }
         if std::mem::take(&mut self.fail_next_sync) {
-            return Err(Error::Internal("injected fsync failure".into()));
+            return Err(Error::Storage("injected fsync failure".into()));
         }
         // Once dead, the process goes on believing it synced; the disk kept its copy in `died`.
         self.write_reaches_disk();

@@ -454,7 +454,7 @@ impl OrderLog {
              not served",
             self.path.display()
         );
-        Error::Internal(format!(
+        Error::Storage(format!(
             "{}: order {number} is damaged on disk: {why}",
             self.path.display()
         ))
@@ -591,7 +591,7 @@ impl OrderLog {
         }
         file.write_all(&bytes)?;
         if fail_sync {
-            return Err(Error::Internal(format!(
+            return Err(Error::Storage(format!(
                 "{}: fsync failed (fail point)",
                 self.path.display()
             )));
