@@ -62,7 +62,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use serde::{Deserialize, Serialize};
 
-use crate::api::RESEND;
+use crate::api::{minus_one, RESEND};
 use crate::api::{
     ApplyBatch, CatalogState, LeaderHello, LogEntry, LogPage, LogPosition, OrderRequest, OrderType,
     Propagate, PropagateAck, SyncState, VoteReply, VoteRequest,
@@ -147,6 +147,25 @@ fn halve_cap(cap: &mut Option<usize>, sent: usize, link: &str) {
 /// Most orders a leader holds while it waits for the catalog's state; more get 503.
 pub(crate) const MAX_QUEUED: usize = 10_000;
 
+/// How far a log, a commit point or an apply point reaches: the last order number it covers,
+/// `None` while it covers none (orders are numbered from 0). `Option`'s order is the one
+/// wanted (`None` is below every number), so `max`, `min` and comparisons need no special
+/// case. The wire and `/health` spell `None` as −1 ([`minus_one`]).
+pub(crate) type Last = Option<u64>;
+
+/// The number after `last`: where the next entry goes, and the first one `last` lacks.
+pub(crate) fn after(last: Last) -> u64 {
+    last.map_or(0, |number| number.saturating_add(1))
+}
+
+/// The last number a propagate carries: its last entry's, or its `prev`'s if it carries none.
+pub(crate) fn last_carried(p: &Propagate) -> Last {
+    p.entries
+        .last()
+        .map(|e| e.number)
+        .or(p.prev.map(|prev| prev.number))
+}
+
 /// What a replica persists besides its log, always before acting on it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct HardState {
@@ -194,8 +213,8 @@ pub(crate) struct Damage {
 /// the core never lets an effect out before `sync` succeeded. Every error a method returns is
 /// an [`Error::Storage`]: the core steps down and reloads for that error and no other.
 pub(crate) trait Store {
-    /// Highest number held (synced or not), −1 when empty.
-    fn latest(&self) -> i64;
+    /// Highest number held (synced or not).
+    fn latest(&self) -> Last;
     /// The number and epoch of entry `number`, if held; cheap (no read of the log file).
     fn position(&self, number: u64) -> Option<LogPosition>;
     fn entry(&self, number: u64) -> Result<Option<LogEntry>>;
@@ -253,7 +272,7 @@ pub(crate) enum PeerReply {
     Propagate {
         epoch: u64,
         /// The last entry number the propagate carried (its `prev` if it carried none).
-        sent_last: i64,
+        sent_last: Last,
         result: Result<PropagateAck>,
     },
     Vote {
@@ -313,9 +332,9 @@ pub(crate) struct Status {
     pub(crate) role: RoleName,
     pub(crate) epoch: u64,
     pub(crate) leader: Option<u32>,
-    pub(crate) latest: i64,
-    pub(crate) commit: i64,
-    pub(crate) applied: i64,
+    pub(crate) latest: Last,
+    pub(crate) commit: Last,
+    pub(crate) applied: Last,
     pub(crate) log_epoch: u64,
     /// Answers `Ping` with `OK`: not a follower still catching up with a live leader, nor one
     /// that started less than a lease ago and has not heard from a leader yet.
@@ -344,7 +363,7 @@ impl Status {
     /// that holds its read lease may say that an order does not exist (any other replica may
     /// be behind, or deposed without knowing it).
     pub(crate) fn read(&self, number: u64, now: Instant) -> Read {
-        let number = i64::try_from(number).unwrap_or(i64::MAX);
+        let number = Some(number);
         let leading =
             self.role == RoleName::Leader && self.read_lease.is_some_and(|until| now < until);
         // A follower may know a commit point beyond what it holds (a failed sync lost the end).
@@ -418,13 +437,13 @@ struct Pull {
     anchor: Option<u64>,
     /// The last number the source held when it granted: a page that ends before it means the
     /// source lost its log since (a wiped disk, restarted within the candidacy).
-    granted_latest: i64,
+    granted_latest: Last,
 }
 
 struct Leadership {
     epoch: u64,
     /// Our last number when we started leading.
-    base: i64,
+    base: Last,
     started: Instant,
     peers: BTreeMap<u32, Progress>,
     catalog: CatalogLink,
@@ -438,8 +457,9 @@ struct Leadership {
 struct Progress {
     /// The next number to send.
     next: u64,
-    /// Synced through (holds our log at least to `base`, and this far).
-    matched: Option<i64>,
+    /// Synced through, once it holds our log at least to `base` (`None` before: it does not
+    /// count towards the commit point, see [`Core::advance_commit`]).
+    matched: Option<Last>,
     in_flight: bool,
     last_sent: Option<Instant>,
     /// When the propagate in flight was sent.
@@ -457,7 +477,7 @@ struct Progress {
 #[derive(Default)]
 struct CatalogLink {
     /// The catalog's last applied number, once it answered.
-    applied: Option<i64>,
+    applied: Option<Last>,
     in_flight: bool,
     retry_at: Option<Instant>,
     /// Entries in the apply in flight, and fewer per apply after a 413 (see [`halve_cap`]).
@@ -484,11 +504,11 @@ pub(crate) struct Core<S: Store> {
     /// The leader as last heard (ourselves while leading).
     leader: Option<u32>,
     /// Highest number held durably by a majority, as far as we know.
-    commit: i64,
+    commit: Last,
     /// Highest number of our own log that is synced.
-    durable: i64,
+    durable: Last,
     /// Highest number the catalog applied, as far as we know.
-    applied: i64,
+    applied: Last,
     /// Callers waiting for an order number to be applied.
     waiters: BTreeMap<u64, Vec<Token>>,
     effects: Vec<Effect>,
@@ -517,9 +537,9 @@ impl<S: Store> Core<S> {
             hard,
             role: Role::Follower(Follower::default()),
             leader: None,
-            commit: -1,
+            commit: None,
             durable,
-            applied: -1,
+            applied: None,
             waiters: BTreeMap::new(),
             effects: Vec::new(),
             now,
@@ -709,7 +729,7 @@ impl<S: Store> Core<S> {
         }
         self.store.sync()?;
         self.durable = self.store.latest();
-        let log_through = u64::try_from(self.durable).ok().and_then(|number| {
+        let log_through = self.durable.and_then(|number| {
             let checksum = self.store.checksum(number)?;
             Some(Through { number, checksum })
         });
@@ -722,7 +742,8 @@ impl<S: Store> Core<S> {
         if self.recovery.take().is_some() {
             info!(
                 "replica {} is repaired: its log is the log of epoch {epoch}'s leader through {}",
-                self.id, self.durable
+                self.id,
+                minus_one::encode(self.durable)
             );
         }
         Ok(())
@@ -875,7 +896,7 @@ impl<S: Store> Core<S> {
         }
         let fresh = answers
             .values()
-            .all(|s| s.epoch == 0 && s.log_epoch == 0 && s.latest < 0);
+            .all(|s| s.epoch == 0 && s.log_epoch == 0 && s.latest.is_none());
         let floor = answers.values().map(|s| s.epoch).max().unwrap_or(0);
         if fresh {
             // Saved even though it equals the state in memory: the file must exist, so that a
@@ -1123,8 +1144,8 @@ impl<S: Store> Core<S> {
                     "replica {id} won epoch {}; taking the more up-to-date log of replica {from}",
                     c.epoch
                 );
-                let anchor = u64::try_from(self.store.latest()).ok();
-                let granted_latest = c.grants.get(&from).map_or(-1, |s| s.latest);
+                let anchor = self.store.latest();
+                let granted_latest = c.grants.get(&from).and_then(|s| s.latest);
                 c.pull = Some(Pull {
                     from,
                     anchor,
@@ -1171,7 +1192,8 @@ impl<S: Store> Core<S> {
             // Taking what it holds now would lose what it held (and reported) when it granted.
             let why = format!(
                 "replica {from}'s log now ends at {}, before {} where it ended when it granted",
-                page.latest, pull.granted_latest
+                minus_one::encode(page.latest),
+                minus_one::encode(pull.granted_latest)
             );
             self.give_up(&why);
             return Ok(());
@@ -1188,29 +1210,28 @@ impl<S: Store> Core<S> {
             ),
             (Some(_), _) => {
                 // The source is shorter than our anchor: agree on its last entry first.
-                let back = u64::try_from(page.latest).ok();
-                return self.pull_again(from, back);
+                return self.pull_again(from, page.latest);
             }
         };
         match self.apply_entries(prev, rest)? {
             Applied::Accepted => {
-                let end = page.entries.last().map_or(-1, |e| e.number as i64);
+                let end = page.entries.last().map(|e| e.number);
                 if end >= page.latest {
                     // Their log ends here; ours must too.
                     if self.store.latest() > page.latest {
-                        self.cut_log((page.latest + 1) as u64)?;
+                        self.cut_log(after(page.latest))?;
                     }
                     info!(
                         "replica {} took the log of replica {from} (latest {})",
-                        self.id, page.latest
+                        self.id,
+                        minus_one::encode(page.latest)
                     );
                     self.lead()
                 } else {
                     self.pull_again(from, page.entries.last().map(|e| e.number))
                 }
             }
-            Applied::Mismatch { hint } => {
-                let back = u64::try_from(hint).ok();
+            Applied::Mismatch { hint: back } => {
                 if back >= anchor {
                     self.give_up(&format!("replica {from}'s log does not move back"));
                     return Ok(());
@@ -1253,10 +1274,11 @@ impl<S: Store> Core<S> {
         self.claim_log_epoch(epoch)?;
         let latest = self.store.latest();
         info!(
-            "replica {} leads epoch {epoch} (log latest {latest})",
-            self.id
+            "replica {} leads epoch {epoch} (log latest {})",
+            self.id,
+            minus_one::encode(latest)
         );
-        let next = (latest + 1) as u64;
+        let next = after(latest);
         let peers = self
             .peers
             .iter()
@@ -1346,7 +1368,7 @@ impl<S: Store> Core<S> {
             if p.in_flight || p.retry_at.is_some_and(|t| self.now < t) {
                 continue;
             }
-            let behind = (p.next as i64) <= latest;
+            let behind = Some(p.next) <= latest;
             let due = !within(p.last_sent, self.now, HEARTBEAT_INTERVAL);
             if !behind && !due {
                 continue;
@@ -1377,7 +1399,7 @@ impl<S: Store> Core<S> {
         &mut self,
         from: u32,
         epoch: u64,
-        sent_last: i64,
+        sent_last: Last,
         result: Result<PropagateAck>,
     ) -> Result<()> {
         let latest = self.store.latest();
@@ -1401,19 +1423,20 @@ impl<S: Store> Core<S> {
         match result {
             Ok(ack) if ack.accepted => {
                 p.last_heard = Some(now);
-                p.next = (sent_last + 1) as u64;
+                p.next = after(sent_last);
                 if sent_last >= base {
-                    p.matched = Some(p.matched.unwrap_or(-1).max(sent_last));
+                    p.matched = Some(p.matched.flatten().max(sent_last));
                 }
                 self.advance_commit()?;
             }
             Ok(ack) => {
                 p.last_heard = Some(now);
-                let resume = (ack.latest + 1).clamp(0, latest + 1) as u64;
+                let resume = after(ack.latest.min(latest));
                 p.next = if resume >= p.next && p.next > 0 {
                     warn!(
                         "replica {from} gave hint {} at {}; resending all",
-                        ack.latest, p.next
+                        minus_one::encode(ack.latest),
+                        p.next
                     );
                     0
                 } else {
@@ -1428,7 +1451,7 @@ impl<S: Store> Core<S> {
             }
             Err(Error::PayloadTooLarge) => {
                 // The batch started at `next` (unchanged while it was in flight).
-                let sent = usize::try_from(sent_last + 1 - p.next as i64).unwrap_or(1);
+                let sent = usize::try_from(after(sent_last).saturating_sub(p.next)).unwrap_or(1);
                 halve_cap(&mut p.cap, sent, &format!("replica {from}"));
                 p.last_sent = None;
             }
@@ -1444,14 +1467,15 @@ impl<S: Store> Core<S> {
     /// Follower side of `POST /propagate`.
     fn propagate(&mut self, p: Propagate) -> Result<PropagateAck> {
         // A malformed message changes nothing, not even whom we follow.
-        let first = p.prev.map_or(0, |prev| prev.number + 1);
+        let first = p.prev.map_or(Some(0), |prev| prev.number.checked_add(1));
         if p.entries
             .iter()
-            .enumerate()
-            .any(|(i, e)| e.number != first + i as u64)
+            .zip(0u64..)
+            .any(|(e, i)| first.and_then(|first| first.checked_add(i)) != Some(e.number))
         {
             return Err(Error::BadRequest(format!(
-                "entries must be consecutive from {first}"
+                "entries must be consecutive from {}",
+                after(p.prev.map(|prev| prev.number))
             )));
         }
         if p.epoch < self.hard.epoch {
@@ -1508,11 +1532,11 @@ impl<S: Store> Core<S> {
                 latest: hint,
             });
         }
-        let sent_last = first as i64 + p.entries.len() as i64 - 1;
+        let sent_last = last_carried(&p);
         if sent_last >= p.base {
             // We hold the leader's log through its base: anything after what it sent that
             // carries an older epoch is in no log that can win.
-            let from = (sent_last + 1) as u64;
+            let from = after(sent_last);
             if self.store.position(from).is_some_and(|e| e.epoch < p.epoch) {
                 self.cut_log(from)?;
             }
@@ -1554,7 +1578,9 @@ impl<S: Store> Core<S> {
                     {
                         n -= 1;
                     }
-                    return Ok(Applied::Mismatch { hint: n as i64 - 1 });
+                    return Ok(Applied::Mismatch {
+                        hint: n.checked_sub(1),
+                    });
                 }
                 Some(_) => {}
             }
@@ -1587,14 +1613,18 @@ impl<S: Store> Core<S> {
         let Role::Leader(l) = &self.role else {
             return Ok(());
         };
-        let mut held: Vec<i64> = l.peers.values().filter_map(|p| p.matched).collect();
+        let mut held: Vec<Last> = l.peers.values().filter_map(|p| p.matched).collect();
         held.push(latest);
         held.sort_unstable_by(|a, b| b.cmp(a));
         let Some(&point) = held.get(majority - 1) else {
             return Ok(());
         };
         if point > self.commit {
-            debug!("replica {} commits through {point}", self.id);
+            debug!(
+                "replica {} commits through {}",
+                self.id,
+                minus_one::encode(point)
+            );
             self.commit = point;
             self.apply_to_catalog()?;
         }
@@ -1726,7 +1756,7 @@ impl<S: Store> Core<S> {
                     "request_id {request_id:?} was already used for another order ({number})"
                 ));
                 self.refuse(token, e);
-            } else if number as i64 <= self.applied {
+            } else if Some(number) <= self.applied {
                 self.answer(token, Answer::Order(Ok(number)));
             } else {
                 self.waiters.entry(number).or_default().push(token);
@@ -1745,7 +1775,7 @@ impl<S: Store> Core<S> {
             self.refuse(token, e);
             return Ok(());
         };
-        let after = match order.kind {
+        let left = match order.kind {
             OrderType::Buy => quantity.checked_sub(order.quantity).ok_or_else(|| {
                 Error::Conflict(format!(
                     "not enough stock: {} has {quantity} left, cannot buy {}",
@@ -1756,15 +1786,15 @@ impl<S: Store> Core<S> {
                 .checked_add(order.quantity)
                 .ok_or_else(|| Error::BadRequest("quantity too large".into())),
         };
-        let after = match after {
-            Ok(after) => after,
+        let left = match left {
+            Ok(left) => left,
             Err(e) => {
                 self.refuse(token, e);
                 return Ok(());
             }
         };
-        *quantity = after;
-        let number = (latest + 1) as u64;
+        *quantity = left;
+        let number = after(latest);
         let entry = LogEntry {
             number,
             name: order.name,
@@ -1809,8 +1839,10 @@ impl<S: Store> Core<S> {
                 leader: self.id,
             }),
             Some(applied) if applied < commit => {
-                let from = (applied + 1) as u64;
-                let count = ((commit - applied) as usize).min(batch_cap(l.catalog.cap));
+                let from = after(applied);
+                let count = usize::try_from(after(commit) - from)
+                    .unwrap_or(usize::MAX)
+                    .min(batch_cap(l.catalog.cap));
                 let entries = fit_batch(self.store.entries(from, count)?, MAX_BATCH_BYTES);
                 l.catalog.sent = entries.len();
                 CatalogMessage::Apply(ApplyBatch {
@@ -1836,7 +1868,8 @@ impl<S: Store> Core<S> {
             return Ok(());
         }
         l.catalog.in_flight = false;
-        let state = match result {
+        let result = result.and_then(|state| Ok((minus_one::decode(state.applied)?, state)));
+        let (applied, state) = match result {
             Ok(state) => state,
             Err(Error::Conflict(why)) => {
                 self.become_follower(None, &format!("the catalog refused our epoch: {why}"));
@@ -1852,32 +1885,32 @@ impl<S: Store> Core<S> {
                 return Ok(());
             }
         };
-        if state.applied > latest {
+        if applied > latest {
             // Impossible while at most one disk lost data (the leader holds every committed
             // order): say what happened and what to do, in one line.
             warn!(
-                "the catalog applied up to order {} but the leading log ends at {latest}: \
+                "the catalog applied up to order {} but the leading log ends at {}: \
                  committed orders {}..={} are on no replica that could lead (more than one disk \
                  lost them); not taking orders. Restore a replica's files that hold them, or \
                  accept their loss and rebuild the catalog from the log (docs/recovery.md)",
                 state.applied,
-                latest + 1,
+                minus_one::encode(latest),
+                after(latest),
                 state.applied
             );
             l.catalog.retry_at = Some(now + LEADER_LEASE);
             return Ok(());
         }
         l.catalog.retry_at = None;
-        l.catalog.applied = Some(state.applied);
-        self.applied = self.applied.max(state.applied);
+        l.catalog.applied = Some(applied);
+        self.applied = self.applied.max(applied);
         if l.projection.is_none() && !state.stocks.is_empty() {
             let mut projection: HashMap<String, u64> = state
                 .stocks
                 .iter()
                 .map(|s| (s.name.clone(), s.quantity))
                 .collect();
-            let from = (state.applied + 1) as u64;
-            for e in self.store.entries(from, usize::MAX)? {
+            for e in self.store.entries(after(applied), usize::MAX)? {
                 if let Some(q) = projection.get_mut(&e.name) {
                     *q = match e.kind {
                         OrderType::Buy => q.saturating_sub(e.quantity),
@@ -1898,7 +1931,7 @@ impl<S: Store> Core<S> {
 
     /// Answers every order the catalog has applied.
     fn answer_applied(&mut self) {
-        let rest = self.waiters.split_off(&((self.applied + 1) as u64));
+        let rest = self.waiters.split_off(&after(self.applied));
         let done = std::mem::replace(&mut self.waiters, rest);
         for (number, tokens) in done {
             for token in tokens {
@@ -1923,10 +1956,7 @@ impl<S: Store> Core<S> {
         // A read that found an entry damaged: recover it from the next leader.
         let damage = self.store.damage();
         let latest = self.store.latest();
-        if damage
-            .log_from
-            .is_some_and(|n| i64::try_from(n).is_ok_and(|n| n <= latest))
-        {
+        if damage.log_from.is_some_and(|n| Some(n) <= latest) {
             if let Err(e) = self.check_disk(Damage {
                 state_lost: false,
                 ..damage
@@ -1968,7 +1998,7 @@ enum Applied {
     Accepted,
     /// We lack `prev` or hold it with another epoch: resend after `hint`.
     Mismatch {
-        hint: i64,
+        hint: Last,
     },
 }
 

@@ -198,7 +198,7 @@ struct Sim {
     damaged: Option<u32>,
     /// The highest commit point any replica has known: everything up to it is committed,
     /// acknowledged or not.
-    max_commit: i64,
+    max_commit: Last,
     /// A short history of what happened, printed with a failure.
     trace: VecDeque<String>,
 }
@@ -240,7 +240,7 @@ impl Sim {
             leaders: BTreeMap::new(),
             reads: Vec::new(),
             damaged: None,
-            max_commit: -1,
+            max_commit: None,
             trace: VecDeque::new(),
         };
         for id in IDS {
@@ -542,7 +542,7 @@ impl Sim {
                         .take(limit)
                         .cloned()
                         .collect(),
-                    latest: synced.len() as i64 - 1,
+                    latest: synced.last().map(|e| e.number),
                 };
                 if answer && !self.lost() && !self.cut.contains(&(to, link.0)) {
                     let d = self.delay();
@@ -584,17 +584,14 @@ impl Sim {
         };
         let body = body.unwrap_or_else(|| Err(Error::Unreachable("timed out".into())));
         let reply = match msg {
-            PeerMessage::Propagate(p) => {
-                let first = p.prev.map_or(0, |prev| prev.number as i64 + 1);
-                PeerReply::Propagate {
-                    epoch: p.epoch,
-                    sent_last: first + p.entries.len() as i64 - 1,
-                    result: body.and_then(|b| match b {
-                        Body::Core(Answer::Propagate(r)) => r,
-                        other => Err(Error::Internal(format!("{other:?}"))),
-                    }),
-                }
-            }
+            PeerMessage::Propagate(p) => PeerReply::Propagate {
+                epoch: p.epoch,
+                sent_last: last_carried(&p),
+                result: body.and_then(|b| match b {
+                    Body::Core(Answer::Propagate(r)) => r,
+                    other => Err(Error::Internal(format!("{other:?}"))),
+                }),
+            },
             PeerMessage::Vote(v) => PeerReply::Vote {
                 epoch: v.epoch,
                 pre: v.pre,
@@ -925,7 +922,7 @@ impl Sim {
                 .any(|e| disks.iter().filter(|d| d.get(n) == Some(e)).count() >= majority)
         };
         matches!(self.nodes.get(&id), Some(Node::Up(c)) if !c.status().recovering)
-            && (0..=self.max_commit).all(|n| on_a_majority(n as usize))
+            && (0..after(self.max_commit)).all(|n| on_a_majority(n as usize))
             && self
                 .known_committed()
                 .iter()
@@ -1233,7 +1230,7 @@ impl Sim {
                 Node::Up(c)
                     if matches!(c.role, Role::Leader(_))
                         && Some(c.hard.epoch) == newest
-                        && c.commit == self.catalog.applied
+                        && minus_one::encode(c.commit) == self.catalog.applied
                         && c.store.latest() == c.commit =>
                 {
                     Some(id)
@@ -1258,7 +1255,7 @@ impl Sim {
         let commit = leader.commit;
         let log = leader.store.entries.clone();
         for read in &self.reads {
-            if read.number as i64 > commit || log.get(read.number as usize) != Some(&read.entry) {
+            if Some(read.number) > commit || log.get(read.number as usize) != Some(&read.entry) {
                 self.fail(&format!(
                     "order {} was read as {:?}, which is not what committed",
                     read.number, read.entry

@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use prometheus::Histogram;
 
-use super::core::{Damage, HardState, Store};
+use super::core::{after, Damage, HardState, Last, Store};
 use super::failpoint;
 use super::logfile::OrderLog;
 use crate::api::{LogEntry, LogPosition};
@@ -81,10 +81,10 @@ impl FileStore {
 }
 
 impl Store for FileStore {
-    fn latest(&self) -> i64 {
+    fn latest(&self) -> Last {
         self.pending
             .last()
-            .map_or_else(|| self.log.latest(), |e| e.number as i64)
+            .map_or_else(|| self.log.latest(), |e| Some(e.number))
     }
 
     fn position(&self, number: u64) -> Option<LogPosition> {
@@ -130,12 +130,12 @@ impl Store for FileStore {
 
     fn append(&mut self, entries: Vec<LogEntry>) -> Result<()> {
         for e in entries {
-            if e.number as i64 != self.latest() + 1 {
+            let next = after(self.latest());
+            if e.number != next {
                 // A write the store refuses: it would leave a gap or an overlap in the file.
                 return Err(Error::Storage(format!(
-                    "append of {} after {}",
-                    e.number,
-                    self.latest()
+                    "append of {} where {next} comes next",
+                    e.number
                 )));
             }
             self.pending_ids.insert(e.request_id.clone(), e.number);
@@ -240,14 +240,14 @@ mod tests {
         store.fail_next_sync = true;
         assert!(store.sync().is_err());
         store.reload().unwrap();
-        assert_eq!(store.latest(), 1, "the failed entry is forgotten");
+        assert_eq!(store.latest(), Some(1), "the failed entry is forgotten");
         assert_eq!(store.lookup("r2").unwrap(), None);
         let reopened = OrderLog::open(&log_path).unwrap();
-        assert_eq!(reopened.latest(), 1, "and is not in the file either");
+        assert_eq!(reopened.latest(), Some(1), "and is not in the file either");
         // The log goes on from the last durable entry.
         store.append(vec![entry(2)]).unwrap();
         store.sync().unwrap();
-        assert_eq!(OrderLog::open(&log_path).unwrap().latest(), 2);
+        assert_eq!(OrderLog::open(&log_path).unwrap().latest(), Some(2));
     }
 
     /// What the core learns at start: a missing or damaged hard state is lost; a damaged log
@@ -302,6 +302,6 @@ mod tests {
             }
         );
         assert_eq!(store.hard_state(), HardState::default());
-        assert_eq!((store.latest(), store.checksum(1)), (0, None));
+        assert_eq!((store.latest(), store.checksum(1)), (Some(0), None));
     }
 }
