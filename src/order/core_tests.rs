@@ -365,7 +365,7 @@ impl Net {
         // As the driver does: propagates go out before our own fsync.
         let mut effects = node.take_propagates();
         effects.extend(node.flush());
-        if node.store.died.is_some() {
+        if node.cx.store.died.is_some() {
             // The process died at a durable write of this step: nothing left it.
             return self.crash(id);
         }
@@ -585,7 +585,7 @@ impl Net {
     /// Kills a replica: what it had not synced is lost.
     fn crash(&mut self, id: u32) {
         if let Some(node) = self.nodes.remove(&id) {
-            self.crashed.insert(id, node.store.after_crash());
+            self.crashed.insert(id, node.cx.store.after_crash());
         }
     }
 
@@ -1021,7 +1021,7 @@ fn a_failed_fsync_steps_down_and_acknowledges_nothing() {
     let mut net = Net::new();
     net.elect(3);
     assert_eq!(number(net.place(3, Buy, 1, "a")), 0);
-    net.node(3).store.fail_next_sync = true;
+    net.node(3).cx.store.fail_next_sync = true;
     let token = net.order(3, "GameStart", Buy, 1, "b");
     net.run();
     let e = refused(net.answer(token));
@@ -1311,7 +1311,7 @@ fn a_candidate_killed_after_its_pull_never_outranks_the_orders() {
     net.wait(LEADER_LEASE);
     // Its vote for itself, then the claim or the pulled entries, then the other: it dies at
     // the third durable write.
-    net.node(1).store.crash_after = Some(2);
+    net.node(1).cx.store.crash_after = Some(2);
     net.you_win(1, 1);
     net.run();
     net.wait(Duration::from_millis(300));
@@ -1333,7 +1333,7 @@ fn catch_up_with_a_fault(fault: impl FnOnce(&mut MemStore)) {
     net.crash(3);
     net.heal();
     net.wait(LEADER_LEASE);
-    fault(&mut net.node(1).store);
+    fault(&mut net.node(1).cx.store);
     assert!(net.elect(2).is_some());
     net.wait(Duration::from_millis(300));
     net.crash(1);
