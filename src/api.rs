@@ -529,11 +529,76 @@ pub(crate) struct LeaderChange {
     pub(crate) epoch: Option<u64>,
 }
 
+/// Serde for how far a log, a commit point or an apply point reaches, `Option<u64>` inside
+/// (the replica core's `Last`: the last order number covered, `None` for none): the wire
+/// spells `None` as −1, as it always has, so bodies are unchanged. Any other negative number is
+/// refused when decoding (a 400 for a request, a failed call for an answer), never taken.
+pub(crate) mod minus_one {
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, Unexpected, Visitor};
+    use serde::Serializer;
+
+    use crate::error::{Error, Result};
+
+    pub(crate) fn serialize<S: Serializer>(
+        last: &Option<u64>,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        match *last {
+            Some(number) => s.serialize_u64(number),
+            None => s.serialize_i64(-1),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Option<u64>, D::Error> {
+        d.deserialize_i64(LastVisitor)
+    }
+
+    struct LastVisitor;
+
+    impl Visitor<'_> for LastVisitor {
+        type Value = Option<u64>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an order number, or -1 for none")
+        }
+
+        fn visit_u64<E: de::Error>(self, number: u64) -> std::result::Result<Option<u64>, E> {
+            Ok(Some(number))
+        }
+
+        fn visit_i64<E: de::Error>(self, wire: i64) -> std::result::Result<Option<u64>, E> {
+            decode(wire).map_err(|_| E::invalid_value(Unexpected::Signed(wire), &self))
+        }
+    }
+
+    /// `last` as `/health` and the metrics show it. A number beyond `i64::MAX` (no log gets
+    /// there) shows as `i64::MAX`.
+    pub(crate) fn encode(last: Option<u64>) -> i64 {
+        last.map_or(-1, |number| i64::try_from(number).unwrap_or(i64::MAX))
+    }
+
+    /// The reverse of [`encode`], for fields that stay `i64` (the catalog's `applied`): −1 is
+    /// `None`, a number below it is refused.
+    pub(crate) fn decode(wire: i64) -> Result<Option<u64>> {
+        match wire {
+            -1 => Ok(None),
+            _ => u64::try_from(wire)
+                .map(Some)
+                .map_err(|_| Error::BadRequest(format!("{wire} is below -1"))),
+        }
+    }
+}
+
 /// `GET /synchronize` on an order replica: how far its log goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncState {
-    /// Highest order number held, -1 when the log is empty.
-    pub latest: i64,
+    /// Highest order number held, -1 (`None`) when the log is empty.
+    #[serde(with = "minus_one")]
+    pub latest: Option<u64>,
     /// The highest epoch this replica has granted or led (persisted).
     pub(crate) epoch: u64,
     /// The epoch of the leader whose log this log is known to be a prefix of (persisted; 0
@@ -543,7 +608,7 @@ pub struct SyncState {
 
 impl SyncState {
     /// The order in which logs are more up to date.
-    pub(crate) fn rank(&self) -> (u64, i64) {
+    pub(crate) fn rank(&self) -> (u64, Option<u64>) {
         (self.log_epoch, self.latest)
     }
 }
@@ -552,8 +617,9 @@ impl SyncState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct LogPage {
     pub(crate) entries: Vec<LogEntry>,
-    /// Highest order number the replica held when it answered, -1 when empty.
-    pub(crate) latest: i64,
+    /// Highest order number the replica held when it answered, -1 (`None`) when empty.
+    #[serde(with = "minus_one")]
+    pub(crate) latest: Option<u64>,
 }
 
 /// The entry just before a replicated batch, so the follower can check that its log agrees up
@@ -575,10 +641,12 @@ pub(crate) struct Propagate {
     pub(crate) entries: Vec<LogEntry>,
     /// The leader's highest number when its leadership began: a follower that holds the
     /// leader's log at least this far holds every order committed before this epoch, and only
-    /// then counts as holding this epoch's log (`log_epoch`).
-    pub(crate) base: i64,
-    /// The leader's commit point (shown by followers' `/health`).
-    pub(crate) commit: i64,
+    /// then counts as holding this epoch's log (`log_epoch`). -1 (`None`): it began empty.
+    #[serde(with = "minus_one")]
+    pub(crate) base: Option<u64>,
+    /// The leader's commit point (shown by followers' `/health`), -1 (`None`) for none.
+    #[serde(with = "minus_one")]
+    pub(crate) commit: Option<u64>,
 }
 
 /// The follower's answer to [`Propagate`].
@@ -586,8 +654,10 @@ pub(crate) struct Propagate {
 pub(crate) struct PropagateAck {
     /// False when `prev` did not match; the leader then resends from `latest + 1`.
     pub(crate) accepted: bool,
-    /// The follower's highest order number after applying (or the hint where to resume).
-    pub(crate) latest: i64,
+    /// The follower's highest order number after applying (or the hint where to resume), -1
+    /// (`None`) for none.
+    #[serde(with = "minus_one")]
+    pub(crate) latest: Option<u64>,
 }
 
 /// `POST /vote`: a candidate asks a peer to grant it `epoch`.
@@ -651,6 +721,39 @@ pub struct InvalidateBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The replica bodies carry `Option<u64>` inside and the numbers they always carried on
+    /// the wire: −1 for none; any other negative number is refused, never taken.
+    #[test]
+    fn minus_one_is_none_on_the_wire() {
+        let ack = |latest| PropagateAck {
+            accepted: true,
+            latest,
+        };
+        for (latest, json) in [
+            (None, r#"{"accepted":true,"latest":-1}"#),
+            (Some(0), r#"{"accepted":true,"latest":0}"#),
+            (Some(41), r#"{"accepted":true,"latest":41}"#),
+        ] {
+            assert_eq!(serde_json::to_string(&ack(latest)).unwrap(), json);
+            assert_eq!(
+                serde_json::from_str::<PropagateAck>(json).unwrap(),
+                ack(latest)
+            );
+        }
+        for bad in ["-2", "-9223372036854775808", "1.5", "\"3\"", "null"] {
+            let json = format!(r#"{{"accepted":true,"latest":{bad}}}"#);
+            assert!(
+                serde_json::from_str::<PropagateAck>(&json).is_err(),
+                "{json}"
+            );
+        }
+        assert_eq!(minus_one::encode(None), -1);
+        assert_eq!(minus_one::encode(Some(7)), 7);
+        assert_eq!(minus_one::decode(-1), Ok(None));
+        assert_eq!(minus_one::decode(7), Ok(Some(7)));
+        assert!(minus_one::decode(-2).is_err());
+    }
 
     #[test]
     fn order_validation_table() {

@@ -53,6 +53,11 @@ pub enum Error {
     Unreachable(String),
     /// A bug or an I/O failure inside this process (500).
     Internal(String),
+    /// A replica's own order log or hard state could not be written, synced or read back
+    /// (500). Kept apart from [`Error::Internal`] because the replica's core reacts to it, and
+    /// only to it, by stepping down and reloading what is durable: a refusal it answers a peer
+    /// with, or some other failure, must never make it do that.
+    Storage(String),
     /// A bad configuration; binaries print it and exit with code 2.
     Config(String),
     /// A state file or the data directory cannot be used at start (corrupt, truncated,
@@ -76,7 +81,7 @@ impl Error {
             Error::Unprocessable(_) => 422,
             Error::NotLeader(_) => 421,
             Error::Unavailable(_) | Error::Unreachable(_) | Error::Resend { .. } => 503,
-            Error::Internal(_) | Error::Config(_) | Error::State(_) => 500,
+            Error::Internal(_) | Error::Storage(_) | Error::Config(_) | Error::State(_) => 500,
         }
     }
 
@@ -152,6 +157,7 @@ impl Error {
             | Error::Unavailable(m)
             | Error::Unreachable(m)
             | Error::Internal(m)
+            | Error::Storage(m)
             | Error::Config(m)
             | Error::State(m)
             | Error::Resend { message: m, .. } => m.clone(),

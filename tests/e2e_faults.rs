@@ -48,7 +48,7 @@ fn restart_and_check_catch_up(b: &mut Cluster, id: u32, leader: u32) {
     let after = sync_state(b, id).expect("restarted replica answers").latest;
     assert!(
         after >= before,
-        "replica {id} answered Ping at {after}, behind {before}"
+        "replica {id} answered Ping at {after:?}, behind {before:?}"
     );
 }
 

@@ -1,5 +1,7 @@
 //! The replica's protocol core: every rule of leadership, replication, commit and the catalog's
-//! apply path, in one single-owner state machine without I/O.
+//! apply path, in one single-owner state machine with no network, no threads and no clock: it
+//! reaches peers and the catalog only through the effects it returns, and is told the time. Its
+//! storage is not so abstract: the [`Store`] writes and fsyncs files inside `step` and `flush`.
 //!
 //! The core takes [`Event`]s (a client's order, a peer's request, the answer to something it
 //! sent, a clock tick) through [`Core::step`] and produces [`Effect`]s (send this to a peer,
@@ -9,6 +11,11 @@
 //! hands out the effects, so nothing leaves the replica that a crash could take back. The
 //! driver (`order::mod`) owns the threads that move bytes; the scripted tests at the end of this
 //! file drive three cores by hand, with no sockets and no clock.
+//!
+//! Numbers that say how far something reaches (a log, the commit point, the catalog's apply
+//! point) are [`Last`]: the last order number covered, `None` for none. The role's own data is
+//! apart from the rest ([`Context`]): a leader's methods take `&mut Leadership` and the context,
+//! so no other role's code can reach a leader's data.
 //!
 //! # The protocol
 //!
@@ -52,6 +59,8 @@
 //! - A voter's stickiness ([`LEADER_LEASE`]) delays a fail-over by up to that long after the
 //!   leader's last heartbeat.
 //! - The whole log is kept in memory by the store.
+//! - Only the leader's code is split off (`impl Leadership`); a candidate's and a follower's
+//!   methods still find their data by matching the role.
 //! - A link (a follower, the catalog) that answered 413 gets smaller batches for the rest of
 //!   the leadership. A peer whose body limit is below one entry (the largest possible one is
 //!   under 2 KiB of JSON) would still refuse that entry at every retry.
@@ -62,7 +71,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use serde::{Deserialize, Serialize};
 
-use crate::api::RESEND;
+use crate::api::{minus_one, RESEND};
 use crate::api::{
     ApplyBatch, CatalogState, LeaderHello, LogEntry, LogPage, LogPosition, OrderRequest, OrderType,
     Propagate, PropagateAck, SyncState, VoteReply, VoteRequest,
@@ -147,6 +156,25 @@ fn halve_cap(cap: &mut Option<usize>, sent: usize, link: &str) {
 /// Most orders a leader holds while it waits for the catalog's state; more get 503.
 pub(crate) const MAX_QUEUED: usize = 10_000;
 
+/// How far a log, a commit point or an apply point reaches: the last order number it covers,
+/// `None` while it covers none (orders are numbered from 0). `Option`'s order is the one
+/// wanted (`None` is below every number), so `max`, `min` and comparisons need no special
+/// case. The wire and `/health` spell `None` as −1 ([`minus_one`]).
+pub(crate) type Last = Option<u64>;
+
+/// The number after `last`: where the next entry goes, and the first one `last` lacks.
+pub(crate) fn after(last: Last) -> u64 {
+    last.map_or(0, |number| number.saturating_add(1))
+}
+
+/// The last number a propagate carries: its last entry's, or its `prev`'s if it carries none.
+pub(crate) fn last_carried(p: &Propagate) -> Last {
+    p.entries
+        .last()
+        .map(|e| e.number)
+        .or(p.prev.map(|prev| prev.number))
+}
+
 /// What a replica persists besides its log, always before acting on it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct HardState {
@@ -191,10 +219,11 @@ pub(crate) struct Damage {
 }
 
 /// The log and hard state as the core sees them. Appends may be buffered until [`Store::sync`];
-/// the core never lets an effect out before `sync` succeeded.
+/// the core never lets an effect out before `sync` succeeded. Every error a method returns is
+/// an [`Error::Storage`]: the core steps down and reloads for that error and no other.
 pub(crate) trait Store {
-    /// Highest number held (synced or not), −1 when empty.
-    fn latest(&self) -> i64;
+    /// Highest number held (synced or not).
+    fn latest(&self) -> Last;
     /// The number and epoch of entry `number`, if held; cheap (no read of the log file).
     fn position(&self, number: u64) -> Option<LogPosition>;
     fn entry(&self, number: u64) -> Result<Option<LogEntry>>;
@@ -252,7 +281,7 @@ pub(crate) enum PeerReply {
     Propagate {
         epoch: u64,
         /// The last entry number the propagate carried (its `prev` if it carried none).
-        sent_last: i64,
+        sent_last: Last,
         result: Result<PropagateAck>,
     },
     Vote {
@@ -312,9 +341,9 @@ pub(crate) struct Status {
     pub(crate) role: RoleName,
     pub(crate) epoch: u64,
     pub(crate) leader: Option<u32>,
-    pub(crate) latest: i64,
-    pub(crate) commit: i64,
-    pub(crate) applied: i64,
+    pub(crate) latest: Last,
+    pub(crate) commit: Last,
+    pub(crate) applied: Last,
     pub(crate) log_epoch: u64,
     /// Answers `Ping` with `OK`: not a follower still catching up with a live leader, nor one
     /// that started less than a lease ago and has not heard from a leader yet.
@@ -343,7 +372,7 @@ impl Status {
     /// that holds its read lease may say that an order does not exist (any other replica may
     /// be behind, or deposed without knowing it).
     pub(crate) fn read(&self, number: u64, now: Instant) -> Read {
-        let number = i64::try_from(number).unwrap_or(i64::MAX);
+        let number = Some(number);
         let leading =
             self.role == RoleName::Leader && self.read_lease.is_some_and(|until| now < until);
         // A follower may know a commit point beyond what it holds (a failed sync lost the end).
@@ -417,13 +446,13 @@ struct Pull {
     anchor: Option<u64>,
     /// The last number the source held when it granted: a page that ends before it means the
     /// source lost its log since (a wiped disk, restarted within the candidacy).
-    granted_latest: i64,
+    granted_latest: Last,
 }
 
 struct Leadership {
     epoch: u64,
     /// Our last number when we started leading.
-    base: i64,
+    base: Last,
     started: Instant,
     peers: BTreeMap<u32, Progress>,
     catalog: CatalogLink,
@@ -437,8 +466,9 @@ struct Leadership {
 struct Progress {
     /// The next number to send.
     next: u64,
-    /// Synced through (holds our log at least to `base`, and this far).
-    matched: Option<i64>,
+    /// Synced through, once it holds our log at least to `base` (`None` before: it does not
+    /// count towards the commit point, see [`Core::advance_commit`]).
+    matched: Option<Last>,
     in_flight: bool,
     last_sent: Option<Instant>,
     /// When the propagate in flight was sent.
@@ -456,7 +486,7 @@ struct Progress {
 #[derive(Default)]
 struct CatalogLink {
     /// The catalog's last applied number, once it answered.
-    applied: Option<i64>,
+    applied: Option<Last>,
     in_flight: bool,
     retry_at: Option<Instant>,
     /// Entries in the apply in flight, and fewer per apply after a 413 (see [`halve_cap`]).
@@ -473,21 +503,28 @@ struct Recovery {
     probe_sent: Option<Instant>,
 }
 
-/// One replica's protocol state.
+/// One replica's protocol state: its role, with the data only that role has, and everything
+/// else ([`Context`]). The two are apart so that a role's methods take `&mut` of their own
+/// role's data and of the context, and no other role's (see [`Leadership`]'s methods).
 pub(crate) struct Core<S: Store> {
+    role: Role,
+    cx: Context<S>,
+}
+
+/// What a replica keeps whatever its role.
+struct Context<S: Store> {
     id: u32,
     peers: Vec<u32>,
     store: S,
     hard: HardState,
-    role: Role,
     /// The leader as last heard (ourselves while leading).
     leader: Option<u32>,
     /// Highest number held durably by a majority, as far as we know.
-    commit: i64,
+    commit: Last,
     /// Highest number of our own log that is synced.
-    durable: i64,
+    durable: Last,
     /// Highest number the catalog applied, as far as we know.
-    applied: i64,
+    applied: Last,
     /// Callers waiting for an order number to be applied.
     waiters: BTreeMap<u64, Vec<Token>>,
     effects: Vec<Effect>,
@@ -497,12 +534,20 @@ pub(crate) struct Core<S: Store> {
     recovery: Option<Recovery>,
 }
 
+/// What a leader's method asks of `Core`, which alone can end the leadership.
+#[must_use]
+enum Outcome {
+    Lead,
+    StepDown(String),
+}
+
 impl<S: Store> Core<S> {
     /// A replica on `store` as it was found on disk. If the store reports damage (or the hard
     /// state's claim no longer matches the log), the replica starts recovering; that may
     /// write the hard state and cut the log, hence the `Result`.
     pub(crate) fn new(id: u32, peers: Vec<u32>, store: S, now: Instant) -> Result<Core<S>> {
         let damage = store.damage();
+        // A lost state loads as zero; `check_disk` decides what the replica may do with it.
         let hard = if damage.state_lost {
             HardState::default()
         } else {
@@ -510,33 +555,31 @@ impl<S: Store> Core<S> {
         };
         let durable = store.latest();
         let mut core = Core {
-            id,
-            peers,
-            store,
-            hard,
             role: Role::Follower(Follower::default()),
-            leader: None,
-            commit: -1,
-            durable,
-            applied: -1,
-            waiters: BTreeMap::new(),
-            effects: Vec::new(),
-            now,
-            started: now,
-            recovery: None,
+            cx: Context {
+                id,
+                peers,
+                store,
+                hard,
+                leader: None,
+                commit: None,
+                durable,
+                applied: None,
+                waiters: BTreeMap::new(),
+                effects: Vec::new(),
+                now,
+                started: now,
+                recovery: None,
+            },
         };
+        // Before any event: a damaged disk must not vote or lead even once.
         core.check_disk(damage)?;
         Ok(core)
     }
 
     #[cfg(test)]
     pub(crate) fn store(&self) -> &S {
-        &self.store
-    }
-
-    fn majority(&self) -> usize {
-        let replicas = self.peers.len() + 1;
-        replicas / 2 + 1
+        &self.cx.store
     }
 
     pub(crate) fn status(&self) -> Status {
@@ -546,35 +589,34 @@ impl<S: Store> Core<S> {
                 Role::Candidate(_) => RoleName::Candidate,
                 Role::Leader(_) => RoleName::Leader,
             },
-            epoch: self.hard.epoch,
-            leader: self.leader,
-            latest: self.store.latest(),
-            commit: self.commit,
-            applied: self.applied,
-            log_epoch: self.hard.log_epoch,
-            read_lease: self.read_lease(),
-            recovering: self.recovery.is_some(),
+            epoch: self.cx.hard.epoch,
+            leader: self.cx.leader,
+            latest: self.cx.store.latest(),
+            commit: self.cx.commit,
+            applied: self.cx.applied,
+            log_epoch: self.cx.hard.log_epoch,
+            read_lease: match &self.role {
+                Role::Leader(l) => l.read_lease(&self.cx),
+                _ => None,
+            },
+            recovering: self.cx.recovery.is_some(),
             ready: match &self.role {
-                _ if self.recovery.is_some() => false,
-                Role::Follower(f) if within(f.heard, self.now, LEADER_LEASE) => f.caught_up,
-                Role::Follower(_) => !within(Some(self.started), self.now, LEADER_LEASE),
+                // Its log may lack committed orders: never selected while it recovers.
+                _ if self.cx.recovery.is_some() => false,
+                // A live leader's follower is ready once it holds the leader's commit point.
+                Role::Follower(f) if within(f.heard, self.cx.now, LEADER_LEASE) => f.caught_up,
+                // No leader heard: ready once a leader would have reached us by now.
+                Role::Follower(_) => !within(Some(self.cx.started), self.cx.now, LEADER_LEASE),
                 _ => true,
             },
-        }
-    }
-
-    fn sync_state(&self) -> SyncState {
-        SyncState {
-            latest: self.store.latest(),
-            epoch: self.hard.epoch,
-            log_epoch: self.hard.log_epoch,
         }
     }
 
     /// Handles one event at time `now`. A storage failure inside is handled here: the replica
     /// stops leading and reloads its log from the file.
     pub(crate) fn step(&mut self, now: Instant, event: Event) {
-        self.now = now;
+        self.cx.now = now;
+        // Only storage failures come back here (every refusal was answered inside `handle`).
         if let Err(e) = self.handle(event) {
             self.storage_failed(&e);
         }
@@ -583,19 +625,20 @@ impl<S: Store> Core<S> {
     /// Makes the store durable, then hands out the effects of every event since the last
     /// flush. If the sync fails, nothing acts on it: callers get 503 and peers get nothing.
     pub(crate) fn flush(&mut self) -> Vec<Effect> {
-        if let Err(e) = self.store.sync() {
+        // The fsync comes first: nothing leaves the replica that a crash could take back.
+        if let Err(e) = self.cx.store.sync() {
             self.storage_failed(&e);
             return self.take_failed_effects();
         }
-        self.durable = self.store.latest();
-        if let Role::Leader(_) = self.role {
+        self.cx.durable = self.cx.store.latest();
+        if let Role::Leader(l) = &mut self.role {
             // Our own log is durable now: it counts towards the commit point.
-            if let Err(e) = self.advance_commit() {
+            if let Err(e) = l.advance_commit(&mut self.cx) {
                 self.storage_failed(&e);
                 return self.take_failed_effects();
             }
         }
-        std::mem::take(&mut self.effects)
+        std::mem::take(&mut self.cx.effects)
     }
 
     /// The propagates waiting to go out, before [`Core::flush`] makes our own appends
@@ -603,7 +646,8 @@ impl<S: Store> Core<S> {
     /// leader counts its own copy only once it is durable (`durable`), and an order held by
     /// the followers alone is as committed as any other (the election takes the best log).
     pub(crate) fn take_propagates(&mut self) -> Vec<Effect> {
-        let (early, rest) = std::mem::take(&mut self.effects)
+        // Only propagates: an answer or a catalog apply must still wait for our own fsync.
+        let (early, rest) = std::mem::take(&mut self.cx.effects)
             .into_iter()
             .partition(|e| {
                 matches!(
@@ -614,36 +658,50 @@ impl<S: Store> Core<S> {
                     }
                 )
             });
-        self.effects = rest;
+        self.cx.effects = rest;
         early
     }
 
     fn handle(&mut self, event: Event) -> Result<()> {
         match event {
             Event::Tick => self.tick(),
-            Event::Order { token, order } => self.order(token, order),
+            Event::Order { token, order } => match &mut self.role {
+                Role::Leader(l) => l.order(&mut self.cx, token, order),
+                _ => {
+                    let e = self.cx.not_leader();
+                    self.cx.answer(token, Answer::Order(Err(e)));
+                    Ok(())
+                }
+            },
             Event::YouWin { token, hint } => self.you_win(token, hint),
             Event::Announce { id, epoch } => {
-                if id != self.id && epoch >= self.hard.epoch && !self.is_leader() {
-                    self.leader = Some(id);
+                // A front-end's word is no proof that the leader is alive: it names whom to
+                // follow, but `heard` (which makes us refuse votes) waits for the leader's own
+                // propagate.
+                if id != self.cx.id && epoch >= self.cx.hard.epoch && !self.is_leader() {
+                    self.cx.leader = Some(id);
                 }
                 Ok(())
             }
             Event::Propagate { token, msg } => {
                 let answer = self.propagate(msg);
-                self.answer(token, Answer::Propagate(answer.clone()));
+                self.cx.answer(token, Answer::Propagate(answer.clone()));
+                // A refusal was the answer and changes nothing here; only our own storage
+                // failing goes on to `step`, which steps down and reloads.
                 answer.map(|_| ()).or_else(|e| match e {
-                    Error::Internal(_) => Err(e),
+                    Error::Storage(_) => Err(e),
                     _ => Ok(()),
                 })
             }
             Event::Vote { token, req } => {
+                // Only a failed save of the grant comes back as an error: then no answer at all.
                 let answer = self.vote(req)?;
-                self.answer(token, Answer::Vote(Ok(answer)));
+                self.cx.answer(token, Answer::Vote(Ok(answer)));
                 Ok(())
             }
+            // Answered even while recovering: a peer that lost its state needs our epoch.
             Event::Probe { token } => {
-                self.answer(token, Answer::Probe(self.sync_state()));
+                self.cx.answer(token, Answer::Probe(self.cx.sync_state()));
                 Ok(())
             }
             Event::PeerReply { from, reply } => match reply {
@@ -651,92 +709,39 @@ impl<S: Store> Core<S> {
                     epoch,
                     sent_last,
                     result,
-                } => self.propagate_reply(from, epoch, sent_last, result),
+                } => match &mut self.role {
+                    // An answer from an earlier leadership of ours says nothing about this one.
+                    Role::Leader(l) if l.epoch == epoch => {
+                        let outcome = l.propagate_reply(&mut self.cx, from, sent_last, result)?;
+                        self.act_on(outcome);
+                        Ok(())
+                    }
+                    _ => Ok(()),
+                },
                 PeerReply::Vote { epoch, pre, result } => self.vote_reply(from, epoch, pre, result),
                 PeerReply::Page { since, result } => self.page(from, since, result),
                 PeerReply::Probe { result } => self.probe_reply(from, result),
             },
-            Event::CatalogReply { epoch, result } => self.catalog_reply(epoch, result),
+            Event::CatalogReply { epoch, result } => match &mut self.role {
+                Role::Leader(l) if l.epoch == epoch => {
+                    let outcome = l.catalog_reply(&mut self.cx, result)?;
+                    self.act_on(outcome);
+                    Ok(())
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Ends the leadership if a leader's method asked to.
+    fn act_on(&mut self, outcome: Outcome) {
+        if let Outcome::StepDown(why) = outcome {
+            self.become_follower(None, &why);
         }
     }
 
     fn is_leader(&self) -> bool {
         matches!(self.role, Role::Leader(_))
-    }
-
-    fn answer(&mut self, token: Token, answer: Answer) {
-        self.effects.push(Effect::Answer { token, answer });
-    }
-
-    fn send(&mut self, to: u32, msg: PeerMessage) {
-        self.effects.push(Effect::Send { to, msg });
-    }
-
-    fn not_leader(&self) -> Error {
-        match self.leader {
-            Some(l) if l != self.id => Error::NotLeader(format!(
-                "replica {} is not the leader (replica {l} is)",
-                self.id
-            )),
-            _ => Error::NotLeader(format!("replica {} is not the leader", self.id)),
-        }
-    }
-
-    fn save_hard(&mut self, hard: HardState) -> Result<()> {
-        if hard != self.hard {
-            self.store.save_hard_state(hard)?;
-            self.hard = hard;
-        }
-        Ok(())
-    }
-
-    /// Persists `log_epoch = epoch`: the claim that our log is a prefix of that epoch's
-    /// leader's log, which ranks us above every log of an older epoch at the next election. The
-    /// claim is only true of entries on disk, so the store syncs first: a crash between the two
-    /// writes leaves the entries without the claim (harmless: we rank lower), never the claim
-    /// without the entries (which could elect us without acknowledged orders).
-    ///
-    /// The claim also names the last entry it covers and that entry's chained checksum
-    /// ([`Through`]), so a log that later loses any of it is caught at start. A recovering
-    /// replica that makes the claim is repaired: its log is now a leader's log through that
-    /// leader's base.
-    fn claim_log_epoch(&mut self, epoch: u64) -> Result<()> {
-        if self.hard.log_epoch == epoch && self.recovery.is_none() {
-            return Ok(());
-        }
-        self.store.sync()?;
-        self.durable = self.store.latest();
-        let log_through = u64::try_from(self.durable).ok().and_then(|number| {
-            let checksum = self.store.checksum(number)?;
-            Some(Through { number, checksum })
-        });
-        self.save_hard(HardState {
-            log_epoch: epoch,
-            log_through,
-            recovering: false,
-            ..self.hard
-        })?;
-        if self.recovery.take().is_some() {
-            info!(
-                "replica {} is repaired: its log is the log of epoch {epoch}'s leader through {}",
-                self.id, self.durable
-            );
-        }
-        Ok(())
-    }
-
-    /// Removes entries `from..` of our log. A claim that vouches for any of them goes first
-    /// (persisted claims follow their data): we then rank as a log of no epoch until the
-    /// next claim.
-    fn cut_log(&mut self, from: u64) -> Result<()> {
-        if self.hard.log_through.is_some_and(|t| t.number >= from) {
-            self.save_hard(HardState {
-                log_epoch: 0,
-                log_through: None,
-                ..self.hard
-            })?;
-        }
-        self.store.truncate(from)
     }
 
     // ---- Recovery from a lost or damaged disk ----------------------------------------------
@@ -752,16 +757,21 @@ impl<S: Store> Core<S> {
     /// A recovering replica grants no vote, does not campaign and is not ready, until a
     /// leader's propagate brings its log through that leader's base ([`Core::claim_log_epoch`]).
     fn check_disk(&mut self, damage: Damage) -> Result<()> {
+        // The claim names an entry and its checksum: a log that no longer has both lost data.
         let claim_lost = self
+            .cx
             .hard
             .log_through
-            .filter(|t| self.store.checksum(t.number) != Some(t.checksum));
+            .filter(|t| self.cx.store.checksum(t.number) != Some(t.checksum));
         let log_damaged = damage.log_from;
         if !damage.state_lost && log_damaged.is_none() && claim_lost.is_none() {
-            if self.hard.recovering && self.recovery.is_none() {
+            if self.cx.hard.recovering && self.cx.recovery.is_none() {
                 // A restart in the middle of a repair: still recovering.
-                warn!("replica {}: still recovering from a damaged disk", self.id);
-                self.recovery = Some(Recovery {
+                warn!(
+                    "replica {}: still recovering from a damaged disk",
+                    self.cx.id
+                );
+                self.cx.recovery = Some(Recovery {
                     probe: None,
                     probe_sent: None,
                 });
@@ -772,43 +782,47 @@ impl<S: Store> Core<S> {
             warn!(
                 "replica {}: its hard state is missing or damaged: it votes for nobody until it \
                  has heard the epoch of every peer (a new deployment: all report an empty disk)",
-                self.id
+                self.cx.id
             );
         }
         if let Some(t) = claim_lost {
             warn!(
                 "replica {}: its log no longer holds order {} with checksum {:08x}, which its \
                  claim to epoch {}'s log covers (cut short or replaced): recovering",
-                self.id, t.number, t.checksum, self.hard.log_epoch
+                self.cx.id, t.number, t.checksum, self.cx.hard.log_epoch
             );
         }
         if let Some(n) = log_damaged {
             warn!(
                 "replica {}: its log is damaged from order {n} on: keeping orders before it, \
                  recovering the rest from the leader",
-                self.id
+                self.cx.id
             );
         }
+        // The claim goes before the cut (a claim must never outlive its data), and `recovering`
+        // is persisted so that a restart mid-repair still refuses votes.
         if !damage.state_lost {
-            self.save_hard(HardState {
+            self.cx.save_hard(HardState {
                 log_epoch: 0,
                 log_through: None,
                 recovering: true,
-                ..self.hard
+                ..self.cx.hard
             })?;
         }
         if let Some(n) = log_damaged {
-            self.store.truncate(n)?;
-            self.durable = self.store.latest();
+            self.cx.store.truncate(n)?;
+            self.cx.durable = self.cx.store.latest();
         }
-        let probe = match &self.recovery {
+        let probe = match &self.cx.recovery {
             Some(r) => r.probe.clone(),
+            // Only a lost hard state needs its peers' epochs; a damaged log needs only a leader.
             None => damage.state_lost.then(BTreeMap::new),
         };
-        self.recovery = Some(Recovery {
+        self.cx.recovery = Some(Recovery {
             probe,
             probe_sent: None,
         });
+        // A replica that may lack committed orders neither leads nor takes a log by election.
         if self.is_leader() || matches!(self.role, Role::Candidate(_)) {
             self.become_follower(None, "its disk is damaged");
         }
@@ -821,22 +835,24 @@ impl<S: Store> Core<S> {
         let Some(Recovery {
             probe: Some(answers),
             probe_sent,
-        }) = &mut self.recovery
+        }) = &mut self.cx.recovery
         else {
             return;
         };
-        if within(*probe_sent, self.now, HEARTBEAT_INTERVAL) {
+        // Asked again each heartbeat until every peer answered: a down peer may come back.
+        if within(*probe_sent, self.cx.now, HEARTBEAT_INTERVAL) {
             return;
         }
-        *probe_sent = Some(self.now);
+        *probe_sent = Some(self.cx.now);
         let ask: Vec<u32> = self
+            .cx
             .peers
             .iter()
             .copied()
             .filter(|p| !answers.contains_key(p))
             .collect();
         for peer in ask {
-            self.send(peer, PeerMessage::Probe);
+            self.cx.send(peer, PeerMessage::Probe);
         }
     }
 
@@ -854,7 +870,7 @@ impl<S: Store> Core<S> {
         let Some(Recovery {
             probe: Some(answers),
             ..
-        }) = &mut self.recovery
+        }) = &mut self.cx.recovery
         else {
             return Ok(());
         };
@@ -863,44 +879,48 @@ impl<S: Store> Core<S> {
                 answers.insert(from, state);
             }
             Err(e) => {
-                debug!("replica {}: probe of replica {from}: {e}", self.id);
+                // No answer is no evidence: asked again at the next heartbeat.
+                debug!("replica {}: probe of replica {from}: {e}", self.cx.id);
                 return Ok(());
             }
         }
-        if answers.len() < self.peers.len() {
+        // Every peer, not a majority: the one that has not answered may hold our forgotten grant.
+        if answers.len() < self.cx.peers.len() {
             return Ok(());
         }
         let fresh = answers
             .values()
-            .all(|s| s.epoch == 0 && s.log_epoch == 0 && s.latest < 0);
+            .all(|s| s.epoch == 0 && s.log_epoch == 0 && s.latest.is_none());
         let floor = answers.values().map(|s| s.epoch).max().unwrap_or(0);
+        // Nobody ever granted an epoch (all at zero, all empty): there is nothing to forget.
         if fresh {
             // Saved even though it equals the state in memory: the file must exist, so that a
             // restart does not take it for lost again.
-            self.store.save_hard_state(HardState::default())?;
-            self.hard = HardState::default();
-            self.recovery = None;
+            self.cx.store.save_hard_state(HardState::default())?;
+            self.cx.hard = HardState::default();
+            self.cx.recovery = None;
             info!(
                 "replica {}: every replica reports an empty disk: a new deployment",
-                self.id
+                self.cx.id
             );
         } else {
             let hard = HardState {
+                // Granted to ourselves: we can grant no epoch up to the floor to anyone again.
                 epoch: floor,
-                voted_for: Some(self.id),
+                voted_for: Some(self.cx.id),
                 log_epoch: 0,
                 log_through: None,
                 recovering: true,
             };
-            self.store.save_hard_state(hard)?;
-            self.hard = hard;
-            if let Some(r) = &mut self.recovery {
+            self.cx.store.save_hard_state(hard)?;
+            self.cx.hard = hard;
+            if let Some(r) = &mut self.cx.recovery {
                 r.probe = None;
             }
             info!(
                 "replica {}: its peers are at epoch {floor}; it votes for nobody until a leader \
                  of at least that epoch has repaired its log",
-                self.id
+                self.cx.id
             );
         }
         Ok(())
@@ -913,33 +933,35 @@ impl<S: Store> Core<S> {
             Role::Leader(l) => {
                 // Re-confirming the sitting leader keeps its epoch, unless it has lost its
                 // majority (then another replica must be tried).
-                let epoch = l.epoch;
-                let answer = self.lease_holds().then_some(epoch);
-                self.answer(token, Answer::Lead(answer));
+                let answer = l.lease_holds(&self.cx).then_some(l.epoch);
+                self.cx.answer(token, Answer::Lead(answer));
                 Ok(())
             }
             Role::Candidate(c) => {
+                // Answered with the candidacy's outcome.
                 c.waiting.push(token);
                 Ok(())
             }
-            Role::Follower(_) if self.recovery.is_some() => {
+            Role::Follower(_) if self.cx.recovery.is_some() => {
                 // It may not hold committed orders: it must not lead.
-                self.answer(token, Answer::Lead(None));
+                self.cx.answer(token, Answer::Lead(None));
                 Ok(())
             }
             Role::Follower(f) => {
-                let alive = self.leader.is_some() && within(f.heard, self.now, LEADER_LEASE);
-                if alive || within(Some(self.started), self.now, LEADER_LEASE) {
+                // A restarted replica waits one lease too: it may have promised a leader its vote.
+                let alive = self.cx.leader.is_some() && within(f.heard, self.cx.now, LEADER_LEASE);
+                if alive || within(Some(self.cx.started), self.cx.now, LEADER_LEASE) {
                     // Our leader seemed alive a moment ago: campaigning now would depose a
                     // live leader, so wait until its lease runs out.
                     debug!(
                         "replica {}: You win deferred, replica {:?} led a moment ago",
-                        self.id, self.leader
+                        self.cx.id, self.cx.leader
                     );
                     f.deferred.push(token);
                     f.hint = f.hint.max(hint);
                     return Ok(());
                 }
+                // No leader within a lease: this front-end's choice is as good as any.
                 self.campaign(vec![token], hint)
             }
         }
@@ -948,21 +970,26 @@ impl<S: Store> Core<S> {
     /// Starts a candidacy with a pre-vote round: only when a majority would grant the epoch
     /// does the candidate persist it and ask for real.
     fn campaign(&mut self, waiting: Vec<Token>, hint: u64) -> Result<()> {
-        let epoch = self.hard.epoch.max(hint) + 1;
-        debug!("replica {} asks for pre-votes for epoch {epoch}", self.id);
+        // Above every epoch we granted or saw and the front-end's hint: new as far as we know.
+        let epoch = self.cx.hard.epoch.max(hint) + 1;
+        debug!(
+            "replica {} asks for pre-votes for epoch {epoch}",
+            self.cx.id
+        );
         let mut grants = BTreeMap::new();
-        grants.insert(self.id, self.sync_state());
+        // Our own grant, with our log: the best log of the majority may be ours.
+        grants.insert(self.cx.id, self.cx.sync_state());
         self.role = Role::Candidate(Candidacy {
             epoch,
             pre: true,
-            started: self.now,
+            started: self.cx.now,
             grants,
             waiting,
             pull: None,
-            votes_sent: self.now,
+            votes_sent: self.cx.now,
         });
-        self.leader = None;
-        self.ask_votes(self.peers.clone());
+        self.cx.leader = None;
+        self.ask_votes(self.cx.peers.clone());
         self.count_votes()
     }
 
@@ -971,74 +998,81 @@ impl<S: Store> Core<S> {
         let Role::Candidate(c) = &mut self.role else {
             return;
         };
-        c.votes_sent = self.now;
+        // Peers that have not granted are asked again from this instant on (see `tick`).
+        c.votes_sent = self.cx.now;
         let req = VoteRequest {
             epoch: c.epoch,
-            candidate: self.id,
+            candidate: self.cx.id,
             pre: c.pre,
         };
         for peer in peers {
-            self.send(peer, PeerMessage::Vote(req));
+            self.cx.send(peer, PeerMessage::Vote(req));
         }
     }
 
     fn vote(&mut self, req: VoteRequest) -> Result<VoteReply> {
+        // A refusal carries our log too: the candidate learns if our epoch is past its own.
         let refuse = |core: &Self, why: &str| {
             debug!(
                 "replica {} refuses epoch {} to replica {}: {why}",
-                core.id, req.epoch, req.candidate
+                core.cx.id, req.epoch, req.candidate
             );
             Ok(VoteReply {
                 granted: false,
-                state: core.sync_state(),
+                state: core.cx.sync_state(),
             })
         };
-        if self.recovery.is_some() {
+        if self.cx.recovery.is_some() {
             // Its log may lack committed orders (the candidate would take a log without them)
             // and, if its state was lost, it may have granted this epoch already.
             return refuse(self, "its disk is recovering");
         }
-        if req.epoch < self.hard.epoch {
+        // An epoch is granted once: lower ones never again, the same one only to its holder.
+        if req.epoch < self.cx.hard.epoch {
             return refuse(self, "a higher epoch was granted");
         }
-        if req.epoch == self.hard.epoch && self.hard.voted_for != Some(req.candidate) {
+        if req.epoch == self.cx.hard.epoch && self.cx.hard.voted_for != Some(req.candidate) {
             return refuse(self, "this epoch was granted to another replica");
         }
         match &self.role {
-            Role::Leader(_) if self.lease_holds() => {
+            // Stickiness: a live leader (or a follower that hears one) is not deposed by a
+            // front-end that merely cannot reach it.
+            Role::Leader(l) if l.lease_holds(&self.cx) => {
                 return refuse(self, "this replica leads with a majority")
             }
             Role::Follower(f)
-                if self.leader.is_some_and(|l| l != req.candidate)
-                    && within(f.heard, self.now, LEADER_LEASE) =>
+                if self.cx.leader.is_some_and(|l| l != req.candidate)
+                    && within(f.heard, self.cx.now, LEADER_LEASE) =>
             {
                 return refuse(self, "its leader is alive")
             }
             // Whoever led may count on a promise we made before a crash (its read lease).
-            _ if self.just_started() => return refuse(self, "it started less than a lease ago"),
+            _ if self.cx.just_started() => return refuse(self, "it started less than a lease ago"),
             _ => {}
         }
+        // A pre-vote changes and persists nothing: a replica cut off cannot raise epochs in vain.
         if req.pre {
             return Ok(VoteReply {
                 granted: true,
-                state: self.sync_state(),
+                state: self.cx.sync_state(),
             });
         }
-        if req.epoch > self.hard.epoch {
+        if req.epoch > self.cx.hard.epoch {
+            // Granting a newer epoch ends whatever we were doing in ours.
             self.become_follower(None, "granted a newer epoch");
         }
-        self.save_hard(HardState {
+        self.cx.save_hard(HardState {
             epoch: req.epoch,
             voted_for: Some(req.candidate),
-            ..self.hard
+            ..self.cx.hard
         })?;
         info!(
             "replica {} grants epoch {} to replica {}",
-            self.id, req.epoch, req.candidate
+            self.cx.id, req.epoch, req.candidate
         );
         Ok(VoteReply {
             granted: true,
-            state: self.sync_state(),
+            state: self.cx.sync_state(),
         })
     }
 
@@ -1052,6 +1086,7 @@ impl<S: Store> Core<S> {
         let Role::Candidate(c) = &mut self.role else {
             return Ok(());
         };
+        // A late answer to an earlier round or candidacy counts for nothing now.
         if c.epoch != epoch || c.pre != pre {
             return Ok(());
         }
@@ -1060,19 +1095,20 @@ impl<S: Store> Core<S> {
                 c.grants.insert(from, reply.state);
                 self.count_votes()
             }
+            // A voter is past our epoch: we cannot win it, and must not reuse it.
             Ok(reply) if reply.state.epoch > epoch => {
                 let hard = HardState {
                     epoch: reply.state.epoch,
                     voted_for: None,
-                    ..self.hard
+                    ..self.cx.hard
                 };
-                self.save_hard(hard)?;
+                self.cx.save_hard(hard)?;
                 self.give_up(&format!("replica {from} is in epoch {}", reply.state.epoch));
                 Ok(())
             }
             Ok(_) => Ok(()),
             Err(e) => {
-                debug!("replica {}: vote from replica {from}: {e}", self.id);
+                debug!("replica {}: vote from replica {from}: {e}", self.cx.id);
                 Ok(())
             }
         }
@@ -1080,11 +1116,12 @@ impl<S: Store> Core<S> {
 
     /// With a majority of grants: lead, or first pull the best log among the granters.
     fn count_votes(&mut self) -> Result<()> {
-        let majority = self.majority();
-        let id = self.id;
+        let majority = self.cx.majority();
+        let id = self.cx.id;
         let Role::Candidate(c) = &mut self.role else {
             return Ok(());
         };
+        // While pulling, more grants change nothing: the best log of the majority is chosen.
         if c.pull.is_some() || c.grants.len() < majority {
             return Ok(());
         }
@@ -1092,20 +1129,23 @@ impl<S: Store> Core<S> {
             // A majority would grant it: now persist our own vote and ask for real.
             let epoch = c.epoch;
             c.pre = false;
+            // Pre-votes persist nothing and prove nothing about the real round: count afresh.
             c.grants.clear();
-            self.save_hard(HardState {
+            self.cx.save_hard(HardState {
                 epoch,
                 voted_for: Some(id),
-                ..self.hard
+                ..self.cx.hard
             })?;
             info!("replica {id} campaigns for epoch {epoch}");
-            let ours = self.sync_state();
+            let ours = self.cx.sync_state();
             if let Role::Candidate(c) = &mut self.role {
                 c.grants.insert(id, ours);
             }
-            self.ask_votes(self.peers.clone());
+            self.ask_votes(self.cx.peers.clone());
+            // With one peer a majority may already be ours.
             return self.count_votes();
         }
+        // Two majorities share a replica: the best log of our granters holds every commit.
         let ours = c.grants[&id].rank();
         let best = c
             .grants
@@ -1114,14 +1154,17 @@ impl<S: Store> Core<S> {
             .max_by_key(|(_, s)| s.rank())
             .map(|(&peer, _)| peer);
         match best {
+            // Ours is the best log of the majority: lead with it as it is.
             None => self.lead(),
             Some(from) => {
                 info!(
                     "replica {id} won epoch {}; taking the more up-to-date log of replica {from}",
                     c.epoch
                 );
-                let anchor = u64::try_from(self.store.latest()).ok();
-                let granted_latest = c.grants.get(&from).map_or(-1, |s| s.latest);
+                // Pull from our last entry: the source's page must start with it (our logs agree).
+                let anchor = self.cx.store.latest();
+                // Remembered: the page check below refuses a source that since lost this much.
+                let granted_latest = c.grants.get(&from).and_then(|s| s.latest);
                 c.pull = Some(Pull {
                     from,
                     anchor,
@@ -1137,7 +1180,7 @@ impl<S: Store> Core<S> {
     /// at [`MAX_BATCH_BYTES`] (`order::mod`'s `GET /orders?since=`), so a page may hold fewer
     /// entries than asked for; [`Core::page`] goes by the entries it got and `latest`.
     fn fetch(&mut self, from: u32, anchor: Option<u64>) {
-        self.send(
+        self.cx.send(
             from,
             PeerMessage::FetchPage {
                 since: anchor.unwrap_or(0),
@@ -1154,28 +1197,34 @@ impl<S: Store> Core<S> {
         else {
             return Ok(());
         };
+        // A page for an earlier request: the one in flight is the one that counts.
         if pull.from != from || pull.anchor.unwrap_or(0) != since {
             return Ok(());
         }
         let page = match result {
             Ok(page) => page,
             Err(e) => {
+                // Without its log we cannot lead safely; a later `You win` tries again.
                 self.give_up(&format!("cannot read the log of replica {from}: {e}"));
                 return Ok(());
             }
         };
+        // The granter's page check: what it reported when it granted is what won the election.
         if page.latest < pull.granted_latest {
             // Taking what it holds now would lose what it held (and reported) when it granted.
             let why = format!(
                 "replica {from}'s log now ends at {}, before {} where it ended when it granted",
-                page.latest, pull.granted_latest
+                minus_one::encode(page.latest),
+                minus_one::encode(pull.granted_latest)
             );
             self.give_up(&why);
             return Ok(());
         }
         let anchor = pull.anchor;
         let (prev, rest) = match (anchor, page.entries.split_first()) {
+            // From order 0: nothing of ours to agree on.
             (None, _) => (None, &page.entries[..]),
+            // The page starts with our anchor: it is the `prev` the rest must follow.
             (Some(a), Some((first, rest))) if first.number == a => (
                 Some(LogPosition {
                     number: first.number,
@@ -1185,30 +1234,32 @@ impl<S: Store> Core<S> {
             ),
             (Some(_), _) => {
                 // The source is shorter than our anchor: agree on its last entry first.
-                let back = u64::try_from(page.latest).ok();
-                return self.pull_again(from, back);
+                return self.pull_again(from, page.latest);
             }
         };
-        match self.apply_entries(prev, rest)? {
+        match self.cx.apply_entries(prev, rest)? {
             Applied::Accepted => {
-                let end = page.entries.last().map_or(-1, |e| e.number as i64);
+                let end = page.entries.last().map(|e| e.number);
                 if end >= page.latest {
                     // Their log ends here; ours must too.
-                    if self.store.latest() > page.latest {
-                        self.cut_log((page.latest + 1) as u64)?;
+                    if self.cx.store.latest() > page.latest {
+                        self.cx.cut_log(after(page.latest))?;
                     }
                     info!(
                         "replica {} took the log of replica {from} (latest {})",
-                        self.id, page.latest
+                        self.cx.id,
+                        minus_one::encode(page.latest)
                     );
                     self.lead()
                 } else {
+                    // More to come: the next page starts at this one's last entry.
                     self.pull_again(from, page.entries.last().map(|e| e.number))
                 }
             }
-            Applied::Mismatch { hint } => {
-                let back = u64::try_from(hint).ok();
+            Applied::Mismatch { hint: back } => {
+                // Each mismatch must move the anchor back, or the pull would never end.
                 if back >= anchor {
+                    // A source that keeps refusing the same place is not a log we can take.
                     self.give_up(&format!("replica {from}'s log does not move back"));
                     return Ok(());
                 }
@@ -1232,7 +1283,7 @@ impl<S: Store> Core<S> {
         if let Role::Candidate(c) = &self.role {
             info!(
                 "replica {} gives up its candidacy for epoch {}: {why}",
-                self.id, c.epoch
+                self.cx.id, c.epoch
             );
         }
         self.become_follower(None, why);
@@ -1244,17 +1295,21 @@ impl<S: Store> Core<S> {
         else {
             return Ok(());
         };
+        // The role is taken above: if the claim below fails, we are left a follower.
         let epoch = c.epoch;
         // The pulled entries are still pending: the claim "my log is epoch's log" is saved only
         // once they are on disk.
-        self.claim_log_epoch(epoch)?;
-        let latest = self.store.latest();
+        self.cx.claim_log_epoch(epoch)?;
+        let latest = self.cx.store.latest();
         info!(
-            "replica {} leads epoch {epoch} (log latest {latest})",
-            self.id
+            "replica {} leads epoch {epoch} (log latest {})",
+            self.cx.id,
+            minus_one::encode(latest)
         );
-        let next = (latest + 1) as u64;
+        // Optimistic: a follower that lacks entries says so and we move back.
+        let next = after(latest);
         let peers = self
+            .cx
             .peers
             .iter()
             .map(|&p| {
@@ -1267,205 +1322,116 @@ impl<S: Store> Core<S> {
                 )
             })
             .collect();
-        self.role = Role::Leader(Box::new(Leadership {
+        let mut leadership = Box::new(Leadership {
             epoch,
+            // What a follower must hold before its copy counts (Figure 8, see `log_epoch`).
             base: latest,
-            started: self.now,
+            started: self.cx.now,
             peers,
-            catalog: CatalogLink::default(),
+            catalog: CatalogLink {
+                // The hello below: the catalog raises its fence to our epoch and tells us its
+                // stocks, and no order is decided before that.
+                in_flight: true,
+                ..CatalogLink::default()
+            },
             projection: None,
             queued: Vec::new(),
-        }));
-        self.leader = Some(self.id);
+        });
+        self.cx.leader = Some(self.cx.id);
         for token in c.waiting {
-            self.answer(token, Answer::Lead(Some(epoch)));
+            self.cx.answer(token, Answer::Lead(Some(epoch)));
         }
-        self.effects
+        self.cx
+            .effects
             .push(Effect::Catalog(CatalogMessage::Hello(LeaderHello {
                 epoch,
-                leader: self.id,
+                leader: self.cx.id,
             })));
-        if let Role::Leader(l) = &mut self.role {
-            l.catalog.in_flight = true;
-        }
-        self.replicate()?;
-        Ok(())
+        // The first propagates carry `base`: followers learn what they must hold to count.
+        let replicated = leadership.replicate(&mut self.cx);
+        self.role = Role::Leader(leadership);
+        replicated
     }
 
     /// Leaves any role for following. Orders a leader was holding get their answer: 503 with
     /// "re-send" for numbered ones (they may still commit), 421 for queued ones.
     fn become_follower(&mut self, leader: Option<u32>, why: &str) {
+        // Whatever we were, every caller waiting on that role gets an answer now.
         let old = std::mem::replace(&mut self.role, Role::Follower(Follower::default()));
         match old {
             Role::Leader(l) => {
-                info!("replica {} stops leading epoch {}: {why}", self.id, l.epoch);
+                info!(
+                    "replica {} stops leading epoch {}: {why}",
+                    self.cx.id, l.epoch
+                );
+                // Never numbered: the front-end re-selects and sends them to the next leader.
                 for (token, _) in l.queued {
-                    let e = self.not_leader();
-                    self.answer(token, Answer::Order(Err(e)));
+                    let e = self.cx.not_leader();
+                    self.cx.answer(token, Answer::Order(Err(e)));
                 }
-                let waiters = std::mem::take(&mut self.waiters);
+                // Numbered, not applied: they may still commit under the next leader: re-send.
+                let waiters = std::mem::take(&mut self.cx.waiters);
                 for token in waiters.into_values().flatten() {
                     let e = Error::Unavailable(format!(
                         "replica {} stopped leading before the order committed; {RESEND}",
-                        self.id
+                        self.cx.id
                     ));
-                    self.answer(token, Answer::Order(Err(e)));
+                    self.cx.answer(token, Answer::Order(Err(e)));
                 }
             }
+            // A lost candidacy: its `You win` callers are answered WAIT.
             Role::Candidate(c) => {
                 for token in c.waiting {
-                    self.answer(token, Answer::Lead(None));
+                    self.cx.answer(token, Answer::Lead(None));
                 }
             }
             Role::Follower(mut f) => {
-                if leader.is_some() && leader == self.leader {
+                // Still following the same leader: keep what we know about it.
+                if leader.is_some() && leader == self.cx.leader {
                     self.role = Role::Follower(f);
                 } else {
+                    // A new leader (or none): the deferred `You win` callers are answered WAIT.
                     for token in std::mem::take(&mut f.deferred) {
-                        self.answer(token, Answer::Lead(None));
+                        self.cx.answer(token, Answer::Lead(None));
                     }
                 }
             }
         }
-        self.leader = leader;
-    }
-
-    // ---- Replication -----------------------------------------------------------------------
-
-    /// Sends each idle follower what it lacks, or a heartbeat when one is due.
-    fn replicate(&mut self) -> Result<()> {
-        let latest = self.store.latest();
-        let Role::Leader(l) = &mut self.role else {
-            return Ok(());
-        };
-        let mut sends = Vec::new();
-        for (&peer, p) in l.peers.iter_mut() {
-            if p.in_flight || p.retry_at.is_some_and(|t| self.now < t) {
-                continue;
-            }
-            let behind = (p.next as i64) <= latest;
-            let due = !within(p.last_sent, self.now, HEARTBEAT_INTERVAL);
-            if !behind && !due {
-                continue;
-            }
-            p.in_flight = true;
-            p.last_sent = Some(self.now);
-            p.in_flight_sent = Some(self.now);
-            sends.push((peer, p.next, batch_cap(p.cap)));
-        }
-        let (epoch, base) = (l.epoch, l.base);
-        for (peer, next, cap) in sends {
-            let prev = next.checked_sub(1).and_then(|n| self.store.position(n));
-            let entries = fit_batch(self.store.entries(next, cap)?, MAX_BATCH_BYTES);
-            let msg = Propagate {
-                epoch,
-                leader: self.id,
-                prev,
-                entries,
-                base,
-                commit: self.commit,
-            };
-            self.send(peer, PeerMessage::Propagate(msg));
-        }
-        Ok(())
-    }
-
-    fn propagate_reply(
-        &mut self,
-        from: u32,
-        epoch: u64,
-        sent_last: i64,
-        result: Result<PropagateAck>,
-    ) -> Result<()> {
-        let latest = self.store.latest();
-        let now = self.now;
-        let Role::Leader(l) = &mut self.role else {
-            return Ok(());
-        };
-        if l.epoch != epoch {
-            return Ok(());
-        }
-        let base = l.base;
-        let Some(p) = l.peers.get_mut(&from) else {
-            return Ok(());
-        };
-        p.in_flight = false;
-        let sent = p.in_flight_sent.take();
-        if result.is_ok() {
-            // Accepted or not, it processed our propagate, so it heard from us then.
-            p.promised = p.promised.max(sent);
-        }
-        match result {
-            Ok(ack) if ack.accepted => {
-                p.last_heard = Some(now);
-                p.next = (sent_last + 1) as u64;
-                if sent_last >= base {
-                    p.matched = Some(p.matched.unwrap_or(-1).max(sent_last));
-                }
-                self.advance_commit()?;
-            }
-            Ok(ack) => {
-                p.last_heard = Some(now);
-                let resume = (ack.latest + 1).clamp(0, latest + 1) as u64;
-                p.next = if resume >= p.next && p.next > 0 {
-                    warn!(
-                        "replica {from} gave hint {} at {}; resending all",
-                        ack.latest, p.next
-                    );
-                    0
-                } else {
-                    resume
-                };
-                // Resend at once rather than at the next heartbeat.
-                p.last_sent = None;
-            }
-            Err(Error::Conflict(why)) => {
-                self.become_follower(None, &format!("replica {from} refused: {why}"));
-                return Ok(());
-            }
-            Err(Error::PayloadTooLarge) => {
-                // The batch started at `next` (unchanged while it was in flight).
-                let sent = usize::try_from(sent_last + 1 - p.next as i64).unwrap_or(1);
-                halve_cap(&mut p.cap, sent, &format!("replica {from}"));
-                p.last_sent = None;
-            }
-            Err(e) => {
-                debug!("replica {from}: propagate failed: {e}");
-                p.retry_at = Some(now + RETRY_INTERVAL);
-            }
-        }
-        self.replicate()?;
-        Ok(())
+        self.cx.leader = leader;
     }
 
     /// Follower side of `POST /propagate`.
     fn propagate(&mut self, p: Propagate) -> Result<PropagateAck> {
         // A malformed message changes nothing, not even whom we follow.
-        let first = p.prev.map_or(0, |prev| prev.number + 1);
+        let first = p.prev.map_or(Some(0), |prev| prev.number.checked_add(1));
         if p.entries
             .iter()
-            .enumerate()
-            .any(|(i, e)| e.number != first + i as u64)
+            .zip(0u64..)
+            .any(|(e, i)| first.and_then(|first| first.checked_add(i)) != Some(e.number))
         {
             return Err(Error::BadRequest(format!(
-                "entries must be consecutive from {first}"
+                "entries must be consecutive from {}",
+                after(p.prev.map(|prev| prev.number))
             )));
         }
-        if p.epoch < self.hard.epoch {
+        // A deposed leader: 409 tells it to step down.
+        if p.epoch < self.cx.hard.epoch {
             return Err(Error::Conflict(format!(
                 "stale epoch {} from replica {}: replica {} is in epoch {}",
-                p.epoch, p.leader, self.id, self.hard.epoch
+                p.epoch, p.leader, self.cx.id, self.cx.hard.epoch
             )));
         }
-        if p.leader == self.id {
+        // Our own id from outside is a forgery or a misconfiguration, never a leader.
+        if p.leader == self.cx.id {
             return Err(Error::BadRequest("a propagate from ourselves".into()));
         }
-        if self.recovery.as_ref().is_some_and(|r| r.probe.is_some()) {
+        // A log found damaged (state intact) knows its epoch and takes a repair at once.
+        if self.cx.recovery.as_ref().is_some_and(|r| r.probe.is_some()) {
             // Until we know our peers' epochs we cannot tell a deposed leader from the current
             // one, and only the current one may repair us.
             return Err(Error::Unavailable(format!(
                 "replica {} lost its state and is learning its peers' epochs",
-                self.id
+                self.cx.id
             )));
         }
         match &self.role {
@@ -1473,30 +1439,34 @@ impl<S: Store> Core<S> {
                 // Cannot happen: an epoch is granted by a majority once.
                 return Err(Error::Conflict(format!(
                     "replica {} also leads epoch {}",
-                    self.id, p.epoch
+                    self.cx.id, p.epoch
                 )));
             }
-            Role::Follower(_) if self.leader == Some(p.leader) => {}
+            // The leader we follow: nothing changes but `heard` below.
+            Role::Follower(_) if self.cx.leader == Some(p.leader) => {}
             _ => self.become_follower(Some(p.leader), &format!("replica {} leads", p.leader)),
         }
-        self.leader = Some(p.leader);
+        self.cx.leader = Some(p.leader);
         let mut alive = Vec::new();
         if let Role::Follower(f) = &mut self.role {
-            f.heard = Some(self.now);
+            // Only the leader's own message proves it alive (not `Announce`): no votes for a lease.
+            f.heard = Some(self.cx.now);
             alive = std::mem::take(&mut f.deferred);
         }
         for token in alive {
             // The leader is alive: whoever asked us to win cannot reach it, but it leads.
-            self.answer(token, Answer::Lead(None));
+            self.cx.answer(token, Answer::Lead(None));
         }
-        if p.epoch > self.hard.epoch {
-            self.save_hard(HardState {
+        if p.epoch > self.cx.hard.epoch {
+            self.cx.save_hard(HardState {
                 epoch: p.epoch,
+                // A majority granted it this epoch: recorded as its, so we grant it to no one else.
                 voted_for: Some(p.leader),
-                ..self.hard
+                ..self.cx.hard
             })?;
         }
-        if let Applied::Mismatch { hint } = self.apply_entries(p.prev, &p.entries)? {
+        // Our log lacks `prev` or holds it from another epoch: tell the leader where to resume.
+        if let Applied::Mismatch { hint } = self.cx.apply_entries(p.prev, &p.entries)? {
             if let Role::Follower(f) = &mut self.role {
                 f.caught_up = false;
             }
@@ -1505,17 +1475,26 @@ impl<S: Store> Core<S> {
                 latest: hint,
             });
         }
-        let sent_last = first as i64 + p.entries.len() as i64 - 1;
+        let sent_last = last_carried(&p);
         if sent_last >= p.base {
             // We hold the leader's log through its base: anything after what it sent that
             // carries an older epoch is in no log that can win.
-            let from = (sent_last + 1) as u64;
-            if self.store.position(from).is_some_and(|e| e.epoch < p.epoch) {
-                self.cut_log(from)?;
+            let from = after(sent_last);
+            // Only an older epoch's leftover is cut; entries of this epoch are the leader's own.
+            if self
+                .cx
+                .store
+                .position(from)
+                .is_some_and(|e| e.epoch < p.epoch)
+            {
+                self.cx.cut_log(from)?;
             }
-            self.claim_log_epoch(p.epoch)?;
-            self.commit = self.commit.max(p.commit.min(sent_last));
+            // The `log_through` claim: now our log is epoch `p.epoch`'s log through this entry.
+            self.cx.claim_log_epoch(p.epoch)?;
+            // We know its commit point only through what we hold of its log.
+            self.cx.commit = self.cx.commit.max(p.commit.min(sent_last));
         }
+        // Ready (`Ping`) once we could serve every committed order.
         let caught_up = sent_last >= p.base && sent_last >= p.commit;
         if let Role::Follower(f) = &mut self.role {
             f.caught_up = caught_up;
@@ -1526,6 +1505,212 @@ impl<S: Store> Core<S> {
         })
     }
 
+    fn tick(&mut self) -> Result<()> {
+        match &mut self.role {
+            Role::Leader(l) => {
+                if !l.lease_holds(&self.cx) {
+                    // Cut off from its followers: let the front-ends find a leader that is not.
+                    self.become_follower(None, "no majority answered within the lease");
+                    return Ok(());
+                }
+                l.replicate(&mut self.cx)?;
+                l.apply_to_catalog(&mut self.cx)?;
+            }
+            Role::Candidate(c) => {
+                // The front-end waits for an answer: a candidacy that drags on answers WAIT.
+                if !within(Some(c.started), self.cx.now, CANDIDACY_TIMEOUT) {
+                    self.give_up("no majority in time");
+                // Voters refuse while their lease on the old leader runs: ask the others again.
+                } else if c.pull.is_none()
+                    && !within(Some(c.votes_sent), self.cx.now, HEARTBEAT_INTERVAL)
+                {
+                    let ask: Vec<u32> = self
+                        .cx
+                        .peers
+                        .iter()
+                        .copied()
+                        .filter(|p| !c.grants.contains_key(p))
+                        .collect();
+                    self.ask_votes(ask);
+                }
+            }
+            // Recovering: never campaigns; asks its peers' epochs until it knows them all.
+            Role::Follower(_) if self.cx.recovery.is_some() => self.probe_peers(),
+            Role::Follower(f) => {
+                // The leader's lease ran out without a word: campaign for the deferred `You win`s.
+                if !f.deferred.is_empty()
+                    && !within(f.heard, self.cx.now, LEADER_LEASE)
+                    && !self.cx.just_started()
+                {
+                    let hint = f.hint;
+                    let waiting = match &mut self.role {
+                        Role::Follower(f) => std::mem::take(&mut f.deferred),
+                        _ => Vec::new(),
+                    };
+                    info!(
+                        "replica {}: no word from replica {:?} within the lease",
+                        self.cx.id, self.cx.leader
+                    );
+                    return self.campaign(waiting, hint);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- Failures --------------------------------------------------------------------------
+
+    fn storage_failed(&mut self, e: &Error) {
+        log::error!(
+            "replica {}: storage failed: {e}; re-syncing from the file",
+            self.cx.id
+        );
+        // What we promised may not be on disk: no leading on it.
+        self.become_follower(None, "storage failed");
+        // Memory goes back to what is durable; the page cache is no evidence after a failed fsync.
+        if let Err(e) = self.cx.store.reload() {
+            log::error!("replica {}: cannot reload the log: {e}", self.cx.id);
+        }
+        // The last hard state saved successfully, not the one that failed to save.
+        self.cx.hard = self.cx.store.hard_state();
+        self.cx.durable = self.cx.store.latest();
+        // A read that found an entry damaged: recover it from the next leader.
+        let damage = self.cx.store.damage();
+        let latest = self.cx.store.latest();
+        if damage.log_from.is_some_and(|n| Some(n) <= latest) {
+            if let Err(e) = self.check_disk(Damage {
+                state_lost: false,
+                ..damage
+            }) {
+                log::error!("replica {}: cannot start recovering: {e}", self.cx.id);
+            }
+        }
+    }
+
+    /// After a failed sync: only answers leave, and none of them claims success.
+    fn take_failed_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.cx.effects)
+            .into_iter()
+            .filter_map(|effect| match effect {
+                Effect::Answer { token, answer } => {
+                    let failed = Error::Unavailable(format!(
+                        "replica {}: storage failed; {RESEND}",
+                        self.cx.id
+                    ));
+                    let answer = match answer {
+                        Answer::Order(Err(e)) => Answer::Order(Err(e)),
+                        // The success may rest on what failed to sync: re-sent with the same id.
+                        Answer::Order(Ok(_)) => Answer::Order(Err(failed)),
+                        Answer::Lead(_) => Answer::Lead(None),
+                        Answer::Propagate(_) => Answer::Propagate(Err(failed)),
+                        Answer::Vote(_) => Answer::Vote(Err(failed)),
+                        // An epoch report claims nothing durable of ours.
+                        Answer::Probe(state) => Answer::Probe(state),
+                    };
+                    Some(Effect::Answer { token, answer })
+                }
+                // Sends and catalog calls might claim what is not durable: dropped; retries resend.
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl<S: Store> Context<S> {
+    fn majority(&self) -> usize {
+        // Peers plus ourselves: with 3 replicas, 2; with 5, 3.
+        let replicas = self.peers.len() + 1;
+        replicas / 2 + 1
+    }
+
+    fn sync_state(&self) -> SyncState {
+        SyncState {
+            latest: self.store.latest(),
+            epoch: self.hard.epoch,
+            log_epoch: self.hard.log_epoch,
+        }
+    }
+
+    fn answer(&mut self, token: Token, answer: Answer) {
+        self.effects.push(Effect::Answer { token, answer });
+    }
+
+    fn send(&mut self, to: u32, msg: PeerMessage) {
+        self.effects.push(Effect::Send { to, msg });
+    }
+
+    fn not_leader(&self) -> Error {
+        match self.leader {
+            Some(l) if l != self.id => Error::NotLeader(format!(
+                "replica {} is not the leader (replica {l} is)",
+                self.id
+            )),
+            _ => Error::NotLeader(format!("replica {} is not the leader", self.id)),
+        }
+    }
+
+    fn save_hard(&mut self, hard: HardState) -> Result<()> {
+        // Each save is an fsync: skipped when nothing changes.
+        if hard != self.hard {
+            self.store.save_hard_state(hard)?;
+            self.hard = hard;
+        }
+        Ok(())
+    }
+
+    /// Persists `log_epoch = epoch`: the claim that our log is a prefix of that epoch's
+    /// leader's log, which ranks us above every log of an older epoch at the next election. The
+    /// claim is only true of entries on disk, so the store syncs first: a crash between the two
+    /// writes leaves the entries without the claim (harmless: we rank lower), never the claim
+    /// without the entries (which could elect us without acknowledged orders).
+    ///
+    /// The claim also names the last entry it covers and that entry's chained checksum
+    /// ([`Through`]), so a log that later loses any of it is caught at start. A recovering
+    /// replica that makes the claim is repaired: its log is now a leader's log through that
+    /// leader's base.
+    fn claim_log_epoch(&mut self, epoch: u64) -> Result<()> {
+        // Already claimed: the claim only moves on to a new epoch or a repair.
+        if self.hard.log_epoch == epoch && self.recovery.is_none() {
+            return Ok(());
+        }
+        self.store.sync()?;
+        self.durable = self.store.latest();
+        // The entries are synced now: the claim may name the last one and its checksum.
+        let log_through = self.durable.and_then(|number| {
+            let checksum = self.store.checksum(number)?;
+            Some(Through { number, checksum })
+        });
+        self.save_hard(HardState {
+            log_epoch: epoch,
+            log_through,
+            recovering: false,
+            ..self.hard
+        })?;
+        if self.recovery.take().is_some() {
+            info!(
+                "replica {} is repaired: its log is the log of epoch {epoch}'s leader through {}",
+                self.id,
+                minus_one::encode(self.durable)
+            );
+        }
+        Ok(())
+    }
+
+    /// Removes entries `from..` of our log. A claim that vouches for any of them goes first
+    /// (persisted claims follow their data): we then rank as a log of no epoch until the
+    /// next claim.
+    fn cut_log(&mut self, from: u64) -> Result<()> {
+        // The claim vouches for entries about to go: it goes first.
+        if self.hard.log_through.is_some_and(|t| t.number >= from) {
+            self.save_hard(HardState {
+                log_epoch: 0,
+                log_through: None,
+                ..self.hard
+            })?;
+        }
+        self.store.truncate(from)
+    }
+
     /// Makes our log agree with a sender whose log holds `prev` followed by `entries`: skips
     /// what we hold with the same epoch, replaces a conflicting suffix, appends the rest.
     fn apply_entries(
@@ -1534,6 +1719,7 @@ impl<S: Store> Core<S> {
         entries: &[LogEntry],
     ) -> Result<Applied> {
         if let Some(prev) = prev {
+            // We must hold `prev` with its epoch, or what follows would not extend the same log.
             match self.store.position(prev.number) {
                 None => {
                     return Ok(Applied::Mismatch {
@@ -1551,7 +1737,9 @@ impl<S: Store> Core<S> {
                     {
                         n -= 1;
                     }
-                    return Ok(Applied::Mismatch { hint: n as i64 - 1 });
+                    return Ok(Applied::Mismatch {
+                        hint: n.checked_sub(1),
+                    });
                 }
                 Some(_) => {}
             }
@@ -1559,8 +1747,10 @@ impl<S: Store> Core<S> {
         let mut fresh = entries.len();
         for (i, e) in entries.iter().enumerate() {
             match self.store.position(e.number) {
+                // Same number and epoch: the same entry (one leader per epoch numbers it once).
                 Some(ours) if ours.epoch == e.epoch => continue,
                 Some(_) => {
+                    // A conflicting suffix: the sender's log is the current leader's, ours is not.
                     self.cut_log(e.number)?;
                     fresh = i;
                     break;
@@ -1577,172 +1767,255 @@ impl<S: Store> Core<S> {
         Ok(Applied::Accepted)
     }
 
-    /// The leader's commit point: the highest number durable on a majority of this epoch.
-    fn advance_commit(&mut self) -> Result<()> {
-        let majority = self.majority();
-        let latest = self.durable.min(self.store.latest());
-        let Role::Leader(l) = &self.role else {
-            return Ok(());
-        };
-        let mut held: Vec<i64> = l.peers.values().filter_map(|p| p.matched).collect();
-        held.push(latest);
-        held.sort_unstable_by(|a, b| b.cmp(a));
-        let Some(&point) = held.get(majority - 1) else {
-            return Ok(());
-        };
-        if point > self.commit {
-            debug!("replica {} commits through {point}", self.id);
-            self.commit = point;
-            self.apply_to_catalog()?;
-        }
-        Ok(())
-    }
-
-    /// Until when reads and refusals are safe: a majority (ourselves included) promised to
-    /// vote for nobody else until [`READ_LEASE`] after the propagates they answered.
-    fn read_lease(&self) -> Option<Instant> {
-        let Role::Leader(l) = &self.role else {
-            return None;
-        };
-        let mut promised: Vec<Instant> = l.peers.values().filter_map(|p| p.promised).collect();
-        promised.sort_unstable_by(|a, b| b.cmp(a));
-        let others = self.majority() - 1;
-        let since = match others {
-            0 => Some(self.now),
-            k => promised.get(k - 1).copied(),
-        };
-        since.map(|t| t + READ_LEASE)
-    }
-
-    fn read_lease_holds(&self) -> bool {
-        self.read_lease().is_some_and(|until| self.now < until)
-    }
-
     /// A replica that started less than [`LEADER_LEASE`] ago may have promised a leader,
     /// before it crashed, not to vote for anyone else for that long; it has forgotten whom.
     fn just_started(&self) -> bool {
         within(Some(self.started), self.now, LEADER_LEASE)
     }
 
-    /// True while a majority (ourselves included) answered within [`QUORUM_TIMEOUT`].
-    fn lease_holds(&self) -> bool {
-        let Role::Leader(l) = &self.role else {
-            return false;
-        };
-        if within(Some(l.started), self.now, QUORUM_TIMEOUT) {
-            return true;
+    /// Answers every order the catalog has applied.
+    fn answer_applied(&mut self) {
+        // An order is answered only once the catalog applied it, never merely committed.
+        let rest = self.waiters.split_off(&after(self.applied));
+        let done = std::mem::replace(&mut self.waiters, rest);
+        for (number, tokens) in done {
+            for token in tokens {
+                self.answer(token, Answer::Order(Ok(number)));
+            }
         }
-        let heard = l
-            .peers
-            .values()
-            .filter(|p| within(p.last_heard, self.now, QUORUM_TIMEOUT))
-            .count();
-        heard + 1 >= self.majority()
     }
+}
 
-    fn tick(&mut self) -> Result<()> {
-        match &self.role {
-            Role::Leader(_) => {
-                if !self.lease_holds() {
-                    self.become_follower(None, "no majority answered within the lease");
-                    return Ok(());
-                }
-                self.replicate()?;
-                self.apply_to_catalog()?;
+/// A leader's methods: they take its [`Leadership`] and the [`Context`], so they cannot reach
+/// a candidate's or a follower's data. They cannot end the leadership either: the ones that
+/// may find a reason to step down return [`Outcome`], and `Core` acts on it.
+impl Leadership {
+    // ---- Replication -----------------------------------------------------------------------
+
+    /// Sends each idle follower what it lacks, or a heartbeat when one is due.
+    fn replicate<S: Store>(&mut self, cx: &mut Context<S>) -> Result<()> {
+        let latest = cx.store.latest();
+        let mut sends = Vec::new();
+        for (&peer, p) in self.peers.iter_mut() {
+            // One propagate in flight per follower: its answer decides where the next starts.
+            if p.in_flight || p.retry_at.is_some_and(|t| cx.now < t) {
+                continue;
             }
-            Role::Candidate(c) => {
-                if !within(Some(c.started), self.now, CANDIDACY_TIMEOUT) {
-                    self.give_up("no majority in time");
-                } else if c.pull.is_none()
-                    && !within(Some(c.votes_sent), self.now, HEARTBEAT_INTERVAL)
-                {
-                    let ask: Vec<u32> = self
-                        .peers
-                        .iter()
-                        .copied()
-                        .filter(|p| !c.grants.contains_key(p))
-                        .collect();
-                    self.ask_votes(ask);
-                }
+            let behind = Some(p.next) <= latest;
+            let due = !within(p.last_sent, cx.now, HEARTBEAT_INTERVAL);
+            if !behind && !due {
+                continue;
             }
-            Role::Follower(_) if self.recovery.is_some() => self.probe_peers(),
-            Role::Follower(f) => {
-                if !f.deferred.is_empty()
-                    && !within(f.heard, self.now, LEADER_LEASE)
-                    && !self.just_started()
-                {
-                    let hint = f.hint;
-                    let waiting = match &mut self.role {
-                        Role::Follower(f) => std::mem::take(&mut f.deferred),
-                        _ => Vec::new(),
-                    };
-                    info!(
-                        "replica {}: no word from replica {:?} within the lease",
-                        self.id, self.leader
-                    );
-                    return self.campaign(waiting, hint);
-                }
-            }
+            p.in_flight = true;
+            p.last_sent = Some(cx.now);
+            p.in_flight_sent = Some(cx.now);
+            sends.push((peer, p.next, batch_cap(p.cap)));
+        }
+        for (peer, next, cap) in sends {
+            // The entry before the batch, so that the follower can check its log agrees.
+            let prev = next.checked_sub(1).and_then(|n| cx.store.position(n));
+            let entries = fit_batch(cx.store.entries(next, cap)?, MAX_BATCH_BYTES);
+            let msg = Propagate {
+                epoch: self.epoch,
+                leader: cx.id,
+                prev,
+                entries,
+                base: self.base,
+                commit: cx.commit,
+            };
+            cx.send(peer, PeerMessage::Propagate(msg));
         }
         Ok(())
     }
 
-    // ---- Orders and the catalog ------------------------------------------------------------
+    /// A follower's answer to the propagate that carried up to `sent_last`.
+    fn propagate_reply<S: Store>(
+        &mut self,
+        cx: &mut Context<S>,
+        from: u32,
+        sent_last: Last,
+        result: Result<PropagateAck>,
+    ) -> Result<Outcome> {
+        let latest = cx.store.latest();
+        let now = cx.now;
+        let base = self.base;
+        let Some(p) = self.peers.get_mut(&from) else {
+            return Ok(Outcome::Lead);
+        };
+        p.in_flight = false;
+        let sent = p.in_flight_sent.take();
+        if result.is_ok() {
+            // Accepted or not, it processed our propagate, so it heard from us then.
+            p.promised = p.promised.max(sent);
+        }
+        match result {
+            Ok(ack) if ack.accepted => {
+                p.last_heard = Some(now);
+                p.next = after(sent_last);
+                // Figure 8: only a follower holding our log through `base` counts towards the
+                // commit point; before that its copy may still end in an older epoch's suffix.
+                if sent_last >= base {
+                    p.matched = Some(p.matched.flatten().max(sent_last));
+                }
+                self.advance_commit(cx)?;
+            }
+            Ok(ack) => {
+                p.last_heard = Some(now);
+                // Resume after its hint, never past our own end (a hint is only a hint).
+                let resume = after(ack.latest.min(latest));
+                p.next = if resume >= p.next && p.next > 0 {
+                    // A refusal must move us back; a hint that does not cannot be trusted,
+                    // so the whole log goes again (entries it holds are skipped, not rewritten).
+                    warn!(
+                        "replica {from} gave hint {} at {}; resending all",
+                        minus_one::encode(ack.latest),
+                        p.next
+                    );
+                    0
+                } else {
+                    resume
+                };
+                // Resend at once rather than at the next heartbeat.
+                p.last_sent = None;
+            }
+            Err(Error::Conflict(why)) => {
+                // It granted a higher epoch: another leader may exist; ours is over.
+                return Ok(Outcome::StepDown(format!("replica {from} refused: {why}")));
+            }
+            Err(Error::PayloadTooLarge) => {
+                // The batch started at `next` (unchanged while it was in flight).
+                let sent = usize::try_from(after(sent_last).saturating_sub(p.next)).unwrap_or(1);
+                halve_cap(&mut p.cap, sent, &format!("replica {from}"));
+                p.last_sent = None;
+            }
+            Err(e) => {
+                debug!("replica {from}: propagate failed: {e}");
+                p.retry_at = Some(now + RETRY_INTERVAL);
+            }
+        }
+        self.replicate(cx)?;
+        Ok(Outcome::Lead)
+    }
 
-    fn order(&mut self, token: Token, order: OrderRequest) -> Result<()> {
-        let Role::Leader(l) = &mut self.role else {
-            let e = self.not_leader();
-            self.answer(token, Answer::Order(Err(e)));
+    /// The leader's commit point: the highest number durable on a majority of this epoch.
+    fn advance_commit<S: Store>(&mut self, cx: &mut Context<S>) -> Result<()> {
+        // Our own copy counts only once synced: the propagates went out before our fsync.
+        let ours = cx.durable.min(cx.store.latest());
+        // Followers not yet holding our log through `base` are left out (`matched` is `None`).
+        let mut held: Vec<Last> = self.peers.values().filter_map(|p| p.matched).collect();
+        held.push(ours);
+        held.sort_unstable_by(|a, b| b.cmp(a));
+        // The majority-th highest is held by a majority: no election can pass it by.
+        let Some(&point) = held.get(cx.majority() - 1) else {
             return Ok(());
         };
-        if l.projection.is_none() {
-            if l.queued.len() >= MAX_QUEUED {
+        if point > cx.commit {
+            debug!(
+                "replica {} commits through {}",
+                cx.id,
+                minus_one::encode(point)
+            );
+            cx.commit = point;
+            self.apply_to_catalog(cx)?;
+        }
+        Ok(())
+    }
+
+    /// Until when reads and refusals are safe: a majority (ourselves included) promised to
+    /// vote for nobody else until [`READ_LEASE`] after the propagates they answered.
+    fn read_lease<S: Store>(&self, cx: &Context<S>) -> Option<Instant> {
+        let mut promised: Vec<Instant> = self.peers.values().filter_map(|p| p.promised).collect();
+        promised.sort_unstable_by(|a, b| b.cmp(a));
+        // We promise ourselves; the rest of the majority must be followers' promises, and the
+        // oldest of the newest ones among them is what the lease runs from.
+        let others = cx.majority() - 1;
+        let since = match others {
+            0 => Some(cx.now),
+            k => promised.get(k - 1).copied(),
+        };
+        since.map(|t| t + READ_LEASE)
+    }
+
+    fn read_lease_holds<S: Store>(&self, cx: &Context<S>) -> bool {
+        self.read_lease(cx).is_some_and(|until| cx.now < until)
+    }
+
+    /// True while a majority (ourselves included) answered within [`QUORUM_TIMEOUT`].
+    fn lease_holds<S: Store>(&self, cx: &Context<S>) -> bool {
+        // A new leader has had no time to hear from anyone yet.
+        if within(Some(self.started), cx.now, QUORUM_TIMEOUT) {
+            return true;
+        }
+        let heard = self
+            .peers
+            .values()
+            .filter(|p| within(p.last_heard, cx.now, QUORUM_TIMEOUT))
+            .count();
+        heard + 1 >= cx.majority()
+    }
+
+    // ---- Orders and the catalog ------------------------------------------------------------
+
+    /// A client's order: decided now, or held until the catalog's state arrives.
+    fn order<S: Store>(
+        &mut self,
+        cx: &mut Context<S>,
+        token: Token,
+        order: OrderRequest,
+    ) -> Result<()> {
+        // Without the catalog's state we cannot tell 404 or 409 from a valid order: hold it.
+        if self.projection.is_none() {
+            if self.queued.len() >= MAX_QUEUED {
                 let e = Error::Unavailable("the catalog has not answered the new leader".into());
-                self.answer(token, Answer::Order(Err(e)));
+                cx.answer(token, Answer::Order(Err(e)));
             } else {
-                l.queued.push((token, order));
+                self.queued.push((token, order));
             }
             return Ok(());
         }
-        self.decide(token, order)
+        self.decide(cx, token, order)
     }
 
     /// Numbers an order (or answers a repeat or a refusal). Needs the projection.
-    fn decide(&mut self, token: Token, order: OrderRequest) -> Result<()> {
+    fn decide<S: Store>(
+        &mut self,
+        cx: &mut Context<S>,
+        token: Token,
+        order: OrderRequest,
+    ) -> Result<()> {
         let Some(request_id) = order.request_id.clone() else {
             let e = Error::Internal("an order reached the core without a request id".into());
-            self.answer(token, Answer::Order(Err(e)));
+            cx.answer(token, Answer::Order(Err(e)));
             return Ok(());
         };
-        if let Some(number) = self.store.lookup(&request_id)? {
-            let same = self.store.entry(number)?.is_some_and(|e| {
+        // A request id already in the log, however old, is that order: never a second trade.
+        if let Some(number) = cx.store.lookup(&request_id)? {
+            let same = cx.store.entry(number)?.is_some_and(|e| {
                 e.name == order.name && e.kind == order.kind && e.quantity == order.quantity
             });
             if !same {
                 let e = Error::Conflict(format!(
                     "request_id {request_id:?} was already used for another order ({number})"
                 ));
-                self.refuse(token, e);
-            } else if number as i64 <= self.applied {
-                self.answer(token, Answer::Order(Ok(number)));
+                self.refuse(cx, token, e);
+            } else if Some(number) <= cx.applied {
+                cx.answer(token, Answer::Order(Ok(number)));
             } else {
-                self.waiters.entry(number).or_default().push(token);
+                // Logged but not applied yet: answered with the others when it is.
+                cx.waiters.entry(number).or_default().push(token);
             }
             return Ok(());
         }
-        let latest = self.store.latest();
-        let Role::Leader(l) = &mut self.role else {
-            return Ok(());
-        };
-        let Some(projection) = l.projection.as_mut() else {
+        let latest = cx.store.latest();
+        let Some(projection) = self.projection.as_mut() else {
             return Ok(());
         };
         let Some(quantity) = projection.get_mut(&order.name) else {
             let e = Error::NotFound(format!("no such stock: {}", order.name));
-            self.refuse(token, e);
+            self.refuse(cx, token, e);
             return Ok(());
         };
-        let after = match order.kind {
+        let left = match order.kind {
             OrderType::Buy => quantity.checked_sub(order.quantity).ok_or_else(|| {
                 Error::Conflict(format!(
                     "not enough stock: {} has {quantity} left, cannot buy {}",
@@ -1753,128 +2026,136 @@ impl<S: Store> Core<S> {
                 .checked_add(order.quantity)
                 .ok_or_else(|| Error::BadRequest("quantity too large".into())),
         };
-        let after = match after {
-            Ok(after) => after,
+        let left = match left {
+            Ok(left) => left,
             Err(e) => {
-                self.refuse(token, e);
+                self.refuse(cx, token, e);
                 return Ok(());
             }
         };
-        *quantity = after;
-        let number = (latest + 1) as u64;
+        // The projection counts the order from now on: the next one is decided after it.
+        *quantity = left;
+        let number = after(latest);
         let entry = LogEntry {
             number,
             name: order.name,
             kind: order.kind,
             quantity: order.quantity,
-            epoch: l.epoch,
+            epoch: self.epoch,
             request_id,
         };
-        self.store.append(vec![entry])?;
-        self.waiters.entry(number).or_default().push(token);
-        self.replicate()?;
+        cx.store.append(vec![entry])?;
+        cx.waiters.entry(number).or_default().push(token);
+        self.replicate(cx)?;
         Ok(())
     }
 
     /// Refuses an order (404, 409) only while our read lease holds: a leader deposed without
     /// knowing it decides against a stale view of the stocks. Otherwise 421, so that the
     /// front-end re-selects and re-sends; nothing was logged.
-    fn refuse(&mut self, token: Token, e: Error) {
-        let e = if self.read_lease_holds() {
+    fn refuse<S: Store>(&self, cx: &mut Context<S>, token: Token, e: Error) {
+        let e = if self.read_lease_holds(cx) {
             e
         } else {
             Error::NotLeader(format!(
                 "replica {} cannot confirm that it still leads",
-                self.id
+                cx.id
             ))
         };
-        self.answer(token, Answer::Order(Err(e)));
+        cx.answer(token, Answer::Order(Err(e)));
     }
 
     /// Sends the catalog the next committed orders it lacks, if nothing is in flight.
-    fn apply_to_catalog(&mut self) -> Result<()> {
-        let commit = self.commit;
-        let Role::Leader(l) = &mut self.role else {
-            return Ok(());
-        };
-        if l.catalog.in_flight || l.catalog.retry_at.is_some_and(|t| self.now < t) {
+    fn apply_to_catalog<S: Store>(&mut self, cx: &mut Context<S>) -> Result<()> {
+        // One message in flight: the catalog applies strictly in number order.
+        if self.catalog.in_flight || self.catalog.retry_at.is_some_and(|t| cx.now < t) {
             return Ok(());
         }
-        let msg = match l.catalog.applied {
+        let msg = match self.catalog.applied {
+            // Until it answered a hello we do not know where it stands (or that it fenced us).
             None => CatalogMessage::Hello(LeaderHello {
-                epoch: l.epoch,
-                leader: self.id,
+                epoch: self.epoch,
+                leader: cx.id,
             }),
-            Some(applied) if applied < commit => {
-                let from = (applied + 1) as u64;
-                let count = ((commit - applied) as usize).min(batch_cap(l.catalog.cap));
-                let entries = fit_batch(self.store.entries(from, count)?, MAX_BATCH_BYTES);
-                l.catalog.sent = entries.len();
+            // Only committed orders reach the catalog.
+            Some(applied) if applied < cx.commit => {
+                let from = after(applied);
+                let count = usize::try_from(after(cx.commit).saturating_sub(from))
+                    .unwrap_or(usize::MAX)
+                    .min(batch_cap(self.catalog.cap));
+                let entries = fit_batch(cx.store.entries(from, count)?, MAX_BATCH_BYTES);
+                self.catalog.sent = entries.len();
                 CatalogMessage::Apply(ApplyBatch {
-                    epoch: l.epoch,
-                    leader: self.id,
+                    epoch: self.epoch,
+                    leader: cx.id,
                     entries,
                 })
             }
             Some(_) => return Ok(()),
         };
-        l.catalog.in_flight = true;
-        self.effects.push(Effect::Catalog(msg));
+        self.catalog.in_flight = true;
+        cx.effects.push(Effect::Catalog(msg));
         Ok(())
     }
 
-    fn catalog_reply(&mut self, epoch: u64, result: Result<CatalogState>) -> Result<()> {
-        let latest = self.store.latest();
-        let now = self.now;
-        let Role::Leader(l) = &mut self.role else {
-            return Ok(());
-        };
-        if l.epoch != epoch {
-            return Ok(());
-        }
-        l.catalog.in_flight = false;
-        let state = match result {
+    /// The catalog's answer to our hello or apply: where it stands, and its stocks.
+    fn catalog_reply<S: Store>(
+        &mut self,
+        cx: &mut Context<S>,
+        result: Result<CatalogState>,
+    ) -> Result<Outcome> {
+        let latest = cx.store.latest();
+        let now = cx.now;
+        self.catalog.in_flight = false;
+        // A catalog that says it applied fewer than none is answered like a failed call.
+        let result = result.and_then(|state| Ok((minus_one::decode(state.applied)?, state)));
+        let (applied, state) = match result {
             Ok(state) => state,
             Err(Error::Conflict(why)) => {
-                self.become_follower(None, &format!("the catalog refused our epoch: {why}"));
-                return Ok(());
+                // Its fence is above our epoch: a newer leader has spoken to it.
+                let why = format!("the catalog refused our epoch: {why}");
+                return Ok(Outcome::StepDown(why));
             }
             Err(Error::PayloadTooLarge) => {
-                halve_cap(&mut l.catalog.cap, l.catalog.sent, "the catalog");
-                return self.apply_to_catalog();
+                halve_cap(&mut self.catalog.cap, self.catalog.sent, "the catalog");
+                self.apply_to_catalog(cx)?;
+                return Ok(Outcome::Lead);
             }
             Err(e) => {
                 debug!("catalog: {e}");
-                l.catalog.retry_at = Some(now + RETRY_INTERVAL);
-                return Ok(());
+                self.catalog.retry_at = Some(now + RETRY_INTERVAL);
+                return Ok(Outcome::Lead);
             }
         };
-        if state.applied > latest {
+        if applied > latest {
             // Impossible while at most one disk lost data (the leader holds every committed
-            // order): say what happened and what to do, in one line.
+            // order): say what happened and what to do, in one line, and back off rather than
+            // decide orders against a state our log cannot explain.
             warn!(
-                "the catalog applied up to order {} but the leading log ends at {latest}: \
+                "the catalog applied up to order {} but the leading log ends at {}: \
                  committed orders {}..={} are on no replica that could lead (more than one disk \
                  lost them); not taking orders. Restore a replica's files that hold them, or \
                  accept their loss and rebuild the catalog from the log (docs/recovery.md)",
                 state.applied,
-                latest + 1,
+                minus_one::encode(latest),
+                after(latest),
                 state.applied
             );
-            l.catalog.retry_at = Some(now + LEADER_LEASE);
-            return Ok(());
+            self.catalog.retry_at = Some(now + LEADER_LEASE);
+            return Ok(Outcome::Lead);
         }
-        l.catalog.retry_at = None;
-        l.catalog.applied = Some(state.applied);
-        self.applied = self.applied.max(state.applied);
-        if l.projection.is_none() && !state.stocks.is_empty() {
+        self.catalog.retry_at = None;
+        self.catalog.applied = Some(applied);
+        cx.applied = cx.applied.max(applied);
+        // Only a hello's answer carries the stocks (an apply's has none): the projection is
+        // built once, from the catalog's state plus every order of our log after it.
+        if self.projection.is_none() && !state.stocks.is_empty() {
             let mut projection: HashMap<String, u64> = state
                 .stocks
                 .iter()
                 .map(|s| (s.name.clone(), s.quantity))
                 .collect();
-            let from = (state.applied + 1) as u64;
-            for e in self.store.entries(from, usize::MAX)? {
+            for e in cx.store.entries(after(applied), usize::MAX)? {
                 if let Some(q) = projection.get_mut(&e.name) {
                     *q = match e.kind {
                         OrderType::Buy => q.saturating_sub(e.quantity),
@@ -1882,80 +2163,14 @@ impl<S: Store> Core<S> {
                     };
                 }
             }
-            l.projection = Some(projection);
-            let queued = std::mem::take(&mut l.queued);
-            for (token, order) in queued {
-                self.decide(token, order)?;
+            self.projection = Some(projection);
+            for (token, order) in std::mem::take(&mut self.queued) {
+                self.decide(cx, token, order)?;
             }
         }
-        self.answer_applied();
-        self.apply_to_catalog()?;
-        Ok(())
-    }
-
-    /// Answers every order the catalog has applied.
-    fn answer_applied(&mut self) {
-        let rest = self.waiters.split_off(&((self.applied + 1) as u64));
-        let done = std::mem::replace(&mut self.waiters, rest);
-        for (number, tokens) in done {
-            for token in tokens {
-                self.answer(token, Answer::Order(Ok(number)));
-            }
-        }
-    }
-
-    // ---- Failures --------------------------------------------------------------------------
-
-    fn storage_failed(&mut self, e: &Error) {
-        log::error!(
-            "replica {}: storage failed: {e}; re-syncing from the file",
-            self.id
-        );
-        self.become_follower(None, "storage failed");
-        if let Err(e) = self.store.reload() {
-            log::error!("replica {}: cannot reload the log: {e}", self.id);
-        }
-        self.hard = self.store.hard_state();
-        self.durable = self.store.latest();
-        // A read that found an entry damaged: recover it from the next leader.
-        let damage = self.store.damage();
-        let latest = self.store.latest();
-        if damage
-            .log_from
-            .is_some_and(|n| i64::try_from(n).is_ok_and(|n| n <= latest))
-        {
-            if let Err(e) = self.check_disk(Damage {
-                state_lost: false,
-                ..damage
-            }) {
-                log::error!("replica {}: cannot start recovering: {e}", self.id);
-            }
-        }
-    }
-
-    /// After a failed sync: only answers leave, and none of them claims success.
-    fn take_failed_effects(&mut self) -> Vec<Effect> {
-        std::mem::take(&mut self.effects)
-            .into_iter()
-            .filter_map(|effect| match effect {
-                Effect::Answer { token, answer } => {
-                    let failed = Error::Unavailable(format!(
-                        "replica {}: storage failed; {RESEND}",
-                        self.id
-                    ));
-                    let answer = match answer {
-                        Answer::Order(Err(e)) => Answer::Order(Err(e)),
-                        Answer::Order(Ok(_)) => Answer::Order(Err(failed)),
-                        Answer::Lead(_) => Answer::Lead(None),
-                        Answer::Propagate(_) => Answer::Propagate(Err(failed)),
-                        Answer::Vote(_) => Answer::Vote(Err(failed)),
-                        Answer::Probe(state) => Answer::Probe(state),
-                    };
-                    Some(Effect::Answer { token, answer })
-                }
-                _ => None,
-            })
-            .collect()
+        cx.answer_applied();
+        self.apply_to_catalog(cx)?;
+        Ok(Outcome::Lead)
     }
 }
 
@@ -1965,7 +2180,7 @@ enum Applied {
     Accepted,
     /// We lack `prev` or hold it with another epoch: resend after `hint`.
     Mismatch {
-        hint: i64,
+        hint: Last,
     },
 }
 

@@ -110,8 +110,8 @@ impl MemStore {
 }
 
 impl Store for MemStore {
-    fn latest(&self) -> i64 {
-        self.entries.len() as i64 - 1
+    fn latest(&self) -> Last {
+        self.entries.len().checked_sub(1).map(|n| n as u64)
     }
     fn position(&self, number: u64) -> Option<LogPosition> {
         self.entries.get(number as usize).map(|e| LogPosition {
@@ -140,11 +140,7 @@ impl Store for MemStore {
     }
     fn append(&mut self, entries: Vec<LogEntry>) -> Result<()> {
         for e in entries {
-            assert_eq!(
-                e.number as i64,
-                self.latest() + 1,
-                "appends continue the log"
-            );
+            assert_eq!(e.number, after(self.latest()), "appends continue the log");
             self.entries.push(e);
         }
         Ok(())
@@ -166,7 +162,7 @@ impl Store for MemStore {
             return Ok(());
         }
         if std::mem::take(&mut self.fail_next_sync) {
-            return Err(Error::Internal("injected fsync failure".into()));
+            return Err(Error::Storage("injected fsync failure".into()));
         }
         // Once dead, the process goes on believing it synced; the disk kept its copy in `died`.
         self.write_reaches_disk();
@@ -369,7 +365,7 @@ impl Net {
         // As the driver does: propagates go out before our own fsync.
         let mut effects = node.take_propagates();
         effects.extend(node.flush());
-        if node.store.died.is_some() {
+        if node.cx.store.died.is_some() {
             // The process died at a durable write of this step: nothing left it.
             return self.crash(id);
         }
@@ -411,8 +407,7 @@ impl Net {
         let unreachable = || Error::Unreachable("no answer".into());
         let reply = match env.msg {
             PeerMessage::Propagate(p) => {
-                let first = p.prev.map_or(0, |prev| prev.number as i64 + 1);
-                let sent_last = first + p.entries.len() as i64 - 1;
+                let sent_last = last_carried(&p);
                 let epoch = p.epoch;
                 let result = if reachable && !self.body_fits(&p) {
                     Err(Error::PayloadTooLarge)
@@ -590,7 +585,7 @@ impl Net {
     /// Kills a replica: what it had not synced is lost.
     fn crash(&mut self, id: u32) {
         if let Some(node) = self.nodes.remove(&id) {
-            self.crashed.insert(id, node.store.after_crash());
+            self.crashed.insert(id, node.cx.store.after_crash());
         }
     }
 
@@ -691,7 +686,7 @@ fn a_majority_elects_and_orders_commit_through_the_catalog() {
         refused(net.place(3, Buy, 98, "r3")),
         Error::Conflict(_)
     ));
-    assert_eq!(net.status(3).latest, 1);
+    assert_eq!(net.status(3).latest, Some(1));
     // Followers are not leaders.
     assert!(matches!(
         refused(net.place(1, Buy, 1, "r4")),
@@ -979,7 +974,7 @@ fn the_catalog_applies_in_order_once_and_fences_an_old_leader() {
     net.catalog.down = true;
     let b = net.order(3, "GameStart", Buy, 2, "b");
     net.wait(Duration::from_millis(300));
-    assert_eq!(net.status(3).commit, 1);
+    assert_eq!(net.status(3).commit, Some(1));
     assert_eq!(net.answer(b), None);
     net.catalog.down = false;
     net.wait(Duration::from_millis(200));
@@ -1017,7 +1012,7 @@ fn a_request_id_trades_once_across_leaderships() {
         refused(net.place(2, Buy, 4, "once")),
         Error::Conflict(_)
     ));
-    assert_eq!(net.status(2).latest, 50);
+    assert_eq!(net.status(2).latest, Some(50));
     net.check();
 }
 
@@ -1026,13 +1021,13 @@ fn a_failed_fsync_steps_down_and_acknowledges_nothing() {
     let mut net = Net::new();
     net.elect(3);
     assert_eq!(number(net.place(3, Buy, 1, "a")), 0);
-    net.node(3).store.fail_next_sync = true;
+    net.node(3).cx.store.fail_next_sync = true;
     let token = net.order(3, "GameStart", Buy, 1, "b");
     net.run();
     let e = refused(net.answer(token));
     assert!(matches!(&e, Error::Unavailable(m) if m.contains(RESEND)));
     assert_eq!(net.status(3).role, RoleName::Follower);
-    assert_eq!(net.status(3).latest, 0, "memory agrees with the file");
+    assert_eq!(net.status(3).latest, Some(0), "memory agrees with the file");
     net.wait(LEADER_LEASE);
     let leader = [3, 2, 1].into_iter().find(|&id| net.elect(id).is_some());
     let leader = leader.expect("a new leader");
@@ -1121,8 +1116,8 @@ fn propagates_applies_and_pages_fit_the_request_body_limit() {
             epoch: u64::MAX,
         }),
         entries: entries.clone(),
-        base: i64::MIN,
-        commit: i64::MIN,
+        base: Some(u64::MAX),
+        commit: Some(u64::MAX),
     };
     let apply = ApplyBatch {
         epoch: u64::MAX,
@@ -1131,7 +1126,7 @@ fn propagates_applies_and_pages_fit_the_request_body_limit() {
     };
     let page = LogPage {
         entries,
-        latest: i64::MIN,
+        latest: Some(u64::MAX),
     };
     for (what, bytes) in [
         ("propagate", serde_json::to_vec(&propagate)),
@@ -1172,7 +1167,7 @@ fn commit_control_character_orders(net: &mut Net) -> Vec<Token> {
             token
         })
         .collect();
-    assert_eq!(net.status(3).commit, LEGACY_ORDERS as i64 - 1);
+    assert_eq!(net.status(3).commit, Some(LEGACY_ORDERS as u64 - 1));
     assert_eq!(net.catalog.applied, -1);
     tokens
 }
@@ -1316,7 +1311,7 @@ fn a_candidate_killed_after_its_pull_never_outranks_the_orders() {
     net.wait(LEADER_LEASE);
     // Its vote for itself, then the claim or the pulled entries, then the other: it dies at
     // the third durable write.
-    net.node(1).store.crash_after = Some(2);
+    net.node(1).cx.store.crash_after = Some(2);
     net.you_win(1, 1);
     net.run();
     net.wait(Duration::from_millis(300));
@@ -1338,7 +1333,7 @@ fn catch_up_with_a_fault(fault: impl FnOnce(&mut MemStore)) {
     net.crash(3);
     net.heal();
     net.wait(LEADER_LEASE);
-    fault(&mut net.node(1).store);
+    fault(&mut net.node(1).cx.store);
     assert!(net.elect(2).is_some());
     net.wait(Duration::from_millis(300));
     net.crash(1);
@@ -1376,9 +1371,9 @@ fn the_read_rule() {
         role,
         epoch: 1,
         leader: None,
-        latest,
-        commit,
-        applied: commit,
+        latest: Some(latest),
+        commit: Some(commit),
+        applied: Some(commit),
         log_epoch: 1,
         ready: true,
         read_lease: lease,
@@ -1490,7 +1485,7 @@ fn a_damaged_or_shortened_log_is_cut_and_repaired_from_the_leader() {
     net.restart(2);
     let status = net.node(2).status();
     assert!(status.recovering);
-    assert_eq!(status.latest, 0, "the intact prefix is kept");
+    assert_eq!(status.latest, Some(0), "the intact prefix is kept");
     let hard = net.node(2).store().hard;
     assert_eq!((hard.log_epoch, hard.recovering), (0, true));
     assert_eq!(net.elect(2), None, "a recovering replica does not lead");

@@ -118,8 +118,8 @@ impl Memory {
         }
     }
 
-    fn latest(&self) -> i64 {
-        self.offsets.len() as i64 - 1
+    fn latest(&self) -> Option<u64> {
+        self.len().checked_sub(1)
     }
 
     fn len(&self) -> u64 {
@@ -332,8 +332,8 @@ impl OrderLog {
         })
     }
 
-    /// Highest order number held, −1 when empty.
-    pub(crate) fn latest(&self) -> i64 {
+    /// Highest order number held, `None` when empty.
+    pub(crate) fn latest(&self) -> Option<u64> {
         self.mem.read().latest()
     }
 
@@ -454,7 +454,7 @@ impl OrderLog {
              not served",
             self.path.display()
         );
-        Error::Internal(format!(
+        Error::Storage(format!(
             "{}: order {number} is damaged on disk: {why}",
             self.path.display()
         ))
@@ -476,7 +476,7 @@ impl OrderLog {
     fn append_inner(&self, entries: Vec<LogEntry>, fail_sync: bool) -> Result<()> {
         let mut file = self.file.lock();
         if let Some(first) = entries.first() {
-            let expected = (self.latest() + 1) as u64;
+            let expected = super::core::after(self.latest());
             if first.number != expected {
                 return Err(Error::Internal(format!(
                     "append of {} where {expected} comes next",
@@ -591,7 +591,7 @@ impl OrderLog {
         }
         file.write_all(&bytes)?;
         if fail_sync {
-            return Err(Error::Internal(format!(
+            return Err(Error::Storage(format!(
                 "{}: fsync failed (fail point)",
                 self.path.display()
             )));
@@ -931,7 +931,7 @@ mod tests {
             .enumerate()
             .map(|(n, &e)| entry(n as u64, e))
             .collect();
-        let latest = all.len() as i64 - 1;
+        let latest = (all.len() as u64).checked_sub(1);
         log.append(all).unwrap();
         assert_eq!(log.latest(), latest);
         (log, path)
@@ -951,7 +951,7 @@ mod tests {
         let path_dir = temp_dir();
         let path = path_dir.path().join("sub").join("orders-1.csv");
         let log = OrderLog::open(&path).unwrap();
-        assert_eq!(log.latest(), -1);
+        assert_eq!(log.latest(), None);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), HEADER);
     }
 
@@ -985,7 +985,7 @@ mod tests {
         assert_eq!(log.checksum(3), None);
         drop(log);
         let log = OrderLog::open(&path).unwrap();
-        assert_eq!(log.latest(), 2);
+        assert_eq!(log.latest(), Some(2));
         assert_eq!(log.lookup("r1-e1").unwrap(), Some(1));
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
@@ -1010,12 +1010,16 @@ mod tests {
         let log = OrderLog::open(&path).unwrap();
         log.append(entries(0..2, 1)).unwrap();
         assert!(log.append_failing_sync(entries(2..4, 1)).is_err());
-        assert_eq!(log.latest(), 1, "nothing of a failed append is published");
+        assert_eq!(
+            log.latest(),
+            Some(1),
+            "nothing of a failed append is published"
+        );
         log.forget_unsynced().unwrap();
-        assert_eq!(log.latest(), 1);
+        assert_eq!(log.latest(), Some(1));
         assert_eq!(
             OrderLog::open(&path).unwrap().latest(),
-            1,
+            Some(1),
             "the file was cut back"
         );
         // Without the explicit recovery, the next write cuts first.
@@ -1034,7 +1038,7 @@ mod tests {
         let epochs: Vec<u64> = (0..n).map(|i| 1 + i / 1000).collect();
         let (log, path) = log_with(&epochs);
         let check = |log: &OrderLog, len: u64| {
-            assert_eq!(log.latest(), len as i64 - 1);
+            assert_eq!(log.latest(), len.checked_sub(1));
             for number in [
                 0,
                 1,
@@ -1085,7 +1089,7 @@ mod tests {
         assert_eq!(log.epoch_of(2599), Some(3));
         drop(log);
         let log = OrderLog::open(&path).unwrap();
-        assert_eq!(log.latest(), 2599);
+        assert_eq!(log.latest(), Some(2599));
         assert_eq!(log.get(2550).unwrap(), Some(entry(2550, 3)));
         assert_eq!(log.lookup("r2550-e3").unwrap(), Some(2550));
         assert_eq!(log.lookup("r1500-e2").unwrap(), Some(1500));
@@ -1102,7 +1106,7 @@ mod tests {
         drop(log);
         let log = OrderLog::open(&path).unwrap();
         assert_eq!(log.get(0).unwrap(), Some(odd));
-        assert_eq!(log.latest(), 1);
+        assert_eq!(log.latest(), Some(1));
     }
 
     #[test]
@@ -1120,7 +1124,7 @@ mod tests {
             let page = log.since(since, limit).unwrap();
             let got: Vec<u64> = page.entries.iter().map(|e| e.number).collect();
             assert_eq!(got, want, "since {since} limit {limit}");
-            assert_eq!(page.latest, 4);
+            assert_eq!(page.latest, Some(4));
         }
     }
 
@@ -1142,7 +1146,7 @@ mod tests {
             bytes.extend_from_slice(tail.as_bytes());
             std::fs::write(&path, &bytes).unwrap();
             let log = OrderLog::open(&path).unwrap();
-            assert_eq!(log.latest(), 1, "{tail:?}");
+            assert_eq!(log.latest(), Some(1), "{tail:?}");
             assert_eq!(log.damage(), None, "{tail:?}: torn is not damage");
             assert!(!damaged_path(&path).exists(), "{tail:?}");
             assert_eq!(
@@ -1154,7 +1158,7 @@ mod tests {
             drop(log);
             assert_eq!(
                 OrderLog::open(&path).unwrap().latest(),
-                2,
+                Some(2),
                 "{tail:?}: appends after repair"
             );
         }
@@ -1165,7 +1169,7 @@ mod tests {
         let path_dir = temp_dir();
         let path = path_dir.path().join("orders-1.csv");
         std::fs::write(&path, &HEADER.as_bytes()[..7]).unwrap();
-        assert_eq!(OrderLog::open(&path).unwrap().latest(), -1);
+        assert_eq!(OrderLog::open(&path).unwrap().latest(), None);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), HEADER);
     }
 
@@ -1233,7 +1237,7 @@ mod tests {
 
             let log = OrderLog::open(&path).unwrap();
             assert_eq!(log.damage(), Some(first), "{what}");
-            assert_eq!(log.latest(), first as i64 - 1, "{what}: the prefix");
+            assert_eq!(log.latest(), first.checked_sub(1), "{what}: the prefix");
             assert_eq!(
                 log.since(0, usize::MAX).unwrap().entries,
                 entries(0..first, 1),
@@ -1290,7 +1294,7 @@ mod tests {
         assert_eq!(log.damage(), None, "removed");
         drop(log);
         let log = OrderLog::open(&path).unwrap();
-        assert_eq!((log.latest(), log.damage()), (1, None));
+        assert_eq!((log.latest(), log.damage()), (Some(1), None));
         assert_eq!(log.since(0, 9).unwrap().entries, entries(0..2, 1));
     }
 
@@ -1325,21 +1329,21 @@ mod tests {
         assert_eq!(log.checksum(5), fresh.checksum(5));
         log.append(vec![entry(6, 2)]).unwrap();
         drop(log);
-        assert_eq!(OrderLog::open(&path).unwrap().latest(), 6);
+        assert_eq!(OrderLog::open(&path).unwrap().latest(), Some(6));
 
         // A torn last line is dropped; damage keeps the prefix and the file as found.
         let mut torn = plain(&all);
         torn.extend_from_slice(b"6,GameStart,bu");
         std::fs::write(&path, &torn).unwrap();
         let log = OrderLog::open(&path).unwrap();
-        assert_eq!((log.latest(), log.damage()), (5, None));
+        assert_eq!((log.latest(), log.damage()), (Some(5), None));
         assert_eq!(std::fs::read(&path).unwrap(), sealed);
         let mut damaged = plain(&all[..4]);
         damaged.extend_from_slice(b"9,GameStart,buy,1,2,r9\n");
         damaged.extend(encode(&all[5]).unwrap());
         std::fs::write(&path, &damaged).unwrap();
         let log = OrderLog::open(&path).unwrap();
-        assert_eq!((log.latest(), log.damage()), (3, Some(4)));
+        assert_eq!((log.latest(), log.damage()), (Some(3), Some(4)));
         assert_eq!(std::fs::read(damaged_path(&path)).unwrap(), damaged);
         assert_eq!(
             std::fs::read(&path).unwrap(),

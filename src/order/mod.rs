@@ -60,8 +60,8 @@ use self::core::{
 use self::logfile::OrderLog;
 use self::store::{FileStore, SyncMetrics};
 use crate::api::{
-    decimal_param, new_request_id, CatalogState, LogPage, Order, OrderAck, OrderRequest, Propagate,
-    PropagateAck, ReplicaHealth, SyncState, VoteReply, VoteRequest,
+    decimal_param, minus_one, new_request_id, CatalogState, LogPage, Order, OrderAck, OrderRequest,
+    Propagate, PropagateAck, ReplicaHealth, SyncState, VoteReply, VoteRequest,
 };
 use crate::config::{Config, ReplicaConfig};
 use crate::error::{Error, Result};
@@ -299,9 +299,9 @@ impl Shared {
                     .set(i64::from(s.role == role));
             }
             self.own.epoch.set(gauge_value(s.epoch));
-            self.own.last.set(s.latest);
-            self.own.commit.set(s.commit);
-            self.own.applied.set(s.applied);
+            self.own.last.set(minus_one::encode(s.latest));
+            self.own.commit.set(minus_one::encode(s.commit));
+            self.own.applied.set(minus_one::encode(s.applied));
         })
     }
 
@@ -313,9 +313,9 @@ impl Shared {
             role: s.role.as_str().into(),
             epoch: s.epoch,
             leader: s.leader,
-            latest: s.latest,
-            commit: s.commit,
-            applied: s.applied,
+            latest: minus_one::encode(s.latest),
+            commit: minus_one::encode(s.commit),
+            applied: minus_one::encode(s.applied),
             recovering: s.recovering,
         }
     }
@@ -602,7 +602,7 @@ pub fn start_on(config: Config, id: u32, listeners: Listeners) -> Result<Replica
     let status = core.status();
     info!(
         "replica {id} starting: {} orders, epoch {}, log epoch {}",
-        status.latest + 1,
+        core::after(status.latest),
         status.epoch,
         status.log_epoch
     );
@@ -776,8 +776,7 @@ fn peer_loop(shared: &Shared, peer: &ReplicaConfig, outbox: Receiver<PeerMessage
         };
         let reply = match msg {
             PeerMessage::Propagate(p) => {
-                let first = p.prev.map_or(0, |prev| prev.number as i64 + 1);
-                let sent_last = first + p.entries.len() as i64 - 1;
+                let sent_last = core::last_carried(&p);
                 let carried = !p.entries.is_empty();
                 let result: Result<PropagateAck> =
                     client.post(&addr, "/propagate", &p, PEER_TIMEOUT);

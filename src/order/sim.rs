@@ -198,7 +198,7 @@ struct Sim {
     damaged: Option<u32>,
     /// The highest commit point any replica has known: everything up to it is committed,
     /// acknowledged or not.
-    max_commit: i64,
+    max_commit: Last,
     /// A short history of what happened, printed with a failure.
     trace: VecDeque<String>,
 }
@@ -240,7 +240,7 @@ impl Sim {
             leaders: BTreeMap::new(),
             reads: Vec::new(),
             damaged: None,
-            max_commit: -1,
+            max_commit: None,
             trace: VecDeque::new(),
         };
         for id in IDS {
@@ -277,8 +277,8 @@ impl Sim {
                 Node::Up(c) | Node::Paused(c) => format!(
                     "replica {id}: {:?}, durable {} entries, hard {:?}",
                     c.status(),
-                    c.store.synced,
-                    c.store.hard
+                    c.cx.store.synced,
+                    c.cx.store.hard
                 ),
                 Node::Down(s) => format!("replica {id}: down, {} entries", s.entries.len()),
             })
@@ -428,7 +428,7 @@ impl Sim {
             return;
         };
         core.step(now, event);
-        if core.store.died.is_some() {
+        if core.cx.store.died.is_some() {
             self.note(format!("replica {id} dies in the middle of a step"));
             return self.crash(id);
         }
@@ -438,7 +438,7 @@ impl Sim {
             return;
         };
         let effects = core.flush();
-        if core.store.died.is_some() {
+        if core.cx.store.died.is_some() {
             self.note(format!("replica {id} dies in its flush"));
             return self.crash(id);
         }
@@ -534,7 +534,7 @@ impl Sim {
                 let Some(Node::Up(core)) = self.nodes.get(&to) else {
                     return;
                 };
-                let synced = &core.store.entries[..core.store.synced];
+                let synced = &core.cx.store.entries[..core.cx.store.synced];
                 let page = LogPage {
                     entries: synced
                         .iter()
@@ -542,7 +542,7 @@ impl Sim {
                         .take(limit)
                         .cloned()
                         .collect(),
-                    latest: synced.len() as i64 - 1,
+                    latest: synced.last().map(|e| e.number),
                 };
                 if answer && !self.lost() && !self.cut.contains(&(to, link.0)) {
                     let d = self.delay();
@@ -584,17 +584,14 @@ impl Sim {
         };
         let body = body.unwrap_or_else(|| Err(Error::Unreachable("timed out".into())));
         let reply = match msg {
-            PeerMessage::Propagate(p) => {
-                let first = p.prev.map_or(0, |prev| prev.number as i64 + 1);
-                PeerReply::Propagate {
-                    epoch: p.epoch,
-                    sent_last: first + p.entries.len() as i64 - 1,
-                    result: body.and_then(|b| match b {
-                        Body::Core(Answer::Propagate(r)) => r,
-                        other => Err(Error::Internal(format!("{other:?}"))),
-                    }),
-                }
-            }
+            PeerMessage::Propagate(p) => PeerReply::Propagate {
+                epoch: p.epoch,
+                sent_last: last_carried(&p),
+                result: body.and_then(|b| match b {
+                    Body::Core(Answer::Propagate(r)) => r,
+                    other => Err(Error::Internal(format!("{other:?}"))),
+                }),
+            },
             PeerMessage::Vote(v) => PeerReply::Vote {
                 epoch: v.epoch,
                 pre: v.pre,
@@ -716,7 +713,7 @@ impl Sim {
                 let Some(Node::Up(core)) = self.nodes.get(&id) else {
                     return;
                 };
-                let entry = core.store.entry(n).ok().flatten();
+                let entry = core.cx.store.entry(n).ok().flatten();
                 let Some(entry) = entry else {
                     self.fail(&format!("replica {id} acknowledged {n}, which it lacks"));
                 };
@@ -763,7 +760,7 @@ impl Sim {
     fn chaos(&mut self) {
         for node in self.nodes.values() {
             if let Node::Up(c) | Node::Paused(c) = node {
-                self.max_commit = self.max_commit.max(c.commit);
+                self.max_commit = self.max_commit.max(c.cx.commit);
             }
         }
         if self.repaired() {
@@ -782,7 +779,7 @@ impl Sim {
                 if let Some(id) = self.pick(&up) {
                     let k = self.rng.u32(0..3);
                     if let Some(Node::Up(core)) = self.nodes.get_mut(&id) {
-                        core.store.crash_after = Some(k);
+                        core.cx.store.crash_after = Some(k);
                     }
                     self.note(format!(
                         "replica {id} will die after {k} more durable writes"
@@ -823,7 +820,7 @@ impl Sim {
             85..=89 => {
                 if let Some(id) = self.pick(&up) {
                     if let Some(Node::Up(core)) = self.nodes.get_mut(&id) {
-                        core.store.fail_next_sync = true;
+                        core.cx.store.fail_next_sync = true;
                     }
                     self.note(format!("replica {id}'s next sync fails"));
                 }
@@ -897,7 +894,7 @@ impl Sim {
             .iter()
             .filter(|(&id, node)| {
                 let durable = match node {
-                    Node::Up(c) | Node::Paused(c) => c.store.durable(),
+                    Node::Up(c) | Node::Paused(c) => c.cx.store.durable(),
                     Node::Down(s) => s.durable(),
                 };
                 Some(id) != except && durable.get(n as usize) == Some(acked)
@@ -914,7 +911,7 @@ impl Sim {
             .nodes
             .values()
             .map(|node| match node {
-                Node::Up(c) | Node::Paused(c) => c.store.durable(),
+                Node::Up(c) | Node::Paused(c) => c.cx.store.durable(),
                 Node::Down(s) => s.durable(),
             })
             .collect();
@@ -925,7 +922,7 @@ impl Sim {
                 .any(|e| disks.iter().filter(|d| d.get(n) == Some(e)).count() >= majority)
         };
         matches!(self.nodes.get(&id), Some(Node::Up(c)) if !c.status().recovering)
-            && (0..=self.max_commit).all(|n| on_a_majority(n as usize))
+            && (0..after(self.max_commit)).all(|n| on_a_majority(n as usize))
             && self
                 .known_committed()
                 .iter()
@@ -947,7 +944,7 @@ impl Sim {
             return;
         }
         let store = match self.nodes.remove(&id) {
-            Some(Node::Up(core) | Node::Paused(core)) => core.store.after_crash(),
+            Some(Node::Up(core) | Node::Paused(core)) => core.cx.store.after_crash(),
             _ => return,
         };
         self.nodes.insert(id, Node::Down(store));
@@ -1089,10 +1086,12 @@ impl Sim {
         let status = core.status();
         let answer = match status.read(number, self.now()) {
             // The driver answers 503 if the file lacks a committed number.
-            Read::Committed => match core.store.entries[..core.store.synced].get(number as usize) {
-                Some(entry) => Ok(entry.clone()),
-                None => return,
-            },
+            Read::Committed => {
+                match core.cx.store.entries[..core.cx.store.synced].get(number as usize) {
+                    Some(entry) => Ok(entry.clone()),
+                    None => return,
+                }
+            }
             Read::NoSuchOrder => Err(()),
             Read::NotYet | Read::NotLeader => return,
         };
@@ -1128,7 +1127,7 @@ impl Sim {
         let newest = self.leaders.keys().last().copied();
         let top = self.nodes.values().find_map(|n| match n {
             Node::Up(c) | Node::Paused(c)
-                if matches!(c.role, Role::Leader(_)) && Some(c.hard.epoch) == newest =>
+                if matches!(c.role, Role::Leader(_)) && Some(c.cx.hard.epoch) == newest =>
             {
                 Some(c)
             }
@@ -1146,10 +1145,10 @@ impl Sim {
                 ));
             }
             if let Some(leader) = top {
-                if leader.store.entries.get(n as usize) != Some(acked) {
+                if leader.cx.store.entries.get(n as usize) != Some(acked) {
                     self.fail(&format!(
                         "replica {} leads epoch {} without acknowledged order {n}",
-                        leader.id, leader.hard.epoch
+                        leader.cx.id, leader.cx.hard.epoch
                     ));
                 }
             }
@@ -1179,8 +1178,8 @@ impl Sim {
         for id in IDS {
             // Disarmed first: a paused replica must not die of an old fault as it resumes.
             if let Some(Node::Up(core) | Node::Paused(core)) = self.nodes.get_mut(&id) {
-                core.store.crash_after = None;
-                core.store.fail_next_sync = false;
+                core.cx.store.crash_after = None;
+                core.cx.store.fail_next_sync = false;
             }
             self.resume(id);
             self.restart(id);
@@ -1232,9 +1231,9 @@ impl Sim {
             let leader = self.nodes.iter().find_map(|(&id, n)| match n {
                 Node::Up(c)
                     if matches!(c.role, Role::Leader(_))
-                        && Some(c.hard.epoch) == newest
-                        && c.commit == self.catalog.applied
-                        && c.store.latest() == c.commit =>
+                        && Some(c.cx.hard.epoch) == newest
+                        && minus_one::encode(c.cx.commit) == self.catalog.applied
+                        && c.cx.store.latest() == c.cx.commit =>
                 {
                     Some(id)
                 }
@@ -1255,10 +1254,10 @@ impl Sim {
         let Some(Node::Up(leader)) = self.nodes.get(&leader) else {
             self.fail("no leader at the end");
         };
-        let commit = leader.commit;
-        let log = leader.store.entries.clone();
+        let commit = leader.cx.commit;
+        let log = leader.cx.store.entries.clone();
         for read in &self.reads {
-            if read.number as i64 > commit || log.get(read.number as usize) != Some(&read.entry) {
+            if Some(read.number) > commit || log.get(read.number as usize) != Some(&read.entry) {
                 self.fail(&format!(
                     "order {} was read as {:?}, which is not what committed",
                     read.number, read.entry

@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use prometheus::Histogram;
 
-use super::core::{Damage, HardState, Store};
+use super::core::{after, Damage, HardState, Last, Store};
 use super::failpoint;
 use super::logfile::OrderLog;
 use crate::api::{LogEntry, LogPosition};
@@ -81,10 +81,10 @@ impl FileStore {
 }
 
 impl Store for FileStore {
-    fn latest(&self) -> i64 {
+    fn latest(&self) -> Last {
         self.pending
             .last()
-            .map_or_else(|| self.log.latest(), |e| e.number as i64)
+            .map_or_else(|| self.log.latest(), |e| Some(e.number))
     }
 
     fn position(&self, number: u64) -> Option<LogPosition> {
@@ -104,14 +104,14 @@ impl Store for FileStore {
                 .ok()
                 .and_then(|i| self.pending.get(i))
                 .cloned()),
-            _ => self.log.get(number),
+            _ => self.log.get(number).map_err(storage),
         }
     }
 
     fn entries(&self, from: u64, limit: usize) -> Result<Vec<LogEntry>> {
         let mut out = match self.first_pending() {
             Some(first) if from >= first => Vec::new(),
-            _ => self.log.since(from, limit)?.entries,
+            _ => self.log.since(from, limit).map_err(storage)?.entries,
         };
         if let Some(first) = self.first_pending() {
             let skip = usize::try_from(from.saturating_sub(first)).unwrap_or(usize::MAX);
@@ -124,17 +124,18 @@ impl Store for FileStore {
     fn lookup(&self, request_id: &str) -> Result<Option<u64>> {
         match self.pending_ids.get(request_id) {
             Some(&number) => Ok(Some(number)),
-            None => self.log.lookup(request_id),
+            None => self.log.lookup(request_id).map_err(storage),
         }
     }
 
     fn append(&mut self, entries: Vec<LogEntry>) -> Result<()> {
         for e in entries {
-            if e.number as i64 != self.latest() + 1 {
-                return Err(Error::Internal(format!(
-                    "append of {} after {}",
-                    e.number,
-                    self.latest()
+            let next = after(self.latest());
+            if e.number != next {
+                // A write the store refuses: it would leave a gap or an overlap in the file.
+                return Err(Error::Storage(format!(
+                    "append of {} where {next} comes next",
+                    e.number
                 )));
             }
             self.pending_ids.insert(e.request_id.clone(), e.number);
@@ -145,7 +146,7 @@ impl Store for FileStore {
 
     fn truncate(&mut self, from: u64) -> Result<()> {
         self.sync()?;
-        self.log.truncate(from)
+        self.log.truncate(from).map_err(storage)
     }
 
     fn sync(&mut self) -> Result<()> {
@@ -155,10 +156,10 @@ impl Store for FileStore {
         let entries = std::mem::take(&mut self.pending);
         self.pending_ids.clear();
         if std::mem::take(&mut self.fail_next_sync) || failpoint::fails(failpoint::FAIL_SYNC) {
-            return self.log.append_failing_sync(entries);
+            return self.log.append_failing_sync(entries).map_err(storage);
         }
         let (orders, started) = (entries.len(), Instant::now());
-        self.log.append(entries)?;
+        self.log.append(entries).map_err(storage)?;
         if let Some(m) = &self.observe {
             m.seconds.observe(started.elapsed().as_secs_f64());
             m.orders.observe(orders as f64);
@@ -172,7 +173,7 @@ impl Store for FileStore {
         self.pending_ids.clear();
         // `hard` is the last state saved successfully: a failed save may have left a newer one
         // in the page cache, which is no proof that the disk has it.
-        self.log.forget_unsynced()
+        self.log.forget_unsynced().map_err(storage)
     }
 
     fn hard_state(&self) -> HardState {
@@ -180,7 +181,7 @@ impl Store for FileStore {
     }
 
     fn save_hard_state(&mut self, state: HardState) -> Result<()> {
-        super::epoch::save(&self.state_path, &state)?;
+        super::epoch::save(&self.state_path, &state).map_err(storage)?;
         self.hard = state;
         Ok(())
     }
@@ -195,6 +196,16 @@ impl Store for FileStore {
             state_lost: self.state_lost,
             log_from: self.log.damage(),
         }
+    }
+}
+
+/// Whatever the layers below call a failure of the files (an I/O error, a damaged read, a
+/// refused write), to the core it is a storage failure: [`Error::Storage`], the one error it
+/// steps down and reloads for.
+fn storage(e: Error) -> Error {
+    match e {
+        Error::Storage(_) => e,
+        other => Error::Storage(other.message()),
     }
 }
 
@@ -229,14 +240,14 @@ mod tests {
         store.fail_next_sync = true;
         assert!(store.sync().is_err());
         store.reload().unwrap();
-        assert_eq!(store.latest(), 1, "the failed entry is forgotten");
+        assert_eq!(store.latest(), Some(1), "the failed entry is forgotten");
         assert_eq!(store.lookup("r2").unwrap(), None);
         let reopened = OrderLog::open(&log_path).unwrap();
-        assert_eq!(reopened.latest(), 1, "and is not in the file either");
+        assert_eq!(reopened.latest(), Some(1), "and is not in the file either");
         // The log goes on from the last durable entry.
         store.append(vec![entry(2)]).unwrap();
         store.sync().unwrap();
-        assert_eq!(OrderLog::open(&log_path).unwrap().latest(), 2);
+        assert_eq!(OrderLog::open(&log_path).unwrap().latest(), Some(2));
     }
 
     /// What the core learns at start: a missing or damaged hard state is lost; a damaged log
@@ -291,6 +302,6 @@ mod tests {
             }
         );
         assert_eq!(store.hard_state(), HardState::default());
-        assert_eq!((store.latest(), store.checksum(1)), (0, None));
+        assert_eq!((store.latest(), store.checksum(1)), (Some(0), None));
     }
 }
