@@ -32,6 +32,8 @@
 //!   SIGINT/SIGTERM).
 //! - `metrics`: `GET /metrics` of every service in the Prometheus text format, one registry
 //!   per service instance.
+//! - `timing`: every timeout and lease, and the relations between them as `const`
+//!   assertions (today the cache lease, the contract between the front-end and the catalog).
 //! - [`local`]: waiting with a deadline and free ports, for everything that drives bazaars from
 //!   the outside (the evaluation, the test harness, the tests).
 //! - `testkit` (feature `testkit`, on for tests and benches): the test harness, a bazaar of
@@ -84,6 +86,7 @@ pub mod selection;
 pub mod startup;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub(crate) mod timing;
 
 #[cfg(test)]
 mod fuzz_tests;

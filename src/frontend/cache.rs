@@ -59,7 +59,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use log::warn;
 use parking_lot::Mutex;
@@ -67,12 +67,7 @@ use serde::Serialize;
 
 use crate::api::{CacheStats, CacheView, Stock};
 use crate::error::Result;
-
-/// How long a cached stock may be served, counted from before the catalog was asked. The
-/// catalog relies on it: when a front-end does not confirm an invalidation (it may be paused),
-/// the catalog answers the trade only once this much time has passed since the trade became
-/// visible, so whatever that front-end cached before the trade has expired by then.
-pub(crate) const CACHE_LEASE: Duration = Duration::from_secs(1);
+use crate::timing::CACHE_LEASE;
 
 /// Number of invalidation-generation counters (see the Caveats of the module doc).
 pub(crate) const GENERATION_SLOTS: usize = 1024;

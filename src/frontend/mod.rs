@@ -10,26 +10,15 @@
 //! hold (see the cache's module doc for the race this closes).
 //!
 //! Orders (`POST /orders`, `GET /orders/<n>`) go to the leading order replica, tracked by
-//! `leader::LeaderTracker`. A forward that finds the leader unreachable, or hears 421 "not
-//! the leader", re-selects the leader (once per failure wave, serialized) and retries the same
-//! body — same `request_id`, which the front-end assigns when the client did not, so the
-//! catalog and the replicas recognise the retry and never trade twice. An order the leader
-//! answers 503 "re-send with the same request_id" is retried the same way. Retries stop after
-//! `MAX_FORWARD_ATTEMPTS` or at `FORWARD_DEADLINE`, answering 503 "no order replica
-//! reachable"; for an order that 503 says "re-send" and carries the request id (body field
-//! `request_id`, header `Request-Id`), since the order may still commit and a client that sent
-//! no id could not re-send it otherwise. Every other error (400/404/409, a 503 meaning the
-//! catalog is down, a leader's 503 on a read of an order it has not committed yet, 500) is the
-//! leader's real answer and goes straight back with its status.
+//! `leader::LeaderTracker`, and are retried under the same request id when the leader fails
+//! or moves (`forward`).
 //!
 //! Reads (`GET /orders/<n>`) are forwarded like orders: only a leader holding its lease
 //! answers them (anything else says 421 and the front-end re-selects), so a front-end that
 //! still points at a deposed leader does not read its stale log.
 //!
-//! The `health_check_loop` thread pings the leader's health port every
-//! `health_check_interval` (a stopped process still accepts TCP, so it waits for the `OK`) and
-//! re-selects when it does not answer, or when there is no leader; it also makes the first
-//! selection, so start-up never blocks on the replicas.
+//! The running service (`service`: [`start`], [`Frontend`]) is the HTTP server over this
+//! handler plus the health-check thread that selects the leader and re-checks it.
 //!
 //! The reference client's routes are accepted too: `GET /lookup?stock=X`,
 //! `GET /order?order_number=N`, `POST /order?stock=X&quantity=N&type=T` (with `&amp;`
@@ -54,56 +43,35 @@
 
 pub(crate) mod cache;
 mod dashboard;
+mod forward;
 pub(crate) mod leader;
+mod service;
 
-use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use log::{debug, info, warn};
-use parking_lot::{Condvar, Mutex};
+use log::debug;
 use serde_json::Value;
 
 use crate::api::{
-    decimal_param, new_request_id, CacheView, FrontendHealth, InvalidateBatch, Invalidated, Order,
-    OrderAck, OrderRequest, ReplicaHealth, Stock, StockRecord, RESEND,
+    decimal_param, CacheView, FrontendHealth, InvalidateBatch, Invalidated, OrderRequest, Stock,
+    StockRecord,
 };
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::http::Runs::{Inline, OnPool};
 use crate::http::{
-    self, decode_segment, encode_segment, Client, Handler, Request, Response, Route, Server,
-    ServerOptions,
+    self, decode_segment, encode_segment, Client, Handler, Request, Response, Route,
 };
 use crate::metrics::{gauge_value, mirror, Metrics};
-use crate::selection;
 use prometheus::{IntCounter, IntGauge};
 
 use cache::{Cache, Lookup};
-use leader::{LeaderTracker, View};
+use leader::LeaderTracker;
+
+pub use service::{start, start_with_listener, Frontend};
 
 /// How long a lookup or a stock listing waits for the catalog.
 pub(crate) const CATALOG_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// How long one forward to the leader waits for its answer. A frozen leader (SIGSTOP) still
-/// accepts connections, so this is how long orders sent to it wait before the front-end
-/// re-selects; a healthy leader answers well within it, or says 503 "re-send" itself after
-/// `order::ORDER_WAIT`, and the retry (same request id) finds the order wherever it went.
-pub(crate) const FORWARD_TIMEOUT: Duration = Duration::from_millis(800);
-
-/// The most time a client request spends forwarding and retrying before it gets 503.
-pub(crate) const FORWARD_DEADLINE: Duration = Duration::from_secs(6);
-
-/// The most forwards one client request makes (a safety net under the deadline).
-pub(crate) const MAX_FORWARD_ATTEMPTS: u32 = 64;
-
-/// Pause before retrying when re-selection did not produce a different leader, so that a
-/// request does not spin while no replica answers.
-pub(crate) const RETRY_BACKOFF: Duration = Duration::from_millis(100);
-
-/// How long the health-check thread waits for a selection another thread is running.
-pub(crate) const HEALTH_SELECTION_WAIT: Duration = Duration::from_secs(6);
 
 /// The front-end's request handling, usable without any thread or socket (tests call
 /// [`FrontendApi::route`] directly).
@@ -315,85 +283,6 @@ impl FrontendApi {
             .map_err(catalog_error)
     }
 
-    /// Forwards an order to the leader (with retries), then drops the stock from the cache
-    /// before the client hears of it. A 503 "re-send" names the request id the order went
-    /// under (the client's, or the one given here), so that a client that sent none can.
-    fn place_order(&self, mut order: OrderRequest) -> Result<OrderAck> {
-        let request_id = order
-            .request_id
-            .get_or_insert_with(|| self.next_request_id())
-            .clone();
-        self.traffic.count_order();
-        let result = self
-            .forward(Some(&request_id), |addr, timeout| {
-                self.client.post(addr, "/orders", &order, timeout)
-            })
-            .map_err(|e| e.with_request_id(&request_id));
-        // The catalog invalidated before it answered; doing it here as well keeps lookups
-        // fresh even if that call was lost. Only an acknowledged trade needs it: after an error
-        // nothing was promised, and a retry that completes the trade invalidates again. (A
-        // failed order must not evict a stock the catalog may be too down to serve again.)
-        if result.is_ok() {
-            self.cache.invalidate(&order.name);
-        }
-        result
-    }
-
-    fn query_order(&self, number: u64) -> Result<Order> {
-        let path = format!("/orders/{number}");
-        self.forward(None, |addr, timeout| self.client.get(addr, &path, timeout))
-    }
-
-    /// Calls `call(leader_http_addr, timeout)` on the leader, re-selecting and retrying while
-    /// the leader is unreachable or says it does not lead (421: a follower, a candidate, or a
-    /// leader without its lease, which may be deposed), and, for an order (`request_id` is
-    /// its id), while the leader says "re-send". Any other answer is the leader's, passed on
-    /// as it is: a read of an order not yet committed may get the leader's own 503, which
-    /// says nothing about whether the order will commit, so it is not retried here.
-    fn forward<T>(
-        &self,
-        request_id: Option<&str>,
-        call: impl Fn(&str, Duration) -> Result<T>,
-    ) -> Result<T> {
-        let deadline = Instant::now() + FORWARD_DEADLINE;
-        let mut attempts = 0;
-        loop {
-            let view = self.leader.view();
-            let failure = match view.leader.and_then(|l| self.leader.replica(l.id)) {
-                None => Error::Unavailable("no leader".into()),
-                Some(replica) => {
-                    let timeout =
-                        FORWARD_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
-                    match call(&replica.http_addr(), timeout) {
-                        Err(err @ (Error::Unreachable(_) | Error::NotLeader(_))) => {
-                            warn!("forward to order replica {} failed: {err}", replica.id);
-                            err
-                        }
-                        // The leader could not commit it in time (no majority, or it stepped
-                        // down): the order may still commit, and the same request id finds it.
-                        Err(err) if request_id.is_some() && err.is_resend() => {
-                            warn!("order replica {}: {err}", replica.id);
-                            err
-                        }
-                        answer => return answer,
-                    }
-                }
-            };
-            attempts += 1;
-            if attempts >= MAX_FORWARD_ATTEMPTS || Instant::now() >= deadline {
-                return Err(give_up(attempts, &failure, request_id));
-            }
-            if view.leader.is_some() {
-                self.leader.count_retry();
-            }
-            let next = self.leader.reselect(view, deadline);
-            if next.leader.is_none() || next.leader == view.leader {
-                let pause = RETRY_BACKOFF.min(deadline.saturating_duration_since(Instant::now()));
-                std::thread::sleep(pause);
-            }
-        }
-    }
-
     fn invalidate(&self, name: &str) -> Invalidated {
         debug!("invalidating {name}");
         self.cache.invalidate(name);
@@ -412,39 +301,6 @@ impl FrontendApi {
             leader: self.leader.view().leader.map(|l| l.id),
             retries: self.leader.retries(),
             failovers: self.leader.failovers(),
-        }
-    }
-
-    /// The id of an order the client sent without one (see [`new_request_id`]).
-    fn next_request_id(&self) -> String {
-        new_request_id("fe")
-    }
-
-    /// One active health check: ping the leader's health port, re-select if it does not
-    /// answer or if there is no leader.
-    fn check_leader(&self) {
-        let view: View = self.leader.view();
-        // Alive (the health port answers) and still leading in the epoch we know: a leader
-        // that stepped down (it lost its majority, or its disk failed) answers Ping too.
-        let healthy = view
-            .leader
-            .and_then(|l| Some((l, self.leader.replica(l.id)?)))
-            .is_some_and(|(l, r)| {
-                selection::ping(&r.health_addr(), selection::PING_TIMEOUT)
-                    && self
-                        .client
-                        .get::<ReplicaHealth>(&r.http_addr(), "/health", selection::PING_TIMEOUT)
-                        .is_ok_and(|h| h.role == "leader" && h.epoch == l.epoch)
-            });
-        if !healthy {
-            if let Some(l) = view.leader {
-                warn!(
-                    "leader {} did not answer the health check; re-selecting",
-                    l.id
-                );
-            }
-            self.leader
-                .reselect(view, Instant::now() + HEALTH_SELECTION_WAIT);
         }
     }
 }
@@ -487,133 +343,17 @@ fn compat_order(req: &Request) -> Result<OrderRequest> {
     OrderRequest::parse(&serde_json::to_vec(&Value::Object(object))?)
 }
 
-/// Tells the health-check thread to stop, waking it from its interval wait.
-#[derive(Default)]
-struct StopSignal {
-    stopped: Mutex<bool>,
-    wake: Condvar,
-}
-
-impl StopSignal {
-    fn stop(&self) {
-        *self.stopped.lock() = true;
-        self.wake.notify_all();
-    }
-
-    /// Waits up to `timeout`; true once stopped.
-    fn wait(&self, timeout: Duration) -> bool {
-        let mut stopped = self.stopped.lock();
-        if !*stopped {
-            self.wake.wait_for(&mut stopped, timeout);
-        }
-        *stopped
-    }
-}
-
-/// A running front-end: the HTTP server plus the health-check thread.
-pub struct Frontend {
-    server: Server,
-    service: Arc<FrontendApi>,
-    stop: Arc<StopSignal>,
-    health: JoinHandle<()>,
-}
-
-/// Starts the front-end on `config.frontend_addr()`.
-pub fn start(config: Config) -> Result<Frontend> {
-    let addr = config.frontend_addr();
-    start_with_listener(config, crate::http::server::listen(&addr)?)
-}
-
-/// Starts the front-end on an already bound listener (tests bind `127.0.0.1:0`).
-pub fn start_with_listener(config: Config, listener: TcpListener) -> Result<Frontend> {
-    let service = Arc::new(FrontendApi::new(&config)?);
-    let options = ServerOptions::new("frontend", config.frontend.threads, &config.http);
-    let server = Server::start(listener, options, service.clone())?;
-    let stop = Arc::new(StopSignal::default());
-    let health = {
-        let (service, stop, interval) = (
-            service.clone(),
-            stop.clone(),
-            config.health_check_interval(),
-        );
-        std::thread::Builder::new()
-            .name("health-check".into())
-            .spawn(move || health_check_loop(service, interval, stop))?
-    };
-    info!(
-        "front-end listening on {} (cache {}, {} entries, dump {})",
-        server.local_addr(),
-        if config.frontend.cache { "on" } else { "off" },
-        config.frontend.cache_size,
-        if config.frontend.dump { "on" } else { "off" },
-    );
-    Ok(Frontend {
-        server,
-        service,
-        stop,
-        health,
-    })
-}
-
-impl Frontend {
-    pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    /// Blocks until the server stops, then stops the health checks.
-    pub fn join(self) {
-        self.server.join();
-        self.stop.stop();
-        join_health(self.health);
-    }
-
-    /// Stops serving and the health checks.
-    pub fn shutdown(self) {
-        self.stop.stop();
-        self.server.shutdown();
-        join_health(self.health);
-        // Connection threads may still hold the service (and so the cache, whose drop would
-        // flush): callers read the trace right after this.
-        self.service.cache.flush_trace();
-    }
-}
-
-/// The answer after `attempts` forwards that all failed, the last with `failure`. An order
-/// (`request_id`) may have been logged by a leader that then became unreachable, so it may
-/// still commit: the client must re-send it under that id, which the answer carries. A read
-/// changes nothing, so it is a plain 503.
-fn give_up(attempts: u32, failure: &Error, request_id: Option<&str>) -> Error {
-    let message =
-        format!("no order replica reachable (after {attempts} attempts; last: {failure})");
-    match request_id {
-        Some(id) => Error::Resend {
-            message: format!("{message}; {RESEND}"),
-            request_id: id.to_string(),
-        },
-        None => Error::Unavailable(message),
-    }
-}
-
-fn join_health(handle: JoinHandle<()>) {
-    if handle.join().is_err() {
-        warn!("the health-check thread panicked");
-    }
-}
-
-/// The front-end's active leader check: selects a leader at start, then every `interval`
-/// pings it and re-selects when it does not answer.
-fn health_check_loop(service: Arc<FrontendApi>, interval: Duration, stop: Arc<StopSignal>) {
-    loop {
-        service.check_leader();
-        if stop.wait(interval) {
-            return;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::TcpListener;
+    use std::sync::Arc;
+
+    use parking_lot::Mutex;
+
+    use super::forward::give_up;
     use super::*;
+    use crate::api::{Order, OrderAck, RESEND};
+    use crate::http::{Server, ServerOptions};
     use crate::selection::Leadership;
 
     const SHIPPED: &str = include_str!("../../conf/bazaar.yaml");

@@ -13,28 +13,36 @@
 //! Every state file lives under `output_dir` (`OUTPUT_DIR`): `catalog.json`,
 //! `orders-N.csv`, `orders-N.state.json` and, with dump on, the cache trace.
 //!
-//! The secret: `secret` (`BAZAAR_SECRET`) gives it in the file, `secret_file`
-//! (`BAZAAR_SECRET_FILE`) names a file holding it (a Docker secret under `/run/secrets/`, a
-//! file of mode 0600). The file is read once at load; its surrounding whitespace (the final
-//! newline of `echo secret > file`) is not part of the secret. An environment variable beats
-//! the keys of the file, and naming both a secret and a secret file at the same level is an
-//! error rather than a silent choice. [`Config::refuse_development_secret`] is the check every
-//! service makes before it binds: a shipped development secret is only good on loopback.
+//! The parts, each in a file of its own:
+//!
+//! - here: the YAML types, loading, the addresses and paths every service derives from them,
+//!   and the printed values ([`Config::shell_lines`]);
+//! - `env`: the environment overrides;
+//! - `secret`: the deployment secret (`secret`, `secret_file`, `BAZAAR_SECRET`,
+//!   `BAZAAR_SECRET_FILE`) and the refusal of a published one off loopback
+//!   ([`Config::refuse_development_secret`], [`DEVELOPMENT_SECRETS`]);
+//! - `validate`: the checks serde cannot make.
 //!
 //! Caveats:
-//! - "Development secret" means one of [`DEVELOPMENT_SECRETS`] or any secret containing
-//!   `change-me`: a copied template is caught, a weak secret of your own is not.
-//! - Whether a host is loopback is decided from its spelling (`localhost`, `127.x.y.z`,
-//!   `::1`), without resolving it: a name that resolves to loopback counts as reachable, which
-//!   errs on the safe side.
+//! - Loading is all or nothing: the first problem stops the binary, even one in a part of the
+//!   file that the process does not use (a front-end refuses a bad replica port too), so that
+//!   every process of a deployment agrees on what the file says.
+//! - The environment is read once, at load: changing it later changes nothing.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+mod env;
+mod secret;
+mod validate;
+
+#[cfg(feature = "testkit")]
+pub(crate) use env::is_env_override;
+pub use secret::DEVELOPMENT_SECRETS;
 
 /// Where binaries look for the config when `--config` is not given.
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "conf/bazaar.yaml";
@@ -46,65 +54,10 @@ pub(crate) const MAX_STOCK_NAME_LEN: usize = 64;
 /// bazaars, the benches and the evaluation start with. (Empty only if the shipped file did
 /// not parse, which a unit test rules out.)
 pub static SHIPPED_STOCKS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
-    Config::from_yaml(include_str!("../conf/bazaar.yaml"), &|_| None)
+    Config::from_yaml(include_str!("../../conf/bazaar.yaml"), &|_| None)
         .map(|c| c.catalog.stocks.into_iter().map(|s| s.name).collect())
         .unwrap_or_default()
 });
-
-/// The environment variables that override one key of the file (docs/spec.md §1), with the reference
-/// names. The replicas' keys are in [`REPLICA_ENV_PREFIXES`].
-pub(crate) const ENV_KEYS: &[&str] = &[
-    "CATALOG_HOST",
-    "CATALOG_PORT",
-    "FRONTEND_HOST",
-    "FRONTEND_PORT",
-    "OUTPUT_DIR",
-    "HEALTH_CHECK_INTERVAL",
-    "CACHE",
-    "CACHE_SIZE",
-    "CACHE_LOG_PATH",
-    "DUMP",
-    "BAZAAR_SECRET",
-    "BAZAAR_SECRET_FILE",
-];
-
-/// The secrets this repository ships in its configs. Anyone can read them, so a service that
-/// others can reach must not use them ([`Config::refuse_development_secret`]).
-pub const DEVELOPMENT_SECRETS: &[&str] = &[
-    "dev-secret-change-me",
-    "multihost-dev-secret-change-me",
-    "container-dev-secret-change-me",
-];
-
-/// How to make and give a secret of one's own: the end of the refusal's message.
-const HOW_TO_SET_A_SECRET: &str = "make one (head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > secret.txt; chmod 600 secret.txt) and give it with BAZAAR_SECRET_FILE=secret.txt or secret_file: in the config (in a swarm: docker secret create, see deploy/README.md)";
-
-/// The overrides of one replica's keys: the prefix followed by the replica's id, for any id
-/// the file configures (`ORDER_PORT2`, `ORDER_HOST12`, ...).
-pub(crate) const REPLICA_ENV_PREFIXES: &[&str] = &[
-    "ORDER_HOST",
-    "ORDER_PORT",
-    "ORDER_LEADER_BROADCAST_PORT",
-    "ORDER_HEALTH_CHECK_PORT",
-];
-
-/// True for the name of an environment variable that overrides a key of the config: one of
-/// [`ENV_KEYS`], or a prefix of [`REPLICA_ENV_PREFIXES`] followed by a replica id.
-#[cfg(feature = "testkit")]
-pub(crate) fn is_env_override(key: &str) -> bool {
-    ENV_KEYS.contains(&key) || replica_override(key).is_some()
-}
-
-/// `ORDER_<FIELD><id>` split into its prefix and id.
-fn replica_override(key: &str) -> Option<(&'static str, u32)> {
-    REPLICA_ENV_PREFIXES.iter().find_map(|&prefix| {
-        let digits = key.strip_prefix(prefix)?;
-        // The id exactly as `apply_env` spells it: `ORDER_PORT+1` or `ORDER_PORT02` (which
-        // `parse` would accept) are no replica's key, since nothing would ever read them.
-        let id: u32 = digits.parse().ok()?;
-        (id.to_string() == digits).then_some((prefix, id))
-    })
-}
 
 /// Which service a process runs, for the checks that depend on the address it binds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,21 +219,6 @@ impl Config {
         Ok(config)
     }
 
-    /// An override of a replica the file does not configure is most likely a typo or a
-    /// leftover of another deployment: refuse it rather than run without it.
-    fn refuse_stray_overrides(&self, keys: impl Iterator<Item = String>) -> Result<()> {
-        for key in keys {
-            if let Some((_, id)) = replica_override(&key) {
-                if self.replica(id).is_err() {
-                    return Err(Error::Config(format!(
-                        "{key}: no order replica with id {id}"
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Parses YAML text, then applies overrides looked up with `env` and validates. Tests pass
     /// a closure instead of touching the process environment.
     pub fn from_yaml(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
@@ -295,247 +233,6 @@ impl Config {
         config.read_secret_file()?;
         config.validate()?;
         Ok(config)
-    }
-
-    /// Replaces `secret_file` by its contents in `secret`.
-    fn read_secret_file(&mut self) -> Result<()> {
-        let Some(path) = self.secret_file.take() else {
-            return Ok(());
-        };
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            Error::Config(format!("secret_file: cannot read {}: {e}", path.display()))
-        })?;
-        self.secret = text.trim().to_string();
-        if self.secret.is_empty() {
-            return bad("secret_file", format!("{} is empty", path.display()));
-        }
-        Ok(())
-    }
-
-    /// Refuses to run `service` on a host other than loopback with a secret that this
-    /// repository publishes: others could call its internal endpoints with it. Every service
-    /// binary calls this before it starts.
-    pub fn refuse_development_secret(&self, service: Service) -> Result<()> {
-        let (key, host) = match service {
-            Service::Catalog => ("catalog.host".to_string(), &self.catalog.host),
-            Service::Frontend => ("frontend.host".to_string(), &self.frontend.host),
-            Service::Order(id) => (
-                format!("order.replicas[id {id}].host"),
-                &self.replica(id)?.host,
-            ),
-        };
-        self.refuse_development_secret_on(&key, host)
-    }
-
-    /// [`Config::refuse_development_secret`] for the address `host` of config key `key`.
-    fn refuse_development_secret_on(&self, key: &str, host: &str) -> Result<()> {
-        if is_loopback(host) || !is_development_secret(&self.secret) {
-            return Ok(());
-        }
-        Err(Error::Config(format!(
-            "secret: {key} is {host}, reachable from other machines, but the secret is the \
-             published development value {:?}: {HOW_TO_SET_A_SECRET}",
-            self.secret
-        )))
-    }
-
-    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
-        fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
-            value
-                .trim()
-                .parse()
-                .map_err(|_| Error::Config(format!("{key}: cannot parse {value:?}")))
-        }
-        fn flag(key: &str, value: &str) -> Result<bool> {
-            match value.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => Ok(true),
-                "0" | "false" | "no" | "off" | "" => Ok(false),
-                _ => Err(Error::Config(format!(
-                    "{key}: expected true/false or 1/0, not {value:?}"
-                ))),
-            }
-        }
-        if env("BAZAAR_SECRET").is_some() && env("BAZAAR_SECRET_FILE").is_some() {
-            return Err(Error::Config(
-                "BAZAAR_SECRET, BAZAAR_SECRET_FILE: set one of them, not both".into(),
-            ));
-        }
-        for &key in ENV_KEYS {
-            let Some(value) = env(key) else { continue };
-            match key {
-                "CATALOG_HOST" => self.catalog.host = value,
-                "CATALOG_PORT" => self.catalog.port = parse(key, &value)?,
-                "FRONTEND_HOST" => self.frontend.host = value,
-                "FRONTEND_PORT" => self.frontend.port = parse(key, &value)?,
-                "OUTPUT_DIR" => self.output_dir = PathBuf::from(value),
-                "HEALTH_CHECK_INTERVAL" => self.health_check_interval = parse(key, &value)?,
-                "CACHE" => self.frontend.cache = flag(key, &value)?,
-                "CACHE_SIZE" => self.frontend.cache_size = parse(key, &value)?,
-                "CACHE_LOG_PATH" => self.frontend.cache_log_path = Some(PathBuf::from(value)),
-                "DUMP" => self.frontend.dump = flag(key, &value)?,
-                // The environment beats whichever of the two keys the file used.
-                "BAZAAR_SECRET" => {
-                    self.secret = value;
-                    self.secret_file = None;
-                }
-                "BAZAAR_SECRET_FILE" => {
-                    self.secret_file = Some(PathBuf::from(value));
-                    self.secret.clear();
-                }
-                _ => return Err(Error::Internal(format!("unhandled env key {key}"))),
-            }
-        }
-        for replica in &mut self.order.replicas {
-            for &prefix in REPLICA_ENV_PREFIXES {
-                let key = format!("{prefix}{}", replica.id);
-                let Some(value) = env(&key) else { continue };
-                match prefix {
-                    "ORDER_HOST" => replica.host = value,
-                    "ORDER_PORT" => replica.port = parse(&key, &value)?,
-                    "ORDER_LEADER_BROADCAST_PORT" => {
-                        replica.leader_broadcast_port = parse(&key, &value)?
-                    }
-                    "ORDER_HEALTH_CHECK_PORT" => replica.health_check_port = parse(&key, &value)?,
-                    _ => return Err(Error::Internal(format!("unhandled env key {key}"))),
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks what serde cannot: ranges, emptiness, uniqueness. The first problem found is the
-    /// error, naming its key.
-    fn validate(&self) -> Result<()> {
-        self.validate_ports()?;
-        self.validate_secret()?;
-        self.validate_limits()?;
-        self.validate_stocks()?;
-        self.validate_replicas()
-    }
-
-    /// Every port of the deployment within 1-65535 (the YAML type is wider so that an
-    /// out-of-range port is named here instead of failing as a type error).
-    fn validate_ports(&self) -> Result<()> {
-        let mut ports = vec![("catalog.port".to_string(), self.catalog.port)];
-        ports.push(("frontend.port".into(), self.frontend.port));
-        for (i, f) in self.frontend.others.iter().enumerate() {
-            ports.push((format!("frontend.others[{i}].port"), f.port));
-        }
-        for (i, r) in self.order.replicas.iter().enumerate() {
-            ports.push((format!("order.replicas[{i}].port"), r.port));
-            ports.push((
-                format!("order.replicas[{i}].leader_broadcast_port"),
-                r.leader_broadcast_port,
-            ));
-            ports.push((
-                format!("order.replicas[{i}].health_check_port"),
-                r.health_check_port,
-            ));
-        }
-        for (key, port) in &ports {
-            if !(1..=65535).contains(port) {
-                return bad(key, format!("port {port} is out of range 1-65535"));
-            }
-        }
-        Ok(())
-    }
-
-    fn validate_secret(&self) -> Result<()> {
-        if self.secret.trim().is_empty() {
-            return bad(
-                "secret",
-                "must not be empty (set secret or secret_file, or BAZAAR_SECRET or BAZAAR_SECRET_FILE)"
-                    .into(),
-            );
-        }
-        // It travels in an HTTP header and as one word of a leader-selection line.
-        if !self.secret.bytes().all(|b| b.is_ascii_graphic()) {
-            return bad(
-                "secret",
-                "must be printable ASCII without spaces (it is sent in a header and a line)".into(),
-            );
-        }
-        Ok(())
-    }
-
-    /// Sizes, counts and durations: none may be zero (a zero thread pool or timeout would
-    /// start a service that can never answer).
-    fn validate_limits(&self) -> Result<()> {
-        if self.frontend.cache_size == 0 {
-            return bad("frontend.cache_size", "must be at least 1".into());
-        }
-        if !(self.health_check_interval.is_finite() && self.health_check_interval > 0.0) {
-            return bad(
-                "health_check_interval",
-                "must be a positive number of seconds".into(),
-            );
-        }
-        for (key, n) in [
-            ("catalog.threads", self.catalog.threads),
-            ("frontend.threads", self.frontend.threads),
-            ("order.threads", self.order.threads),
-            ("http.max_connections", self.http.max_connections),
-        ] {
-            if n == 0 {
-                return bad(key, "must be at least 1".into());
-            }
-        }
-        if self.http.idle_timeout_ms == 0 || self.http.request_timeout_ms == 0 {
-            return bad("http", "timeouts must be at least 1 ms".into());
-        }
-        Ok(())
-    }
-
-    /// Stock names travel in URL paths and order log lines, so they must be usable in both.
-    fn validate_stocks(&self) -> Result<()> {
-        if self.catalog.stocks.is_empty() {
-            return bad("catalog.stocks", "needs at least one stock".into());
-        }
-        let mut names = HashSet::new();
-        for (i, s) in self.catalog.stocks.iter().enumerate() {
-            if s.name.is_empty()
-                || s.name.len() > MAX_STOCK_NAME_LEN
-                || s.name.contains(['/', '?', '&', ' '])
-            {
-                return bad(
-                    &format!("catalog.stocks[{i}].name"),
-                    format!("{:?} is not a usable name", s.name),
-                );
-            }
-            if !names.insert(&s.name) {
-                return bad(
-                    &format!("catalog.stocks[{i}].name"),
-                    format!("duplicate stock {:?}", s.name),
-                );
-            }
-            if !(s.price.is_finite() && s.price >= 0.0) {
-                return bad(
-                    &format!("catalog.stocks[{i}].price"),
-                    "must be a non-negative number".into(),
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// Ids start at 1 and are unique: they name the log files and rank the leader selection.
-    fn validate_replicas(&self) -> Result<()> {
-        if self.order.replicas.is_empty() {
-            return bad("order.replicas", "needs at least one replica".into());
-        }
-        let mut ids = HashSet::new();
-        for (i, r) in self.order.replicas.iter().enumerate() {
-            if r.id == 0 {
-                return bad(&format!("order.replicas[{i}].id"), "ids start at 1".into());
-            }
-            if !ids.insert(r.id) {
-                return bad(
-                    &format!("order.replicas[{i}].id"),
-                    format!("duplicate replica id {}", r.id),
-                );
-            }
-        }
-        Ok(())
     }
 
     /// The replica with this id.
@@ -653,20 +350,6 @@ impl Config {
     }
 }
 
-/// A shipped secret, or one copied from a shipped template.
-fn is_development_secret(secret: &str) -> bool {
-    DEVELOPMENT_SECRETS.contains(&secret) || secret.contains("change-me")
-}
-
-/// True for a host that only this machine can reach, judged by its spelling.
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// A config error naming `key`.
 fn bad(key: &str, why: String) -> Result<()> {
     Err(Error::Config(format!("{key}: {why}")))
@@ -679,9 +362,11 @@ fn yaml_error(err: serde_yaml::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
-    const SHIPPED: &str = include_str!("../conf/bazaar.yaml");
+    const SHIPPED: &str = include_str!("../../conf/bazaar.yaml");
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Config> {
         let env: Vec<(String, String)> = env
@@ -719,7 +404,7 @@ mod tests {
     #[test]
     fn five_replica_config_is_valid() {
         let shipped = load(SHIPPED, &[]).unwrap();
-        let c = load(include_str!("../conf/five.yaml"), &[]).unwrap();
+        let c = load(include_str!("../../conf/five.yaml"), &[]).unwrap();
         let ids: Vec<u32> = c.order.replicas.iter().map(|r| r.id).collect();
         assert_eq!(ids, vec![1, 2, 3, 4, 5]);
         assert_ne!(c.output_dir, shipped.output_dir);
@@ -732,7 +417,7 @@ mod tests {
         let distinct: HashSet<_> = ports.iter().collect();
         assert_eq!(distinct.len(), ports.len(), "{ports:?}");
         let moved = load(
-            include_str!("../conf/five.yaml"),
+            include_str!("../../conf/five.yaml"),
             &[("ORDER_PORT5", "7005")],
         )
         .unwrap();
@@ -964,8 +649,8 @@ mod tests {
         // Every shipped config's secret counts, and so does a copy of the template.
         for text in [
             SHIPPED,
-            include_str!("../conf/multihost.yaml"),
-            include_str!("../conf/five.yaml"),
+            include_str!("../../conf/multihost.yaml"),
+            include_str!("../../conf/five.yaml"),
         ] {
             let c = load(text, &[]).unwrap();
             assert!(c.refuse_development_secret_on("k", "0.0.0.0").is_err());
