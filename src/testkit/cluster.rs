@@ -51,7 +51,6 @@ pub(crate) const START_ATTEMPTS: u32 = 3;
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Timeout of one health or order read from a replica by the harness.
 pub(crate) const REPLICA_READ_TIMEOUT: Duration = Duration::from_secs(2);
-/// Interval between two samples of the catalog (or of the replicas' roles) during a run.
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
