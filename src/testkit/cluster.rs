@@ -1,7 +1,7 @@
 //! A whole bazaar of real processes on one machine, for the end-to-end tests and `chaos`.
 //!
 //! [`Cluster::configure`] picks free loopback ports ([`crate::local`]), writes a config (a
-//! serialized [`Config`]) and a data directory into a fresh temporary directory; [`Cluster::start_service`] spawns a real binary and polls its
+//! serialized [`crate::config::Config`]) and a data directory into a fresh temporary directory; [`Cluster::start_service`] spawns a real binary and polls its
 //! `/health` until it answers; `kill`, `signal` (`STOP`/`CONT`) and restarts drive the faults;
 //! [`Cluster::check_invariants`] reads the replicas' files and the catalog back and checks docs/spec.md
 //! §5. The number of replicas is [`ClusterOptions::replicas`] (default 3); every check and

@@ -46,7 +46,7 @@ pub struct ClusterOptions {
     /// `frontend.others` and started as `frontend --index i`.
     pub frontends: usize,
     /// Route every directed replica→replica HTTP link through a `LinkProxy` owned by this
-    /// process, so that tests can [`Cluster::cut`] and `Cluster::heal` single links.
+    /// process, so that tests can [`crate::testkit::cluster::Cluster::cut`] and `Cluster::heal` single links.
     pub proxied_links: bool,
     /// How many order replicas run (ids 1 to `replicas`); odd, so that a majority
     /// (`replicas / 2 + 1`) survives `replicas / 2` failures. Default 3.
