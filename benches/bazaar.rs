@@ -39,12 +39,6 @@
 //! polled every `local::POLL_INTERVAL` (50 ms). Throughput figures count acknowledged orders only;
 //! 409 refusals (a stock sold out) are shown as `rejected`.
 
-// Only the bazaar server of the two is used here.
-#[allow(dead_code)]
-#[path = "support/servers.rs"]
-mod servers;
-mod support;
-
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
@@ -63,7 +57,8 @@ use bazaar::http::{Client, Request, Response, Server, ServerOptions};
 use bazaar::testkit::cluster::{
     Binaries, Cluster, ClusterOptions, Process, INITIAL_QUANTITY, STOCKS,
 };
-use servers::{Kind, Running, POOL_THREADS};
+use bazaar::testkit::raw;
+use bazaar::testkit::servers::{Kind, Running, POOL_THREADS};
 
 /// The stock every lookup figure asks for.
 const LOOKUP_STOCK: &str = "GameStart";
@@ -457,7 +452,7 @@ fn start_listener() -> R<(TcpListener, String)> {
 /// The exact body `addr` answers to `GET path`.
 fn body_of(addr: &str, path: &str) -> R<String> {
     let sock = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    let mut conn = support::RawConn::connect(sock, CALL_TIMEOUT).map_err(|e| e.to_string())?;
+    let mut conn = raw::RawConn::connect(sock, CALL_TIMEOUT).map_err(|e| e.to_string())?;
     let resp = conn.get(path).map_err(|e| format!("GET {path}: {e}"))?;
     if resp.status != 200 {
         return Err(format!("GET {addr}{path} answered {}", resp.status));
@@ -523,7 +518,9 @@ fn lookups(binaries: &Binaries, cached: bool) -> R<Vec<Figure>> {
     let body = body_of(&cluster.frontend, &path)?;
     let (name, base, base_addr, target, baseline_name) = if cached {
         let (listener, addr) = start_listener()?;
-        let bare = Kind::Bazaar.start(listener, &body);
+        let bare = Kind::Bazaar
+            .start(listener, &body)
+            .expect("start the server");
         (
             "cached lookups",
             vec![bare],
@@ -566,7 +563,9 @@ fn lookups(binaries: &Binaries, cached: bool) -> R<Vec<Figure>> {
 /// encodes a lookup (`Stock`, without the volume).
 fn start_chain(upstream: &str, path: &str) -> R<(Vec<Running>, String)> {
     let (back_listener, back_addr) = start_listener()?;
-    let back = Kind::Bazaar.start(back_listener, upstream);
+    let back = Kind::Bazaar
+        .start(back_listener, upstream)
+        .expect("start the server");
     let (front_listener, front_addr) = start_listener()?;
     let client = Client::new();
     let path = path.to_string();
@@ -738,7 +737,9 @@ fn sweep(binaries: &Binaries, plot_path: &Path) -> R<(Vec<Figure>, SweepResult)>
 /// of a stock whose last lookup was followed by a trade of it, which dropped it from the cache.
 fn floors(dir: &Path) -> R<(f64, f64, f64)> {
     let (listener, addr) = start_listener()?;
-    let bare = Kind::Bazaar.start(listener, support::BODY_60);
+    let bare = Kind::Bazaar
+        .start(listener, raw::BODY_60)
+        .expect("start the server");
     let upstream = serde_json::json!({ "data": StockRecord {
         name: LOOKUP_STOCK.into(),
         price: 15.99,
@@ -774,7 +775,7 @@ fn floors(dir: &Path) -> R<(f64, f64, f64)> {
     let mut syncs = Vec::with_capacity(FSYNC_SAMPLES);
     for _ in 0..FSYNC_SAMPLES {
         let t = Instant::now();
-        file.write_all(support::BODY_60.as_bytes())
+        file.write_all(raw::BODY_60.as_bytes())
             .and_then(|()| file.sync_data())
             .map_err(|e| format!("{}: {e}", path.display()))?;
         syncs.push(ms(t.elapsed()));
@@ -860,7 +861,9 @@ const BARE_CPU_BODY: &str = r#"{"data":{"name":"GameStart","price":15.99,"quanti
 /// wrk made. The unit in which the sweep states an order's CPU.
 fn bare_request_cpu_us() -> R<f64> {
     let (listener, addr) = start_listener()?;
-    let bare = Kind::Bazaar.start(listener, BARE_CPU_BODY);
+    let bare = Kind::Bazaar
+        .start(listener, BARE_CPU_BODY)
+        .map_err(|e| format!("bare server: {e}"))?;
     let before = own_cpu_s().ok_or("cannot read /proc/self/stat")?;
     let out = Command::new("wrk")
         .arg("-t1")

@@ -1,5 +1,5 @@
 //! Throughput and latency of `bazaar::http::Server` against bare tiny_http 0.12.0, both
-//! answering a fixed 60-byte JSON body with a handler pool of 8 (`support/servers.rs`).
+//! answering a fixed 60-byte JSON body with a handler pool of 8 (`bazaar::testkit::servers`).
 //!
 //! What it prints:
 //!
@@ -23,18 +23,14 @@
 //! beyond this machine; compare rows of one run. The machine may be busy with other work:
 //! look at the ranges.
 
-#[path = "support/servers.rs"]
-mod servers;
-mod support;
-
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bazaar::http::Client;
-use servers::Kind;
-use support::{get_request, RawConn, BODY_60};
+use bazaar::testkit::raw::{get_request, RawConn, BODY_60};
+use bazaar::testkit::servers::{self, Kind};
 
 /// Requests per throughput cell unless a number is given on the command line.
 const DEFAULT_REQUESTS: usize = 20_000;
@@ -144,7 +140,7 @@ fn summarize(runs: &[f64]) -> String {
 fn start(kind: Kind, body: &str) -> (SocketAddr, servers::Running) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("local addr");
-    (addr, kind.start(listener, body))
+    (addr, kind.start(listener, body).expect("start the server"))
 }
 
 /// Requests/s of `connections` keep-alive clients sending `requests` GETs in all.

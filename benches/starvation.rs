@@ -1,6 +1,6 @@
 //! Evidence that the burst test catches tiny_http 0.12.0's connection starvation.
 //!
-//! Runs the exact burst check of `tests/http_server.rs` (see `support::burst`: 64 keep-alive
+//! Runs the exact burst check of `tests/http_server.rs` (see `bazaar::testkit::raw::burst`: 64 keep-alive
 //! connections opened at once against a freshly started server, 50 GETs each, every answer
 //! within 1 s) against two servers answering the same 60-byte JSON body:
 //!
@@ -25,15 +25,11 @@
 //! Caveats: tiny_http's stuck connections are only released when the burst's clients give up
 //! and close, so every failing tiny_http round takes at least the 1 s timeout.
 
-#[path = "support/servers.rs"]
-mod servers;
-mod support;
-
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use servers::Kind;
-use support::{burst, BurstOutcome, BODY_60};
+use bazaar::testkit::raw::{burst, BurstOutcome, BODY_60};
+use bazaar::testkit::servers::Kind;
 
 /// Connections opened at once: the burst of the starvation check (docs/http-server.md).
 const CONNECTIONS: usize = 64;
@@ -93,11 +89,11 @@ fn run_rounds(kind: Kind, way: &str, rounds: usize, queued: bool) -> Totals {
         let (outcome, server) = if queued {
             let mut server = None;
             let outcome = burst(addr, CONNECTIONS, REQUESTS, ANSWER_TIMEOUT, || {
-                server = Some(kind.start(listener, BODY_60))
+                server = Some(kind.start(listener, BODY_60).expect("start the server"))
             });
             (outcome, server.expect("released"))
         } else {
-            let server = kind.start(listener, BODY_60);
+            let server = kind.start(listener, BODY_60).expect("start the server");
             (
                 burst(addr, CONNECTIONS, REQUESTS, ANSWER_TIMEOUT, || ()),
                 server,

@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -208,14 +207,8 @@ fn dist_catalog_needs_a_secret_of_its_own_on_a_reachable_address() {
 
 /// A 200 body, or `None` while the server is not answering.
 fn get(addr: &str, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(CALL_TIMEOUT)).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    let got = bazaar::testkit::raw::exchange(addr, "GET", path, "", "", CALL_TIMEOUT).ok()?;
+    (got.status == 200).then(|| String::from_utf8_lossy(&got.body).into_owned())
 }
 
 /// A port free right now, below the ephemeral range (see `src/local.rs`).

@@ -1,16 +1,17 @@
 //! End to end, on real processes: crashes, freezes and restarts under load, one fault
 //! at a time. After each, the invariants of docs/spec.md §5 are checked by
 //! [`common::assert_invariants`], including that every order the clients had acknowledged is in
-//! the replicas' identical logs with the same contents.
+//! the replicas' identical logs with the same contents. The load is client sessions
+//! ([`common::load`], a [`Load`] of the shipped client).
 
 mod common;
 
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bazaar::api::{Order, OrderRequest, OrderType, SyncState};
 use bazaar::client::Summary;
 use bazaar::selection;
+use bazaar::testkit::load::Load;
 use common::{
     assert_error, load, logged, raw, wait_for, wait_logged, Cluster, Options, Process, CALL_TIMEOUT,
 };
@@ -22,8 +23,8 @@ fn sync_state(b: &Cluster, id: u32) -> Option<SyncState> {
 }
 
 /// Waits for the clients, then checks the run.
-fn finish(b: &Cluster, run: JoinHandle<Summary>) {
-    check_run(b, &run.join().unwrap());
+fn finish(b: &Cluster, run: Load) {
+    check_run(b, &run.summary().unwrap());
 }
 
 /// docs/spec.md §5 on the files, every acknowledged order in them, and the clients saw no error and
@@ -59,7 +60,7 @@ fn killing_the_leader_mid_run_loses_nothing_and_restart_converges() {
     let run = load(&b, 5, 60, 11);
     wait_logged(&b, 3, 20);
     b.kill(Process::Order(3));
-    let summary = run.join().unwrap();
+    let summary = run.summary().unwrap();
     assert_ne!(b.wait_leader().unwrap(), 3);
     restart_and_check_catch_up(&mut b, 3, 2);
     check_run(&b, &summary);
@@ -150,7 +151,7 @@ fn a_frozen_leader_is_replaced_and_never_leads_again_when_woken() {
 #[test]
 fn everything_restarts_and_nothing_acknowledged_is_lost() {
     let mut b = common::start(Options::default());
-    let summary = load(&b, 3, 30, 15).join().unwrap();
+    let summary = load(&b, 3, 30, 15).summary().unwrap();
     assert_eq!(summary.errors, 0);
     for service in [
         Process::Order(1),
@@ -310,7 +311,7 @@ fn crash_points_in_the_leader_neither_lose_nor_double_a_trade() {
 #[test]
 fn torn_log_lines_and_catalog_temp_files_are_repaired_on_start() {
     let mut b = common::start(Options::default());
-    let summary = load(&b, 2, 15, 17).join().unwrap();
+    let summary = load(&b, 2, 15, 17).summary().unwrap();
     assert_eq!(summary.errors, 0);
     b.kill(Process::Order(1));
     let path = b.log_path(1);

@@ -77,7 +77,7 @@ fn five_replicas_survive_two_failures_and_lose_nothing_with_three_down() {
     b.kill(Process::Order(follower));
     let at = logged(&b, witness);
     wait_logged(&b, witness, at + 10);
-    let summary = run.join().unwrap();
+    let summary = run.summary().unwrap();
     common::assert_clients_clean(&summary);
     assert!(!summary.acknowledged.is_empty(), "no order went through");
     for id in [first, follower] {

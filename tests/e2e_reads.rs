@@ -17,8 +17,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -52,34 +50,19 @@ fn exchange(
     target: &str,
     body: &str,
 ) -> (u16, Vec<(String, String)>, Value) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(RAW_TIMEOUT)).unwrap();
-    let request = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no head in {text:?}"));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
+    let got = bazaar::testkit::raw::exchange(
+        addr,
+        method,
+        target,
+        common::JSON_HEADER,
+        body,
+        RAW_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("{method} {addr}{target}: {e}"));
     (
-        status,
-        headers,
-        serde_json::from_str(body).unwrap_or(Value::Null),
+        got.status,
+        got.headers,
+        serde_json::from_slice(&got.body).unwrap_or(Value::Null),
     )
 }
 

@@ -428,7 +428,7 @@ fn a_wiped_follower_is_whole_again_while_orders_go_on() {
         "wiped-after",
         RECOVERY_TIMEOUT,
     )];
-    let summary = run.join().unwrap();
+    let summary = run.summary().unwrap();
     common::assert_clients_clean(&summary);
     acked.extend(summary.acknowledged);
     finish(&b, &acked);

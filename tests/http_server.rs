@@ -3,7 +3,7 @@
 //!
 //! - *burst*: 64 keep-alive connections opened at once against a freshly started server, 50
 //!   GETs each, on 20 fresh servers: every request answered within 1 s. The client side is
-//!   `benches/support/mod.rs`, shared with `benches/starvation.rs`, which shows that this very
+//!   `bazaar::testkit::raw`, shared with `benches/starvation.rs`, which shows that this very
 //!   check fails against bare tiny_http 0.12.0.
 //! - *idle*: 300 idle plus 100 half-sent connections open, a real `bazaar::http::Client` lookup
 //!   still answers within 200 ms; the server closes the idle ones after its (short, here)
@@ -17,12 +17,10 @@
 //! Caveats: the burst and idle tests hold many sockets (the idle test about 1,200 descriptors:
 //! 400 client ends, 400 server ends and the server's 400 clones of them), so they take one lock
 //! and run one at a time, and the
-//! idle test raises the soft open-file limit when it is below what it needs (Linux, 64-bit only;
-//! elsewhere it relies on the limit being high enough).
+//! idle test raises the soft open-file limit when it is below what it needs (with the `rlimit`
+//! crate, on any Unix).
 
 mod common;
-#[path = "../benches/support/mod.rs"]
-mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -32,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use bazaar::error::{Error, Result};
 use bazaar::http::{Client, Handler, Request, Response, Server, ServerOptions, MAX_BODY_BYTES};
+use bazaar::testkit::raw::{self, burst, RawConn};
 use serde_json::{json, Value};
-use support::{burst, RawConn};
 
 /// Read timeout of raw test clients where no specific bound is being tested.
 const RAW_TIMEOUT: Duration = Duration::from_secs(5);
@@ -113,7 +111,7 @@ fn closed_by_server(
         match stream.read(&mut chunk) {
             Ok(0) => return Ok(seen),
             Ok(n) => seen.extend_from_slice(&chunk[..n]),
-            Err(e) if support::is_timeout(&e) => {}
+            Err(e) if raw::is_timeout(&e) => {}
             Err(_) => return Ok(seen),
         }
     }
@@ -138,42 +136,19 @@ fn quiet_deliberate_panics() {
     });
 }
 
-/// Makes sure the process may open `need` descriptors, raising the soft limit when it is lower
-/// (without a libc crate: the two calls are declared here).
-#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+/// Makes sure the process may open `need` descriptors, raising the soft limit when it is lower.
 fn ensure_open_files(need: u64) {
-    #[repr(C)]
-    struct RLimit {
-        current: u64,
-        max: u64,
-    }
-    extern "C" {
-        fn getrlimit(resource: i32, limit: *mut RLimit) -> i32;
-        fn setrlimit(resource: i32, limit: *const RLimit) -> i32;
-    }
-    const RLIMIT_NOFILE: i32 = 7;
-    let mut limit = RLimit { current: 0, max: 0 };
-    // SAFETY: `limit` is a valid, writable `struct rlimit` (two 64-bit words on 64-bit Linux).
-    assert_eq!(
-        unsafe { getrlimit(RLIMIT_NOFILE, &mut limit) },
-        0,
-        "getrlimit"
-    );
-    if limit.current >= need {
+    use rlimit::Resource;
+    let (current, max) = Resource::NOFILE.get().expect("getrlimit");
+    if current >= need {
         return;
     }
     assert!(
-        limit.max >= need,
-        "this test needs {need} open files; the hard limit is {}",
-        limit.max
+        max >= need,
+        "this test needs {need} open files; the hard limit is {max}"
     );
-    limit.current = need;
-    // SAFETY: as above; only the soft limit changes, within the hard limit.
-    assert_eq!(unsafe { setrlimit(RLIMIT_NOFILE, &limit) }, 0, "setrlimit");
+    Resource::NOFILE.set(need, max).expect("setrlimit");
 }
-
-#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
-fn ensure_open_files(_need: u64) {}
 
 // --- (1) burst ---------------------------------------------------------------------------
 

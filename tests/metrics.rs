@@ -10,8 +10,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -43,26 +41,14 @@ const ORDERS: u64 = 3;
 
 /// `GET target` on a fresh connection: status, content type and body.
 fn get(addr: &str, target: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(CALL_TIMEOUT)).unwrap();
-    let request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"));
-    let content_type = head
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_default();
-    (status, content_type, body.to_string())
+    let got = bazaar::testkit::raw::exchange(addr, "GET", target, "", "", CALL_TIMEOUT)
+        .unwrap_or_else(|e| panic!("GET {addr}{target}: {e}"));
+    let content_type = got.header("content-type").unwrap_or_default().to_string();
+    (
+        got.status,
+        content_type,
+        String::from_utf8_lossy(&got.body).into_owned(),
+    )
 }
 
 /// A bazaar with a leader, `ORDERS` orders placed and one stock looked up twice.

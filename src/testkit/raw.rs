@@ -1,5 +1,13 @@
-//! Raw HTTP/1.1 clients and the burst check, shared by `tests/http_server.rs` and the benches so
+//! A raw HTTP/1.1 client for the tests and benches that must see exact bytes, statuses and
+//! closes, and the burst check shared by `tests/http_server.rs` and `benches/starvation.rs`, so
 //! that the test and the evidence against tiny_http run exactly the same code.
+//!
+//! - [`request`]: one request on a fresh connection (`Connection: close`), read to the end:
+//!   status and JSON body ([`parse_response`] reads those two off any bytes); [`exchange`]:
+//!   the same with every header and the raw body.
+//! - [`RawConn`]: one keep-alive connection that writes raw bytes and reads whole responses;
+//!   [`read_one_response`] does the same on a bare `TcpStream`.
+//! - [`burst`]: many keep-alive connections at once (protocol below).
 //!
 //! The clients are plain `std::net::TcpStream`s, not ureq: a test of the server layer should not
 //! depend on how a client library pools or retries connections, and a raw client shows a stuck
@@ -16,11 +24,9 @@
 //! parks a connection until another one closes must not be rescued by the burst's own clients
 //! finishing early.
 //!
-//! Caveats: the response reader understands only what our server and tiny_http send
-//! (`Content-Length` bodies, no chunked responses, no `100 Continue`).
-
-// Each crate that includes this file uses only part of it.
-#![allow(dead_code)]
+//! Caveats: the response readers understand only what our server and tiny_http send
+//! (`Content-Length` bodies, no chunked responses, no `100 Continue`); [`parse_response`] takes
+//! the status from the first line as it is, without checking the rest of the head.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -33,6 +39,116 @@ pub const BODY_60: &str = r#"{"data":{"name":"GameStart","price":15.99,"quantity
 
 /// Longest response head the reader accepts.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+/// Sends one request on a fresh connection with `Connection: close` and `extra_headers`
+/// (whole lines, each ending in `\r\n`), and reads until the server closes or `timeout`
+/// passes between two reads: every byte that came back.
+pub fn send_once(
+    addr: &str,
+    method: &str,
+    target: &str,
+    extra_headers: &str,
+    body: &str,
+    timeout: Duration,
+) -> io::Result<Vec<u8>> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(timeout))?;
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\n{extra_headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes())?;
+    let mut response = Vec::new();
+    // A timeout or a reset after part of the answer still leaves what came in `response`.
+    let _ = stream.read_to_end(&mut response);
+    Ok(response)
+}
+
+/// [`send_once`], then the status and the JSON body (`Null` if none or not JSON), read
+/// loosely by [`parse_response`]. `Err` when nothing that looks like a status line came back.
+pub fn request(
+    addr: &str,
+    method: &str,
+    target: &str,
+    extra_headers: &str,
+    body: &str,
+    timeout: Duration,
+) -> io::Result<(u16, serde_json::Value)> {
+    let response = send_once(addr, method, target, extra_headers, body, timeout)?;
+    parse_response(&response).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "no status in {:?}",
+                String::from_utf8_lossy(&response).into_owned()
+            ),
+        )
+    })
+}
+
+/// [`send_once`], then the whole response parsed: status, headers (names lower-cased) and
+/// the body (everything after the head, up to the close). `Err` when no complete head came.
+pub fn exchange(
+    addr: &str,
+    method: &str,
+    target: &str,
+    extra_headers: &str,
+    body: &str,
+    timeout: Duration,
+) -> io::Result<RawResponse> {
+    let response = send_once(addr, method, target, extra_headers, body, timeout)?;
+    match parse_response_head(&response)? {
+        Some((head_len, status, headers)) => Ok(RawResponse {
+            status,
+            headers,
+            body: response[head_len..].to_vec(),
+        }),
+        None => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "no complete head in {:?}",
+                String::from_utf8_lossy(&response).into_owned()
+            ),
+        )),
+    }
+}
+
+/// The status (the second word of the first line) and the JSON body (`Null` when there is
+/// none or it is not JSON) of one response's bytes; `None` without a status.
+pub fn parse_response(bytes: &[u8]) -> Option<(u16, serde_json::Value)> {
+    let text = String::from_utf8_lossy(bytes);
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    Some((status, body))
+}
+
+/// Reads one HTTP response (headers, then `Content-Length` bytes of body) from a keep-alive
+/// connection; `None` when the connection ends or times out first.
+pub fn read_one_response(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if bytes.len() >= end + 4 + length {
+                bytes.truncate(end + 4 + length);
+                return Some(bytes);
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
 
 /// One keep-alive client connection that writes raw requests and reads whole responses.
 pub struct RawConn {
@@ -187,7 +303,7 @@ pub fn burst(
     release: impl FnOnce(),
 ) -> BurstOutcome {
     let barrier = Arc::new(Barrier::new(connections + 1));
-    let clients: Vec<_> = (0..connections)
+    let clients = (0..connections)
         .map(|i| {
             let barrier = barrier.clone();
             thread::Builder::new()
@@ -199,16 +315,32 @@ pub fn burst(
                     drop(conn);
                     outcome
                 })
-                .expect("spawn a burst client")
         })
-        .collect();
+        .collect::<io::Result<_>>();
+    // Without every client the barrier would never open: a burst that cannot start its
+    // threads is all unanswered.
+    let clients: Vec<_> = match clients {
+        Ok(clients) => clients,
+        Err(e) => {
+            return BurstOutcome {
+                unanswered: connections * requests,
+                stuck_connections: connections,
+                failures: vec![format!("cannot start the burst clients: {e}")],
+                ..BurstOutcome::default()
+            }
+        }
+    };
     barrier.wait();
     release();
     // The clients' closing barrier has the same parties: take part so that they can pass it.
     barrier.wait();
     let mut outcome = BurstOutcome::default();
     for (i, client) in clients.into_iter().enumerate() {
-        let one = client.join().expect("burst client panicked");
+        let one = client.join().unwrap_or_else(|_| ClientOutcome {
+            answered: 0,
+            slowest: Duration::ZERO,
+            failure: Some("the client thread panicked".into()),
+        });
         outcome.answered += one.answered;
         outcome.slowest = outcome.slowest.max(one.slowest);
         if let Some(why) = one.failure {

@@ -8,14 +8,16 @@
 //! server serves.
 //!
 //! Caveats: tiny_http is used exactly as released (no `TCP_NODELAY` on its sockets, which std's
-//! listener cannot set), because that is what the decision was about.
+//! listener cannot set), because that is what the decision was about. It is a dependency of
+//! the `testkit` feature only (benches and tests), never of the services.
 
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
-use bazaar::config::HttpConfig;
-use bazaar::http::{Request, Response, Server, ServerOptions};
+use crate::config::HttpConfig;
+use crate::error::{Error, Result};
+use crate::http::{Request, Response, Server, ServerOptions};
 
 /// Handler threads, the same for both servers.
 pub const POOL_THREADS: usize = 8;
@@ -40,7 +42,7 @@ impl Kind {
         }
     }
 
-    pub fn start(self, listener: TcpListener, body: &str) -> Running {
+    pub fn start(self, listener: TcpListener, body: &str) -> Result<Running> {
         match self {
             Kind::TinyHttp => start_tiny_http(listener, body),
             Kind::Bazaar => start_bazaar(listener, body),
@@ -48,37 +50,38 @@ impl Kind {
     }
 }
 
-fn start_bazaar(listener: TcpListener, body: &str) -> Running {
+fn start_bazaar(listener: TcpListener, body: &str) -> Result<Running> {
     let body = body.as_bytes().to_vec();
     let handler = move |_: &Request| {
         Ok(Response {
             status: 200,
             body: body.clone(),
-            content_type: bazaar::http::JSON,
+            content_type: crate::http::JSON,
             allow: None,
             request_id: None,
         })
     };
     let options = ServerOptions::new("bench", POOL_THREADS, &HttpConfig::default());
-    let server = Server::start(listener, options, Arc::new(handler)).expect("start server");
-    Running {
+    let server = Server::start(listener, options, Arc::new(handler))?;
+    Ok(Running {
         stop: Box::new(move || server.shutdown()),
-    }
+    })
 }
 
-fn start_tiny_http(listener: TcpListener, body: &str) -> Running {
-    let server = Arc::new(tiny_http::Server::from_listener(listener, None).expect("tiny_http"));
+fn start_tiny_http(listener: TcpListener, body: &str) -> Result<Running> {
+    let server = tiny_http::Server::from_listener(listener, None)
+        .map_err(|e| Error::Internal(format!("cannot start tiny_http: {e}")))?;
+    let server = Arc::new(server);
     let body: Arc<str> = body.into();
     let dispatcher = {
         let server = server.clone();
         thread::Builder::new()
             .name("tiny-recv".into())
-            .spawn(move || tiny_http_dispatch(&server, &body))
-            .expect("spawn")
+            .spawn(move || tiny_http_dispatch(&server, &body))?
     };
-    Running {
+    Ok(Running {
         stop: Box::new(move || stop_tiny_http(server, dispatcher)),
-    }
+    })
 }
 
 /// tiny_http's `recv()` loop: each request goes to the pool, which answers it.
@@ -87,9 +90,13 @@ fn tiny_http_dispatch(server: &tiny_http::Server, body: &Arc<str>) {
     while let Ok(request) = server.recv() {
         let body = body.clone();
         pool.execute(move || {
-            let header = tiny_http::Header::from_bytes("Content-Type", "application/json")
-                .expect("static header");
-            let response = tiny_http::Response::from_string(&*body).with_header(header);
+            let response = tiny_http::Response::from_string(&*body);
+            // The header is a constant that tiny_http accepts; were it refused, the answer
+            // would merely go without it.
+            let response = match tiny_http::Header::from_bytes("Content-Type", "application/json") {
+                Ok(header) => response.with_header(header),
+                Err(()) => response,
+            };
             let _ = request.respond(response);
         });
     }
