@@ -124,6 +124,22 @@ impl Client {
         decode(&call, self.call(&call))
     }
 
+    /// [`Client::post`] whose connect is bounded by `timeout` as well: for a call that must
+    /// be over within `timeout` in all (the catalog's invalidations).
+    pub(crate) fn post_within<B: Serialize, T: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| Error::Internal(format!("cannot encode a request to {addr}: {e}")))?;
+        let connect = timeout.min(CONNECT_TIMEOUT);
+        let call = Call::new("POST", addr, path, Some(&body), timeout, connect);
+        decode(&call, self.call(&call))
+    }
+
     /// Sends `call` on a pooled connection, once more on a new one if the pooled one turns
     /// out closed (see the module doc), and pools the connection again if it stays open.
     fn call(&self, call: &Call) -> std::result::Result<Answer, Failure> {

@@ -60,7 +60,7 @@ pub(crate) use accept::{accept_loop, Admission};
 #[cfg(test)]
 pub(crate) use framing::parse_head;
 pub use framing::REQUEST_ID_HEADER;
-use framing::{linger, read_request, wants_keep_alive, write_response};
+use framing::{linger, read_request, wants_keep_alive, write_response, Reader};
 
 /// A client that does not read its response for this long is dropped.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -244,8 +244,9 @@ fn accept_http(listener: TcpListener, shared: Arc<Shared>) {
 fn serve_connection(stream: Arc<TcpStream>, shared: &Shared) {
     let stream: &TcpStream = &stream;
     let mut buf = Vec::with_capacity(4096);
+    let mut reader = Reader::new();
     loop {
-        let request = match read_request(stream, &mut buf, &shared.options) {
+        let request = match read_request(stream, &mut reader, &mut buf, &shared.options) {
             Ok(Some(request)) => request,
             Ok(None) => return,
             Err(err) => {
