@@ -24,7 +24,7 @@
 //!   retried forwarding of orders, and the live page of the whole bazaar at `/`.
 //! - [`selection`]: the TCP line protocol of leader selection (front-end and replica sides).
 //! - [`order`]: an order replica. Every rule (majority-granted epochs, majority commit, the
-//!   catalog's apply path) is in `order::core`, a state machine without I/O; the rest of the
+//!   catalog's apply path) is in `order::core`, a state machine with no network, threads or clock; the rest of the
 //!   module is the fsynced CSV log and the threads that move bytes.
 //! - [`client`]: the load generator and verifier.
 //! - [`startup`]: what every binary does around its service (config, the refusal of a published

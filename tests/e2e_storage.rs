@@ -204,7 +204,7 @@ fn a_changed_digit_in_a_followers_log_is_repaired_not_served() {
 /// as acknowledged.
 #[test]
 fn a_changed_digit_in_the_old_leaders_log_is_repaired_before_it_leads_again() {
-    /// Fail-overs tried to bring order-3 back to the lead: the front-end picks the highest
+    /// Fail-overs tried to bring order-3 back to leading: the front-end picks the highest
     /// ready id, so one is enough unless the machine is slow.
     const MAX_HANDOVERS: usize = 4;
 

@@ -7,6 +7,11 @@
 //! head and evicts the tail when full, `remove` unlinks a node and `swap_remove`s it out of the
 //! slab (patching the one node that moved), so the slab never has holes.
 //!
+//! Why not the `lru` crate, which keeps the same map: its list is built on raw pointers and
+//! `unsafe`, and this crate has no `unsafe` at all; ours is a slab of indices in about a
+//! hundred lines with its own tests, and the trace needs the keys in MRU order and `remove`,
+//! which are one method each here. The cache's cost is the lock around it, not the list.
+//!
 //! [`Cache`] wraps it in a `parking_lot::Mutex` (even a hit reorders the list, so there is no
 //! useful read-only path) and closes the miss/invalidate race:
 //!

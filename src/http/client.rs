@@ -9,7 +9,7 @@
 //! an [`Error::Resend`] for that id). A transport failure (refused, reset, timed out) becomes
 //! [`Error::Unreachable`].
 //!
-//! Why not ureq, which the design card names: measured per call on the order path
+//! Why not ureq, the first design's choice: measured per call on the order path
 //! (`docs/http-server.md`, "The client"), ureq checked every pooled connection before reuse
 //! (two `ioctl`s and a failing `recv`), set three socket timeouts, and parsed the URL into
 //! `http` types again; at 16 sessions that was a third of the front-end's syscalls and most

@@ -121,6 +121,9 @@ impl Request {
 /// True if `given` is `secret`. The comparison takes the same time wherever the first wrong
 /// byte is, so the secret cannot be guessed byte by byte from timings. Used for the HTTP
 /// header ([`Request::require_secret`]) and the leader-selection lines alike.
+/// Not the `subtle` crate's `ConstantTimeEq`: on slices it returns at once when the lengths
+/// differ, and it would be a dependency for these eight lines, which also walk the longer of
+/// the two.
 pub(crate) fn secret_matches(given: &str, secret: &str) -> bool {
     let (a, b) = (given.as_bytes(), secret.as_bytes());
     let mut diff = a.len() ^ b.len();

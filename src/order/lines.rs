@@ -68,7 +68,7 @@ fn thread_name(id: u32, port: Port) -> String {
     }
 }
 
-/// Unblocks the accepting threads after `Node::stop` (they notice the flag on the next accept).
+/// Unblocks the accepting threads after `Replica::shutdown` (they notice the flag on the next accept).
 pub(crate) fn wake(addrs: &[SocketAddr]) {
     for addr in addrs {
         let _ = TcpStream::connect_timeout(addr, LINE_READ_TIMEOUT);

@@ -2,7 +2,7 @@
 //!
 //! - `bazaar::http::Server` with a handler pool of [`POOL_THREADS`];
 //! - bare tiny_http 0.12.0 as its README runs it (`Server::from_listener`, a `recv()` loop)
-//!   feeding a `threadpool::ThreadPool` of the same size, as the design card had it.
+//!   feeding a `threadpool::ThreadPool` of the same size, as the first design had it.
 //!
 //! Both start on a listener the caller bound, so that a bench can connect clients before the
 //! server serves.

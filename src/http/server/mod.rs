@@ -1,6 +1,6 @@
 //! The blocking HTTP/1.1 server every service runs on.
 //!
-//! Shape (no async, as the design card asks):
+//! Shape (blocking threads, no async: the project's rule, `docs/http-server.md`):
 //!
 //! ```text
 //!  accept_loop ──spawn──▶ serve_connection (one thread per connection)
