@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bazaar::api::{Order, OrderRequest, OrderType, SyncState};
+use bazaar::api::{Order, OrderRequest, OrderType, Role, SyncState};
 use bazaar::client::Summary;
 use bazaar::selection;
 use bazaar::testkit::load::Load;
@@ -129,7 +129,7 @@ fn a_frozen_leader_is_replaced_and_never_leads_again_when_woken() {
     wait_for(
         "the woken replica to stop leading",
         Duration::from_secs(20),
-        || (b.replica_health(3).ok()?.role != "leader").then_some(()),
+        || (b.replica_health(3).ok()?.role != Role::Leader).then_some(()),
     );
     let req = OrderRequest {
         name: "IBM".into(),

@@ -178,7 +178,7 @@ fn a_legacy_log_of_control_character_ids_replicates_and_is_applied() {
         CATCH_UP_TIMEOUT,
         || {
             let leader = c.leading_replica()?;
-            (leader.applied >= last).then_some(())
+            (leader.applied >= Some(last)).then_some(())
         },
     );
     let mut acknowledged: Vec<Order> = log.iter().map(Order::from).collect();

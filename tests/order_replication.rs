@@ -8,7 +8,7 @@ mod common;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use bazaar::api::{OrderAck, OrderRequest, OrderType, ReplicaHealth, StockRecord};
+use bazaar::api::{OrderAck, OrderRequest, OrderType, ReplicaHealth, Role, StockRecord};
 use bazaar::config::Config;
 use bazaar::error::Error;
 use bazaar::http::{Client, Server};
@@ -108,8 +108,8 @@ impl Cluster {
         });
     }
 
-    fn wait_role(&self, id: u32, role: &str) {
-        eventually(&format!("replica {id} is {role}"), || {
+    fn wait_role(&self, id: u32, role: Role) {
+        eventually(&format!("replica {id} is {}", role.as_str()), || {
             self.health(id).is_some_and(|h| h.role == role)
         });
     }
@@ -164,14 +164,14 @@ impl Drop for Cluster {
 fn orders_replicate_catch_up_and_fail_over() {
     let mut c = Cluster::new("main");
     for id in 1..=3 {
-        c.wait_role(id, "follower");
+        c.wait_role(id, Role::Follower);
         c.wait_ping(id);
     }
     let leader =
         selection::select_leader(&c.config.order.replicas, 0, &c.config.secret).expect("a leader");
     assert_eq!(leader.id, 3);
     assert!(leader.epoch >= 1);
-    assert_eq!(c.health(3).unwrap().role, "leader");
+    assert_eq!(c.health(3).unwrap().role, Role::Leader);
 
     // Followers refuse orders with 421.
     assert!(matches!(c.order(1, "x"), Err(Error::NotLeader(_))));
@@ -203,7 +203,7 @@ fn orders_replicate_catch_up_and_fail_over() {
         assert_eq!(c.order(3, &format!("b{i}")).unwrap(), i);
     }
     c.restart(1);
-    c.wait_role(1, "follower");
+    c.wait_role(1, Role::Follower);
     c.wait_identical(&[1, 2, 3], 10);
 
     // The leader goes down: the next selection picks 2 in a newer epoch, numbering goes on,
@@ -219,7 +219,7 @@ fn orders_replicate_catch_up_and_fail_over() {
 
     // The old leader returns: it must not lead, catches up, and the files converge.
     c.restart(3);
-    c.wait_role(3, "follower");
+    c.wait_role(3, Role::Follower);
     assert_eq!(c.order(2, "c11").unwrap(), 11);
     c.wait_identical(&[1, 2, 3], 12);
     // The file is written before the replica publishes its status: the epoch follows.
@@ -232,7 +232,7 @@ fn orders_replicate_catch_up_and_fail_over() {
 fn a_returning_old_leader_loses_its_unreplicated_suffix() {
     let mut c = Cluster::new("suffix");
     for id in 1..=3 {
-        c.wait_role(id, "follower");
+        c.wait_role(id, Role::Follower);
         c.wait_ping(id);
     }
     let leader = selection::select_leader(&c.config.order.replicas, 0, &c.config.secret).unwrap();
@@ -257,7 +257,7 @@ fn a_returning_old_leader_loses_its_unreplicated_suffix() {
         selection::select_leader(&c.config.order.replicas, leader.epoch, &c.config.secret).unwrap();
     assert_eq!(next.id, 2);
     c.restart(3);
-    c.wait_role(3, "follower");
+    c.wait_role(3, Role::Follower);
     // Nothing new is written: the heartbeat alone must remove the suffix.
     c.wait_identical(&[1, 2, 3], 3);
     assert_eq!(

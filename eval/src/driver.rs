@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bazaar::api::{CacheStats, FrontendHealth, StockRecord};
+use bazaar::api::{CacheStats, FrontendHealth, ReplicaHealth, Role, StockRecord};
 use bazaar::error::{Error, Result};
 use bazaar::http::Client;
 use bazaar::local::{free_ports, poll, wait_child};
@@ -275,9 +275,9 @@ impl Bazaar {
         self.run_sh(&["start", &format!("order-{id}")], CALL_TIMEOUT * 5)?;
         let addr = &self.replicas[&id];
         poll(&format!("order-{id} to catch up"), READY_TIMEOUT, || {
-            let health: serde_json::Value =
+            let health: ReplicaHealth =
                 self.target.client.get(addr, "/health", CALL_TIMEOUT).ok()?;
-            matches!(health["role"].as_str(), Some("leader" | "follower")).then_some(())
+            matches!(health.role, Role::Leader | Role::Follower).then_some(())
         })?;
         Ok(ms_since(started))
     }

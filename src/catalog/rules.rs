@@ -94,11 +94,12 @@ pub(crate) struct Checked<'a> {
 impl<'a> Checked<'a> {
     pub(crate) fn new(batch: &'a ApplyBatch) -> Result<Checked<'a>> {
         let mut numbers = Vec::with_capacity(batch.entries.len());
-        for e in &batch.entries {
+        let gap = batch.first_gap();
+        for (i, e) in batch.entries.iter().enumerate() {
             let n = i64::try_from(e.number).map_err(|_| {
                 Error::BadRequest(format!("order number {} is too large", e.number))
             })?;
-            if numbers.last().is_some_and(|prev| prev + 1 != n) {
+            if gap == Some(i) {
                 return Err(Error::BadRequest(format!(
                     "apply entries must be consecutive: {n} follows {}",
                     numbers.last().copied().unwrap_or_default()

@@ -14,8 +14,9 @@
 //! middle of a run draws the last [`RATE_WINDOW_S`] seconds at once and every viewer sees the
 //! same figures.
 //!
-//! Replica health is decoded leniently (`api::ReplicaHealthSeen`): replicas that report their
-//! commit point and the catalog's applied number show them, older ones show the rest.
+//! Replica health is decoded leniently (`api::ReplicaHealth` defaults what an older replica
+//! does not send): replicas that report their commit point and the catalog's applied number
+//! show them, older ones show the rest.
 //!
 //! The page itself (`page/index.html`) is plain HTML, CSS and JavaScript: no CDN, no build step,
 //! it works offline. It draws the chart on a canvas and keeps the last good answer on screen
@@ -40,7 +41,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 use crate::api::{
-    CatalogView, ClusterView, RateSample, ReplicaHealthSeen, ReplicaView, StockRecord,
+    CatalogView, ClusterView, RateSample, ReplicaHealth, ReplicaView, Role, StockRecord,
 };
 use crate::config::ReplicaConfig;
 use crate::error::{Error, Result};
@@ -77,9 +78,8 @@ pub(super) fn gather(service: &FrontendApi) -> ClusterView {
             .iter()
             .map(|replica| {
                 let addr = replica.http_addr();
-                let probe = move || {
-                    client.probe::<ReplicaHealthSeen>(&addr, "/health", REPLICA_PROBE_TIMEOUT)
-                };
+                let probe =
+                    move || client.probe::<ReplicaHealth>(&addr, "/health", REPLICA_PROBE_TIMEOUT);
                 // Without a thread (out of resources) the probe runs here: slower, still right.
                 thread::Builder::new()
                     .name("page-probe".into())
@@ -92,7 +92,7 @@ pub(super) fn gather(service: &FrontendApi) -> ClusterView {
             "/stocks",
             CATALOG_PROBE_TIMEOUT,
         );
-        let healths: Vec<Result<ReplicaHealthSeen>> = probes
+        let healths: Vec<Result<ReplicaHealth>> = probes
             .into_iter()
             .map(|probe| match probe {
                 Ok(handle) => handle
@@ -133,7 +133,7 @@ pub(super) fn gather(service: &FrontendApi) -> ClusterView {
 fn replica_views(
     replicas: &[ReplicaConfig],
     leader: Option<Leadership>,
-    healths: Vec<Result<ReplicaHealthSeen>>,
+    healths: Vec<Result<ReplicaHealth>>,
 ) -> Vec<ReplicaView> {
     let reported = |id: u32| {
         replicas
@@ -145,7 +145,7 @@ fn replica_views(
     // The front-end's leader if it answered, else whichever replica says it leads.
     let leader_latest = leader
         .and_then(|l| reported(l.id))
-        .or_else(|| healths.iter().flatten().find(|h| h.role == "leader"))
+        .or_else(|| healths.iter().flatten().find(|h| h.role == Role::Leader))
         .map(|h| h.latest);
     replicas
         .iter()
@@ -157,7 +157,7 @@ fn replica_views(
                     id: replica.id,
                     addr: replica.http_addr(),
                     up: true,
-                    role: h.role,
+                    role: h.role.as_str().into(),
                     is_leader,
                     epoch: Some(h.epoch),
                     latest: Some(h.latest),

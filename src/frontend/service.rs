@@ -23,7 +23,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::leader::View;
 use super::FrontendApi;
-use crate::api::ReplicaHealth;
+use crate::api::{ReplicaHealth, Role};
 use crate::config::Config;
 use crate::error::Result;
 use crate::http::{Server, ServerOptions};
@@ -155,7 +155,7 @@ impl FrontendApi {
                     && self
                         .client
                         .get::<ReplicaHealth>(&r.http_addr(), "/health", selection::PING_TIMEOUT)
-                        .is_ok_and(|h| h.role == "leader" && h.epoch == l.epoch)
+                        .is_ok_and(|h| h.role == Role::Leader && h.epoch == l.epoch)
             });
         if !healthy {
             if let Some(l) = view.leader {

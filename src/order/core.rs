@@ -78,6 +78,11 @@ use crate::api::{
 };
 use crate::error::{Error, Result};
 
+/// The name of a role without its state (this file's own `Role` carries the state): the wire's
+/// [`api::Role`](crate::api::Role), so that `/health` reports what the core says with no
+/// conversion. The core never reports `Unknown`, which only a reader of a newer replica meets.
+pub(crate) use crate::api::Role as RoleName;
+
 /// Between heartbeats (empty propagates) to an idle follower.
 pub(crate) const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -384,23 +389,6 @@ impl Status {
             Read::NoSuchOrder
         } else {
             Read::NotYet
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RoleName {
-    Follower,
-    Candidate,
-    Leader,
-}
-
-impl RoleName {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            RoleName::Follower => "follower",
-            RoleName::Candidate => "candidate",
-            RoleName::Leader => "leader",
         }
     }
 }
@@ -1403,12 +1391,7 @@ impl<S: Store> Core<S> {
     /// Follower side of `POST /propagate`.
     fn propagate(&mut self, p: Propagate) -> Result<PropagateAck> {
         // A malformed message changes nothing, not even whom we follow.
-        let first = p.prev.map_or(Some(0), |prev| prev.number.checked_add(1));
-        if p.entries
-            .iter()
-            .zip(0u64..)
-            .any(|(e, i)| first.and_then(|first| first.checked_add(i)) != Some(e.number))
-        {
+        if p.first_gap().is_some() {
             return Err(Error::BadRequest(format!(
                 "entries must be consecutive from {}",
                 after(p.prev.map(|prev| prev.number))

@@ -310,12 +310,12 @@ impl Shared {
         ReplicaHealth {
             status: "ok".into(),
             id: self.id,
-            role: s.role.as_str().into(),
+            role: s.role,
             epoch: s.epoch,
             leader: s.leader,
             latest: minus_one::encode(s.latest),
-            commit: minus_one::encode(s.commit),
-            applied: minus_one::encode(s.applied),
+            commit: Some(minus_one::encode(s.commit)),
+            applied: Some(minus_one::encode(s.applied)),
             recovering: s.recovering,
         }
     }
@@ -405,9 +405,9 @@ impl Shared {
         if let Some(prev) = p.prev.filter(|prev| prev.epoch > p.epoch) {
             return bad(format!("prev is from epoch {} > {}", prev.epoch, p.epoch));
         }
-        let first = p.prev.map_or(Some(0), |prev| prev.number.checked_add(1));
+        let gap = p.first_gap();
         for (i, e) in p.entries.iter().enumerate() {
-            if first.and_then(|f| f.checked_add(i as u64)) != Some(e.number) {
+            if gap == Some(i) {
                 return bad(format!("entry {i} is order {}, not consecutive", e.number));
             }
             if e.epoch > p.epoch {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crate::api::{
     FrontendHealth, LogEntry, LogPage, Order, OrderAck, OrderRequest, OrderType, ReplicaHealth,
-    StockRecord,
+    Role, StockRecord,
 };
 use crate::error::{Error, Result};
 use crate::http::Client;
@@ -367,7 +367,7 @@ impl Cluster {
     pub fn leading_replica(&self) -> Option<ReplicaHealth> {
         self.replica_healths()
             .into_values()
-            .filter(|h| h.role == "leader")
+            .filter(|h| h.role == Role::Leader)
             .max_by_key(|h| h.epoch)
     }
 }

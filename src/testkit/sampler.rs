@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crate::api::ReplicaHealth;
+use crate::api::{ReplicaHealth, Role};
 use crate::error::Result;
 use crate::testkit::cluster::{Cluster, REPLICA_READ_TIMEOUT};
 use crate::testkit::oracle::{CatalogView, LeaderSamples, SampledStock};
@@ -55,7 +55,7 @@ impl Sampler {
                         let health: Result<ReplicaHealth> =
                             client.get(http, "/health", SAMPLE_INTERVAL);
                         if let Ok(h) = health {
-                            if h.role == "leader" {
+                            if h.role == Role::Leader {
                                 leaders.entry(*id).or_default().insert(h.epoch);
                             }
                         }

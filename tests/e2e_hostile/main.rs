@@ -114,7 +114,7 @@ fn quiet_cluster() -> Cluster {
     // Followers learn the commit with the next heartbeat; only the leader hears the catalog.
     common::wait_for("every replica knows order 0 committed", CALL, || {
         (1..=3)
-            .all(|id| c.replica_health(id).is_ok_and(|h| h.commit == 0))
+            .all(|id| c.replica_health(id).is_ok_and(|h| h.commit == Some(0)))
             .then_some(())
     });
     assert_eq!(raw(&c.frontend, "GET", "/stocks/GameStart", "").0, 200);

@@ -64,8 +64,9 @@ impl Storage {
     }
 }
 
-/// Replica `id`'s `/health` as JSON: its `recovering` field is not in [`crate::api::ReplicaHealth`]
-/// of every version.
+/// Replica `id`'s `/health` as JSON: a replica of a version without the `recovering` field
+/// must read as "does not say", not as `false` (which [`crate::api::ReplicaHealth`] defaults it
+/// to).
 fn replica_health_json(cluster: &Cluster, id: u32) -> Option<serde_json::Value> {
     let addr = &cluster.replicas.get(&id)?.0;
     cluster
