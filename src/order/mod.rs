@@ -68,35 +68,11 @@ use crate::error::{Error, Result};
 use crate::http::Runs::Inline;
 use crate::http::{self, Client, Handler, Request, Response, Route, Server, ServerOptions};
 use crate::metrics::{gauge_value, Metrics};
+use crate::timing::{
+    LEADER_CATALOG_TIMEOUT, ORDER_WAIT, PAGE_TIMEOUT, PEER_TIMEOUT, PEER_WAIT, READ_WAIT, TICK,
+    YOU_WIN_WAIT,
+};
 use prometheus::{IntCounter, IntGauge, IntGaugeVec};
-
-/// How often the core checks heartbeats, leases and retries.
-pub(crate) const TICK: Duration = Duration::from_millis(20);
-
-/// How long `POST /orders` waits for its order to be committed and applied before answering
-/// 503 "re-send": below the front-end's forward timeout, so the front-end hears why.
-pub(crate) const ORDER_WAIT: Duration = Duration::from_millis(650);
-
-/// How long `GET /orders/<n>` waits for an order the leader holds to commit before 503: a
-/// read of an order being committed right now (or by a leader just elected) is answered.
-pub(crate) const READ_WAIT: Duration = Duration::from_millis(500);
-
-/// How long a peer's `/propagate` or `/vote` waits for the core (it answers at once unless
-/// the disk is slow).
-pub(crate) const PEER_WAIT: Duration = Duration::from_secs(2);
-
-/// How long `You win` waits for the candidacy's outcome: below `selection::YOU_WIN_TIMEOUT`.
-pub(crate) const YOU_WIN_WAIT: Duration = Duration::from_secs(4);
-
-/// How long a propagate or vote to a peer may take: a frozen peer must not stall the leader's
-/// thread for that peer much longer than a lease.
-pub(crate) const PEER_TIMEOUT: Duration = Duration::from_millis(800);
-
-/// How long one page of a peer's log may take to arrive.
-pub(crate) const PAGE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// How long the catalog may take to apply a batch (it invalidates every front-end first).
-pub(crate) const CATALOG_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Rounds a thread that brought an event drives the core before it hands over to the core
 /// thread (`Shared::drive`): enough to take what queued during its own fsync, few enough
@@ -826,11 +802,11 @@ fn catalog_loop(shared: &Shared, outbox: Receiver<CatalogMessage>) {
         let (epoch, result) = match msg {
             CatalogMessage::Hello(hello) => (
                 hello.epoch,
-                client.post::<_, CatalogState>(&addr, "/leader", &hello, CATALOG_TIMEOUT),
+                client.post::<_, CatalogState>(&addr, "/leader", &hello, LEADER_CATALOG_TIMEOUT),
             ),
             CatalogMessage::Apply(batch) => {
                 let result =
-                    client.post::<_, CatalogState>(&addr, "/apply", &batch, CATALOG_TIMEOUT);
+                    client.post::<_, CatalogState>(&addr, "/apply", &batch, LEADER_CATALOG_TIMEOUT);
                 if result.is_ok() && !batch.entries.is_empty() {
                     failpoint::hit(failpoint::AFTER_CATALOG_TRADE);
                 }
