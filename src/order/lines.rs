@@ -22,7 +22,7 @@ use crate::http::server::{accept_loop, Admission};
 use crate::selection::{Command, Reply, MAX_LINE_BYTES};
 use crate::timing::{LINE_READ_TIMEOUT, LINE_WRITE_TIMEOUT};
 
-/// What the replica answers to one parsed line (the core decides; see `order::Shared::line`).
+/// What the replica answers to one parsed line (the core decides; see `Shared::line` in `order::routes`).
 pub(crate) type Answerer = dyn Fn(Command) -> Reply + Send + Sync;
 
 /// True once the replica is stopping.
