@@ -14,9 +14,8 @@
 //! Caveats:
 //! - The thread that drives pays for the others' events of its round, fsync included: an
 //!   order's latency includes whatever queued with it (bounded by [`MAX_DRIVE_ROUNDS`]).
-//! - Effects are handed to the peer and catalog threads through unbounded channels; a peer
-//!   that stays slow leaves its messages queued there (the core only sends a follower what it
-//!   has not acknowledged, so the queue stays short in practice).
+//! - Effects go to the peer and catalog threads through unbounded channels: what a slow
+//!   peer's thread has not sent yet waits there, in memory.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
