@@ -147,7 +147,7 @@ impl Shared {
         Ok(())
     }
 
-    /// `GET /orders/<n>`, by the read rule of [`Status::read`]: a committed order; 404 only
+    /// `GET /orders/<n>`, by the read rule of [`Status::read`](core::Status::read): a committed order; 404 only
     /// from a leader holding its lease; an order it holds uncommitted after a bounded wait
     /// for the commit; 421 from anyone else, so that the front-end re-selects.
     fn get_order(&self, n: &str) -> Result<Response> {

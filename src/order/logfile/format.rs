@@ -4,7 +4,7 @@
 //!
 //! Caveats: [`scan`] stops at the first record that does not check and says how the records
 //! ended; what to do about a torn or damaged record is the caller's decision (`open` repairs,
-//! [`entries`] refuses).
+//! `entries` refuses).
 
 #[cfg(feature = "testkit")]
 use std::path::Path;
