@@ -13,7 +13,7 @@
 //! re-sending it after a transport error or a 5xx can never trade twice; the bazaar answers a
 //! repeat with the first transaction number. A 503 "re-send" names the id to re-send under,
 //! and the retry uses it. Lookups and reads are retried the same way. Retries
-//! are counted; what still fails after `RETRY_DEADLINE` is an error. A 409 (not enough stock)
+//! are counted; what still fails after `CLIENT_RETRY_DEADLINE` is an error. A 409 (not enough stock)
 //! is a correct refusal, counted as `rejected`. A session that still cannot reach the bazaar
 //! after a whole retry deadline stops there: the rest of its orders count as not verified
 //! (mismatches) rather than each waiting out its own deadline.
@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -39,18 +39,10 @@ use crate::api::{new_request_id, Order, OrderAck, OrderRequest, OrderType, Stock
 use crate::error::{Error, Result};
 use crate::http::client::is_refused;
 use crate::http::Client;
+use crate::timing::{CLIENT_REQUEST_TIMEOUT, CLIENT_RETRY_DEADLINE, CLIENT_RETRY_PAUSE};
 
 /// Largest quantity a client trades at once.
 pub(crate) const MAX_TRADE: u64 = 5;
-
-/// How long one request is retried before it counts as an error.
-pub(crate) const RETRY_DEADLINE: Duration = Duration::from_secs(15);
-
-/// Pause between retries of one request.
-pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(100);
-
-/// How long to wait for one answer from the front-end (an order may wait for a fail-over).
-pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -347,7 +339,7 @@ impl Session<'_> {
         let started = Instant::now();
         let (client, addr) = (&self.client, self.addr);
         let lookup = retrying(&mut self.out.summary.retries, || {
-            client.get::<Stock>(addr, &format!("/stocks/{name}"), REQUEST_TIMEOUT)
+            client.get::<Stock>(addr, &format!("/stocks/{name}"), CLIENT_REQUEST_TIMEOUT)
         });
         self.out.summary.lookups += 1;
         match lookup {
@@ -374,7 +366,7 @@ impl Session<'_> {
         let started = Instant::now();
         let (client, addr) = (&self.client, self.addr);
         let ack = retrying(&mut self.out.summary.retries, || {
-            let got = client.post::<_, OrderAck>(addr, "/orders", &order, REQUEST_TIMEOUT);
+            let got = client.post::<_, OrderAck>(addr, "/orders", &order, CLIENT_REQUEST_TIMEOUT);
             adopt_request_id(&mut order, &got);
             got
         });
@@ -421,7 +413,7 @@ impl Session<'_> {
             let started = Instant::now();
             let (client, addr) = (&self.client, self.addr);
             let got = retrying(&mut self.out.summary.retries, || {
-                client.get::<Order>(addr, &format!("/orders/{number}"), REQUEST_TIMEOUT)
+                client.get::<Order>(addr, &format!("/orders/{number}"), CLIENT_REQUEST_TIMEOUT)
             });
             self.out.summary.order_queries += 1;
             match got {
@@ -454,15 +446,15 @@ enum Step {
     Stop,
 }
 
-/// Calls `f` until it succeeds, fails for good, or [`RETRY_DEADLINE`] passes. Transport failures
+/// Calls `f` until it succeeds, fails for good, or [`CLIENT_RETRY_DEADLINE`] passes. Transport failures
 /// and 5xx answers are retried; other answers are final.
 pub(crate) fn retrying<T>(retries: &mut u64, mut f: impl FnMut() -> Result<T>) -> Result<T> {
-    let deadline = Instant::now() + RETRY_DEADLINE;
+    let deadline = Instant::now() + CLIENT_RETRY_DEADLINE;
     loop {
         match f() {
             Err(e) if is_retryable(&e) && Instant::now() < deadline => {
                 *retries += 1;
-                thread::sleep(RETRY_PAUSE);
+                thread::sleep(CLIENT_RETRY_PAUSE);
             }
             other => return other,
         }
@@ -494,12 +486,12 @@ fn adopt_request_id<T>(order: &mut OrderRequest, got: &Result<T>) {
 /// The stock names to trade: the front-end's list (the catalog's config), retried like any
 /// request, so that the bazaar's config is the only list of stocks the client knows.
 fn list_stocks(client: &Client, addr: &str, retries: &mut u64) -> Result<Vec<String>> {
-    let list = match client.get::<Vec<StockRecord>>(addr, "/stocks", REQUEST_TIMEOUT) {
+    let list = match client.get::<Vec<StockRecord>>(addr, "/stocks", CLIENT_REQUEST_TIMEOUT) {
         Err(e) if is_refused(&e) => return Err(e),
         Err(e) if is_retryable(&e) => {
             *retries += 1;
             retrying(retries, || {
-                client.get::<Vec<StockRecord>>(addr, "/stocks", REQUEST_TIMEOUT)
+                client.get::<Vec<StockRecord>>(addr, "/stocks", CLIENT_REQUEST_TIMEOUT)
             })?
         }
         other => other?,

@@ -32,8 +32,8 @@
 //!   SIGINT/SIGTERM).
 //! - `metrics`: `GET /metrics` of every service in the Prometheus text format, one registry
 //!   per service instance.
-//! - `timing`: every timeout and lease, and the relations between them as `const`
-//!   assertions (today the cache lease, the contract between the front-end and the catalog).
+//! - `timing`: every protocol timeout, lease and interval, grouped by who relies on them, and
+//!   the relations between them as `const` assertions.
 //! - [`local`]: waiting with a deadline and free ports, for everything that drives bazaars from
 //!   the outside (the evaluation, the test harness, the tests).
 //! - `testkit` (feature `testkit`, on for tests and benches): the test harness, a bazaar of

@@ -44,16 +44,8 @@ use log::{debug, info, warn};
 
 use crate::api::parse_decimal;
 use crate::config::ReplicaConfig;
-
-/// How long the front-end waits for `OK` to a `Ping` (a stopped process still accepts TCP).
-pub const PING_TIMEOUT: Duration = Duration::from_millis(300);
-
-/// How long the front-end waits for `OK` to `You win`: the winner first catches up.
-pub const YOU_WIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long the front-end waits for `OK` to the `<id> <epoch>` announcement; it is best effort
-/// and a stopped replica must not delay the selection much.
-pub(crate) const ANNOUNCE_TIMEOUT: Duration = Duration::from_millis(300);
+use crate::timing::ANNOUNCE_TIMEOUT;
+pub use crate::timing::{PING_TIMEOUT, YOU_WIN_TIMEOUT};
 
 /// Longest line either side reads: every valid line is a few bytes, so a peer sending more is
 /// not speaking this protocol.

@@ -197,7 +197,7 @@ fn catalog_down_gives_a_clear_503_and_cached_lookups_keep_working_for_their_leas
     let fe = b.frontend.clone();
     assert_eq!(raw(&fe, "GET", "/stocks/GameStart", "").0, 200);
     b.kill(Process::Catalog);
-    // A cached entry is served for its lease (frontend::cache::CACHE_LEASE) from the lookup
+    // A cached entry is served for its lease (timing::CACHE_LEASE) from the lookup
     // that fetched it, not longer: past that, the catalog may have traded it.
     assert_eq!(
         raw(&fe, "GET", "/stocks/GameStart", "").0,

@@ -18,7 +18,7 @@
 //!   before the trade; that is the caller's lease wait.
 
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, warn};
 
@@ -26,10 +26,7 @@ use crate::api::InvalidateBatch;
 use crate::error::Result;
 use crate::http::client::is_refused;
 use crate::http::Client;
-
-/// The most time an apply spends telling every front-end to drop the traded stocks, all
-/// front-ends together (not per name or per front-end).
-pub(crate) const INVALIDATION_BUDGET: Duration = Duration::from_millis(300);
+use crate::timing::INVALIDATION_BUDGET;
 
 /// The front-ends to invalidate and a worker for each but the first.
 pub(crate) struct Invalidator {

@@ -16,7 +16,7 @@
 //! - `/apply` answers carry no stocks (`stocks: []`), to keep the hot path small; `/leader`
 //!   and `GET /state` carry them.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 use prometheus::IntGauge;
@@ -28,11 +28,7 @@ use crate::error::{Error, Result};
 use crate::http::Runs::{Inline, OnPool};
 use crate::http::{self, decode_segment, Handler, Request, Response, Route};
 use crate::metrics::{gauge_value, Metrics};
-use crate::timing::CACHE_LEASE;
-
-/// Most a hello waits for earlier applies to settle (an apply waits one cache lease at most
-/// after its budget), before it answers 503 and the leader says hello again.
-const HELLO_SETTLE_LIMIT: Duration = Duration::from_millis(1500);
+use crate::timing::{CACHE_LEASE, HELLO_SETTLE_LIMIT};
 
 impl Handler for CatalogApi {
     fn handle(&self, req: &Request) -> Result<Response> {
@@ -233,15 +229,16 @@ impl CatalogApi {
 mod tests {
     use std::net::TcpListener;
     use std::sync::{mpsc, Arc};
+    use std::time::Duration;
 
     use super::*;
     use crate::api::InvalidateBatch;
     use crate::api::LogEntry;
     use crate::api::OrderType::{Buy, Sell};
-    use crate::catalog::invalidation::INVALIDATION_BUDGET;
     use crate::catalog::test_support::{batch, entry, hello, holdings, stocks, TempDir};
     use crate::config::Config;
     use crate::http::{Server, ServerOptions};
+    use crate::timing::INVALIDATION_BUDGET;
 
     const SECRET: &str = "test-secret";
 

@@ -36,7 +36,7 @@
 //!   chart, never a wrong total.
 
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
@@ -47,15 +47,9 @@ use crate::config::ReplicaConfig;
 use crate::error::{Error, Result};
 use crate::http::Response;
 use crate::selection::Leadership;
+use crate::timing::{CATALOG_PROBE_TIMEOUT, REPLICA_PROBE_TIMEOUT};
 
 use super::FrontendApi;
-
-/// How long `/cluster` waits for one replica's `/health`: short, because a replica that takes
-/// longer is as good as down for someone watching, and the page refreshes every second.
-pub(crate) const REPLICA_PROBE_TIMEOUT: Duration = Duration::from_millis(300);
-
-/// How long `/cluster` waits for the catalog's `/stocks` (a longer answer than a health check).
-pub(crate) const CATALOG_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Seconds of request rates kept and shown in the chart.
 pub(crate) const RATE_WINDOW_S: u64 = 60;
@@ -303,7 +297,7 @@ impl Traffic {
 mod tests {
     use std::net::TcpListener;
     use std::sync::Arc;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use serde_json::{json, Value};
 

@@ -22,22 +22,10 @@ use log::warn;
 use super::FrontendApi;
 use crate::api::{new_request_id, Order, OrderAck, OrderRequest, RESEND};
 use crate::error::{Error, Result};
-
-/// How long one forward to the leader waits for its answer. A frozen leader (SIGSTOP) still
-/// accepts connections, so this is how long orders sent to it wait before the front-end
-/// re-selects; a healthy leader answers well within it, or says 503 "re-send" itself after
-/// `order::ORDER_WAIT`, and the retry (same request id) finds the order wherever it went.
-pub(crate) const FORWARD_TIMEOUT: Duration = Duration::from_millis(800);
-
-/// The most time a client request spends forwarding and retrying before it gets 503.
-pub(crate) const FORWARD_DEADLINE: Duration = Duration::from_secs(6);
+use crate::timing::{FORWARD_DEADLINE, FORWARD_TIMEOUT, RETRY_BACKOFF};
 
 /// The most forwards one client request makes (a safety net under the deadline).
 pub(crate) const MAX_FORWARD_ATTEMPTS: u32 = 64;
-
-/// Pause before retrying when re-selection did not produce a different leader, so that a
-/// request does not spin while no replica answers.
-pub(crate) const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 impl FrontendApi {
     /// Forwards an order to the leader (with retries), then drops the stock from the cache

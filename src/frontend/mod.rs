@@ -47,8 +47,6 @@ mod forward;
 pub(crate) mod leader;
 mod service;
 
-use std::time::Duration;
-
 use log::debug;
 use serde_json::Value;
 
@@ -63,15 +61,13 @@ use crate::http::{
     self, decode_segment, encode_segment, Client, Handler, Request, Response, Route,
 };
 use crate::metrics::{gauge_value, mirror, Metrics};
+use crate::timing::FRONTEND_CATALOG_TIMEOUT;
 use prometheus::{IntCounter, IntGauge};
 
 use cache::{Cache, Lookup};
 use leader::LeaderTracker;
 
 pub use service::{start, start_with_listener, Frontend};
-
-/// How long a lookup or a stock listing waits for the catalog.
-pub(crate) const CATALOG_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The front-end's request handling, usable without any thread or socket (tests call
 /// [`FrontendApi::route`] directly).
@@ -270,7 +266,7 @@ impl FrontendApi {
         let path = format!("/stocks/{}", encode_segment(name));
         let record: StockRecord = self
             .client
-            .get(&self.catalog_addr, &path, CATALOG_TIMEOUT)
+            .get(&self.catalog_addr, &path, FRONTEND_CATALOG_TIMEOUT)
             .map_err(catalog_error)?;
         let stock = Stock::from(&record);
         self.cache.insert(ticket, stock.clone());
@@ -279,7 +275,7 @@ impl FrontendApi {
 
     fn list_stocks(&self) -> Result<Vec<StockRecord>> {
         self.client
-            .get(&self.catalog_addr, "/stocks", CATALOG_TIMEOUT)
+            .get(&self.catalog_addr, "/stocks", FRONTEND_CATALOG_TIMEOUT)
             .map_err(catalog_error)
     }
 

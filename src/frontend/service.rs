@@ -28,9 +28,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::http::{Server, ServerOptions};
 use crate::selection;
-
-/// How long the health-check thread waits for a selection another thread is running.
-pub(crate) const HEALTH_SELECTION_WAIT: Duration = Duration::from_secs(6);
+use crate::timing::HEALTH_SELECTION_WAIT;
 
 /// Tells the health-check thread to stop, waking it from its interval wait.
 #[derive(Default)]

@@ -37,12 +37,10 @@ use serde::Serialize;
 
 use crate::api::{Data, ErrorBody};
 use crate::error::{Error, Result};
+use crate::timing::CONNECT_TIMEOUT;
 
 /// Idle keep-alive connections kept per address: at least any service's pool size.
 pub(crate) const MAX_IDLE_PER_HOST: usize = 64;
-
-/// How long to wait for a TCP connect.
-pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The end of an [`Error::Unreachable`] message when nothing listens at the address (the
 /// process is not running), as opposed to a peer that is silent or slow.

@@ -82,33 +82,9 @@ use crate::error::{Error, Result};
 /// [`api::Role`](crate::api::Role), so that `/health` reports what the core says with no
 /// conversion. The core never reports `Unknown`, which only a reader of a newer replica meets.
 pub(crate) use crate::api::Role as RoleName;
-
-/// Between heartbeats (empty propagates) to an idle follower.
-pub(crate) const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
-
-/// A follower that heard from its leader this recently refuses to vote for anyone else (and
-/// defers a `You win`): how long after a leader's last heartbeat a fail-over can begin.
-pub(crate) const LEADER_LEASE: Duration = Duration::from_millis(800);
-
-/// A leader that has not heard from a majority for this long steps down, so that a front-end
-/// that still reaches it selects another. Longer than [`LEADER_LEASE`] on purpose: stepping
-/// down is not needed for safety (without a majority nothing commits anyway), and on a machine
-/// starved of CPU, followers' answers arrive late; a short timeout there only adds fail-overs.
-pub(crate) const QUORUM_TIMEOUT: Duration = Duration::from_millis(2000);
-
-/// How long a leader may answer reads and refusals after a majority (itself included) last
-/// confirmed it: a follower that answers a propagate sent at `t` votes for nobody else before
-/// `t + LEADER_LEASE`, and a restarted replica votes for nobody during its first
-/// `LEADER_LEASE`, so no other leader can exist before `t + READ_LEASE`. Shorter than
-/// [`LEADER_LEASE`] by a margin for clocks that run at slightly different rates.
-pub(crate) const READ_LEASE: Duration = Duration::from_millis(600);
-
-/// How long a candidacy (votes and pulling the best log) may take before it gives up; well
-/// inside the front-end's `selection::YOU_WIN_TIMEOUT`, so `You win` gets an answer.
-pub(crate) const CANDIDACY_TIMEOUT: Duration = Duration::from_millis(2500);
-
-/// How long a failed call to a peer or the catalog waits before it is tried again.
-pub(crate) const RETRY_INTERVAL: Duration = Duration::from_millis(50);
+use crate::timing::{
+    CANDIDACY_TIMEOUT, HEARTBEAT_INTERVAL, LEADER_LEASE, QUORUM_TIMEOUT, READ_LEASE, RETRY_INTERVAL,
+};
 
 /// Most entries in one propagate, apply batch or log page. Batches are also bounded by bytes
 /// ([`MAX_BATCH_BYTES`]), which is what keeps them under the body limit.

@@ -14,25 +14,19 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use ::log::debug;
 
 use crate::error::Result;
 use crate::http::server::{accept_loop, Admission};
 use crate::selection::{Command, Reply, MAX_LINE_BYTES};
+use crate::timing::{LINE_READ_TIMEOUT, LINE_WRITE_TIMEOUT};
 
-/// What the replica answers to one parsed line (the core decides; see `order::Shared::line`).
+/// What the replica answers to one parsed line (the core decides; see `Shared::line` in `order::routes`).
 pub(crate) type Answerer = dyn Fn(Command) -> Reply + Send + Sync;
 
 /// True once the replica is stopping.
 pub(crate) type Stopped = Arc<dyn Fn() -> bool + Send + Sync>;
-
-/// How long a line connection may take to send its line.
-pub(crate) const LINE_READ_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// How long writing the answer may take.
-pub(crate) const LINE_WRITE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Line connections served at once, per replica.
 pub(crate) const MAX_LINE_CONNECTIONS: usize = 64;

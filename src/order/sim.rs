@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use super::tests::{peers_of, FakeCatalog, MemStore, IDS};
 use super::*;
 use crate::api::{LogPage, OrderRequest, OrderType};
-use crate::order::{CATALOG_TIMEOUT, PAGE_TIMEOUT, PEER_TIMEOUT, TICK};
+use crate::timing::{LEADER_CATALOG_TIMEOUT, PAGE_TIMEOUT, PEER_TIMEOUT, TICK};
 
 /// Seeds a plain `cargo test` runs.
 const DEFAULT_SEEDS: u64 = 600;
@@ -631,7 +631,7 @@ impl Sim {
         };
         self.seq = seq;
         self.at(
-            CATALOG_TIMEOUT.as_millis() as u64,
+            LEADER_CATALOG_TIMEOUT.as_millis() as u64,
             Job::CatalogTimeout { to: id, seq },
         );
         if !self.lost() {

@@ -25,16 +25,13 @@ use super::ServerOptions;
 use crate::api::parse_decimal;
 use crate::error::{Error, Result};
 use crate::http::{Request, Response, MAX_BODY_BYTES};
+use crate::timing::LINGER_TIMEOUT;
 
 /// Largest request head (request line plus headers) accepted.
 pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// Most headers in one request.
 const MAX_HEADERS: usize = 64;
-
-/// After an error response, how long to keep discarding what the client still sends before
-/// closing (see `linger`).
-pub(crate) const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Most bytes discarded after an error response; a client sending more sees a reset.
 const LINGER_MAX_BYTES: usize = 1024 * 1024;

@@ -55,15 +55,13 @@ use threadpool::ThreadPool;
 use super::{Handler, Request, Response};
 use crate::config::HttpConfig;
 use crate::error::{Error, Result};
+use crate::timing::WRITE_TIMEOUT;
 
 pub(crate) use accept::{accept_loop, Admission};
 #[cfg(test)]
 pub(crate) use framing::parse_head;
 pub use framing::REQUEST_ID_HEADER;
 use framing::{linger, read_request, wants_keep_alive, write_response, Reader};
-
-/// A client that does not read its response for this long is dropped.
-pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Stack of a connection thread: it only parses and waits, so it needs little.
 const CONNECTION_STACK_BYTES: usize = 256 * 1024;
