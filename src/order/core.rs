@@ -1366,33 +1366,7 @@ impl<S: Store> Core<S> {
 
     /// Follower side of `POST /propagate`.
     fn propagate(&mut self, p: Propagate) -> Result<PropagateAck> {
-        // A malformed message changes nothing, not even whom we follow.
-        if p.first_gap().is_some() {
-            return Err(Error::BadRequest(format!(
-                "entries must be consecutive from {}",
-                after(p.prev.map(|prev| prev.number))
-            )));
-        }
-        // A deposed leader: 409 tells it to step down.
-        if p.epoch < self.cx.hard.epoch {
-            return Err(Error::Conflict(format!(
-                "stale epoch {} from replica {}: replica {} is in epoch {}",
-                p.epoch, p.leader, self.cx.id, self.cx.hard.epoch
-            )));
-        }
-        // Our own id from outside is a forgery or a misconfiguration, never a leader.
-        if p.leader == self.cx.id {
-            return Err(Error::BadRequest("a propagate from ourselves".into()));
-        }
-        // A log found damaged (state intact) knows its epoch and takes a repair at once.
-        if self.cx.recovery.as_ref().is_some_and(|r| r.probe.is_some()) {
-            // Until we know our peers' epochs we cannot tell a deposed leader from the current
-            // one, and only the current one may repair us.
-            return Err(Error::Unavailable(format!(
-                "replica {} lost its state and is learning its peers' epochs",
-                self.cx.id
-            )));
-        }
+        self.refuse_propagate(&p)?;
         match &self.role {
             Role::Leader(l) if l.epoch == p.epoch => {
                 // Cannot happen: an epoch is granted by a majority once.
@@ -1436,22 +1410,7 @@ impl<S: Store> Core<S> {
         }
         let sent_last = last_carried(&p);
         if sent_last >= p.base {
-            // We hold the leader's log through its base: anything after what it sent that
-            // carries an older epoch is in no log that can win.
-            let from = after(sent_last);
-            // Only an older epoch's leftover is cut; entries of this epoch are the leader's own.
-            if self
-                .cx
-                .store
-                .position(from)
-                .is_some_and(|e| e.epoch < p.epoch)
-            {
-                self.cx.cut_log(from)?;
-            }
-            // The `log_through` claim: now our log is epoch `p.epoch`'s log through this entry.
-            self.cx.claim_log_epoch(p.epoch)?;
-            // We know its commit point only through what we hold of its log.
-            self.cx.commit = self.cx.commit.max(p.commit.min(sent_last));
+            self.take_through_base(&p, sent_last)?;
         }
         // Ready (`Ping`) once we could serve every committed order.
         let caught_up = sent_last >= p.base && sent_last >= p.commit;
@@ -1462,6 +1421,60 @@ impl<S: Store> Core<S> {
             accepted: true,
             latest: sent_last,
         })
+    }
+
+    /// What a `/propagate` must not be, before it changes anything (not even whom we follow).
+    fn refuse_propagate(&self, p: &Propagate) -> Result<()> {
+        // A malformed message changes nothing, not even whom we follow.
+        if p.first_gap().is_some() {
+            return Err(Error::BadRequest(format!(
+                "entries must be consecutive from {}",
+                after(p.prev.map(|prev| prev.number))
+            )));
+        }
+        // A deposed leader: 409 tells it to step down.
+        if p.epoch < self.cx.hard.epoch {
+            return Err(Error::Conflict(format!(
+                "stale epoch {} from replica {}: replica {} is in epoch {}",
+                p.epoch, p.leader, self.cx.id, self.cx.hard.epoch
+            )));
+        }
+        // Our own id from outside is a forgery or a misconfiguration, never a leader.
+        if p.leader == self.cx.id {
+            return Err(Error::BadRequest("a propagate from ourselves".into()));
+        }
+        // A log found damaged (state intact) knows its epoch and takes a repair at once.
+        if self.cx.recovery.as_ref().is_some_and(|r| r.probe.is_some()) {
+            // Until we know our peers' epochs we cannot tell a deposed leader from the current
+            // one, and only the current one may repair us.
+            return Err(Error::Unavailable(format!(
+                "replica {} lost its state and is learning its peers' epochs",
+                self.cx.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// We hold the leader's log through its base (`sent_last >= p.base`): the rest of our
+    /// log is the leader's or an older epoch's leftover, and we may claim its epoch.
+    fn take_through_base(&mut self, p: &Propagate, sent_last: Last) -> Result<()> {
+        // We hold the leader's log through its base: anything after what it sent that
+        // carries an older epoch is in no log that can win.
+        let from = after(sent_last);
+        // Only an older epoch's leftover is cut; entries of this epoch are the leader's own.
+        if self
+            .cx
+            .store
+            .position(from)
+            .is_some_and(|e| e.epoch < p.epoch)
+        {
+            self.cx.cut_log(from)?;
+        }
+        // The `log_through` claim: now our log is epoch `p.epoch`'s log through this entry.
+        self.cx.claim_log_epoch(p.epoch)?;
+        // We know its commit point only through what we hold of its log.
+        self.cx.commit = self.cx.commit.max(p.commit.min(sent_last));
+        Ok(())
     }
 
     fn tick(&mut self) -> Result<()> {

@@ -104,6 +104,48 @@ impl Cluster {
                 service.name()
             )));
         }
+        let (mut cmd, exe) = self.command(service)?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::Internal(format!("cannot spawn {}: {e}", exe.display())))?;
+        self.children.insert(service, child);
+        let addr = self.http_addr(service);
+        let client = self.client.clone();
+        let mut exited = None;
+        poll(
+            &format!("{} /health", service.name()),
+            START_TIMEOUT,
+            || {
+                let child = self.children.get_mut(&service)?;
+                if let Ok(Some(status)) = child.try_wait() {
+                    exited = Some(status);
+                    return Some(());
+                }
+                let health =
+                    client.get::<serde_json::Value>(&addr, "/health", Duration::from_secs(1));
+                health.ok().map(|_| ())
+            },
+        )?;
+        if let Some(status) = exited {
+            self.children.remove(&service);
+            let log_path = self
+                .dir
+                .join("logs")
+                .join(format!("{}.log", service.name()));
+            let log = fs::read_to_string(log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            return Err(Error::Unavailable(format!(
+                "{} exited at start ({status}): {}",
+                service.name(),
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// The command that starts `service` on this cluster's config, its log file and
+    /// environment (the caller's overrides removed, this service's own added), and its binary.
+    fn command(&self, service: Process) -> Result<(Command, PathBuf)> {
         let (exe, args): (&Path, Vec<String>) = match service {
             Process::Catalog => (&self.binaries.catalog, vec![]),
             Process::Order(id) => (&self.binaries.order, vec!["--id".into(), id.to_string()]),
@@ -163,42 +205,7 @@ impl Cluster {
                 }
             }
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| Error::Internal(format!("cannot spawn {}: {e}", exe.display())))?;
-        self.children.insert(service, child);
-        let addr = self.http_addr(service);
-        let client = self.client.clone();
-        let mut exited = None;
-        poll(
-            &format!("{} /health", service.name()),
-            START_TIMEOUT,
-            || {
-                let child = self.children.get_mut(&service)?;
-                if let Ok(Some(status)) = child.try_wait() {
-                    exited = Some(status);
-                    return Some(());
-                }
-                let health =
-                    client.get::<serde_json::Value>(&addr, "/health", Duration::from_secs(1));
-                health.ok().map(|_| ())
-            },
-        )?;
-        if let Some(status) = exited {
-            self.children.remove(&service);
-            let log_path = self
-                .dir
-                .join("logs")
-                .join(format!("{}.log", service.name()));
-            let log = fs::read_to_string(log_path).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(3).collect();
-            return Err(Error::Unavailable(format!(
-                "{} exited at start ({status}): {}",
-                service.name(),
-                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-            )));
-        }
-        Ok(())
+        Ok((cmd, exe.to_path_buf()))
     }
 
     /// The process id of a running service (tests and benches read its CPU time and RSS from

@@ -183,31 +183,7 @@ fn inject_fault(
     };
     let what = match fault {
         Fault::WipeReplica | Fault::DamageReplica => {
-            let down = millis_between(rng, Duration::from_millis(200), MAX_DOWNTIME);
-            let service = Process::Order(target);
-            cluster.kill(service);
-            let done = if fault == Fault::WipeReplica {
-                storage::wipe_replica(cluster, target)?;
-                storage.wipes += 1;
-                "log and hard state deleted".to_string()
-            } else {
-                match damage_one_line(cluster, target, rng) {
-                    Ok(done) => {
-                        storage.damages += 1;
-                        done
-                    }
-                    Err(e) => format!("no line damaged ({e})"),
-                }
-            };
-            thread::sleep(down);
-            cluster.start_service(service)?;
-            let what = format!(
-                "kill -9 order-{target}{}, {done}, restarted after {} ms",
-                role(target),
-                down.as_millis()
-            );
-            storage.wait_repaired(cluster, target, &what);
-            what
+            disk_fault(cluster, rng, storage, fault, target, role(target))?
         }
         Fault::KillReplica => {
             let down = millis_between(rng, Duration::from_millis(200), MAX_DOWNTIME);
@@ -234,46 +210,9 @@ fn inject_fault(
             )
         }
         Fault::PauseFollowersThenKillLeader => {
-            let paused = millis_between(rng, MIN_SHORT_FREEZE, MAX_SHORT_FREEZE);
-            let down = millis_between(rng, Duration::from_millis(200), MAX_DOWNTIME);
-            for id in &followers {
-                cluster.signal(Process::Order(*id), "STOP")?;
-            }
-            thread::sleep(paused);
-            for id in &followers {
-                cluster.signal(Process::Order(*id), "CONT")?;
-            }
-            cluster.kill(Process::Order(leader));
-            thread::sleep(down);
-            cluster.start_service(Process::Order(leader))?;
-            format!(
-                "kill -STOP {} for {} ms, then kill -9 order-{leader} (leader), \
-                 restarted after {} ms",
-                names(&followers),
-                paused.as_millis(),
-                down.as_millis()
-            )
+            pause_followers_then_kill_leader(cluster, rng, leader, &followers, &names(&followers))?
         }
-        Fault::FreezeTwoReplicas => {
-            let frozen = millis_between(rng, MIN_SHORT_FREEZE, MAX_SHORT_FREEZE);
-            // A majority frozen at once (two of three): orders wait, nothing may break.
-            let mut pair = ids.clone();
-            rng.shuffle(&mut pair);
-            pair.truncate(cluster.majority());
-            pair.sort_unstable();
-            for id in &pair {
-                cluster.signal(Process::Order(*id), "STOP")?;
-            }
-            thread::sleep(frozen);
-            for id in &pair {
-                cluster.signal(Process::Order(*id), "CONT")?;
-            }
-            format!(
-                "kill -STOP {} together for {} ms",
-                names(&pair),
-                frozen.as_millis()
-            )
-        }
+        Fault::FreezeTwoReplicas => freeze_a_majority(cluster, rng, &ids, &names)?,
         Fault::KillCatalog | Fault::KillFrontend => {
             let service = if fault == Fault::KillCatalog {
                 Process::Catalog
@@ -338,5 +277,98 @@ fn damage_one_line(cluster: &Cluster, id: u32, rng: &mut fastrand::Rng) -> Resul
     Ok(format!(
         "order {number}'s quantity {old} changed to {new} in its log ({which}, of {})",
         numbers.len()
+    ))
+}
+
+/// A wiped or damaged disk: the replica is killed, its files changed, restarted, and waited
+/// for until it is repaired.
+fn disk_fault(
+    cluster: &mut Cluster,
+    rng: &mut fastrand::Rng,
+    storage: &mut Storage,
+    fault: Fault,
+    target: u32,
+    role: &str,
+) -> Result<String> {
+    let down = millis_between(rng, Duration::from_millis(200), MAX_DOWNTIME);
+    let service = Process::Order(target);
+    cluster.kill(service);
+    let done = if fault == Fault::WipeReplica {
+        storage::wipe_replica(cluster, target)?;
+        storage.wipes += 1;
+        "log and hard state deleted".to_string()
+    } else {
+        match damage_one_line(cluster, target, rng) {
+            Ok(done) => {
+                storage.damages += 1;
+                done
+            }
+            Err(e) => format!("no line damaged ({e})"),
+        }
+    };
+    thread::sleep(down);
+    cluster.start_service(service)?;
+    let what = format!(
+        "kill -9 order-{target}{}, {done}, restarted after {} ms",
+        role,
+        down.as_millis()
+    );
+    storage.wait_repaired(cluster, target, &what);
+    Ok(what)
+}
+
+/// The followers paused, then the leader killed while they catch up.
+fn pause_followers_then_kill_leader(
+    cluster: &mut Cluster,
+    rng: &mut fastrand::Rng,
+    leader: u32,
+    followers: &[u32],
+    followers_named: &str,
+) -> Result<String> {
+    let paused = millis_between(rng, MIN_SHORT_FREEZE, MAX_SHORT_FREEZE);
+    let down = millis_between(rng, Duration::from_millis(200), MAX_DOWNTIME);
+    for id in followers {
+        cluster.signal(Process::Order(*id), "STOP")?;
+    }
+    thread::sleep(paused);
+    for id in followers {
+        cluster.signal(Process::Order(*id), "CONT")?;
+    }
+    cluster.kill(Process::Order(leader));
+    thread::sleep(down);
+    cluster.start_service(Process::Order(leader))?;
+    Ok(format!(
+        "kill -STOP {} for {} ms, then kill -9 order-{leader} (leader), \
+         restarted after {} ms",
+        followers_named,
+        paused.as_millis(),
+        down.as_millis()
+    ))
+}
+
+/// A majority of replicas frozen together: orders wait, nothing may break.
+fn freeze_a_majority(
+    cluster: &mut Cluster,
+    rng: &mut fastrand::Rng,
+    ids: &[u32],
+    names: &dyn Fn(&[u32]) -> String,
+) -> Result<String> {
+    let frozen = millis_between(rng, MIN_SHORT_FREEZE, MAX_SHORT_FREEZE);
+    // A majority frozen at once (two of three): orders wait, nothing may break.
+    let mut pair = ids.to_vec();
+    rng.shuffle(&mut pair);
+    pair.truncate(cluster.majority());
+    pair.sort_unstable();
+    for id in &pair {
+        cluster.signal(Process::Order(*id), "STOP")?;
+    }
+    thread::sleep(frozen);
+    for id in &pair {
+        cluster.signal(Process::Order(*id), "CONT")?;
+    }
+    Ok(format!(
+        "kill -STOP {} together for {} ms",
+        names(&pair),
+        frozen.as_millis()
     ))
 }
