@@ -11,7 +11,7 @@
 //! 2. tiny_http with a new connection per request (`Connection: close`), the only client-side
 //!    way found to avoid its starvation (docs/http-server.md), against the keep-alive row.
 //! 3. sequential round trips on one connection: raw client, the project's `Client` (one shared
-//!    ureq agent), and a raw client fetching a 2 KiB body, which shows the 44 ms
+//!    keep-alive pool), and a raw client fetching a 2 KiB body, which shows the 44 ms
 //!    Nagle/delayed-ACK stall (docs/http-server.md) where it happens.
 //!
 //! ```text
@@ -100,7 +100,7 @@ fn main() {
                 sequential_raw(kind, BODY_60, SEQUENTIAL),
             ),
             (
-                "bazaar Client (ureq agent)",
+                "bazaar Client (keep-alive pool)",
                 sequential_client(kind, SEQUENTIAL),
             ),
             (
