@@ -461,7 +461,9 @@ pub(crate) fn retrying<T>(retries: &mut u64, mut f: impl FnMut() -> Result<T>) -
     }
 }
 
-fn is_retryable(err: &Error) -> bool {
+/// Whether a failed call may succeed when sent again: a transport failure or a 5xx. (The
+/// test harness's load and probe retry by the same rule.)
+pub(crate) fn is_retryable(err: &Error) -> bool {
     matches!(
         err,
         Error::Unreachable(_)

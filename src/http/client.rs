@@ -116,10 +116,7 @@ impl Client {
         body: &B,
         timeout: Duration,
     ) -> Result<T> {
-        let body = serde_json::to_vec(body)
-            .map_err(|e| Error::Internal(format!("cannot encode a request to {addr}: {e}")))?;
-        let call = Call::new("POST", addr, path, Some(&body), timeout, CONNECT_TIMEOUT);
-        decode(&call, self.call(&call))
+        self.post_connecting(addr, path, body, timeout, CONNECT_TIMEOUT)
     }
 
     /// [`Client::post`] whose connect is bounded by `timeout` as well: for a call that must
@@ -131,9 +128,19 @@ impl Client {
         body: &B,
         timeout: Duration,
     ) -> Result<T> {
+        self.post_connecting(addr, path, body, timeout, timeout.min(CONNECT_TIMEOUT))
+    }
+
+    fn post_connecting<B: Serialize, T: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+        connect: Duration,
+    ) -> Result<T> {
         let body = serde_json::to_vec(body)
             .map_err(|e| Error::Internal(format!("cannot encode a request to {addr}: {e}")))?;
-        let connect = timeout.min(CONNECT_TIMEOUT);
         let call = Call::new("POST", addr, path, Some(&body), timeout, connect);
         decode(&call, self.call(&call))
     }

@@ -41,18 +41,8 @@ pub const RETRY_DEADLINE: Duration = Duration::from_secs(15);
 /// Pause between two re-sends, and after an order that failed.
 pub const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
-/// Whether a failed call may succeed when sent again: a transport failure or a 5xx (the
-/// client's own rule, `client::retrying`, which is private to it).
-pub(crate) fn is_retryable(err: &Error) -> bool {
-    matches!(
-        err,
-        Error::Unreachable(_)
-            | Error::Unavailable(_)
-            | Error::Resend { .. }
-            | Error::NotLeader(_)
-            | Error::Internal(_)
-    )
-}
+/// Whether a failed call may succeed when sent again: the load client's own rule.
+pub(crate) use crate::client::is_retryable;
 
 /// One acknowledged order as a client saw it, and when.
 #[derive(Clone, Debug)]
