@@ -605,12 +605,21 @@ impl<S: Store> Core<S> {
         std::mem::take(&mut self.cx.effects)
     }
 
-    /// The propagates waiting to go out, before [`Core::flush`] makes our own appends
-    /// durable: the leader's fsync then overlaps the followers' round trip. Safe because the
-    /// leader counts its own copy only once it is durable (`durable`), and an order held by
-    /// the followers alone is as committed as any other (the election takes the best log).
-    pub(crate) fn take_propagates(&mut self) -> Vec<Effect> {
-        // Only propagates: an answer or a catalog apply must still wait for our own fsync.
+    /// What may leave before [`Core::flush`] makes this round's appends durable, because
+    /// none of it rests on them:
+    /// - propagates: the leader's fsync then overlaps the followers' round trip. Safe because
+    ///   the leader counts its own copy only once it is durable (`durable`), and an order held
+    ///   by the followers alone is as committed as any other (the election takes the best log);
+    /// - an order's acknowledgement: given only once the catalog applied the order, so it is
+    ///   committed (durable on a majority, by syncs that already returned) and applied;
+    /// - an apply: it carries committed orders only.
+    ///
+    /// Held through our fsync, the last two added that fsync to every order's latency and to
+    /// every apply's round trip, and the apply stage is what paces orders under load
+    /// (`docs/performance.md`). Everything else waits for the fsync as before: a refusal
+    /// counts the orders of this very round, a vote or a propagate's answer rests on what this
+    /// round wrote.
+    pub(crate) fn take_early(&mut self) -> Vec<Effect> {
         let (early, rest) = std::mem::take(&mut self.cx.effects)
             .into_iter()
             .partition(|e| {
@@ -619,7 +628,11 @@ impl<S: Store> Core<S> {
                     Effect::Send {
                         msg: PeerMessage::Propagate(_),
                         ..
-                    }
+                    } | Effect::Catalog(CatalogMessage::Apply(_))
+                        | Effect::Answer {
+                            answer: Answer::Order(Ok(_)),
+                            ..
+                        }
                 )
             });
         self.cx.effects = rest;

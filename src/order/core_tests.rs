@@ -362,8 +362,8 @@ impl Net {
             return;
         };
         node.step(now, event);
-        // As the driver does: propagates go out before our own fsync.
-        let mut effects = node.take_propagates();
+        // As the driver does: what rests on nothing this step wrote goes out before our fsync.
+        let mut effects = node.take_early();
         effects.extend(node.flush());
         if node.cx.store.died.is_some() {
             // The process died at a durable write of this step: nothing left it.
@@ -1013,6 +1013,86 @@ fn a_request_id_trades_once_across_leaderships() {
         Error::Conflict(_)
     ));
     assert_eq!(net.status(2).latest, Some(50));
+    net.check();
+}
+
+/// An acknowledgement and the next apply leave in the round that learnt of them, before that
+/// round's fsync of newer orders: they rest only on orders already committed (`take_early`).
+/// A refusal decided in the same round (with the new order counted) still waits for the fsync.
+#[test]
+fn acknowledgements_and_applies_leave_before_the_fsync_of_newer_orders() {
+    let mut net = Net::new();
+    net.elect(3);
+    // Order 0 committed, its apply at the catalog; order 1 committed behind it.
+    let first = net.order(3, "GameStart", Buy, 1, "a");
+    while let Some(env) = net.queue.pop_front() {
+        net.deliver(env);
+    }
+    let (_, apply) = net.catalog_queue.pop_front().expect("the apply of order 0");
+    let second = net.order(3, "GameStart", Buy, 1, "b");
+    while let Some(env) = net.queue.pop_front() {
+        net.deliver(env);
+    }
+    assert!(
+        net.catalog_queue.is_empty(),
+        "one apply in flight at a time"
+    );
+    assert_eq!(net.status(3).commit, Some(1));
+
+    // One round of the leader: a new order, one it must refuse, and the catalog's answer.
+    let now = net.now;
+    let reply = net.catalog.handle(apply);
+    let leader = net.nodes.get_mut(&3).expect("up");
+    let order = |rid: &str, quantity| OrderRequest {
+        name: "GameStart".into(),
+        quantity,
+        kind: Buy,
+        request_id: Some(rid.into()),
+    };
+    leader.step(
+        now,
+        Event::Order {
+            token: 101,
+            order: order("c", 1),
+        },
+    );
+    leader.step(
+        now,
+        Event::Order {
+            token: 102,
+            order: order("d", 1_000),
+        },
+    );
+    let epoch = leader.status().epoch;
+    leader.step(
+        now,
+        Event::CatalogReply {
+            epoch,
+            result: reply,
+        },
+    );
+    let early = leader.take_early();
+    assert!(
+        leader.cx.store.synced < leader.cx.store.entries.len(),
+        "order 2 not synced yet"
+    );
+    assert!(early.iter().any(|e| matches!(e,
+        Effect::Answer { token, answer: Answer::Order(Ok(0)) } if *token == first)));
+    assert!(early.iter().any(|e| matches!(e,
+        Effect::Catalog(CatalogMessage::Apply(b)) if b.entries.first().map(|e| e.number) == Some(1))));
+    assert!(!early
+        .iter()
+        .any(|e| matches!(e, Effect::Answer { token: 102, .. })));
+
+    let late = leader.flush();
+    assert!(late.iter().any(|e| matches!(
+        e,
+        Effect::Answer {
+            token: 102,
+            answer: Answer::Order(Err(_))
+        }
+    )));
+    assert!(net.answer(second).is_none(), "order 1 is not applied yet");
     net.check();
 }
 

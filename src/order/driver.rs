@@ -194,9 +194,10 @@ impl Shared {
             d.core.step(now, Event::Tick);
             d.next_tick = now + TICK;
         }
-        // Propagates first, so that our fsync overlaps the followers' round trip; everything
-        // else only once our appends are durable.
-        for effect in d.core.take_propagates() {
+        // What rests on nothing this round wrote goes first (propagates, so that our fsync
+        // overlaps the followers' round trip; acknowledgements and applies of committed orders,
+        // so that they do not wait for it: `Core::take_early`); the rest once it is durable.
+        for effect in d.core.take_early() {
             d.dispatch(effect);
         }
         let effects = d.core.flush();

@@ -432,7 +432,7 @@ impl Sim {
             self.note(format!("replica {id} dies in the middle of a step"));
             return self.crash(id);
         }
-        let early = core.take_propagates();
+        let early = core.take_early();
         self.route(id, early);
         let Some(Node::Up(core)) = self.nodes.get_mut(&id) else {
             return;
