@@ -8,7 +8,9 @@
 //! send that to the catalog, answer that caller), collected by [`Core::flush`]. Its only
 //! dependency is a [`Store`]: the log and the small persisted [`HardState`]. `flush` first makes
 //! the store durable (one fsync for everything the drained events appended), and only then
-//! hands out the effects, so nothing leaves the replica that a crash could take back. The
+//! hands out the effects, so nothing leaves the replica that a crash could take back; what
+//! rests on nothing the events appended (a propagate, an acknowledgement of an applied order,
+//! an apply of committed ones) may leave before it, through [`Core::take_early`]. The
 //! driver (`order::mod`) owns the threads that move bytes; the scripted tests at the end of this
 //! file drive three cores by hand, with no sockets and no clock.
 //!

@@ -2,8 +2,9 @@
 //!
 //! Appends are buffered in `pending` while the core thread drains a batch of events, and
 //! written with one `write` and one `fdatasync` by [`Store::sync`] (group commit): the core
-//! hands out no effect before that returned. Readers on other threads (`GET /orders/<n>`, log
-//! pages for peers) read the [`OrderLog`]'s memory, which shows only synced entries.
+//! hands out no effect that rests on them before that returned. Readers on other threads
+//! (`GET /orders/<n>`, log pages for peers) read the [`OrderLog`]'s memory, which shows only
+//! synced entries.
 //!
 //! The fail point `fail-sync:k` (`BAZAAR_FAILPOINT`) makes the k-th sync that has entries to
 //! write fail the way a disk does: the bytes are written (the page cache shows them) but not
