@@ -360,7 +360,11 @@ fn compare(ours: &Binaries, theirs: &Binaries) -> R<Vec<Figure>> {
             o.cpu_us / t.cpu_us
         );
     }
-    let figure = |name: &str, unit: &str, get: fn(&Side) -> f64, target: f64, at_most: bool| {
+    let figure = |name: &str,
+                  (unit, digits): (&str, usize),
+                  get: fn(&Side) -> f64,
+                  target: f64,
+                  at_most: bool| {
         let (o, t): (Vec<f64>, Vec<f64>) = (
             sides[0].iter().map(get).collect(),
             sides[1].iter().map(get).collect(),
@@ -371,11 +375,11 @@ fn compare(ours: &Binaries, theirs: &Binaries) -> R<Vec<Figure>> {
         Figure::new(
             name,
             format!(
-                "{ratio:.2}× (median of {rounds} paired ratios; means {our_mean:.3} / {their_mean:.3} {unit} = {:.2}×)",
+                "{ratio:.2}× (median of {rounds} paired ratios; means {our_mean:.digits$} / {their_mean:.digits$} {unit} = {:.2}×)",
                 our_mean / their_mean
             ),
             format!("{} {target}× baseline", if at_most { "<=" } else { ">=" }),
-            format!("{their_mean:.3} {unit}, mean of {rounds} interleaved runs"),
+            format!("{their_mean:.digits$} {unit}, mean of {rounds} interleaved runs"),
             if at_most { ratio <= target } else { ratio >= target },
         )
     };
@@ -391,21 +395,21 @@ fn compare(ours: &Binaries, theirs: &Binaries) -> R<Vec<Figure>> {
     Ok(vec![
         figure(
             "compare: sequential order p50",
-            "ms",
+            ("ms", 3),
             |s| s.p50_ms,
             COMPARE_TOLERANCE,
             true,
         ),
         figure(
             "compare: orders/s, 16 sessions",
-            "orders/s",
+            ("orders/s", 0),
             |s| s.orders_per_s,
             COMPARE_SPEEDUP,
             false,
         ),
         figure(
             "compare: CPU per order, 16 sessions",
-            "µs",
+            ("µs", 0),
             |s| s.cpu_us,
             COMPARE_CPU,
             true,
