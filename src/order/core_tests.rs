@@ -1096,6 +1096,65 @@ fn acknowledgements_and_applies_leave_before_the_fsync_of_newer_orders() {
     net.check();
 }
 
+/// A leader's round that only took new orders while its propagates are out may leave their
+/// fsync to a later round (`may_defer_sync`); not a round that sent a propagate, not one with
+/// anything to hand out, never a follower's.
+#[test]
+fn a_leader_leaves_the_fsync_of_new_orders_only_while_propagates_are_out() {
+    let mut net = Net::new();
+    net.elect(3);
+    assert_eq!(number(net.place(3, Buy, 1, "a")), 0);
+    let now = net.now;
+    let order = |rid: &str, quantity| OrderRequest {
+        name: "GameStart".into(),
+        quantity,
+        kind: Buy,
+        request_id: Some(rid.into()),
+    };
+    let follower = &net.nodes[&1];
+    assert!(!follower.may_defer_sync(&follower.status()));
+
+    let leader = net.nodes.get_mut(&3).expect("up");
+    leader.step(
+        now,
+        Event::Order {
+            token: 201,
+            order: order("b", 1),
+        },
+    );
+    let early = leader.take_early();
+    assert!(early.iter().any(|e| matches!(
+        e,
+        Effect::Send {
+            msg: PeerMessage::Propagate(_),
+            ..
+        }
+    )));
+    leader.flush();
+    // The propagates are out (never delivered here): an order's round sends nothing.
+    let published = leader.status();
+    leader.step(
+        now,
+        Event::Order {
+            token: 202,
+            order: order("c", 1),
+        },
+    );
+    assert!(leader.take_early().is_empty());
+    assert!(leader.cx.store.synced < leader.cx.store.entries.len());
+    assert!(leader.may_defer_sync(&published));
+    // A refusal to hand out: this round syncs.
+    leader.step(
+        now,
+        Event::Order {
+            token: 203,
+            order: order("d", 1_000),
+        },
+    );
+    assert!(leader.take_early().is_empty());
+    assert!(!leader.may_defer_sync(&published));
+}
+
 #[test]
 fn a_failed_fsync_steps_down_and_acknowledges_nothing() {
     let mut net = Net::new();

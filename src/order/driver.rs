@@ -197,8 +197,15 @@ impl Shared {
         // What rests on nothing this round wrote goes first (propagates, so that our fsync
         // overlaps the followers' round trip; acknowledgements and applies of committed orders,
         // so that they do not wait for it: `Core::take_early`); the rest once it is durable.
-        for effect in d.core.take_early() {
+        let early = d.core.take_early();
+        let propagated = early.iter().any(is_propagate);
+        for effect in early {
             d.dispatch(effect);
+        }
+        // A leader's round that only took orders while propagates are out leaves their fsync
+        // to the round that sends them on (`Core::may_defer_sync`).
+        if !tick && !propagated && d.core.may_defer_sync(&self.status()) {
+            return true;
         }
         let effects = d.core.flush();
         self.publish(d.core.status());
@@ -222,6 +229,16 @@ impl Shared {
         }
         self.published.notify_all();
     }
+}
+
+fn is_propagate(effect: &Effect) -> bool {
+    matches!(
+        effect,
+        Effect::Send {
+            msg: PeerMessage::Propagate(_),
+            ..
+        }
+    )
 }
 
 /// The core and the places its effects go: owned by whichever thread drives the core.

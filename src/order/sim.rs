@@ -167,6 +167,8 @@ struct ReadSeen {
 
 struct Sim {
     rng: fastrand::Rng,
+    /// Whether a round that may defer its fsync does (`Sim::step`).
+    defer_rng: fastrand::Rng,
     base: Instant,
     ms: u64,
     seq: u64,
@@ -216,6 +218,7 @@ impl Sim {
             .collect();
         let mut sim = Sim {
             rng: fastrand::Rng::with_seed(seed),
+            defer_rng: fastrand::Rng::with_seed(!seed),
             base,
             ms: 0,
             seq: 0,
@@ -424,16 +427,35 @@ impl Sim {
     /// and everything else. A process that died in the middle leaves only its disk.
     fn step(&mut self, id: u32, event: Event) {
         let now = self.now();
+        // Half the rounds that may leave their fsync to a later one do (as the driver always
+        // does), so that both orders of events are explored. A generator of its own, so that
+        // the seeds' faults stay what they were.
+        let defer = self.defer_rng.bool();
+        let tick = matches!(event, Event::Tick);
         let Some(Node::Up(core)) = self.nodes.get_mut(&id) else {
             return;
         };
+        let published = core.status();
         core.step(now, event);
         if core.cx.store.died.is_some() {
             self.note(format!("replica {id} dies in the middle of a step"));
             return self.crash(id);
         }
         let early = core.take_early();
+        let propagated = early.iter().any(|e| {
+            matches!(
+                e,
+                Effect::Send {
+                    msg: PeerMessage::Propagate(_),
+                    ..
+                }
+            )
+        });
+        let deferred = defer && !tick && !propagated && core.may_defer_sync(&published);
         self.route(id, early);
+        if deferred {
+            return self.check();
+        }
         let Some(Node::Up(core)) = self.nodes.get_mut(&id) else {
             return;
         };
