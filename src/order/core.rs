@@ -436,6 +436,9 @@ struct Progress {
     /// count towards the commit point, see [`Core::advance_commit`]).
     matched: Option<Last>,
     in_flight: bool,
+    /// The propagate in flight carries orders (not a bare heartbeat): its answer brings a
+    /// round that sends on what came since (see [`Core::may_defer_sync`]).
+    carrying: bool,
     last_sent: Option<Instant>,
     /// When the propagate in flight was sent.
     in_flight_sent: Option<Instant>,
@@ -644,19 +647,21 @@ impl<S: Store> Core<S> {
     /// Whether the fsync of this round's appends may wait for a later round (the driver asks
     /// after [`Core::take_early`], when the round sent no propagate and was no tick): only a
     /// leader's round that did nothing but take new orders (nothing left to hand out, its
-    /// status apart from its last number as `published`) while a propagate is in flight. The
-    /// answer to that propagate brings the round that sends these orders on and syncs them
-    /// (before its own effects leave), and the next tick syncs them at the latest. Nothing of
-    /// the deferred round leaves the replica or is published, so nothing claims the orders
-    /// before they are durable; a crash loses them unacknowledged and unsent, as a crash
-    /// before their fsync always could. What it saves: the leader synced once per arrival of
-    /// orders, more often than its followers, and held the core through each of those fsyncs
-    /// while peers' answers waited.
+    /// status apart from its last number as `published`) while a propagate that carries
+    /// orders is in flight. The answer to that propagate brings the round that sends these
+    /// orders on and syncs them (before its own effects leave), and the next tick syncs them
+    /// at the latest. Nothing of the deferred round leaves the replica or is published, so
+    /// nothing claims the orders before they are durable; a crash loses them unacknowledged
+    /// and unsent, as a crash before their fsync always could. What it saves: the leader
+    /// synced once per arrival of orders, more often than its followers, and held the core
+    /// through each of those fsyncs while peers' answers waited. Not behind a bare heartbeat:
+    /// a lone order would wait for its answer before its own fsync even started, which showed
+    /// in the sequential p50.
     pub(crate) fn may_defer_sync(&self, published: &Status) -> bool {
         let Role::Leader(l) = &self.role else {
             return false;
         };
-        if !self.cx.effects.is_empty() || !l.peers.values().any(|p| p.in_flight) {
+        if !self.cx.effects.is_empty() || !l.peers.values().any(|p| p.in_flight && p.carrying) {
             return false;
         }
         let mut now = self.status();
@@ -1817,6 +1822,7 @@ impl Leadership {
                 continue;
             }
             p.in_flight = true;
+            p.carrying = behind;
             p.last_sent = Some(cx.now);
             p.in_flight_sent = Some(cx.now);
             sends.push((peer, p.next, batch_cap(p.cap)));
