@@ -289,6 +289,20 @@ pub(crate) enum Effect {
     Answer { token: Token, answer: Answer },
 }
 
+impl Effect {
+    /// A propagate to a follower (what may leave before our fsync, and what a round that
+    /// defers its fsync must not have sent: see [`Core::take_early`], [`Core::may_defer_sync`]).
+    pub(crate) fn is_propagate(&self) -> bool {
+        matches!(
+            self,
+            Effect::Send {
+                msg: PeerMessage::Propagate(_),
+                ..
+            }
+        )
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum PeerMessage {
     Propagate(Propagate),
@@ -628,17 +642,15 @@ impl<S: Store> Core<S> {
         let (early, rest) = std::mem::take(&mut self.cx.effects)
             .into_iter()
             .partition(|e| {
-                matches!(
-                    e,
-                    Effect::Send {
-                        msg: PeerMessage::Propagate(_),
-                        ..
-                    } | Effect::Catalog(CatalogMessage::Apply(_))
-                        | Effect::Answer {
-                            answer: Answer::Order(Ok(_)),
-                            ..
-                        }
-                )
+                e.is_propagate()
+                    || matches!(
+                        e,
+                        Effect::Catalog(CatalogMessage::Apply(_))
+                            | Effect::Answer {
+                                answer: Answer::Order(Ok(_)),
+                                ..
+                            }
+                    )
             });
         self.cx.effects = rest;
         early

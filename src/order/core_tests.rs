@@ -1123,13 +1123,7 @@ fn a_leader_leaves_the_fsync_of_new_orders_only_while_propagates_are_out() {
         },
     );
     let early = leader.take_early();
-    assert!(early.iter().any(|e| matches!(
-        e,
-        Effect::Send {
-            msg: PeerMessage::Propagate(_),
-            ..
-        }
-    )));
+    assert!(early.iter().any(Effect::is_propagate));
     leader.flush();
     // The propagates are out (never delivered here): an order's round sends nothing.
     let published = leader.status();

@@ -198,7 +198,7 @@ impl Shared {
         // overlaps the followers' round trip; acknowledgements and applies of committed orders,
         // so that they do not wait for it: `Core::take_early`); the rest once it is durable.
         let early = d.core.take_early();
-        let propagated = early.iter().any(is_propagate);
+        let propagated = early.iter().any(Effect::is_propagate);
         for effect in early {
             d.dispatch(effect);
         }
@@ -229,16 +229,6 @@ impl Shared {
         }
         self.published.notify_all();
     }
-}
-
-fn is_propagate(effect: &Effect) -> bool {
-    matches!(
-        effect,
-        Effect::Send {
-            msg: PeerMessage::Propagate(_),
-            ..
-        }
-    )
 }
 
 /// The core and the places its effects go: owned by whichever thread drives the core.

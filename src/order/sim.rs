@@ -442,15 +442,7 @@ impl Sim {
             return self.crash(id);
         }
         let early = core.take_early();
-        let propagated = early.iter().any(|e| {
-            matches!(
-                e,
-                Effect::Send {
-                    msg: PeerMessage::Propagate(_),
-                    ..
-                }
-            )
-        });
+        let propagated = early.iter().any(Effect::is_propagate);
         let deferred = defer && !tick && !propagated && core.may_defer_sync(&published);
         self.route(id, early);
         if deferred {
