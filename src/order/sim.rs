@@ -9,7 +9,9 @@
 //!   carries one request at a time, like the driver's peer threads: a request is delivered
 //!   after a delay (sometimes long: a request that arrives after its sender gave up), dropped,
 //!   or delivered twice; its answer is delivered, dropped or late, and the sender times out
-//!   after the driver's own timeout. Directed links are cut and healed.
+//!   after the driver's own timeout. Directed links are cut and healed. Half the seeds give
+//!   the replicas and the catalog a small request body limit, so logs move a few entries per
+//!   propagate (after a 413 each) and a catch-up or a repair takes many of them.
 //! - **Processes.** A replica crashes (it keeps only what it synced), crashes in the middle of
 //!   a step between two durable writes ([`MemStore::crash_after`]), restarts, pauses (SIGSTOP:
 //!   what reaches it waits) and resumes. A sync fails and loses what it was to write. The
@@ -18,12 +20,13 @@
 //!   retries of old ones (an hour late), and reads of `GET /orders/<n>` answered by the same
 //!   rule as the driver ([`super::Status::read`]).
 //!
-//! The oracle, after every step: no two leaders in one epoch; every acknowledged order is held
-//! durably, unchanged, by a majority, and by the leader of the highest epoch; a request id
-//! gets one number; the catalog applied a prefix of the log, each order once; every order read
-//! was the committed one, and no read said "no such order" for one acknowledged before it. At
-//! the end everything is healed, and a new order must be acknowledged within
-//! [`LIVENESS_BOUND`] of simulated time.
+//! The oracle, after every step: no two leaders in one epoch; every acknowledged order, and
+//! every order a leader counted as committed (the catalog may be down: committed orders are
+//! not all acknowledged), is held durably, unchanged, by a majority, and by the leader of the
+//! highest epoch; a request id gets one number; the catalog applied a prefix of the log, each
+//! order once; every order read was the committed one, and no read said "no such order" for
+//! one acknowledged before it. At the end everything is healed, and a new order must be
+//! acknowledged within [`LIVENESS_BOUND`] of simulated time.
 //!
 //! `cargo test --release --lib sim` runs [`DEFAULT_SEEDS`] seeds; `BAZAAR_SIM_SEEDS=100000`
 //! runs more, `BAZAAR_SIM_SEED=<s>` replays one seed (a failure prints its seed).
@@ -51,6 +54,10 @@ const FAULT_PHASE: Duration = Duration::from_secs(8);
 
 /// After healing everything, the simulated time a new order may take to be acknowledged.
 const LIVENESS_BOUND: Duration = Duration::from_secs(30);
+
+/// The smallest request body limit a seed may draw: a propagate or an apply of one entry (the
+/// simulator's request ids are short) fits, so every batch can still move.
+const MIN_BODY_LIMIT: usize = 400;
 
 /// How often the scheduler rolls its dice for faults and clients.
 const CHAOS_EVERY: Duration = Duration::from_millis(10);
@@ -192,6 +199,10 @@ struct Sim {
     unresolved: Vec<OrderRequest>,
     // The oracle's memory.
     acknowledged: BTreeMap<u64, LogEntry>,
+    /// Every order a leader counted as committed (acknowledged or not), from number 0 on:
+    /// a committed order must survive as surely as an acknowledged one, and the catalog being
+    /// down must not hide its loss (seed 1011's committed orders were never acknowledged).
+    committed: Vec<LogEntry>,
     numbers: HashMap<String, u64>,
     leaders: BTreeMap<u64, u32>,
     reads: Vec<ReadSeen>,
@@ -203,6 +214,10 @@ struct Sim {
     max_commit: Last,
     /// A short history of what happened, printed with a failure.
     trace: VecDeque<String>,
+    /// The replicas' and the catalog's request body limit in this seed, if any: a propagate
+    /// or apply longer than this gets 413 (as from a peer configured with a smaller limit), so
+    /// logs move in batches of a few entries and a repair takes many propagates.
+    body_limit: Option<usize>,
 }
 
 impl Sim {
@@ -239,13 +254,20 @@ impl Sim {
             next_rid: 0,
             unresolved: Vec::new(),
             acknowledged: BTreeMap::new(),
+            committed: Vec::new(),
             numbers: HashMap::new(),
             leaders: BTreeMap::new(),
             reads: Vec::new(),
             damaged: None,
             max_commit: None,
             trace: VecDeque::new(),
+            body_limit: None,
         };
+        // Drawn apart, so that the seeds' faults stay what they were.
+        let mut limits = fastrand::Rng::with_seed(seed ^ 0x9e37_79b9_7f4a_7c15);
+        if limits.bool() {
+            sim.body_limit = Some(limits.usize(MIN_BODY_LIMIT..MIN_BODY_LIMIT * 8));
+        }
         for id in IDS {
             let first = sim.rng.u64(0..20);
             sim.at(first, Job::Tick(id));
@@ -330,6 +352,12 @@ impl Sim {
         }
     }
 
+    /// Whether a request body is within this seed's limit.
+    fn fits(&self, body: &impl serde::Serialize) -> bool {
+        self.body_limit
+            .is_none_or(|limit| serde_json::to_vec(body).is_ok_and(|bytes| bytes.len() <= limit))
+    }
+
     fn lost(&mut self) -> bool {
         self.faults && self.rng.u8(0..100) < 2
     }
@@ -384,8 +412,11 @@ impl Sim {
                 answer,
             } => {
                 let before = self.catalog.applied;
-                let result = match self.catalog_mode {
-                    CatalogMode::Down => Err(Error::Unreachable("catalog down".into())),
+                let result = match (self.catalog_mode, &msg) {
+                    (CatalogMode::Down, _) => Err(Error::Unreachable("catalog down".into())),
+                    (_, CatalogMessage::Apply(batch)) if !self.fits(batch) => {
+                        Err(Error::PayloadTooLarge)
+                    }
                     _ => self.catalog.handle(msg),
                 };
                 if self.catalog.applied != before {
@@ -561,6 +592,13 @@ impl Sim {
                 if answer && !self.lost() && !self.cut.contains(&(to, link.0)) {
                     let d = self.delay();
                     let body = Ok(Body::Page(page));
+                    self.at(d, Job::Reply { link, seq, body });
+                }
+            }
+            PeerMessage::Propagate(msg) if !self.fits(&msg) => {
+                if answer && !self.lost() && !self.cut.contains(&(to, link.0)) {
+                    let d = self.delay();
+                    let body = Err(Error::PayloadTooLarge);
                     self.at(d, Job::Reply { link, seq, body });
                 }
             }
@@ -1133,8 +1171,26 @@ impl Sim {
 
     // ---- The oracle ------------------------------------------------------------------------
 
+    /// Records what the leaders count as committed: their logs through their commit points.
+    fn record_committed(&mut self) {
+        for node in self.nodes.values() {
+            let (Node::Up(c) | Node::Paused(c)) = node else {
+                continue;
+            };
+            if !matches!(c.role, Role::Leader(_)) {
+                continue;
+            }
+            let synced = &c.cx.store.entries[..c.cx.store.synced];
+            let through = synced.len().min(after(c.cx.commit) as usize);
+            if let Some(more) = synced.get(self.committed.len()..through) {
+                self.committed.extend_from_slice(more);
+            }
+        }
+    }
+
     /// The safety invariants that must hold after every step.
-    fn check(&self) {
+    fn check(&mut self) {
+        self.record_committed();
         let majority = IDS.len() / 2 + 1;
         // The leader of the highest epoch ever led holds every acknowledged order (a deposed
         // leader that does not know it yet may lack newer ones).
@@ -1150,18 +1206,23 @@ impl Sim {
         // While a damaged disk is being repaired, an order may be on fewer disks (the damaged
         // one's copy is gone), but never on none.
         let needed = if self.damaged.is_some() { 1 } else { majority };
-        for (&n, acked) in &self.acknowledged {
-            let copies = self.copies(n, acked, None);
+        let committed = self.committed.iter().map(|e| (e.number, e, "committed"));
+        let acknowledged = self
+            .acknowledged
+            .iter()
+            .map(|(&n, e)| (n, e, "acknowledged"));
+        for (n, order, what) in committed.chain(acknowledged) {
+            let copies = self.copies(n, order, None);
             if copies < needed {
                 self.fail(&format!(
-                    "acknowledged order {n} ({}) is held by {copies} replica(s)",
-                    acked.request_id
+                    "{what} order {n} ({}) is held by {copies} replica(s)",
+                    order.request_id
                 ));
             }
             if let Some(leader) = top {
-                if leader.cx.store.entries.get(n as usize) != Some(acked) {
+                if leader.cx.store.entries.get(n as usize) != Some(order) {
                     self.fail(&format!(
-                        "replica {} leads epoch {} without acknowledged order {n}",
+                        "replica {} leads epoch {} without {what} order {n}",
                         leader.cx.id, leader.cx.hard.epoch
                     ));
                 }
