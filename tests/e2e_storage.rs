@@ -19,7 +19,8 @@
 //!
 //! What the tests assume of the recovery: `GET /health` on a replica has `"recovering"`
 //! (false once repaired); a replica that lost or found damage in its files neither votes nor
-//! leads until a leader of the current epoch has repaired it; the catalog rebuilds from the
+//! leads until a leader elected after the damage has repaired it (so the leader it served
+//! before steps down and a newer epoch begins); the catalog rebuilds from the
 //! committed log when its own files do not check.
 
 mod common;
@@ -169,11 +170,18 @@ fn a_changed_digit_in_a_followers_log_is_repaired_not_served() {
     assert_eq!(b.wait_leader().unwrap(), 3, "the first leader");
     let mut acked = place_numbered(&b, 0..40, "digit-f");
     b.wait_logs_identical(QUIET_TIMEOUT).unwrap();
+    let served = health_epoch(&b, 2);
     b.kill(Process::Order(2));
     let old = set_order_quantity(&b.log_path(2), DAMAGED_ORDER, DAMAGED_QUANTITY).unwrap();
     assert_eq!(old, ACKED_QUANTITY);
     b.start_service(Process::Order(2)).unwrap();
     wait_recovered(&b, 2, RECOVERY_TIMEOUT);
+    // It acknowledged #30..#39 to epoch `served`'s leader: only a newer leader may repair it.
+    let repaired_in = health_epoch(&b, 2);
+    assert!(
+        repaired_in > served,
+        "order-2 was repaired in epoch {repaired_in}, the epoch it served before the damage"
+    );
 
     b.kill(Process::Order(3));
     let leader = wait_new_leader(&b, 3);
@@ -197,6 +205,13 @@ fn a_changed_digit_in_a_followers_log_is_repaired_not_served() {
     wait_recovered(&b, 3, RECOVERY_TIMEOUT);
     finish(&b, &acked);
     assert_not_recovering(&b, 2);
+}
+
+/// Replica `id`'s epoch on `GET /health`.
+fn health_epoch(b: &Cluster, id: u32) -> u64 {
+    let health = common::replica_health_json(b, id);
+    let epoch = health.as_ref().and_then(|h| h.get("epoch")?.as_u64());
+    epoch.unwrap_or_else(|| panic!("order-{id}'s /health has no epoch: {health:?}"))
 }
 
 /// Reproduction 3. The same damage in the old leader's file while it is down: restarted, it

@@ -773,8 +773,9 @@ impl<S: Store> Core<S> {
     /// - log damaged, or shorter than its claim: it keeps the intact prefix and drops the
     ///   claim (saved before the log is cut: the claim must never outlive its data).
     ///
-    /// A recovering replica grants no vote, does not campaign and is not ready, until a
-    /// leader's propagate brings its log through that leader's base ([`Core::claim_log_epoch`]).
+    /// Either way it moves its epoch past every epoch it knew ([`repair_epoch`]). A recovering
+    /// replica grants no vote, does not campaign and is not ready, until a leader of a newer
+    /// epoch brings its log through that leader's base ([`Core::claim_log_epoch`]).
     fn check_disk(&mut self, damage: Damage) -> Result<()> {
         // The claim names an entry and its checksum: a log that no longer has both lost data.
         let claim_lost = self
@@ -814,18 +815,20 @@ impl<S: Store> Core<S> {
         if let Some(n) = log_damaged {
             warn!(
                 "replica {}: its log is damaged from order {n} on: keeping orders before it, \
-                 recovering the rest from the leader",
+                 recovering the rest from the next leader",
                 self.cx.id
             );
         }
         // The claim goes before the cut (a claim must never outlive its data), and `recovering`
-        // is persisted so that a restart mid-repair still refuses votes.
+        // is persisted so that a restart mid-repair still refuses votes. The epoch moves past
+        // every epoch we acknowledged orders in (see [`repair_epoch`]), in the same write.
         if !damage.state_lost {
             self.cx.save_hard(HardState {
+                epoch: repair_epoch(self.cx.hard.epoch),
+                voted_for: Some(self.cx.id),
                 log_epoch: 0,
                 log_through: None,
                 recovering: true,
-                ..self.cx.hard
             })?;
         }
         if let Some(n) = log_damaged {
@@ -881,7 +884,8 @@ impl<S: Store> Core<S> {
     ///   we could have forgotten: a new deployment, and we start as new;
     /// - otherwise any epoch we granted before the loss was persisted by its candidate, which
     ///   is among them: we take the highest as ours, granted to nobody else (as if to
-    ///   ourselves), and wait for a leader of at least that epoch to repair our log.
+    ///   ourselves), moved one past ([`repair_epoch`]), and wait for a leader of that epoch or
+    ///   later to repair our log.
     ///
     /// Every peer, not a majority: a candidate we granted an epoch to needed only our grant and
     /// its own, and may be the one peer that did not answer.
@@ -924,8 +928,9 @@ impl<S: Store> Core<S> {
             );
         } else {
             let hard = HardState {
-                // Granted to ourselves: we can grant no epoch up to the floor to anyone again.
-                epoch: floor,
+                // Granted to ourselves: we can grant no epoch up to the floor to anyone again,
+                // and only a leader elected without us may repair us (`repair_epoch`).
+                epoch: repair_epoch(floor),
                 voted_for: Some(self.cx.id),
                 log_epoch: 0,
                 log_through: None,
@@ -938,8 +943,8 @@ impl<S: Store> Core<S> {
             }
             info!(
                 "replica {}: its peers are at epoch {floor}; it votes for nobody until a leader \
-                 of at least that epoch has repaired its log",
-                self.cx.id
+                 of epoch {} or later has repaired its log",
+                self.cx.id, hard.epoch
             );
         }
         Ok(())
@@ -1487,7 +1492,15 @@ impl<S: Store> Core<S> {
                 after(p.prev.map(|prev| prev.number))
             )));
         }
-        // A deposed leader: 409 tells it to step down.
+        // A deposed leader: 409 tells it to step down. So is one we served before our disk
+        // was found damaged ([`repair_epoch`]): it steps down, and the next leader repairs us.
+        if p.epoch < self.cx.hard.epoch && self.cx.recovery.is_some() {
+            return Err(Error::Conflict(format!(
+                "replica {} found its disk damaged and takes a repair only from a leader \
+                 elected after that (epoch {} or later), not from epoch {}",
+                self.cx.id, self.cx.hard.epoch, p.epoch
+            )));
+        }
         if p.epoch < self.cx.hard.epoch {
             return Err(Error::Conflict(format!(
                 "stale epoch {} from replica {}: replica {} is in epoch {}",
@@ -1498,7 +1511,7 @@ impl<S: Store> Core<S> {
         if p.leader == self.cx.id {
             return Err(Error::BadRequest("a propagate from ourselves".into()));
         }
-        // A log found damaged (state intact) knows its epoch and takes a repair at once.
+        // A log found damaged (state intact) knows its epoch: it takes the next leader's repair.
         if self.cx.recovery.as_ref().is_some_and(|r| r.probe.is_some()) {
             // Until we know our peers' epochs we cannot tell a deposed leader from the current
             // one, and only the current one may repair us.
@@ -2210,6 +2223,20 @@ enum Applied {
     Mismatch {
         hint: Last,
     },
+}
+
+/// The epoch a replica moves to when it finds its disk damaged or lost, from `epoch`, the
+/// highest it knew of (its own, or its peers' when its own was lost): one above, granted to
+/// itself. Its lost entries may have been acknowledged to a leader, and counted towards a
+/// commit, only in an epoch up to `epoch` (a follower saves a leader's epoch before it takes
+/// the leader's entries). A leader of such an epoch, or a late propagate of one, may bring
+/// the damaged log up to its base and no further than what was sent, short of what was
+/// acknowledged: repaired by it, the replica would vote with a log that lacks committed
+/// orders while claiming that epoch. Above `epoch`, it refuses those leaders (409: they step
+/// down, and the front-ends elect again); the next leader is elected by a majority without
+/// it, which holds every committed order, and its log through its base repairs the replica.
+fn repair_epoch(epoch: u64) -> u64 {
+    epoch.saturating_add(1)
 }
 
 /// True if `at` is less than `within` before `now`.

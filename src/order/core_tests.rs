@@ -1601,8 +1601,9 @@ fn a_new_deployment_starts_from_empty_disks() {
 }
 
 /// A follower whose log is damaged at entry 1 keeps entry 0, drops its claim before it cuts
-/// the rest (a claim never outlives its data), refuses to lead, and is repaired from the
-/// leader. A log cut short below what its claim covers is caught the same way.
+/// the rest (a claim never outlives its data), refuses to lead, moves to a new epoch (the
+/// leader it acknowledged the lost entries to steps down) and is repaired by the leader
+/// elected next. A log cut short below what its claim covers is caught the same way.
 #[test]
 fn a_damaged_or_shortened_log_is_cut_and_repaired_from_the_leader() {
     let mut net = Net::new();
@@ -1621,9 +1622,20 @@ fn a_damaged_or_shortened_log_is_cut_and_repaired_from_the_leader() {
     assert_eq!(status.latest, Some(0), "the intact prefix is kept");
     let hard = net.node(2).store().hard;
     assert_eq!((hard.log_epoch, hard.recovering), (0, true));
+    assert_eq!((hard.epoch, hard.voted_for), (2, Some(2)), "past epoch 1");
     assert_eq!(net.elect(2), None, "a recovering replica does not lead");
     net.wait(Duration::from_millis(300));
-    assert!(!net.node(2).status().recovering, "repaired by the leader");
+    assert!(
+        net.node(2).status().recovering,
+        "epoch 1's leader cannot repair it"
+    );
+    assert_eq!(net.status(3).role, RoleName::Follower, "and stepped down");
+    assert_eq!(net.elect(3), Some(2), "elected without replica 2");
+    net.wait(Duration::from_millis(300));
+    assert!(
+        !net.node(2).status().recovering,
+        "repaired by the new leader"
+    );
     assert_eq!(net.log(2), net.log(3));
 
     // Now its last two lines are gone without a trace, below what its claim covers.
@@ -1639,7 +1651,72 @@ fn a_damaged_or_shortened_log_is_cut_and_repaired_from_the_leader() {
         "the claim no longer checks"
     );
     net.wait(Duration::from_millis(300));
+    assert_eq!(net.elect(3), Some(3));
+    net.wait(Duration::from_millis(300));
     assert!(!net.node(2).status().recovering);
     assert_eq!(net.log(2), net.log(3));
     net.check();
+}
+
+/// The simulator's seed 1011 (with one draw more), scripted. Replica 2 acknowledged orders b
+/// and c (committed by 2 and 3: 1 was cut off), then lost them to a damaged disk and restarted;
+/// 3 crashed. A propagate 3 sent before b existed reaches 2 late: it extends 2's intact prefix
+/// through 3's base, but 2 acknowledged more than that, and those acknowledgements counted.
+/// Were 2 repaired by it, 1 and 2 would elect a leader without b and c. Only a leader elected
+/// after the damage, by a majority that did not need 2's lost log, may repair it.
+#[test]
+fn a_late_propagate_from_before_the_damage_does_not_repair_a_replica() {
+    let mut net = Net::new();
+    net.wait(LEADER_LEASE);
+    net.isolate(1);
+    assert_eq!(net.elect(3), Some(1));
+    number(net.place(3, Buy, 1, "a"));
+    // A heartbeat to 2 that is delayed on the wire: 3's request times out, the bytes arrive.
+    net.now += HEARTBEAT_INTERVAL;
+    net.step(3, Event::Tick);
+    let mut late = None;
+    for env in std::mem::take(&mut net.queue) {
+        match env.msg {
+            PeerMessage::Propagate(p) if env.to == 2 && late.is_none() => late = Some(p),
+            _ => net.queue.push_back(env),
+        }
+    }
+    let late = late.expect("3 sent a heartbeat to 2");
+    let reply = PeerReply::Propagate {
+        epoch: late.epoch,
+        sent_last: last_carried(&late),
+        result: Err(Error::Unreachable("timed out".into())),
+    };
+    net.step(3, Event::PeerReply { from: 2, reply });
+    net.run();
+    for rid in ["b", "c"] {
+        // 3 resends to 2 at its next retry.
+        let token = net.order(3, "GameStart", Buy, 1, rid);
+        net.wait(Duration::from_millis(300));
+        number(net.answer(token));
+    }
+    net.crash(2);
+    let store = net.crashed.remove(&2).expect("crashed").damaged(1);
+    net.crashed.insert(2, store);
+    net.crash(3);
+    net.heal();
+    net.restart(2);
+    let token = net.token();
+    net.step(2, Event::Propagate { token, msg: late });
+    net.run();
+    assert!(
+        net.node(2).status().recovering,
+        "a propagate from the epoch it acknowledged the lost orders in does not repair it"
+    );
+    net.wait(LEADER_LEASE);
+    assert_eq!(net.elect(1), None, "1 lacks b and c: it must not lead");
+    assert_eq!(net.elect(2), None, "a recovering replica does not lead");
+    net.restart(3);
+    net.wait(LEADER_LEASE);
+    let leader = [3, 1].into_iter().find(|&id| net.elect(id).is_some());
+    let leader = leader.expect("a leader once replica 3 is back");
+    net.wait(Duration::from_millis(300));
+    assert!(!net.node(2).status().recovering, "replica 2 is repaired");
+    assert_eq!(net.log(2), net.log(leader));
+    orders_survived(&mut net, leader);
 }
